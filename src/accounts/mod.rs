@@ -1,0 +1,110 @@
+//! Users, their roles and credentials.
+
+pub mod password;
+pub mod phone;
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+
+/// `model_has_roles.model_type` for users (the seed follows Laravel/Spatie, which stores the
+/// owning model's class name there).
+pub const USER_MODEL_TYPE: &str = "App\\Models\\User";
+
+/// The roles seeded by the schema (section 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Customer,
+    Therapist,
+    StoreOwner,
+    Admin,
+    SuperAdmin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Therapist => "therapist",
+            Role::StoreOwner => "store_owner",
+            Role::Admin => "admin",
+            Role::SuperAdmin => "super_admin",
+        }
+    }
+}
+
+/// What `hilot admin create` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AdminOutcome {
+    Created,
+    /// The phone already had an account; it now also has the admin role and the new password.
+    Promoted,
+}
+
+/// Creates an admin (or promotes an existing account), recording the role change in audit_logs.
+pub async fn create_admin(
+    pool: &PgPool,
+    raw_phone: &str,
+    password: &str,
+) -> anyhow::Result<(String, AdminOutcome)> {
+    let phone =
+        phone::normalize_phone(raw_phone).map_err(|why| anyhow::anyhow!("--phone {why}"))?;
+    password::check_password_policy(password).map_err(|why| anyhow::anyhow!("--password {why}"))?;
+    let hash = password::hash_password(password)?;
+
+    let mut tx = pool
+        .begin()
+        .await
+        .context("starting the admin transaction")?;
+    let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE phone = $1")
+        .bind(&phone)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("looking up the phone")?;
+    let (user_id, outcome) = match existing {
+        Some(id) => {
+            sqlx::query("UPDATE users SET password = $2, updated_at = now() WHERE id = $1")
+                .bind(id)
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await
+                .context("updating the admin's password")?;
+            (id, AdminOutcome::Promoted)
+        }
+        None => {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO users (phone, password, first_name, last_name, is_verified, phone_verified_at) \
+                 VALUES ($1, $2, 'Admin', '', TRUE, now()) RETURNING id",
+            )
+            .bind(&phone)
+            .bind(&hash)
+            .fetch_one(&mut *tx)
+            .await
+            .context("creating the admin user")?;
+            (id, AdminOutcome::Created)
+        }
+    };
+    let granted = sqlx::query(
+        "INSERT INTO model_has_roles (role_id, model_type, model_id) \
+         SELECT id, $2, $3 FROM roles WHERE name = $1 ON CONFLICT DO NOTHING",
+    )
+    .bind(Role::Admin.as_str())
+    .bind(USER_MODEL_TYPE)
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await
+    .context("granting the admin role")?
+    .rows_affected();
+    if granted > 0 {
+        sqlx::query(
+            "INSERT INTO audit_logs (user_id, action, auditable_type, auditable_id, old_values, new_values, user_agent) \
+             VALUES (NULL, 'role.granted', 'user', $1, '{\"roles_added\": []}', jsonb_build_object('roles_added', jsonb_build_array($2::text)), 'hilot admin create')",
+        )
+        .bind(user_id)
+        .bind(Role::Admin.as_str())
+        .execute(&mut *tx)
+        .await
+        .context("auditing the role change")?;
+    }
+    tx.commit().await.context("committing the admin")?;
+    Ok((phone, outcome))
+}

@@ -1,0 +1,131 @@
+//! Settings: flags or environment, with every default a named constant.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+
+/// Where `hilot serve` listens when neither `--bind` nor `HILOT_BIND` is given.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+/// Connections the server keeps to PostgreSQL. Requests, the ping writer and dispatch share them.
+pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 20;
+/// How long a request waits for a free database connection before answering 503.
+pub const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long SIGTERM waits for in-flight requests before closing them.
+pub const DEFAULT_SHUTDOWN_GRACE_S: u64 = 10;
+/// The largest JSON body any endpoint accepts.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Months of `provider_locations` partitions created ahead of the current one.
+pub const DEFAULT_PARTITIONS_AHEAD: u32 = 2;
+/// Folder (at the repository root) where `scripts/dev-env` keeps the local PostgreSQL and Redis.
+pub const LOCAL_ENV_DIR: &str = ".hilot-local";
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// PostgreSQL URL. Without it the server uses the project-local cluster of `scripts/dev-env`.
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Redis URL. Without it the server runs single-node on an in-process event bus.
+    #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Address to listen on (`host:port`; port 0 picks a free one).
+    #[arg(long, global = true, env = "HILOT_BIND", default_value = DEFAULT_BIND)]
+    pub bind: String,
+
+    /// Maximum PostgreSQL connections in the pool.
+    #[arg(long, global = true, env = "HILOT_DB_MAX_CONNECTIONS", default_value_t = DEFAULT_DB_MAX_CONNECTIONS)]
+    pub db_max_connections: u32,
+
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, global = true, env = "HILOT_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Seconds SIGTERM waits for in-flight requests.
+    #[arg(long, global = true, env = "HILOT_SHUTDOWN_GRACE_S", default_value_t = DEFAULT_SHUTDOWN_GRACE_S)]
+    pub shutdown_grace_s: u64,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, global = true, env = "HILOT_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// Months of location partitions kept ready ahead of the current month.
+    #[arg(long, global = true, env = "HILOT_PARTITIONS_AHEAD", default_value_t = DEFAULT_PARTITIONS_AHEAD)]
+    pub partitions_ahead: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            redis_url: None,
+            bind: DEFAULT_BIND.to_owned(),
+            db_max_connections: DEFAULT_DB_MAX_CONNECTIONS,
+            workers: None,
+            shutdown_grace_s: DEFAULT_SHUTDOWN_GRACE_S,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            partitions_ahead: DEFAULT_PARTITIONS_AHEAD,
+        }
+    }
+}
+
+impl Settings {
+    /// The database URL to use: the configured one, else the local cluster's.
+    pub fn resolved_database_url(&self) -> anyhow::Result<String> {
+        if let Some(url) = self.database_url.as_deref().filter(|u| !u.is_empty()) {
+            return Ok(url.to_owned());
+        }
+        local_env_value("HILOT_LOCAL_DATABASE_URL").ok_or_else(|| {
+            anyhow::anyhow!(
+                "no DATABASE_URL given and no local cluster found: run `scripts/dev-env up` \
+                 or set DATABASE_URL"
+            )
+        })
+    }
+
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url.as_deref().filter(|u| !u.is_empty())
+    }
+}
+
+/// Reads `NAME` from the `.hilot-local/env` file that `scripts/dev-env` writes, looking in the
+/// current directory and its parents, so the binary works from anywhere inside the checkout.
+pub fn local_env_value(name: &str) -> Option<String> {
+    let file = find_local_env_file(&std::env::current_dir().ok()?)?;
+    parse_env_file(&std::fs::read_to_string(file).ok()?, name)
+}
+
+fn find_local_env_file(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|dir| dir.join(LOCAL_ENV_DIR).join("env"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Finds `NAME=value` (optionally prefixed by `export`, optionally quoted) in shell-style text.
+fn parse_env_file(text: &str, name: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let line = line.trim();
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == name).then(|| value.trim().trim_matches(['"', '\'']).to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_file_values_are_found_with_or_without_export_and_quotes() {
+        let text =
+            "# local services\nexport HILOT_LOCAL_DATABASE_URL='postgres://a@b/c'\nOTHER=1\n";
+        assert_eq!(
+            parse_env_file(text, "HILOT_LOCAL_DATABASE_URL").as_deref(),
+            Some("postgres://a@b/c")
+        );
+        assert_eq!(parse_env_file(text, "OTHER").as_deref(), Some("1"));
+        assert_eq!(parse_env_file(text, "MISSING"), None);
+    }
+}

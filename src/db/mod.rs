@@ -1,0 +1,93 @@
+//! PostgreSQL: the pool, migrations, and the version checks made when the pool is built.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::config::{Settings, DB_ACQUIRE_TIMEOUT};
+
+/// The oldest PostGIS major version the schema and queries are written for.
+pub const MIN_POSTGIS_MAJOR: u32 = 3;
+
+/// Migrations compiled into the binary, so `hilot serve` on any machine can build the schema.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Opens the pool without touching the database yet (readiness is checked separately).
+pub fn pool_options(settings: &Settings) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(settings.db_max_connections)
+        .acquire_timeout(DB_ACQUIRE_TIMEOUT)
+        .idle_timeout(Some(Duration::from_secs(300)))
+}
+
+pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    url.parse::<PgConnectOptions>()
+        .map(|o| o.application_name("hilot"))
+        .with_context(|| "DATABASE_URL is not a valid PostgreSQL URL")
+}
+
+/// Connects, checks PostGIS, and applies pending migrations.
+pub async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<PgPool> {
+    let url = settings.resolved_database_url()?;
+    let options = connect_options(&url)?;
+    let pool = pool_options(settings)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(&url)))?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .context("applying database migrations")?;
+    let major = postgis_major_version(&pool).await?;
+    anyhow::ensure!(
+        major >= MIN_POSTGIS_MAJOR,
+        "PostGIS {major} is too old: Hilot needs PostGIS {MIN_POSTGIS_MAJOR} or later"
+    );
+    Ok(pool)
+}
+
+/// The major version of the PostGIS library the database runs.
+pub async fn postgis_major_version(pool: &PgPool) -> anyhow::Result<u32> {
+    let version: String = sqlx::query_scalar("SELECT postgis_lib_version()")
+        .fetch_one(pool)
+        .await
+        .context("reading the PostGIS version (is the postgis extension installed?)")?;
+    parse_major(&version).with_context(|| format!("unexpected PostGIS version {version:?}"))
+}
+
+fn parse_major(version: &str) -> Option<u32> {
+    version.split('.').next()?.trim().parse().ok()
+}
+
+/// The URL with its password replaced, safe to print.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<unparseable URL>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgis_major_is_read_from_the_version_string() {
+        assert_eq!(parse_major("3.3.2"), Some(3));
+        assert_eq!(parse_major("garbage"), None);
+    }
+
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        assert_eq!(
+            redact("postgres://hilot:secret@127.0.0.1:5432/hilot"),
+            "postgres://hilot:***@127.0.0.1:5432/hilot"
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! Extractors that turn bad input into clear problem+json answers naming the field.
+
+use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, FieldError};
+
+/// A JSON body. Malformed JSON answers 400; a well-formed body with a missing or mistyped
+/// field answers 422 naming that field (`location.lat`), which actix's own `Json` cannot do.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let content_type_ok = is_json_content_type(req);
+        let body = web::Bytes::from_request(req, payload);
+        let limit = req
+            .app_data::<BodyLimit>()
+            .map_or(crate::config::DEFAULT_MAX_BODY_BYTES, |l| l.0);
+        Box::pin(async move {
+            if !content_type_ok {
+                return Err(ApiError::UnsupportedMediaType(
+                    "send the body as application/json".into(),
+                ));
+            }
+            let bytes = body
+                .await
+                .map_err(|error| match error.as_error::<PayloadError>() {
+                    Some(PayloadError::Overflow) => ApiError::PayloadTooLarge { limit },
+                    _ => ApiError::BadRequest(format!("could not read the request body: {error}")),
+                })?;
+            parse_json(&bytes).map(Json)
+        })
+    }
+}
+
+/// The body size cap, stored beside actix's `PayloadConfig` so errors can quote it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+fn is_json_content_type(req: &HttpRequest) -> bool {
+    match req.headers().get(header::CONTENT_TYPE) {
+        // A missing content type is accepted: many simple clients omit it for JSON.
+        None => true,
+        Some(value) => value
+            .to_str()
+            .map(|v| {
+                let essence = v
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                essence == "application/json" || essence.ends_with("+json")
+            })
+            .unwrap_or(false),
+    }
+}
+
+/// Parses JSON, classifying failures as 400 (not JSON) or 422 (JSON of the wrong shape).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest(
+            "the request body is empty; expected a JSON object".into(),
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let (field, message) = field_and_message(&path, &inner.to_string());
+                ApiError::Validation {
+                    detail: format!("{field}: {message}"),
+                    errors: vec![FieldError::new(field, message)],
+                }
+            }
+            _ => ApiError::BadRequest(format!("malformed JSON: {inner}")),
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+/// serde reports a missing field at its parent's path; name the field itself instead.
+fn field_and_message(path: &str, message: &str) -> (String, String) {
+    let message = strip_position(message);
+    let parent = if path == "." { "" } else { path };
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or(rest);
+        let field = if parent.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{parent}.{name}")
+        };
+        return (field, "is required".to_owned());
+    }
+    let field = if parent.is_empty() { "body" } else { parent };
+    (field.to_owned(), message.to_owned())
+}
+
+/// serde_json appends " at line 1 column 17"; clients need the field, not the column.
+fn strip_position(message: &str) -> &str {
+    message
+        .rfind(" at line ")
+        .map_or(message, |at| &message[..at])
+}
+
+/// Query strings, parsed with the same field-naming errors as bodies (422).
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Query<T> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(parse_query(req.query_string()).map(Query))
+    }
+}
+
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let deserializer =
+        serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let (field, message) = field_and_message(&path, &error.into_inner().to_string());
+        ApiError::Validation {
+            detail: format!("{field}: {message}"),
+            errors: vec![FieldError::new(field, message)],
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Location {
+        lat: f64,
+        lng: f64,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        location: Location,
+    }
+
+    fn field_of(error: ApiError) -> String {
+        match error {
+            ApiError::Validation { errors, .. } => errors[0].field.clone(),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_json_is_a_bad_request() {
+        assert!(matches!(
+            parse_json::<Body>(b"{\"name\": "),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_json::<Body>(b""),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn missing_nested_field_is_named() {
+        let error = parse_json::<Body>(br#"{"name":"a","location":{"lat":1}}"#).unwrap_err();
+        assert_eq!(field_of(error), "location.lng");
+    }
+
+    #[test]
+    fn mistyped_field_is_named() {
+        let error =
+            parse_json::<Body>(br#"{"name":"a","location":{"lat":"x","lng":1}}"#).unwrap_err();
+        assert_eq!(field_of(error), "location.lat");
+    }
+
+    #[test]
+    fn query_errors_name_the_field() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Q {
+            lat: f64,
+        }
+        assert_eq!(field_of(parse_query::<Q>("lat=abc").unwrap_err()), "lat");
+        assert_eq!(field_of(parse_query::<Q>("").unwrap_err()), "lat");
+    }
+}

@@ -1,0 +1,75 @@
+//! The HTTP surface: routes by area, extractors, middleware, and the OpenAPI document.
+
+pub mod extract;
+pub mod health;
+pub mod openapi;
+pub mod operations;
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, HttpRequest};
+use tracing_actix_web::RequestId;
+
+use crate::error::ApiError;
+
+/// Header that carries the request id back to the client (the same id is in every log line).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Registers every route. Shared by the server and by in-process tests.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(health::live)
+        .service(health::ready)
+        .service(operations::metrics)
+        .service(operations::openapi);
+}
+
+/// Unknown routes answer problem+json 404 (405 when the path exists with other methods is
+/// handled by actix before reaching here only for resources; this covers everything else).
+pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
+}
+
+/// Sets `x-request-id` on every answer and records request metrics by route pattern.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let request_id = req.extensions().get::<RequestId>().map(|id| id.to_string());
+    let method = req.method().to_string();
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let mut response = next.call(req).await?;
+    let status_code = response.status().as_u16();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if route.starts_with("/health") || route == "/metrics" {
+        tracing::debug!(%method, %route, status = status_code, elapsed_ms, "request");
+    } else {
+        tracing::info!(%method, %route, status = status_code, elapsed_ms, "request");
+    }
+    let status = status_code.to_string();
+    metrics::counter!("hilot_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("hilot_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID_HEADER), id);
+    }
+    Ok(response)
+}
+
+/// actix's built-in `Path` errors, rendered as our 404 (a malformed id names nothing).
+pub fn path_error(error: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::NotFound(format!("no such resource ({error})")).into()
+}

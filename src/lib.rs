@@ -1,0 +1,24 @@
+//! Hilot: geospatial on-demand dispatch for home-service therapists.
+//!
+//! # Layout
+//! - [`config`]: settings from flags or the environment; every default is a named constant.
+//! - [`startup`]: builds the application (pool, migrations, background tasks, HTTP server) and
+//!   drains it on SIGTERM.
+//! - [`http`]: routes by area, extractors, middleware and the generated OpenAPI document.
+//! - [`error`]: the one error type, rendered as problem+json.
+//! - [`db`]: the PostgreSQL pool, migrations and version checks.
+//! - [`accounts`]: users, roles, phone numbers and passwords.
+//! - [`partitions`]: the monthly `provider_locations` partition manager.
+//! - [`telemetry`]: logs and Prometheus metrics.
+//! - [`cli`]: the `hilot` command line.
+
+pub mod accounts;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod partitions;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,17 @@
+//! `hilot`: parse the command line, start logging, run the command.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = hilot::cli::Cli::parse();
+    hilot::telemetry::init_logging();
+    match hilot::cli::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One clear line, the whole cause chain, no panic trace.
+            eprintln!("hilot: error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

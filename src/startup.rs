@@ -1,0 +1,196 @@
+//! Builds the application (pool, migrations, background tasks, HTTP server) and runs it until a
+//! signal or a programmatic stop, then drains.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use chrono::Utc;
+use tokio::sync::watch;
+use tracing_actix_web::TracingLogger;
+
+use crate::config::Settings;
+use crate::http::extract::BodyLimit;
+use crate::state::AppState;
+use crate::{db, http, partitions, telemetry};
+
+/// How long to wait for Redis at start-up before giving up with a clear error.
+pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: AppState,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Stops a running application from outside (tests; the signal handler does the same).
+#[derive(Clone)]
+pub struct StopHandle {
+    shutdown: watch::Sender<bool>,
+}
+
+impl StopHandle {
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let _ = telemetry::metrics_handle();
+        let pool = db::connect_and_migrate(&settings).await?;
+        partitions::ensure(&pool, Utc::now().date_naive(), settings.partitions_ahead)
+            .await
+            .context("creating location partitions at start-up")?;
+        let redis = match settings.redis_url() {
+            None => None,
+            Some(url) => Some(connect_redis(url).await?),
+        };
+        let listener = TcpListener::bind(&settings.bind)
+            .with_context(|| format!("cannot listen on {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let state = AppState {
+            db: pool,
+            redis,
+            settings: Arc::new(settings),
+            started_at: Instant::now(),
+        };
+        let server = http_server(state.clone(), listener)?;
+        let (shutdown, _) = watch::channel(false);
+        Ok(Self {
+            port,
+            server,
+            state,
+            shutdown,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
+    /// Serves until SIGTERM/SIGINT or [`StopHandle::stop`], then drains: stop accepting,
+    /// let in-flight requests finish (up to the grace period), stop background tasks.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self {
+            port,
+            server,
+            state,
+            shutdown,
+        } = self;
+        let server_handle = server.handle();
+        let mut server_task = tokio::spawn(server);
+        let maintenance = tokio::spawn(partitions::run_maintenance(
+            state.db.clone(),
+            state.settings.partitions_ahead,
+            shutdown.subscribe(),
+        ));
+        tracing::info!(port, "hilot serving");
+
+        let mut stop_requested = shutdown.subscribe();
+        tokio::select! {
+            signal = shutdown_signal() => tracing::info!(signal, "signal received, draining"),
+            _ = stop_requested.wait_for(|stop| *stop) => tracing::info!("stop requested, draining"),
+            result = &mut server_task => {
+                result.context("HTTP server task")?.context("HTTP server")?;
+            }
+        }
+        let _ = shutdown.send(true);
+        drain(server_handle, server_task).await;
+        let _ = maintenance.await;
+        state.db.close().await;
+        tracing::info!("hilot stopped");
+        Ok(())
+    }
+}
+
+async fn drain(handle: ServerHandle, task: tokio::task::JoinHandle<std::io::Result<()>>) {
+    handle.stop(true).await;
+    if !task.is_finished() {
+        let _ = task.await;
+    }
+}
+
+fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server> {
+    let max_body = state.settings.max_body_bytes;
+    let grace = state.settings.shutdown_grace_s;
+    let workers = state.settings.workers;
+    let data = web::Data::new(state);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(max_body))
+            .app_data(BodyLimit(max_body))
+            .app_data(web::PathConfig::default().error_handler(http::path_error))
+            .configure(http::configure)
+            .default_service(web::to(http::not_found))
+            .wrap(from_fn(http::observe))
+            .wrap(TracingLogger::default())
+    })
+    .listen(listener)?
+    // Signals are ours to handle: draining must also stop sockets and flush queues.
+    .disable_signals()
+    .shutdown_timeout(grace);
+    if let Some(workers) = workers {
+        server = server.workers(workers);
+    }
+    Ok(server.run())
+}
+
+async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
+    let client = redis::Client::open(url)
+        .with_context(|| format!("REDIS_URL is not a valid Redis URL: {}", db::redact(url)))?;
+    tokio::time::timeout(
+        REDIS_CONNECT_TIMEOUT,
+        redis::aio::ConnectionManager::new(client),
+    )
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "no answer from Redis at {} within {REDIS_CONNECT_TIMEOUT:?}",
+            db::redact(url)
+        )
+    })?
+    .with_context(|| format!("cannot connect to Redis at {}", db::redact(url)))
+}
+
+/// Resolves on SIGTERM or Ctrl-C, naming which.
+async fn shutdown_signal() -> &'static str {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = ctrl_c => "SIGINT",
+            },
+            Err(_) => {
+                ctrl_c.await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        ctrl_c.await;
+        "SIGINT"
+    }
+}

@@ -1,0 +1,54 @@
+//! Logs (tracing) and metrics (Prometheus text).
+
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::{fmt, EnvFilter};
+
+/// Log filter when `RUST_LOG` is unset.
+pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,actix_server=warn";
+
+/// Latency buckets (seconds) for every `*_seconds` histogram: 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Installs the global subscriber: JSON lines when stdout is not a terminal (or
+/// `HILOT_LOG_FORMAT=json`), human-readable text otherwise. Safe to call more than once.
+pub fn init_logging() {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let json = match std::env::var("HILOT_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") | Ok("pretty") => false,
+        _ => !std::io::stdout().is_terminal(),
+    };
+    let builder = fmt().with_env_filter(filter).with_target(true);
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        builder.compact().try_init()
+    };
+}
+
+/// The process-wide Prometheus recorder; every `metrics::counter!` etc. lands here.
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .expect("latency buckets are non-empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder can only exist if a test installed one first; keep ours regardless.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}

@@ -1,0 +1,277 @@
+#![allow(dead_code)] // Shared helpers: not every test module uses every one.
+//! `spawn_app()`: the real server on port 0, against a fresh database built from the migrations,
+//! and the real Redis. Every test gets its own database, so tests run in parallel.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use hilot::config::{local_env_value, Settings};
+use hilot::startup::{Application, StopHandle};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+
+/// Key of the advisory lock that serialises building the template database.
+const TEMPLATE_LOCK_KEY: i64 = 0x68696c6f_74706c00;
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    /// A pool on this test's own database, for arranging state and asserting on it.
+    pub db: PgPool,
+    pub db_name: String,
+    pub client: reqwest::Client,
+    pub stop: StopHandle,
+    pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request reaches the server")
+    }
+
+    /// Sends a raw body with a JSON content type.
+    pub async fn post_raw(&self, path: &str, body: &'static str) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request reaches the server")
+    }
+
+    /// Stops the server the way SIGTERM does, and waits for it to finish draining.
+    pub async fn shutdown(self) {
+        self.stop.stop();
+        self.server
+            .await
+            .expect("server task joins")
+            .expect("server drains cleanly");
+    }
+}
+
+/// The admin URL of the test cluster: `HILOT_TEST_DATABASE_URL`, else `scripts/dev-env`'s file.
+/// No fallback to "skip": without a database the tests fail and say how to get one.
+pub fn admin_database_url() -> String {
+    std::env::var("HILOT_TEST_DATABASE_URL")
+        .ok()
+        .or_else(|| local_env_value("HILOT_TEST_DATABASE_URL"))
+        .expect("no test database: run `scripts/dev-env up` (or set HILOT_TEST_DATABASE_URL)")
+}
+
+pub fn test_redis_url() -> String {
+    std::env::var("HILOT_TEST_REDIS_URL")
+        .ok()
+        .or_else(|| local_env_value("HILOT_TEST_REDIS_URL"))
+        .expect("no test Redis: run `scripts/dev-env up` (or set HILOT_TEST_REDIS_URL)")
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let mut parsed = url::Url::parse(url).expect("test database URL parses");
+    parsed.set_path(&format!("/{name}"));
+    parsed.to_string()
+}
+
+/// A name for the template that changes whenever a migration changes.
+fn template_name() -> String {
+    let mut digest = 0u64;
+    for migration in hilot::db::MIGRATOR.iter() {
+        for byte in migration.checksum.iter() {
+            digest = digest.rotate_left(5) ^ u64::from(*byte);
+        }
+    }
+    format!("hilot_template_{digest:016x}")
+}
+
+/// Builds (once per migration set, across processes) a migrated template database.
+async fn ensure_template(admin_url: &str) -> String {
+    let name = template_name();
+    let mut admin = PgConnection::connect(admin_url)
+        .await
+        .expect("connect to the test cluster (is `scripts/dev-env up` running?)");
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(TEMPLATE_LOCK_KEY)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    if !exists {
+        let building = format!("{name}_building");
+        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{building}\""))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE \"{building}\""))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        {
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&with_database(admin_url, &building))
+                .await
+                .unwrap();
+            hilot::db::MIGRATOR
+                .run(&pool)
+                .await
+                .expect("migrations apply to a fresh database");
+            pool.close().await;
+        }
+        sqlx::query(&format!(
+            "ALTER DATABASE \"{building}\" RENAME TO \"{name}\""
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(TEMPLATE_LOCK_KEY)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    name
+}
+
+/// Creates a fresh database for one test, copied from the migrated template.
+pub async fn fresh_database() -> (String, String) {
+    let admin_url = admin_database_url();
+    static TEMPLATE: OnceLock<String> = OnceLock::new();
+    let template = match TEMPLATE.get() {
+        Some(t) => t.clone(),
+        None => {
+            let t = ensure_template(&admin_url).await;
+            let _ = TEMPLATE.set(t.clone());
+            t
+        }
+    };
+    let name = format!("hilot_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+    // CREATE DATABASE ... TEMPLATE fails while another session is briefly connected to the
+    // template (only the builder ever is), so retry a few times.
+    let mut attempt = 0;
+    loop {
+        let result = sqlx::query(&format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+        ))
+        .execute(&mut admin)
+        .await;
+        match result {
+            Ok(_) => break,
+            Err(e) if attempt < 20 => {
+                attempt += 1;
+                tracing::debug!(%e, "template busy, retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("creating test database from template: {e}"),
+        }
+    }
+    (name.clone(), with_database(&admin_url, &name))
+}
+
+/// Makes one test database unreachable, as if its server had gone away: new connections are
+/// refused and existing ones are cut.
+pub async fn take_database_down(db_name: &str) {
+    let mut admin = PgConnection::connect(&admin_database_url()).await.unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{db_name}\" WITH ALLOW_CONNECTIONS false"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(db_name)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+/// Settings every test starts from; a test may change them before calling `spawn_app_with`.
+pub fn test_settings() -> Settings {
+    Settings {
+        bind: "127.0.0.1:0".into(),
+        redis_url: Some(test_redis_url()),
+        workers: Some(2),
+        db_max_connections: 10,
+        shutdown_grace_s: 5,
+        ..Settings::default()
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_settings()).await
+}
+
+pub async fn spawn_app_with(mut settings: Settings) -> TestApp {
+    init_test_logging();
+    let (db_name, db_url) = fresh_database().await;
+    settings.database_url = Some(db_url.clone());
+    let app = Application::build(settings)
+        .await
+        .expect("the application builds");
+    let port = app.port();
+    let stop = app.stop_handle();
+    let db = PgPoolOptions::new()
+        .max_connections(5)
+        .connect(&db_url)
+        .await
+        .expect("test pool connects");
+    let server = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        db,
+        db_name,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        stop,
+        server,
+    }
+}
+
+/// Logs from the server under test, shown by the test runner only when a test fails.
+fn init_test_logging() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info,sqlx=warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// Reads a problem+json body and checks its content type and status.
+pub async fn problem(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: serde_json::Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["status"], status);
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}
