@@ -17,6 +17,14 @@ pub const DEFAULT_SHUTDOWN_GRACE_S: u64 = 10;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// Months of `provider_locations` partitions created ahead of the current one.
 pub const DEFAULT_PARTITIONS_AHEAD: u32 = 2;
+/// How long a login token stays valid.
+pub const DEFAULT_TOKEN_TTL_DAYS: u32 = 30;
+/// Login attempts per phone number: a burst, then one more per interval.
+pub const DEFAULT_LOGIN_BURST_PER_PHONE: u32 = 5;
+pub const DEFAULT_LOGIN_REPLENISH_PER_PHONE_S: u64 = 60;
+/// Login attempts per client address (several people may share one address).
+pub const DEFAULT_LOGIN_BURST_PER_ADDRESS: u32 = 30;
+pub const DEFAULT_LOGIN_REPLENISH_PER_ADDRESS_S: u64 = 2;
 /// Folder (at the repository root) where `scripts/dev-env` keeps the local PostgreSQL and Redis.
 pub const LOCAL_ENV_DIR: &str = ".hilot-local";
 
@@ -53,6 +61,26 @@ pub struct Settings {
     /// Months of location partitions kept ready ahead of the current month.
     #[arg(long, global = true, env = "HILOT_PARTITIONS_AHEAD", default_value_t = DEFAULT_PARTITIONS_AHEAD)]
     pub partitions_ahead: u32,
+
+    /// Days a login token stays valid.
+    #[arg(long, global = true, env = "HILOT_TOKEN_TTL_DAYS", default_value_t = DEFAULT_TOKEN_TTL_DAYS)]
+    pub token_ttl_days: u32,
+
+    /// Login attempts allowed at once per phone number.
+    #[arg(long, global = true, env = "HILOT_LOGIN_BURST_PER_PHONE", default_value_t = DEFAULT_LOGIN_BURST_PER_PHONE)]
+    pub login_burst_per_phone: u32,
+
+    /// Seconds until one more login attempt is allowed per phone number.
+    #[arg(long, global = true, env = "HILOT_LOGIN_REPLENISH_PER_PHONE_S", default_value_t = DEFAULT_LOGIN_REPLENISH_PER_PHONE_S)]
+    pub login_replenish_per_phone_s: u64,
+
+    /// Login attempts allowed at once per client address.
+    #[arg(long, global = true, env = "HILOT_LOGIN_BURST_PER_ADDRESS", default_value_t = DEFAULT_LOGIN_BURST_PER_ADDRESS)]
+    pub login_burst_per_address: u32,
+
+    /// Seconds until one more login attempt is allowed per client address.
+    #[arg(long, global = true, env = "HILOT_LOGIN_REPLENISH_PER_ADDRESS_S", default_value_t = DEFAULT_LOGIN_REPLENISH_PER_ADDRESS_S)]
+    pub login_replenish_per_address_s: u64,
 }
 
 impl Default for Settings {
@@ -66,6 +94,11 @@ impl Default for Settings {
             shutdown_grace_s: DEFAULT_SHUTDOWN_GRACE_S,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             partitions_ahead: DEFAULT_PARTITIONS_AHEAD,
+            token_ttl_days: DEFAULT_TOKEN_TTL_DAYS,
+            login_burst_per_phone: DEFAULT_LOGIN_BURST_PER_PHONE,
+            login_replenish_per_phone_s: DEFAULT_LOGIN_REPLENISH_PER_PHONE_S,
+            login_burst_per_address: DEFAULT_LOGIN_BURST_PER_ADDRESS,
+            login_replenish_per_address_s: DEFAULT_LOGIN_REPLENISH_PER_ADDRESS_S,
         }
     }
 }

@@ -15,6 +15,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::config::Settings;
 use crate::http::extract::BodyLimit;
+use crate::http::limits::{LimitRule, LoginLimiter};
 use crate::state::AppState;
 use crate::{db, http, partitions, telemetry};
 
@@ -54,11 +55,13 @@ impl Application {
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let port = listener.local_addr()?.port();
+        let settings_for_limits = settings.clone();
         let state = AppState {
             db: pool,
             redis,
             settings: Arc::new(settings),
             started_at: Instant::now(),
+            login_limiter: Arc::new(login_limiter(&settings_for_limits)),
         };
         let server = http_server(state.clone(), listener)?;
         let (shutdown, _) = watch::channel(false);
@@ -150,6 +153,19 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
         server = server.workers(workers);
     }
     Ok(server.run())
+}
+
+fn login_limiter(settings: &Settings) -> LoginLimiter {
+    LoginLimiter::new(
+        LimitRule {
+            burst: settings.login_burst_per_phone,
+            replenish: Duration::from_secs(settings.login_replenish_per_phone_s),
+        },
+        LimitRule {
+            burst: settings.login_burst_per_address,
+            replenish: Duration::from_secs(settings.login_replenish_per_address_s),
+        },
+    )
 }
 
 async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {

@@ -6,6 +6,7 @@ use std::time::Instant;
 use sqlx::PgPool;
 
 use crate::config::Settings;
+use crate::http::limits::LoginLimiter;
 
 /// Cheap to clone: everything inside is a handle.
 #[derive(Clone)]
@@ -15,4 +16,5 @@ pub struct AppState {
     pub redis: Option<redis::aio::ConnectionManager>,
     pub settings: Arc<Settings>,
     pub started_at: Instant,
+    pub login_limiter: Arc<LoginLimiter>,
 }

@@ -2,6 +2,8 @@
 
 pub mod password;
 pub mod phone;
+pub mod tokens;
+pub mod users;
 
 use anyhow::Context as _;
 use sqlx::PgPool;
@@ -83,25 +85,24 @@ pub async fn create_admin(
             (id, AdminOutcome::Created)
         }
     };
-    let granted = sqlx::query(
-        "INSERT INTO model_has_roles (role_id, model_type, model_id) \
-         SELECT id, $2, $3 FROM roles WHERE name = $1 ON CONFLICT DO NOTHING",
-    )
-    .bind(Role::Admin.as_str())
-    .bind(USER_MODEL_TYPE)
-    .bind(user_id)
-    .execute(&mut *tx)
-    .await
-    .context("granting the admin role")?
-    .rows_affected();
-    if granted > 0 {
-        sqlx::query(
-            "INSERT INTO audit_logs (user_id, action, auditable_type, auditable_id, old_values, new_values, user_agent) \
-             VALUES (NULL, 'role.granted', 'user', $1, '{\"roles_added\": []}', jsonb_build_object('roles_added', jsonb_build_array($2::text)), 'hilot admin create')",
+    let granted = users::grant_role(&mut *tx, user_id, Role::Admin)
+        .await
+        .context("granting the admin role")?;
+    if granted {
+        let context = crate::audit::AuditContext {
+            actor_user_id: None,
+            ip: None,
+            user_agent: Some("hilot admin create".into()),
+        };
+        crate::audit::record(
+            &mut *tx,
+            &context,
+            "user.roles_changed",
+            "user",
+            user_id,
+            serde_json::json!({ "roles_added": [] }),
+            serde_json::json!({ "roles_added": [Role::Admin.as_str()] }),
         )
-        .bind(user_id)
-        .bind(Role::Admin.as_str())
-        .execute(&mut *tx)
         .await
         .context("auditing the role change")?;
     }

@@ -1,9 +1,15 @@
 //! The HTTP surface: routes by area, extractors, middleware, and the OpenAPI document.
 
+pub mod accounts;
+pub mod admin;
+pub mod auth;
+pub mod catalog;
 pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod openapi;
 pub mod operations;
+pub mod therapist;
 
 use std::time::Instant;
 
@@ -24,7 +30,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(health::live)
         .service(health::ready)
         .service(operations::metrics)
-        .service(operations::openapi);
+        .service(operations::openapi)
+        .service(accounts::register)
+        .service(accounts::login)
+        .service(accounts::logout)
+        .service(accounts::me)
+        .service(accounts::create_address)
+        .service(accounts::list_addresses)
+        .service(accounts::delete_address)
+        .service(catalog::list_services)
+        .service(therapist::put_profile)
+        .service(therapist::get_profile)
+        .service(therapist::put_service)
+        .service(therapist::list_services)
+        .service(therapist::delete_service)
+        .service(therapist::put_availability)
+        .service(admin::list_providers)
+        .service(admin::verify_provider)
+        .service(admin::put_roles);
 }
 
 /// Unknown routes answer problem+json 404 (405 when the path exists with other methods is

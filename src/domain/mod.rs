@@ -1,0 +1,4 @@
+//! Pure domain rules: validation, money, positions. No I/O here.
+
+pub mod money;
+pub mod validate;

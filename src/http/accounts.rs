@@ -1,0 +1,426 @@
+//! Register, log in, log out, `GET /v1/me`, and the caller's saved addresses.
+
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::auth::Caller;
+use super::extract::Json;
+use crate::accounts::password::{
+    check_password_policy, dummy_hash, hash_password, verify_password,
+};
+use crate::accounts::phone::normalize_phone;
+use crate::accounts::users::{self, NewUser, UserProfile};
+use crate::accounts::{tokens, Role};
+use crate::domain::validate::{check_lat_lng, check_text, coordinate, optional_text};
+use crate::error::{ApiError, Context as _, FieldError, Problem};
+use crate::state::AppState;
+
+/// Roles a person may give themselves when registering.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SelfServiceRole {
+    Customer,
+    Therapist,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// Any common format; stored as E.164 (default country PH).
+    #[schema(example = "0917 123 4567")]
+    pub phone: String,
+    /// 8 to 128 characters, not a common password.
+    pub password: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: Option<String>,
+    pub role: SelfServiceRole,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub phone: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuthResponse {
+    pub user: UserProfile,
+    /// Bearer token: send as `Authorization: Bearer <token>`. Shown only once.
+    pub token: String,
+    pub token_expires_at: DateTime<Utc>,
+}
+
+/// Create an account (customer or therapist) and log in.
+#[utoipa::path(
+    tag = "accounts",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created", body = AuthResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Phone or email already registered", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/auth/register")]
+pub async fn register(
+    state: web::Data<AppState>,
+    Json(body): Json<RegisterRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errors = Vec::new();
+    let phone = normalize_phone(&body.phone)
+        .map_err(|why| errors.push(FieldError::new("phone", why)))
+        .ok();
+    if let Err(why) = check_password_policy(&body.password) {
+        errors.push(FieldError::new("password", why));
+    }
+    check_text(&mut errors, "first_name", &body.first_name, 1, 100);
+    check_text(&mut errors, "last_name", &body.last_name, 1, 100);
+    let email = optional_text(&body.email);
+    if let Some(email) = email {
+        if email.len() > 255 || !looks_like_email(email) {
+            errors.push(FieldError::new("email", "is not an email address"));
+        }
+    }
+    ApiError::check(errors)?;
+    let phone = phone.expect("validated above");
+    let password = body.password.clone();
+    let hash = web::block(move || hash_password(&password))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing thread: {e}")))??;
+
+    let role = match body.role {
+        SelfServiceRole::Customer => Role::Customer,
+        SelfServiceRole::Therapist => Role::Therapist,
+    };
+    let mut tx = state.db.begin().await.context("starting registration")?;
+    let user_id = users::insert(
+        &mut tx,
+        NewUser {
+            phone: &phone,
+            password_hash: &hash,
+            first_name: body.first_name.trim(),
+            last_name: body.last_name.trim(),
+            email: email.map(str::to_lowercase).as_deref(),
+            role,
+        },
+    )
+    .await?;
+    let token = tokens::issue(&mut *tx, user_id, "register", token_ttl(&state))
+        .await
+        .context("issuing a token")?;
+    let user = users::profile(&mut *tx, user_id)
+        .await
+        .context("loading the new user")?;
+    tx.commit().await.context("committing registration")?;
+    Ok(HttpResponse::Created().json(AuthResponse {
+        user,
+        token: token.secret,
+        token_expires_at: token.expires_at,
+    }))
+}
+
+/// Log in with phone and password. Limited per phone and per client address.
+#[utoipa::path(
+    tag = "accounts",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = AuthResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong phone or password", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/auth/login")]
+pub async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    Json(body): Json<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let phone = normalize_phone(&body.phone).map_err(|why| ApiError::invalid("phone", why))?;
+    if body.password.is_empty() || body.password.chars().count() > 1024 {
+        return Err(ApiError::invalid(
+            "password",
+            "must be 1 to 1024 characters",
+        ));
+    }
+    state
+        .login_limiter
+        .check(&phone, req.peer_addr().map(|a| a.ip()))?;
+
+    let account = users::credentials(&state.db, &phone)
+        .await
+        .context("looking up credentials")?;
+    let (user_id, stored_hash) = match &account {
+        Some((id, Some(hash))) => (Some(*id), hash.clone()),
+        _ => (None, dummy_hash().to_owned()),
+    };
+    let password = body.password.clone();
+    // Verify even for an unknown phone, so timing does not reveal which phones have accounts.
+    let matches = web::block(move || verify_password(&password, &stored_hash))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing thread: {e}")))?;
+    let user_id = match (user_id, matches) {
+        (Some(id), true) => id,
+        _ => return Err(ApiError::Unauthorized),
+    };
+    let token = tokens::issue(&state.db, user_id, "login", token_ttl(&state))
+        .await
+        .context("issuing a token")?;
+    let user = users::profile(&state.db, user_id)
+        .await
+        .context("loading the user")?;
+    Ok(HttpResponse::Ok().json(AuthResponse {
+        user,
+        token: token.secret,
+        token_expires_at: token.expires_at,
+    }))
+}
+
+/// Revoke the token used for this call.
+#[utoipa::path(
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Token revoked"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/auth/logout")]
+pub async fn logout(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    tokens::revoke(&state.db, caller.0.token_id)
+        .await
+        .context("revoking a token")?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The caller's own account.
+#[utoipa::path(
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = UserProfile),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/me")]
+pub async fn me(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<web::Json<UserProfile>, ApiError> {
+    users::profile(&state.db, caller.user_id())
+        .await
+        .context("loading the caller")
+        .map(web::Json)
+}
+
+fn token_ttl(state: &AppState) -> Duration {
+    Duration::days(i64::from(state.settings.token_ttl_days.max(1)))
+}
+
+fn looks_like_email(email: &str) -> bool {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !email.chars().any(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAddress {
+    /// `home`, `work`, `other`, or any short label.
+    pub label: Option<String>,
+    pub address_line1: String,
+    pub address_line2: Option<String>,
+    pub city: String,
+    pub province: Option<String>,
+    pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2; default `PH`.
+    pub country: Option<String>,
+    pub lat: f64,
+    pub lng: f64,
+    /// Make this the default address (any previous default stops being one).
+    pub is_default: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Address {
+    #[serde(rename = "id")]
+    pub uuid: Uuid,
+    pub label: Option<String>,
+    pub address_line1: String,
+    pub address_line2: Option<String>,
+    pub city: String,
+    pub province: Option<String>,
+    pub postal_code: Option<String>,
+    pub country: Option<String>,
+    pub lat: f64,
+    pub lng: f64,
+    pub is_default: bool,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+const ADDRESS_COLUMNS: &str = "uuid, label, address_line1, address_line2, city, province, postal_code, \
+     country, latitude::float8 AS lat, longitude::float8 AS lng, COALESCE(is_default, false) AS is_default, created_at";
+
+/// Save an address; its PostGIS point is derived from `lat`/`lng`.
+#[utoipa::path(
+    tag = "accounts",
+    security(("bearer" = [])),
+    request_body = NewAddress,
+    responses(
+        (status = 201, description = "Saved", body = Address),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/me/addresses")]
+pub async fn create_address(
+    state: web::Data<AppState>,
+    caller: Caller,
+    Json(body): Json<NewAddress>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errors = Vec::new();
+    check_lat_lng(&mut errors, "lat", "lng", body.lat, body.lng);
+    check_text(&mut errors, "address_line1", &body.address_line1, 1, 255);
+    check_text(&mut errors, "city", &body.city, 1, 100);
+    for (field, value, max) in [
+        ("label", &body.label, 50),
+        ("address_line2", &body.address_line2, 255),
+        ("province", &body.province, 100),
+        ("postal_code", &body.postal_code, 10),
+    ] {
+        if let Some(v) = value {
+            check_text(&mut errors, field, v, 0, max);
+        }
+    }
+    let country = optional_text(&body.country)
+        .unwrap_or("PH")
+        .to_ascii_uppercase();
+    if country.len() != 2 || !country.chars().all(|c| c.is_ascii_alphabetic()) {
+        errors.push(FieldError::new(
+            "country",
+            "must be a two-letter country code",
+        ));
+    }
+    ApiError::check(errors)?;
+    let (lat, lng) = (coordinate(body.lat), coordinate(body.lng));
+
+    let mut tx = state
+        .db
+        .begin()
+        .await
+        .context("starting address creation")?;
+    let has_default: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM user_addresses WHERE user_id = $1 AND is_default)",
+    )
+    .bind(caller.user_id())
+    .fetch_one(&mut *tx)
+    .await
+    .context("checking the default address")?;
+    // The first address becomes the default unless the client says otherwise.
+    let is_default = body.is_default.unwrap_or(!has_default);
+    if is_default {
+        sqlx::query(
+            "UPDATE user_addresses SET is_default = FALSE WHERE user_id = $1 AND is_default",
+        )
+        .bind(caller.user_id())
+        .execute(&mut *tx)
+        .await
+        .context("clearing the previous default address")?;
+    }
+    let address: Address = sqlx::query_as(&format!(
+        "INSERT INTO user_addresses (user_id, label, address_line1, address_line2, city, province, \
+             postal_code, country, latitude, longitude, is_default) \
+         VALUES ($1, COALESCE($2, 'home'), $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {ADDRESS_COLUMNS}"
+    ))
+    .bind(caller.user_id())
+    .bind(optional_text(&body.label))
+    .bind(body.address_line1.trim())
+    .bind(optional_text(&body.address_line2))
+    .bind(body.city.trim())
+    .bind(optional_text(&body.province))
+    .bind(optional_text(&body.postal_code))
+    .bind(&country)
+    .bind(lat)
+    .bind(lng)
+    .bind(is_default)
+    .fetch_one(&mut *tx)
+    .await
+    .context("saving the address")?;
+    tx.commit().await.context("committing the address")?;
+    Ok(HttpResponse::Created().json(address))
+}
+
+/// The caller's saved addresses, the default first.
+#[utoipa::path(
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Addresses", body = [Address]),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/me/addresses")]
+pub async fn list_addresses(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<web::Json<Vec<Address>>, ApiError> {
+    sqlx::query_as(&format!(
+        "SELECT {ADDRESS_COLUMNS} FROM user_addresses WHERE user_id = $1 \
+         ORDER BY is_default DESC NULLS LAST, created_at DESC, id DESC"
+    ))
+    .bind(caller.user_id())
+    .fetch_all(&state.db)
+    .await
+    .context("listing addresses")
+    .map(web::Json)
+}
+
+/// Delete one of the caller's addresses. Someone else's address answers 404, like a missing one.
+#[utoipa::path(
+    tag = "accounts",
+    security(("bearer" = [])),
+    params(("address_id" = Uuid, Path, description = "The address id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such address of yours", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/me/addresses/{address_id}")]
+pub async fn delete_address(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let deleted = sqlx::query("DELETE FROM user_addresses WHERE uuid = $1 AND user_id = $2")
+        .bind(path.into_inner())
+        .bind(caller.user_id())
+        .execute(&state.db)
+        .await
+        .context("deleting an address")?
+        .rows_affected();
+    if deleted == 0 {
+        return Err(ApiError::not_found("address"));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,93 @@
+//! Who is calling: the bearer token checked against `personal_access_tokens`, and role guards.
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+
+use crate::accounts::tokens::{self, TokenOwner};
+use crate::accounts::Role;
+use crate::error::{ApiError, Context as _};
+use crate::state::AppState;
+
+/// An authenticated caller. Extracting it answers 401 for a missing, malformed, unknown,
+/// revoked or expired token.
+#[derive(Debug, Clone)]
+pub struct Caller(pub TokenOwner);
+
+impl Caller {
+    pub fn user_id(&self) -> i64 {
+        self.0.user_id
+    }
+
+    pub fn has(&self, role: Role) -> bool {
+        self.0.roles.iter().any(|r| r == role.as_str())
+    }
+
+    /// 403 unless the caller has `role`.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.has(role) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this call needs the {} role",
+                role.as_str()
+            )))
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.has(Role::Admin) || self.has(Role::SuperAdmin)
+    }
+
+    /// 403 unless the caller is an admin or super admin.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("this call needs the admin role".into()))
+        }
+    }
+}
+
+/// The bearer token of a request: the `Authorization` header, or (for WebSockets, which browsers
+/// cannot give headers) the `token` query parameter when `allow_query` is set.
+pub fn bearer_token(req: &HttpRequest, allow_query: bool) -> Option<String> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
+    }
+    if allow_query {
+        return url::form_urlencoded::parse(req.query_string().as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned());
+    }
+    None
+}
+
+/// Authenticates a request; `allow_query` admits `?token=` (WebSocket upgrades only).
+pub async fn authenticate(state: &AppState, token: Option<String>) -> Result<Caller, ApiError> {
+    let token = token.ok_or(ApiError::Unauthorized)?;
+    tokens::authenticate(&state.db, &token)
+        .await
+        .context("authenticating a token")?
+        .map(Caller)
+        .ok_or(ApiError::Unauthorized)
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let token = bearer_token(req, false);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no app state")))?;
+            authenticate(&state, token).await
+        })
+    }
+}

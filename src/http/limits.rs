@@ -1,0 +1,98 @@
+//! Abuse limits on login: a token bucket per phone number and one per client address.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::error::ApiError;
+
+/// Forget idle keys every this many checks, so the limiter's memory stays bounded.
+const PRUNE_EVERY_CHECKS: u64 = 1024;
+
+/// A burst of `burst` attempts, then one more every `replenish`.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitRule {
+    pub burst: u32,
+    pub replenish: Duration,
+}
+
+impl LimitRule {
+    fn quota(self) -> Quota {
+        let burst = NonZeroU32::new(self.burst.max(1)).expect("max(1) is non-zero");
+        Quota::with_period(self.replenish.max(Duration::from_millis(1)))
+            .expect("period is non-zero")
+            .allow_burst(burst)
+    }
+}
+
+pub struct LoginLimiter {
+    per_phone: DefaultKeyedRateLimiter<String>,
+    per_address: DefaultKeyedRateLimiter<IpAddr>,
+    checks: AtomicU64,
+}
+
+impl LoginLimiter {
+    pub fn new(per_phone: LimitRule, per_address: LimitRule) -> Self {
+        Self {
+            per_phone: RateLimiter::keyed(per_phone.quota()),
+            per_address: RateLimiter::keyed(per_address.quota()),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one login attempt; 429 with the wait in seconds when either bucket is empty.
+    pub fn check(&self, phone: &str, address: Option<IpAddr>) -> Result<(), ApiError> {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY_CHECKS == 0 {
+            self.per_phone.retain_recent();
+            self.per_address.retain_recent();
+        }
+        let now = DefaultClock::default().now();
+        let too_many = |wait: Duration| ApiError::TooManyRequests {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        };
+        if let Some(address) = address {
+            self.per_address
+                .check_key(&address)
+                .map_err(|not_until| too_many(not_until.wait_time_from(now)))?;
+        }
+        self.per_phone
+            .check_key(&phone.to_owned())
+            .map_err(|not_until| too_many(not_until.wait_time_from(now)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_burst_is_allowed_then_429_with_a_retry_after() {
+        let rule = LimitRule {
+            burst: 2,
+            replenish: Duration::from_secs(30),
+        };
+        let limiter = LoginLimiter::new(
+            rule,
+            LimitRule {
+                burst: 100,
+                replenish: Duration::from_secs(1),
+            },
+        );
+        assert!(limiter.check("+639171234567", None).is_ok());
+        assert!(limiter.check("+639171234567", None).is_ok());
+        match limiter.check("+639171234567", None) {
+            Err(ApiError::TooManyRequests { retry_after_secs }) => {
+                assert!((1..=30).contains(&retry_after_secs))
+            }
+            other => panic!("expected 429, got {other:?}"),
+        }
+        assert!(
+            limiter.check("+639170000000", None).is_ok(),
+            "other phones are unaffected"
+        );
+    }
+}
