@@ -25,6 +25,21 @@ pub const DEFAULT_LOGIN_REPLENISH_PER_PHONE_S: u64 = 60;
 /// Login attempts per client address (several people may share one address).
 pub const DEFAULT_LOGIN_BURST_PER_ADDRESS: u32 = 30;
 pub const DEFAULT_LOGIN_REPLENISH_PER_ADDRESS_S: u64 = 2;
+/// Pings waiting to be written to provider_locations; when full, sockets wait (backpressure).
+pub const DEFAULT_PING_QUEUE_CAPACITY: usize = 20_000;
+/// Most rows in one batch insert.
+pub const DEFAULT_PING_BATCH_MAX: usize = 2_000;
+/// A partial batch is flushed after this long, bounding ack latency.
+pub const DEFAULT_PING_FLUSH_INTERVAL_MS: u64 = 20;
+/// A fix implying a faster move than this from the previous one is rejected as a GPS jump.
+pub const DEFAULT_MAX_SPEED_KMH: f64 = 250.0;
+/// Fixes less accurate than this are stored but not used for matching.
+pub const DEFAULT_MATCH_MAX_ACCURACY_M: f64 = 100.0;
+/// A therapist with no fix for this long is not matched.
+pub const DEFAULT_PRESENCE_TTL_S: u64 = 60;
+/// Location frames per second a socket may send, and the burst it may save up.
+pub const DEFAULT_SOCKET_FRAMES_PER_S: u32 = 5;
+pub const DEFAULT_SOCKET_FRAME_BURST: u32 = 10;
 /// Folder (at the repository root) where `scripts/dev-env` keeps the local PostgreSQL and Redis.
 pub const LOCAL_ENV_DIR: &str = ".hilot-local";
 
@@ -81,6 +96,46 @@ pub struct Settings {
     /// Seconds until one more login attempt is allowed per client address.
     #[arg(long, global = true, env = "HILOT_LOGIN_REPLENISH_PER_ADDRESS_S", default_value_t = DEFAULT_LOGIN_REPLENISH_PER_ADDRESS_S)]
     pub login_replenish_per_address_s: u64,
+
+    /// Pings that may wait for the database before sockets are slowed down.
+    #[arg(long, global = true, env = "HILOT_PING_QUEUE_CAPACITY", default_value_t = DEFAULT_PING_QUEUE_CAPACITY)]
+    pub ping_queue_capacity: usize,
+
+    /// Most rows per batch insert into provider_locations.
+    #[arg(long, global = true, env = "HILOT_PING_BATCH_MAX", default_value_t = DEFAULT_PING_BATCH_MAX)]
+    pub ping_batch_max: usize,
+
+    /// Milliseconds after which a partial batch is written.
+    #[arg(long, global = true, env = "HILOT_PING_FLUSH_INTERVAL_MS", default_value_t = DEFAULT_PING_FLUSH_INTERVAL_MS)]
+    pub ping_flush_interval_ms: u64,
+
+    /// Implied speed (km/h) above which a fix is rejected as a jump.
+    #[arg(long, global = true, env = "HILOT_MAX_SPEED_KMH", default_value_t = DEFAULT_MAX_SPEED_KMH)]
+    pub max_speed_kmh: f64,
+
+    /// Worst accuracy (m) a fix may have and still be used for matching.
+    #[arg(long, global = true, env = "HILOT_MATCH_MAX_ACCURACY_M", default_value_t = DEFAULT_MATCH_MAX_ACCURACY_M)]
+    pub match_max_accuracy_m: f64,
+
+    /// Seconds without a fix after which a therapist is not matched.
+    #[arg(long, global = true, env = "HILOT_PRESENCE_TTL_S", default_value_t = DEFAULT_PRESENCE_TTL_S)]
+    pub presence_ttl_s: u64,
+
+    /// Road distance ÷ straight-line distance, for ETAs.
+    #[arg(long, global = true, env = "HILOT_ROAD_CIRCUITY", default_value_t = crate::geo::DEFAULT_ROAD_CIRCUITY)]
+    pub road_circuity: f64,
+
+    /// Average travel speed (km/h), for ETAs.
+    #[arg(long, global = true, env = "HILOT_TRAVEL_SPEED_KMH", default_value_t = crate::geo::DEFAULT_TRAVEL_SPEED_KMH)]
+    pub travel_speed_kmh: f64,
+
+    /// Frames per second each therapist socket may send.
+    #[arg(long, global = true, env = "HILOT_SOCKET_FRAMES_PER_S", default_value_t = DEFAULT_SOCKET_FRAMES_PER_S)]
+    pub socket_frames_per_s: u32,
+
+    /// Frames a therapist socket may send in a burst.
+    #[arg(long, global = true, env = "HILOT_SOCKET_FRAME_BURST", default_value_t = DEFAULT_SOCKET_FRAME_BURST)]
+    pub socket_frame_burst: u32,
 }
 
 impl Default for Settings {
@@ -99,6 +154,16 @@ impl Default for Settings {
             login_replenish_per_phone_s: DEFAULT_LOGIN_REPLENISH_PER_PHONE_S,
             login_burst_per_address: DEFAULT_LOGIN_BURST_PER_ADDRESS,
             login_replenish_per_address_s: DEFAULT_LOGIN_REPLENISH_PER_ADDRESS_S,
+            ping_queue_capacity: DEFAULT_PING_QUEUE_CAPACITY,
+            ping_batch_max: DEFAULT_PING_BATCH_MAX,
+            ping_flush_interval_ms: DEFAULT_PING_FLUSH_INTERVAL_MS,
+            max_speed_kmh: DEFAULT_MAX_SPEED_KMH,
+            match_max_accuracy_m: DEFAULT_MATCH_MAX_ACCURACY_M,
+            presence_ttl_s: DEFAULT_PRESENCE_TTL_S,
+            road_circuity: crate::geo::DEFAULT_ROAD_CIRCUITY,
+            travel_speed_kmh: crate::geo::DEFAULT_TRAVEL_SPEED_KMH,
+            socket_frames_per_s: DEFAULT_SOCKET_FRAMES_PER_S,
+            socket_frame_burst: DEFAULT_SOCKET_FRAME_BURST,
         }
     }
 }

@@ -54,12 +54,18 @@ pub enum ApiError {
     /// 404: no such object, *or* an object that belongs to someone else.
     #[error("{0}")]
     NotFound(String),
+    /// 404 naming the field that held an id matching nothing (`service_id`).
+    #[error("{}: {}", .0.field, .0.message)]
+    FieldNotFound(FieldError),
     /// 405: the path exists with other methods.
     #[error("method not allowed")]
     MethodNotAllowed,
     /// 409: the object is in a state that forbids this (illegal transition, taken offer, reused key).
     #[error("{0}")]
     Conflict(String),
+    /// 409 naming the field whose value is already taken (`phone`, `email`).
+    #[error("{}: {}", .0.field, .0.message)]
+    FieldConflict(FieldError),
     /// 413: the body is larger than the configured cap.
     #[error("request body too large (limit {limit} bytes)")]
     PayloadTooLarge { limit: usize },
@@ -115,9 +121,9 @@ impl ApiError {
             Self::BadRequest(_) => "bad-request",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
-            Self::NotFound(_) => "not-found",
+            Self::NotFound(_) | Self::FieldNotFound(_) => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
-            Self::Conflict(_) => "conflict",
+            Self::Conflict(_) | Self::FieldConflict(_) => "conflict",
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::Validation { .. } => "validation",
@@ -140,6 +146,7 @@ impl ApiError {
             detail,
             errors: match self {
                 Self::Validation { errors, .. } => errors.clone(),
+                Self::FieldNotFound(error) | Self::FieldConflict(error) => vec![error.clone()],
                 _ => Vec::new(),
             },
         }
@@ -152,9 +159,9 @@ impl ResponseError for ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::FieldNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::FieldConflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,

@@ -11,20 +11,28 @@
 //! - [`accounts`]: users, roles, phone numbers, passwords and tokens.
 //! - [`providers`]: therapists: ownership lookups, platform limits, going online.
 //! - [`audit`]: `audit_logs` rows for every admin decision and role change.
+//! - [`catalog`]: the service catalog's ids, cached in memory.
+//! - [`geo`]: great-circle distance, ETAs, and the live H3 index of therapists.
+//! - [`ingest`]: location pings: validation, storage policy, the batched writer.
+//! - [`realtime`]: WebSocket sessions, one task per socket.
 //! - [`partitions`]: the monthly `provider_locations` partition manager.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`cli`]: the `hilot` command line.
 
 pub mod accounts;
 pub mod audit;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod geo;
 pub mod http;
+pub mod ingest;
 pub mod partitions;
 pub mod providers;
+pub mod realtime;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

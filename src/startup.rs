@@ -10,14 +10,22 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use chrono::Utc;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing_actix_web::TracingLogger;
 
+use crate::accounts::tokens::TokenCache;
+use crate::catalog::ServiceCatalog;
 use crate::config::Settings;
+use crate::geo::index::LiveIndex;
+use crate::geo::EtaModel;
 use crate::http::extract::BodyLimit;
 use crate::http::limits::{LimitRule, LoginLimiter};
+use crate::ingest::validate::PingLimits;
+use crate::ingest::writer::{PingRecord, WriterConfig};
+use crate::ingest::{settings as ingest_settings, Ingest};
+use crate::realtime::SocketCounter;
 use crate::state::AppState;
-use crate::{db, http, partitions, telemetry};
+use crate::{db, geo, http, ingest, partitions, telemetry};
 
 /// How long to wait for Redis at start-up before giving up with a clear error.
 pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,6 +35,7 @@ pub struct Application {
     server: Server,
     state: AppState,
     shutdown: watch::Sender<bool>,
+    ping_queue: mpsc::Receiver<PingRecord>,
 }
 
 /// Stops a running application from outside (tests; the signal handler does the same).
@@ -52,24 +61,52 @@ impl Application {
             None => None,
             Some(url) => Some(connect_redis(url).await?),
         };
+
+        let index = Arc::new(LiveIndex::new(Duration::from_secs(settings.presence_ttl_s)));
+        let loaded = geo::load::rebuild(&pool, &index, settings.match_max_accuracy_m)
+            .await
+            .context("rebuilding the live index")?;
+        tracing::info!(therapists = loaded, "live index rebuilt from the database");
+        let (ping_tx, ping_queue) = mpsc::channel(settings.ping_queue_capacity.max(1));
+        let policy = ingest_settings::storage_policy(&pool).await?;
+        let ingest = Arc::new(Ingest::new(
+            index.clone(),
+            ping_tx,
+            PingLimits {
+                max_speed_kmh: settings.max_speed_kmh,
+                match_max_accuracy_m: settings.match_max_accuracy_m,
+            },
+            policy,
+        ));
+
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let port = listener.local_addr()?.port();
-        let settings_for_limits = settings.clone();
+        let (shutdown, shutdown_rx) = watch::channel(false);
         let state = AppState {
             db: pool,
             redis,
+            login_limiter: Arc::new(login_limiter(&settings)),
+            eta: EtaModel {
+                road_circuity: settings.road_circuity,
+                speed_kmh: settings.travel_speed_kmh,
+            },
             settings: Arc::new(settings),
             started_at: Instant::now(),
-            login_limiter: Arc::new(login_limiter(&settings_for_limits)),
+            tokens: Arc::new(TokenCache::default()),
+            catalog: Arc::new(ServiceCatalog::default()),
+            index,
+            ingest,
+            sockets: SocketCounter::default(),
+            shutdown: shutdown_rx,
         };
         let server = http_server(state.clone(), listener)?;
-        let (shutdown, _) = watch::channel(false);
         Ok(Self {
             port,
             server,
             state,
             shutdown,
+            ping_queue,
         })
     }
 
@@ -87,20 +124,45 @@ impl Application {
         }
     }
 
-    /// Serves until SIGTERM/SIGINT or [`StopHandle::stop`], then drains: stop accepting,
-    /// let in-flight requests finish (up to the grace period), stop background tasks.
+    /// Serves until SIGTERM/SIGINT or [`StopHandle::stop`], then drains: stop accepting, close
+    /// sockets once their queued pings are acknowledged, write every queued ping, let in-flight
+    /// requests finish (up to the grace period), stop background tasks.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Self {
             port,
             server,
             state,
             shutdown,
+            ping_queue,
         } = self;
         let server_handle = server.handle();
         let mut server_task = tokio::spawn(server);
+        let grace = Duration::from_secs(state.settings.shutdown_grace_s);
+        let writer_ingest = state.ingest.clone();
+        let writer = tokio::spawn(ingest::writer::run(
+            state.db.clone(),
+            ping_queue,
+            WriterConfig {
+                batch_max: state.settings.ping_batch_max.max(1),
+                flush_interval: Duration::from_millis(state.settings.ping_flush_interval_ms.max(1)),
+                drain_deadline: grace + Duration::from_secs(5),
+            },
+            state.sockets.shared(),
+            Arc::new(move |batch| writer_ingest.committed(batch)),
+            shutdown.subscribe(),
+        ));
         let maintenance = tokio::spawn(partitions::run_maintenance(
             state.db.clone(),
             state.settings.partitions_ahead,
+            shutdown.subscribe(),
+        ));
+        let settings_refresh = tokio::spawn(ingest_settings::keep_policy_fresh(
+            state.db.clone(),
+            state.ingest.clone(),
+            shutdown.subscribe(),
+        ));
+        let gauges = tokio::spawn(telemetry::export_gauges(
+            state.clone(),
             shutdown.subscribe(),
         ));
         tracing::info!(port, "hilot serving");
@@ -115,7 +177,8 @@ impl Application {
         }
         let _ = shutdown.send(true);
         drain(server_handle, server_task).await;
-        let _ = maintenance.await;
+        let _ = writer.await;
+        let _ = tokio::join!(maintenance, settings_refresh, gauges);
         state.db.close().await;
         tracing::info!("hilot stopped");
         Ok(())

@@ -1,12 +1,19 @@
-//! What every request handler and background task shares.
+//! What every request handler, socket and background task shares.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use sqlx::PgPool;
+use tokio::sync::watch;
 
+use crate::accounts::tokens::TokenCache;
+use crate::catalog::ServiceCatalog;
 use crate::config::Settings;
+use crate::geo::index::LiveIndex;
+use crate::geo::EtaModel;
 use crate::http::limits::LoginLimiter;
+use crate::ingest::Ingest;
+use crate::realtime::SocketCounter;
 
 /// Cheap to clone: everything inside is a handle.
 #[derive(Clone)]
@@ -17,4 +24,35 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub started_at: Instant,
     pub login_limiter: Arc<LoginLimiter>,
+    pub tokens: Arc<TokenCache>,
+    pub catalog: Arc<ServiceCatalog>,
+    /// The live H3 index of therapists.
+    pub index: Arc<LiveIndex>,
+    /// The ping pipeline (validation, storage policy, batched writer queue).
+    pub ingest: Arc<Ingest>,
+    pub eta: EtaModel,
+    pub sockets: SocketCounter,
+    /// Flips to `true` once at shutdown; sockets and background tasks wind down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Reloads a therapist into the live index after their profile, services, availability or
+    /// verification changed. A failure is logged: the index heals on the next change or restart.
+    pub async fn provider_changed(&self, provider_id: i64) {
+        if let Err(error) = crate::geo::load::refresh(
+            &self.db,
+            &self.index,
+            provider_id,
+            self.settings.match_max_accuracy_m,
+        )
+        .await
+        {
+            tracing::error!(
+                provider_id,
+                error = format!("{error:#}"),
+                "refreshing the live index failed"
+            );
+        }
+    }
 }

@@ -52,3 +52,28 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         handle
     })
 }
+
+/// How often the gauges that are read rather than counted (index size, queue depth) refresh.
+pub const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Publishes gauges of the live index and the ping queue until shutdown.
+pub async fn export_gauges(
+    state: crate::state::AppState,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        metrics::gauge!("hilot_index_therapists").set(state.index.len() as f64);
+        for (therapist_state, count) in state.index.counts(chrono::Utc::now()) {
+            let label = serde_json::to_value(therapist_state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            metrics::gauge!("hilot_index_fresh_therapists", "state" => label).set(count as f64);
+        }
+        metrics::gauge!("hilot_ping_queue_depth").set(state.ingest.queue_depth() as f64);
+        tokio::select! {
+            _ = tokio::time::sleep(GAUGE_INTERVAL) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}

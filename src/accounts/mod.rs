@@ -85,10 +85,18 @@ pub async fn create_admin(
             (id, AdminOutcome::Created)
         }
     };
+    let old_roles = users::profile(&mut *tx, user_id)
+        .await
+        .context("loading the user's roles")?
+        .roles;
     let granted = users::grant_role(&mut *tx, user_id, Role::Admin)
         .await
         .context("granting the admin role")?;
     if granted {
+        let new_roles = users::profile(&mut *tx, user_id)
+            .await
+            .context("loading the user's new roles")?
+            .roles;
         let context = crate::audit::AuditContext {
             actor_user_id: None,
             ip: None,
@@ -100,8 +108,8 @@ pub async fn create_admin(
             "user.roles_changed",
             "user",
             user_id,
-            serde_json::json!({ "roles_added": [] }),
-            serde_json::json!({ "roles_added": [Role::Admin.as_str()] }),
+            serde_json::json!({ "roles": old_roles }),
+            serde_json::json!({ "roles": new_roles }),
         )
         .await
         .context("auditing the role change")?;

@@ -127,6 +127,74 @@ pub async fn revoke(pool: &PgPool, token_id: i64) -> sqlx::Result<()> {
         .map(|_| ())
 }
 
+/// Recently verified tokens, so hot endpoints do not query the database on every call.
+/// Entries live at most [`TOKEN_CACHE_TTL`]; logout and role changes evict at once on this
+/// node (another node may honour a revoked token for up to the TTL).
+pub struct TokenCache {
+    entries:
+        parking_lot::RwLock<std::collections::HashMap<String, (TokenOwner, std::time::Instant)>>,
+}
+
+/// How long a verified token is trusted without asking the database again.
+pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+/// The cache is emptied when it grows past this many tokens, bounding its memory.
+pub const TOKEN_CACHE_MAX: usize = 100_000;
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self {
+            entries: parking_lot::RwLock::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+impl TokenCache {
+    /// The owner of `secret`: from the cache when fresh, else from the database.
+    pub async fn authenticate(
+        &self,
+        pool: &PgPool,
+        secret: &str,
+    ) -> sqlx::Result<Option<TokenOwner>> {
+        if !looks_like_token(secret) {
+            return Ok(None);
+        }
+        let key = digest(secret);
+        if let Some((owner, at)) = self.entries.read().get(&key) {
+            if at.elapsed() < TOKEN_CACHE_TTL {
+                return Ok(Some(owner.clone()));
+            }
+        }
+        let owner = authenticate(pool, secret).await?;
+        let mut entries = self.entries.write();
+        match &owner {
+            Some(owner) => {
+                if entries.len() >= TOKEN_CACHE_MAX {
+                    entries.clear();
+                }
+                entries.insert(key, (owner.clone(), std::time::Instant::now()));
+            }
+            None => {
+                entries.remove(&key);
+            }
+        }
+        Ok(owner)
+    }
+
+    /// Forgets one token (logout).
+    pub fn evict_token(&self, token_id: i64) {
+        self.entries
+            .write()
+            .retain(|_, (owner, _)| owner.token_id != token_id);
+    }
+
+    /// Forgets every token of a user (their roles changed).
+    pub fn evict_user(&self, user_id: i64) {
+        self.entries
+            .write()
+            .retain(|_, (owner, _)| owner.user_id != user_id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Role, USER_MODEL_TYPE};
-use crate::error::{unique_violation, ApiError, Context as _};
+use crate::error::{unique_violation, ApiError, Context as _, FieldError};
 
 /// What `GET /v1/me` and the auth answers show of a user.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -49,12 +49,14 @@ pub async fn insert(tx: &mut sqlx::PgConnection, user: NewUser<'_>) -> Result<i6
         Ok(id) => id,
         Err(error) => {
             return Err(match unique_violation(&error) {
-                Some(c) if c.contains("phone") => ApiError::Conflict(
-                    "phone: an account with this phone number already exists".into(),
-                ),
-                Some(c) if c.contains("email") => {
-                    ApiError::Conflict("email: an account with this email already exists".into())
-                }
+                Some(c) if c.contains("phone") => ApiError::FieldConflict(FieldError::new(
+                    "phone",
+                    "an account with this phone number already exists",
+                )),
+                Some(c) if c.contains("email") => ApiError::FieldConflict(FieldError::new(
+                    "email",
+                    "an account with this email already exists",
+                )),
                 _ => ApiError::from(error),
             })
         }

@@ -1,4 +1,5 @@
 //! Pure domain rules: validation, money, positions. No I/O here.
 
 pub mod money;
+pub mod pricing;
 pub mod validate;

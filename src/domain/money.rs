@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serializer};
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 
 /// Currency of every amount (the seed's default).
 pub const CURRENCY: &str = "PHP";
@@ -44,6 +45,23 @@ pub fn parse_amount(text: &str) -> Result<Decimal, String> {
         return Err("must have at most two decimal places".to_owned());
     }
     Ok(value)
+}
+
+/// OpenAPI schema of an amount in a request: a decimal string or a JSON number, as
+/// [`deserialize`] accepts both; `nullable` for an optional amount. For `schema_with`, which
+/// drops the field's doc comment, so `description` is given here.
+pub fn input_schema(description: &str, nullable: bool) -> utoipa::openapi::Object {
+    let mut types = vec![Type::String, Type::Number];
+    if nullable {
+        types.push(Type::Null);
+    }
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Array(types))
+        .description(Some(format!(
+            "{description} A decimal string (`\"1150.00\"`) or a number, at most two decimal places."
+        )))
+        .examples([serde_json::json!("1150.00")])
+        .build()
 }
 
 /// `Option<Decimal>` with the same wire form.

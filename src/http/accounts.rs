@@ -198,6 +198,7 @@ pub async fn logout(state: web::Data<AppState>, caller: Caller) -> Result<HttpRe
     tokens::revoke(&state.db, caller.0.token_id)
         .await
         .context("revoking a token")?;
+    state.tokens.evict_token(caller.0.token_id);
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -289,6 +290,7 @@ const ADDRESS_COLUMNS: &str = "uuid, label, address_line1, address_line2, city, 
         (status = 201, description = "Saved", body = Address),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a customer", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -298,6 +300,7 @@ pub async fn create_address(
     caller: Caller,
     Json(body): Json<NewAddress>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Customer)?;
     let mut errors = Vec::new();
     check_lat_lng(&mut errors, "lat", "lng", body.lat, body.lng);
     check_text(&mut errors, "address_line1", &body.address_line1, 1, 255);
@@ -377,6 +380,7 @@ pub async fn create_address(
     responses(
         (status = 200, description = "Addresses", body = [Address]),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a customer", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/me/addresses")]
@@ -384,6 +388,7 @@ pub async fn list_addresses(
     state: web::Data<AppState>,
     caller: Caller,
 ) -> Result<web::Json<Vec<Address>>, ApiError> {
+    caller.require(Role::Customer)?;
     sqlx::query_as(&format!(
         "SELECT {ADDRESS_COLUMNS} FROM user_addresses WHERE user_id = $1 \
          ORDER BY is_default DESC NULLS LAST, created_at DESC, id DESC"
@@ -403,6 +408,7 @@ pub async fn list_addresses(
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a customer", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such address of yours", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -412,6 +418,7 @@ pub async fn delete_address(
     caller: Caller,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Customer)?;
     let deleted = sqlx::query("DELETE FROM user_addresses WHERE uuid = $1 AND user_id = $2")
         .bind(path.into_inner())
         .bind(caller.user_id())

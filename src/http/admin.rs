@@ -209,6 +209,7 @@ pub async fn verify_provider(
         .await
         .context("loading the provider")?;
     tx.commit().await.context("committing the decision")?;
+    state.provider_changed(provider_id).await;
     Ok(web::Json(summary))
 }
 

@@ -5,7 +5,7 @@ use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 
-use crate::accounts::tokens::{self, TokenOwner};
+use crate::accounts::tokens::TokenOwner;
 use crate::accounts::Role;
 use crate::error::{ApiError, Context as _};
 use crate::state::AppState;
@@ -71,7 +71,9 @@ pub fn bearer_token(req: &HttpRequest, allow_query: bool) -> Option<String> {
 /// Authenticates a request; `allow_query` admits `?token=` (WebSocket upgrades only).
 pub async fn authenticate(state: &AppState, token: Option<String>) -> Result<Caller, ApiError> {
     let token = token.ok_or(ApiError::Unauthorized)?;
-    tokens::authenticate(&state.db, &token)
+    state
+        .tokens
+        .authenticate(&state.db, &token)
         .await
         .context("authenticating a token")?
         .map(Caller)

@@ -83,6 +83,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     errors: vec![FieldError::new(field, message)],
                 }
             }
+            // `1e999` is valid JSON (the grammar sets no range) that fits no number type: the
+            // field's value is wrong, not the syntax, so name the field.
+            serde_json::error::Category::Syntax
+                if path != "." && inner.to_string().starts_with("number out of range") =>
+            {
+                ApiError::Validation {
+                    detail: format!("{path}: is out of range"),
+                    errors: vec![FieldError::new(path, "is out of range")],
+                }
+            }
             _ => ApiError::BadRequest(format!("malformed JSON: {inner}")),
         }
     })?;
@@ -178,6 +188,13 @@ mod tests {
             parse_json::<Body>(b""),
             Err(ApiError::BadRequest(_))
         ));
+    }
+
+    #[test]
+    fn a_number_too_large_for_its_type_is_named() {
+        let error =
+            parse_json::<Body>(br#"{"name":"a","location":{"lat":1e999,"lng":1}}"#).unwrap_err();
+        assert_eq!(field_of(error), "location.lat");
     }
 
     #[test]

@@ -7,15 +7,17 @@ pub mod catalog;
 pub mod extract;
 pub mod health;
 pub mod limits;
+pub mod nearby;
 pub mod openapi;
 pub mod operations;
 pub mod therapist;
+pub mod ws;
 
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpRequest};
 use tracing_actix_web::RequestId;
@@ -47,12 +49,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(therapist::put_availability)
         .service(admin::list_providers)
         .service(admin::verify_provider)
-        .service(admin::put_roles);
+        .service(admin::put_roles)
+        .service(nearby::nearby)
+        .service(ws::therapist_socket);
 }
 
-/// Unknown routes answer problem+json 404 (405 when the path exists with other methods is
-/// handled by actix before reaching here only for resources; this covers everything else).
+/// Requests no route took: a documented path called with another method answers problem+json
+/// 405 with `Allow` (actix itself falls through to here, as each handler is its own resource
+/// guarded by its method); anything else answers problem+json 404.
 pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    if let Some(allow) = openapi::allowed_methods(req.path()) {
+        let mut response = actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed);
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+        return Ok(response);
+    }
     Err(ApiError::NotFound(format!(
         "no route for {} {}",
         req.method(),

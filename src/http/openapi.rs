@@ -1,9 +1,11 @@
 //! The OpenAPI document, assembled from the `#[utoipa::path]` annotations of every handler.
 
+use std::sync::OnceLock;
+
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, admin, catalog, health, operations, therapist};
+use super::{accounts, admin, catalog, health, nearby, operations, therapist, ws};
 use crate::error::{FieldError, Problem};
 
 #[derive(OpenApi)]
@@ -21,6 +23,7 @@ use crate::error::{FieldError, Problem};
         therapist::put_profile, therapist::get_profile, therapist::put_service,
         therapist::list_services, therapist::delete_service, therapist::put_availability,
         admin::list_providers, admin::verify_provider, admin::put_roles,
+        nearby::nearby, ws::therapist_socket,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -30,6 +33,8 @@ use crate::error::{FieldError, Problem};
         (name = "catalog", description = "Services on offer"),
         (name = "therapist", description = "A therapist's profile, services and availability"),
         (name = "admin", description = "Verification and roles (admins only)"),
+        (name = "matching", description = "Nearest therapists, from the live index"),
+        (name = "realtime", description = "WebSocket endpoints; frames are described in the API contract"),
     )
 )]
 pub struct ApiDoc;
@@ -43,5 +48,60 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// The documented methods of the path that `path` names (`/v1/me/addresses/abc` matches
+/// `/v1/me/addresses/{address_id}`), as an `Allow` header value; `None` when no documented path
+/// matches. Lets a known path called with another method answer 405 rather than 404.
+pub fn allowed_methods(path: &str) -> Option<&'static str> {
+    static ROUTES: OnceLock<Vec<(Vec<String>, String)>> = OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        ApiDoc::openapi()
+            .paths
+            .paths
+            .into_iter()
+            .map(|(template, item)| {
+                let methods = [
+                    ("GET", item.get.is_some()),
+                    ("HEAD", item.head.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                    ("OPTIONS", item.options.is_some()),
+                    ("TRACE", item.trace.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(name, present)| present.then_some(name))
+                .collect::<Vec<_>>()
+                .join(", ");
+                (template.split('/').map(str::to_owned).collect(), methods)
+            })
+            .collect()
+    });
+    let segments: Vec<&str> = path.split('/').collect();
+    routes
+        .iter()
+        .find(|(template, _)| {
+            template.len() == segments.len()
+                && template.iter().zip(&segments).all(|(t, s)| {
+                    t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty())
+                })
+        })
+        .map(|(_, methods)| methods.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allowed_methods;
+
+    #[test]
+    fn allowed_methods_match_documented_paths() {
+        assert_eq!(allowed_methods("/v1/me"), Some("GET"));
+        assert_eq!(allowed_methods("/v1/me/addresses"), Some("GET, POST"));
+        assert_eq!(allowed_methods("/v1/me/addresses/x"), Some("DELETE"));
+        assert_eq!(allowed_methods("/v1/me/addresses/"), None);
+        assert_eq!(allowed_methods("/v1/nothing"), None);
     }
 }

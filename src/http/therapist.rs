@@ -207,6 +207,7 @@ pub async fn put_profile(
         .await
         .context("loading the profile")?;
     tx.commit().await.context("committing the profile")?;
+    state.provider_changed(provider_id).await;
     Ok(web::Json(profile))
 }
 
@@ -241,19 +242,27 @@ pub async fn get_profile(
 pub struct ServiceTermsRequest {
     /// The therapist's price for this service (decimal string or number, at most 2 places).
     #[serde(with = "crate::domain::money")]
-    #[schema(value_type = String, example = "1150.00")]
+    #[schema(schema_with = price_input_schema)]
     pub price: Decimal,
     pub home_service_enabled: Option<bool>,
     /// Distance included in the price, in km.
     pub base_distance_km: Option<i32>,
     /// Charge per km beyond `base_distance_km`.
     #[serde(default, with = "crate::domain::money::option")]
-    #[schema(value_type = Option<String>, example = "20.00")]
+    #[schema(schema_with = surcharge_input_schema)]
     pub per_km_surcharge: Option<Decimal>,
     /// The farthest the therapist travels for this service, in km.
     pub max_travel_distance_km: Option<i32>,
     /// Offer the service at all (default true).
     pub is_available: Option<bool>,
+}
+
+fn price_input_schema() -> utoipa::openapi::Object {
+    crate::domain::money::input_schema("The therapist's price for this service.", false)
+}
+
+fn surcharge_input_schema() -> utoipa::openapi::Object {
+    crate::domain::money::input_schema("Charge per km beyond `base_distance_km`.", true)
 }
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
@@ -311,7 +320,7 @@ pub async fn put_service(
     .fetch_optional(&state.db)
     .await
     .context("finding the service")?
-    .ok_or_else(|| ApiError::NotFound("service_id: no such service".into()))?;
+    .ok_or_else(|| ApiError::FieldNotFound(FieldError::new("service_id", "no such service")))?;
 
     let radius_max = providers::service_radius_max_km(&state.db).await?;
     let max_travel = body.max_travel_distance_km.unwrap_or(10.min(radius_max));
@@ -373,6 +382,7 @@ pub async fn put_service(
         .fetch_one(&state.db)
         .await
         .context("loading service terms")?;
+    state.provider_changed(provider.id).await;
     Ok(web::Json(terms))
 }
 
@@ -435,10 +445,12 @@ pub async fn delete_service(
     .context("removing a service")?
     .rows_affected();
     if deleted == 0 {
-        return Err(ApiError::NotFound(
-            "service_id: you do not offer this service".into(),
-        ));
+        return Err(ApiError::FieldNotFound(FieldError::new(
+            "service_id",
+            "you do not offer this service",
+        )));
     }
+    state.provider_changed(provider.id).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -129,11 +129,15 @@ pub async fn rotate(
     for name in &doomed {
         // Names come from pg_inherits and match our pattern, so quoting them is enough.
         sqlx::query(&format!(
-            "ALTER TABLE {PARENT_TABLE} DETACH PARTITION \"{name}\"; DROP TABLE \"{name}\";"
+            "ALTER TABLE {PARENT_TABLE} DETACH PARTITION \"{name}\""
         ))
         .execute(&mut *tx)
         .await
-        .with_context(|| format!("dropping partition {name}"))?;
+        .with_context(|| format!("detaching partition {name}"))?;
+        sqlx::query(&format!("DROP TABLE \"{name}\""))
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("dropping partition {name}"))?;
     }
     tx.commit().await.context("committing partition rotation")?;
     Ok(doomed)

@@ -88,6 +88,7 @@ pub async fn set_online(
         .execute(&state.db)
         .await
         .context("changing availability")?;
+    state.provider_changed(provider.id).await;
     Ok(Availability::new(provider, online))
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hilot::config::{local_env_value, Settings};
 use hilot::startup::{Application, StopHandle};
+use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -19,6 +20,8 @@ pub struct TestApp {
     /// A pool on this test's own database, for arranging state and asserting on it.
     pub db: PgPool,
     pub db_name: String,
+    /// The URL of this test's database (for running the `hilot` binary against it).
+    pub db_url: String,
     pub client: reqwest::Client,
     pub stop: StopHandle,
     pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -46,6 +49,39 @@ impl TestApp {
             .send()
             .await
             .expect("request reaches the server")
+    }
+
+    /// A JSON call without a token (register, login).
+    pub async fn post_public(&self, path: &str, body: &Value) -> reqwest::Response {
+        send(self.client.post(self.url(path)).json(body)).await
+    }
+
+    pub async fn get_as(&self, token: &str, path: &str) -> reqwest::Response {
+        send(self.client.get(self.url(path)).bearer_auth(token)).await
+    }
+
+    pub async fn post_as(&self, token: &str, path: &str, body: &Value) -> reqwest::Response {
+        send(
+            self.client
+                .post(self.url(path))
+                .bearer_auth(token)
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn put_as(&self, token: &str, path: &str, body: &Value) -> reqwest::Response {
+        send(
+            self.client
+                .put(self.url(path))
+                .bearer_auth(token)
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn delete_as(&self, token: &str, path: &str) -> reqwest::Response {
+        send(self.client.delete(self.url(path)).bearer_auth(token)).await
     }
 
     /// Stops the server the way SIGTERM does, and waits for it to finish draining.
@@ -214,9 +250,15 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(test_settings()).await
 }
 
-pub async fn spawn_app_with(mut settings: Settings) -> TestApp {
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    let database = fresh_database().await;
+    spawn_app_in(database, settings).await
+}
+
+/// Starts the app on a database the test prepared (e.g. filled before start-up, to test the
+/// index rebuild, or reused after a restart).
+pub async fn spawn_app_in((db_name, db_url): (String, String), mut settings: Settings) -> TestApp {
     init_test_logging();
-    let (db_name, db_url) = fresh_database().await;
     settings.database_url = Some(db_url.clone());
     let app = Application::build(settings)
         .await
@@ -234,6 +276,7 @@ pub async fn spawn_app_with(mut settings: Settings) -> TestApp {
         port,
         db,
         db_name,
+        db_url,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -274,4 +317,151 @@ pub async fn problem(response: reqwest::Response, status: u16) -> serde_json::Va
         "{body}"
     );
     body
+}
+
+async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    request.send().await.expect("request reaches the server")
+}
+
+/// Reads a JSON body after checking the status.
+pub async fn json_body(response: reqwest::Response, status: u16) -> Value {
+    let actual = response.status().as_u16();
+    let text = response.text().await.expect("body reads");
+    assert_eq!(actual, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).expect("body is JSON")
+}
+
+/// The `errors[].field` names of a problem+json body.
+pub fn error_fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A password the policy accepts.
+pub const PASSWORD: &str = "a sound passphrase";
+
+/// A valid Philippine mobile number, distinct for every call in this process.
+pub fn next_phone() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static START: OnceLock<u32> = OnceLock::new();
+    let start = *START.get_or_init(|| (uuid::Uuid::new_v4().as_u128() % 9_000_000) as u32);
+    let n = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 10_000_000;
+    format!("+63917{n:07}")
+}
+
+/// The body `POST /v1/auth/register` accepts, for `phone` and `role`.
+pub fn registration(phone: &str, role: &str) -> Value {
+    json!({
+        "phone": phone,
+        "password": PASSWORD,
+        "first_name": "Maria",
+        "last_name": "Santos",
+        "role": role,
+    })
+}
+
+/// Registers a new `customer` or `therapist`; answers its token and `user`.
+pub async fn register(app: &TestApp, role: &str) -> (String, Value) {
+    let body = json_body(
+        app.post_public("/v1/auth/register", &registration(&next_phone(), role))
+            .await,
+        201,
+    )
+    .await;
+    (
+        body["token"].as_str().unwrap().to_owned(),
+        body["user"].clone(),
+    )
+}
+
+pub async fn login(app: &TestApp, phone: &str, password: &str) -> reqwest::Response {
+    app.post_public(
+        "/v1/auth/login",
+        &json!({ "phone": phone, "password": password }),
+    )
+    .await
+}
+
+/// An admin made the way `hilot admin create` makes one, logged in; answers its token.
+pub async fn make_admin(app: &TestApp) -> String {
+    let phone = next_phone();
+    hilot::accounts::create_admin(&app.db, &phone, PASSWORD)
+        .await
+        .expect("admin is created");
+    let body = json_body(login(app, &phone, PASSWORD).await, 200).await;
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// A therapist profile based in Makati that travels 10 km.
+pub fn profile_body() -> Value {
+    json!({
+        "base_lat": 14.5547,
+        "base_lng": 121.0244,
+        "service_radius_km": 10,
+        "bio": "Ten years of Swedish and deep tissue massage",
+        "specializations": ["Swedish", "Deep Tissue"],
+        "license_number": "TESDA-12345",
+        "has_own_equipment": true,
+    })
+}
+
+pub struct Therapist {
+    pub token: String,
+    pub user: Value,
+    pub provider_id: String,
+}
+
+/// A registered therapist with a profile (verification pending).
+pub async fn therapist_with_profile(app: &TestApp) -> Therapist {
+    let (token, user) = register(app, "therapist").await;
+    let profile = json_body(
+        app.put_as(&token, "/v1/therapist/profile", &profile_body())
+            .await,
+        200,
+    )
+    .await;
+    Therapist {
+        token,
+        user,
+        provider_id: profile["provider_id"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// A therapist with a profile, verified by an admin through the admin API.
+pub async fn verified_therapist(app: &TestApp, admin_token: &str) -> Therapist {
+    let therapist = therapist_with_profile(app).await;
+    let verified = json_body(
+        app.post_as(
+            admin_token,
+            &format!("/v1/admin/providers/{}/verify", therapist.provider_id),
+            &json!({ "status": "verified" }),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(verified["verification_status"], "verified");
+    therapist
+}
+
+/// The public id of a seeded service, by slug.
+pub async fn service_id(app: &TestApp, slug: &str) -> String {
+    let services = json_body(app.get("/v1/services").await, 200).await;
+    services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["slug"] == slug)
+        .unwrap_or_else(|| panic!("no seeded service {slug}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }

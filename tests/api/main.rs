@@ -1,6 +1,13 @@
 //! End-to-end tests: the real server, real PostGIS, real Redis.
 
+mod accounts;
+mod admin;
 mod cli;
+mod durability;
 mod health;
 mod helpers;
+mod live;
+mod partitions;
 mod schema;
+mod sockets;
+mod therapist;

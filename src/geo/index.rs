@@ -1,0 +1,571 @@
+//! The live index of therapists: H3 cell → therapists in it, and per therapist the latest fix,
+//! state, verification, services and travel limits. Answers "who is near here" from memory.
+//!
+//! One `RwLock` guards the whole index: pings take the write lock for about a microsecond,
+//! searches take the read lock for a few; on a handful of cores that beats sharding.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use h3o::{CellIndex, LatLng, Resolution};
+use parking_lot::RwLock;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{distance_m, Point};
+
+/// H3 resolution of the index. At resolution 9 a cell is about 0.1 km² (edge ≈ 174 m): a
+/// nearest-10 search in a dense city touches two or three rings of cells, a few hundred
+/// therapists at most.
+pub const H3_RESOLUTION: Resolution = Resolution::Nine;
+/// A therapist with no fix for this long is not matched (they may have lost signal).
+pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(60);
+/// The widest search `nearby` accepts.
+pub const MAX_SEARCH_RADIUS_M: f64 = 50_000.0;
+/// Cells vary in size across the globe (up to about 2× in area); bounding unexplored rings with
+/// a fraction of the average edge keeps the search exact everywhere.
+const EDGE_SAFETY_FACTOR: f64 = 0.6;
+
+/// What dispatch knows about a therapist right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TherapistState {
+    Offline,
+    Available,
+    /// Holding an open offer: not offered another.
+    Offered,
+    /// On an active booking.
+    Busy,
+}
+
+/// A therapist's terms for one service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceOffer {
+    pub service_id: i64,
+    pub price: Decimal,
+    pub available: bool,
+    pub home_service_enabled: bool,
+    pub base_distance_km: i32,
+    pub per_km_surcharge: Decimal,
+    pub max_travel_distance_km: i32,
+}
+
+/// The slow-changing facts about a therapist, loaded from the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TherapistProfile {
+    pub provider_id: i64,
+    pub uuid: Uuid,
+    pub first_name: String,
+    pub average_rating: Decimal,
+    pub verified: bool,
+    pub active: bool,
+    /// `providers.is_available`: the therapist chose to be online.
+    pub online: bool,
+    pub service_radius_km: i32,
+    pub services: Vec<ServiceOffer>,
+}
+
+/// A position fix good enough to match on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveFix {
+    pub point: Point,
+    pub heading: Option<f64>,
+    pub speed_kmh: Option<f64>,
+    pub accuracy_m: Option<f64>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    profile: TherapistProfile,
+    /// Offered/Busy come from dispatch; otherwise derived from `profile.online`.
+    dispatch_state: Option<TherapistState>,
+    live: Option<(LiveFix, CellIndex)>,
+}
+
+impl Entry {
+    fn state(&self) -> TherapistState {
+        match self.dispatch_state {
+            Some(state) => state,
+            None if self.profile.online => TherapistState::Available,
+            None => TherapistState::Offline,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Occupant {
+    provider_id: i64,
+    point: Point,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<i64, Entry>,
+    cells: HashMap<CellIndex, Vec<Occupant>>,
+}
+
+/// A nearest-therapist question.
+#[derive(Debug, Clone, Copy)]
+pub struct NearbyQuery {
+    pub point: Point,
+    pub service_id: i64,
+    pub radius_m: f64,
+    pub limit: usize,
+}
+
+/// One answer: who, how far, and their terms for the service asked about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NearbyHit {
+    pub provider_id: i64,
+    pub uuid: Uuid,
+    pub first_name: String,
+    pub average_rating: Decimal,
+    pub distance_m: f64,
+    pub offer: ServiceOffer,
+}
+
+/// What became of a fix handed to [`LiveIndex::update_fix`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FixOutcome {
+    /// The live position moved to this fix.
+    Moved,
+    /// Older than the live position: kept out of it, so the map never goes backwards in time.
+    OlderThanLive,
+    /// The therapist is not in the index.
+    Unknown,
+}
+
+/// A therapist as the map shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MapEntry {
+    pub provider_id: i64,
+    pub uuid: Uuid,
+    pub state: TherapistState,
+    pub fix: LiveFix,
+}
+
+pub struct LiveIndex {
+    inner: RwLock<Inner>,
+    presence_ttl: Duration,
+}
+
+impl LiveIndex {
+    pub fn new(presence_ttl: Duration) -> Self {
+        Self {
+            inner: RwLock::new(Inner::default()),
+            presence_ttl,
+        }
+    }
+
+    pub fn presence_ttl(&self) -> Duration {
+        self.presence_ttl
+    }
+
+    /// Number of therapists known to the index.
+    pub fn len(&self) -> usize {
+        self.inner.read().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds a therapist or replaces their profile, keeping their live position and dispatch state.
+    pub fn upsert_profile(&self, profile: TherapistProfile) {
+        let mut inner = self.inner.write();
+        match inner.entries.get_mut(&profile.provider_id) {
+            Some(entry) => entry.profile = profile,
+            None => {
+                inner.entries.insert(
+                    profile.provider_id,
+                    Entry {
+                        profile,
+                        dispatch_state: None,
+                        live: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Forgets a therapist entirely (deleted provider).
+    pub fn remove(&self, provider_id: i64) {
+        let mut inner = self.inner.write();
+        if let Some(entry) = inner.entries.remove(&provider_id) {
+            if let Some((_, cell)) = entry.live {
+                remove_occupant(&mut inner.cells, cell, provider_id);
+            }
+        }
+    }
+
+    /// Moves the therapist to `fix` unless the index already holds a newer one.
+    pub fn update_fix(&self, provider_id: i64, fix: LiveFix) -> FixOutcome {
+        let cell = match LatLng::new(fix.point.lat, fix.point.lng) {
+            Ok(latlng) => latlng.to_cell(H3_RESOLUTION),
+            Err(_) => return FixOutcome::Unknown,
+        };
+        let mut guard = self.inner.write();
+        let inner = &mut *guard;
+        let Some(entry) = inner.entries.get_mut(&provider_id) else {
+            return FixOutcome::Unknown;
+        };
+        let previous_cell = match entry.live {
+            Some((current, _)) if current.at > fix.at => return FixOutcome::OlderThanLive,
+            Some((_, previous_cell)) => Some(previous_cell),
+            None => None,
+        };
+        entry.live = Some((fix, cell));
+        let occupant = Occupant {
+            provider_id,
+            point: fix.point,
+        };
+        match previous_cell {
+            Some(previous) if previous == cell => {
+                let bucket = inner.cells.entry(cell).or_default();
+                match bucket.iter_mut().find(|o| o.provider_id == provider_id) {
+                    Some(slot) => *slot = occupant,
+                    None => bucket.push(occupant),
+                }
+            }
+            Some(previous) => {
+                remove_occupant(&mut inner.cells, previous, provider_id);
+                inner.cells.entry(cell).or_default().push(occupant);
+            }
+            None => inner.cells.entry(cell).or_default().push(occupant),
+        }
+        FixOutcome::Moved
+    }
+
+    /// Sets (or with `None`, clears) the dispatch state: Offered or Busy.
+    pub fn set_dispatch_state(&self, provider_id: i64, state: Option<TherapistState>) {
+        if let Some(entry) = self.inner.write().entries.get_mut(&provider_id) {
+            entry.dispatch_state = state;
+        }
+    }
+
+    pub fn state(&self, provider_id: i64) -> Option<TherapistState> {
+        self.inner
+            .read()
+            .entries
+            .get(&provider_id)
+            .map(Entry::state)
+    }
+
+    pub fn live_fix(&self, provider_id: i64) -> Option<LiveFix> {
+        self.inner
+            .read()
+            .entries
+            .get(&provider_id)
+            .and_then(|e| e.live.map(|(fix, _)| fix))
+    }
+
+    pub fn profile(&self, provider_id: i64) -> Option<TherapistProfile> {
+        self.inner
+            .read()
+            .entries
+            .get(&provider_id)
+            .map(|e| e.profile.clone())
+    }
+
+    /// Therapists with a position, as the map shows them.
+    pub fn map_entries(&self, mut keep: impl FnMut(Point) -> bool) -> Vec<MapEntry> {
+        let inner = self.inner.read();
+        inner
+            .entries
+            .values()
+            .filter_map(|e| {
+                let (fix, _) = e.live?;
+                keep(fix.point).then(|| MapEntry {
+                    provider_id: e.profile.provider_id,
+                    uuid: e.profile.uuid,
+                    state: e.state(),
+                    fix,
+                })
+            })
+            .collect()
+    }
+
+    /// Counts by state of therapists with a fresh fix, for metrics and the dashboard.
+    pub fn counts(&self, now: DateTime<Utc>) -> HashMap<TherapistState, usize> {
+        let inner = self.inner.read();
+        let mut counts = HashMap::new();
+        for entry in inner.entries.values() {
+            let fresh = entry
+                .live
+                .is_some_and(|(fix, _)| is_fresh(fix.at, now, self.presence_ttl));
+            let state = if fresh {
+                entry.state()
+            } else {
+                TherapistState::Offline
+            };
+            *counts.entry(state).or_default() += 1;
+        }
+        counts
+    }
+
+    /// The `limit` nearest eligible therapists within `radius_m`, nearest first, ties by id.
+    ///
+    /// Eligible: verified, active, online and not holding an offer or booking, with a fix
+    /// younger than the presence TTL, offering the service with home service enabled, and the
+    /// customer within both their service radius and the service's maximum travel distance.
+    pub fn nearby(&self, query: &NearbyQuery, now: DateTime<Utc>) -> Vec<NearbyHit> {
+        if query.limit == 0 || !query.point.is_valid() {
+            return Vec::new();
+        }
+        let Ok(origin) = LatLng::new(query.point.lat, query.point.lng) else {
+            return Vec::new();
+        };
+        let origin = origin.to_cell(H3_RESOLUTION);
+        let radius = query.radius_m.clamp(0.0, MAX_SEARCH_RADIUS_M);
+        let edge_m = H3_RESOLUTION.edge_length_km() * 1000.0 * EDGE_SAFETY_FACTOR;
+        let inner = self.inner.read();
+        let mut found: Vec<(f64, i64)> = Vec::new();
+        let mut ring_cells = Vec::new();
+        for k in 0u32.. {
+            ring(origin, k, &mut ring_cells);
+            for cell in &ring_cells {
+                let Some(bucket) = inner.cells.get(cell) else {
+                    continue;
+                };
+                for occupant in bucket {
+                    let d = distance_m(query.point, occupant.point);
+                    if d > radius {
+                        continue;
+                    }
+                    let Some(entry) = inner.entries.get(&occupant.provider_id) else {
+                        continue;
+                    };
+                    if eligible_offer(entry, query.service_id, d, now, self.presence_ttl).is_some()
+                    {
+                        found.push((d, occupant.provider_id));
+                    }
+                }
+            }
+            // Cells not yet visited are at grid distance ≥ k + 1; nothing in them is closer.
+            let unexplored_from = ((1.5 * f64::from(k + 1)) - 2.0) * edge_m;
+            if unexplored_from > radius {
+                break;
+            }
+            if found.len() >= query.limit {
+                let (_, kth, _) =
+                    found.select_nth_unstable_by(query.limit - 1, by_distance_then_id);
+                if kth.0 < unexplored_from {
+                    break;
+                }
+            }
+        }
+        found.sort_unstable_by(by_distance_then_id);
+        found.truncate(query.limit);
+        found
+            .into_iter()
+            .filter_map(|(distance_m, provider_id)| {
+                let entry = inner.entries.get(&provider_id)?;
+                let offer =
+                    eligible_offer(entry, query.service_id, distance_m, now, self.presence_ttl)?;
+                Some(NearbyHit {
+                    provider_id,
+                    uuid: entry.profile.uuid,
+                    first_name: entry.profile.first_name.clone(),
+                    average_rating: entry.profile.average_rating,
+                    distance_m,
+                    offer: offer.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+fn by_distance_then_id(a: &(f64, i64), b: &(f64, i64)) -> std::cmp::Ordering {
+    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+}
+
+fn is_fresh(at: DateTime<Utc>, now: DateTime<Utc>, ttl: Duration) -> bool {
+    (now - at).to_std().map_or(true, |age| age <= ttl)
+}
+
+/// The therapist's offer for the service if they may take this customer at `distance_m`.
+fn eligible_offer(
+    entry: &Entry,
+    service_id: i64,
+    distance_m: f64,
+    now: DateTime<Utc>,
+    ttl: Duration,
+) -> Option<&ServiceOffer> {
+    let profile = &entry.profile;
+    if !(profile.verified && profile.active) || entry.state() != TherapistState::Available {
+        return None;
+    }
+    let (fix, _) = entry.live?;
+    if !is_fresh(fix.at, now, ttl) {
+        return None;
+    }
+    if distance_m > f64::from(profile.service_radius_km) * 1000.0 {
+        return None;
+    }
+    profile.services.iter().find(|offer| {
+        offer.service_id == service_id
+            && offer.available
+            && offer.home_service_enabled
+            && distance_m <= f64::from(offer.max_travel_distance_km) * 1000.0
+    })
+}
+
+/// Cells at grid distance exactly `k` from `origin`, into `out`.
+fn ring(origin: CellIndex, k: u32, out: &mut Vec<CellIndex>) {
+    out.clear();
+    let fast: Option<Vec<CellIndex>> = origin.grid_ring_fast(k).collect();
+    match fast {
+        Some(cells) => out.extend(cells),
+        // Near a pentagon the fast ring fails; the safe disk is slower but always right.
+        None => out.extend(
+            origin
+                .grid_disk_distances_safe(k)
+                .filter(|&(_, d)| d == k)
+                .map(|(cell, _)| cell),
+        ),
+    }
+}
+
+fn remove_occupant(
+    cells: &mut HashMap<CellIndex, Vec<Occupant>>,
+    cell: CellIndex,
+    provider_id: i64,
+) {
+    if let Some(bucket) = cells.get_mut(&cell) {
+        bucket.retain(|o| o.provider_id != provider_id);
+        if bucket.is_empty() {
+            cells.remove(&cell);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration as ChronoDuration;
+
+    fn offer(service_id: i64) -> ServiceOffer {
+        ServiceOffer {
+            service_id,
+            price: Decimal::from(800),
+            available: true,
+            home_service_enabled: true,
+            base_distance_km: 5,
+            per_km_surcharge: Decimal::ZERO,
+            max_travel_distance_km: 10,
+        }
+    }
+
+    fn therapist(id: i64) -> TherapistProfile {
+        TherapistProfile {
+            provider_id: id,
+            uuid: Uuid::from_u128(id as u128),
+            first_name: format!("T{id}"),
+            average_rating: Decimal::from(4),
+            verified: true,
+            active: true,
+            online: true,
+            service_radius_km: 10,
+            services: vec![offer(1)],
+        }
+    }
+
+    fn fix(lat: f64, lng: f64, at: DateTime<Utc>) -> LiveFix {
+        LiveFix {
+            point: Point::new(lat, lng),
+            heading: None,
+            speed_kmh: None,
+            accuracy_m: Some(10.0),
+            at,
+        }
+    }
+
+    fn query(limit: usize) -> NearbyQuery {
+        NearbyQuery {
+            point: Point::new(14.5547, 121.0244),
+            service_id: 1,
+            radius_m: 5000.0,
+            limit,
+        }
+    }
+
+    #[test]
+    fn nearest_first_ties_by_id_and_only_eligible() {
+        let index = LiveIndex::new(DEFAULT_PRESENCE_TTL);
+        let now = Utc::now();
+        for id in 1..=5 {
+            index.upsert_profile(therapist(id));
+        }
+        index.update_fix(3, fix(14.5560, 121.0244, now)); // ~145 m
+        index.update_fix(1, fix(14.5560, 121.0244, now)); // same spot: tie, lower id first
+        index.update_fix(2, fix(14.5600, 121.0244, now)); // ~590 m
+        index.update_fix(
+            4,
+            fix(14.5548, 121.0244, now - ChronoDuration::seconds(120)),
+        ); // stale
+        let mut offline = therapist(5);
+        offline.online = false;
+        index.upsert_profile(offline);
+        index.update_fix(5, fix(14.5547, 121.0245, now));
+
+        let ids: Vec<i64> = index
+            .nearby(&query(10), now)
+            .iter()
+            .map(|h| h.provider_id)
+            .collect();
+        assert_eq!(ids, [1, 3, 2]);
+        let ids: Vec<i64> = index
+            .nearby(&query(1), now)
+            .iter()
+            .map(|h| h.provider_id)
+            .collect();
+        assert_eq!(ids, [1]);
+    }
+
+    #[test]
+    fn offered_or_busy_therapists_are_not_matched() {
+        let index = LiveIndex::new(DEFAULT_PRESENCE_TTL);
+        let now = Utc::now();
+        index.upsert_profile(therapist(1));
+        index.update_fix(1, fix(14.5550, 121.0244, now));
+        index.set_dispatch_state(1, Some(TherapistState::Offered));
+        assert!(index.nearby(&query(10), now).is_empty());
+        index.set_dispatch_state(1, None);
+        assert_eq!(index.nearby(&query(10), now).len(), 1);
+    }
+
+    #[test]
+    fn older_fixes_never_move_the_live_position_back() {
+        let index = LiveIndex::new(DEFAULT_PRESENCE_TTL);
+        let now = Utc::now();
+        index.upsert_profile(therapist(1));
+        assert_eq!(
+            index.update_fix(1, fix(14.56, 121.02, now)),
+            FixOutcome::Moved
+        );
+        assert_eq!(
+            index.update_fix(1, fix(14.50, 121.00, now - ChronoDuration::seconds(5))),
+            FixOutcome::OlderThanLive
+        );
+        assert_eq!(index.live_fix(1).unwrap().point, Point::new(14.56, 121.02));
+        assert_eq!(
+            index.update_fix(99, fix(14.56, 121.02, now)),
+            FixOutcome::Unknown
+        );
+    }
+
+    #[test]
+    fn travel_limits_apply() {
+        let index = LiveIndex::new(DEFAULT_PRESENCE_TTL);
+        let now = Utc::now();
+        let mut near_only = therapist(1);
+        near_only.service_radius_km = 1;
+        index.upsert_profile(near_only);
+        index.update_fix(1, fix(14.5747, 121.0244, now)); // ~2.2 km away
+        assert!(index.nearby(&query(10), now).is_empty());
+    }
+}

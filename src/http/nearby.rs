@@ -1,0 +1,146 @@
+//! `GET /v1/therapists/nearby`: answered from the live index, never from the database.
+
+use actix_web::{get, web};
+use chrono::Utc;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::auth::Caller;
+use super::extract::Query;
+use crate::domain::money::CURRENCY;
+use crate::domain::pricing::quote;
+use crate::domain::validate::{check_lat_lng, check_range};
+use crate::error::{ApiError, Problem};
+use crate::geo::index::{NearbyQuery, MAX_SEARCH_RADIUS_M};
+use crate::geo::Point;
+use crate::state::AppState;
+
+/// Search radius when the client gives none.
+pub const DEFAULT_RADIUS_M: u32 = 5_000;
+/// Answers when the client gives no limit, and the most it may ask for.
+pub const DEFAULT_LIMIT: u32 = 10;
+pub const MAX_LIMIT: u32 = 50;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct NearbyParams {
+    /// Customer latitude.
+    pub lat: f64,
+    /// Customer longitude.
+    pub lng: f64,
+    /// A service id from `GET /v1/services`.
+    pub service_id: Uuid,
+    /// Search radius in metres (default 5000, at most 50000).
+    pub radius_m: Option<u32>,
+    /// How many therapists (default 10, at most 50).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuoteView {
+    #[serde(with = "crate::domain::money")]
+    #[schema(value_type = String, example = "800.00")]
+    pub service_price: Decimal,
+    #[serde(with = "crate::domain::money")]
+    #[schema(value_type = String, example = "40.00")]
+    pub distance_surcharge: Decimal,
+    #[serde(with = "crate::domain::money")]
+    #[schema(value_type = String, example = "840.00")]
+    pub total_amount: Decimal,
+    pub currency: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NearbyTherapist {
+    pub provider_id: Uuid,
+    pub first_name: String,
+    #[serde(with = "crate::domain::money")]
+    #[schema(value_type = String, example = "4.80")]
+    pub average_rating: Decimal,
+    /// Great-circle distance from the customer, whole metres.
+    pub distance_m: u32,
+    /// Estimated travel time: distance × road circuity ÷ average speed.
+    pub eta_seconds: u32,
+    pub quote: QuoteView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NearbyAnswer {
+    /// Nearest first; ties broken by provider so answers are stable. Never any coordinates.
+    pub therapists: Vec<NearbyTherapist>,
+}
+
+/// The nearest online, verified therapists who offer the service and travel this far.
+#[utoipa::path(
+    tag = "matching",
+    security(("bearer" = [])),
+    params(NearbyParams),
+    responses(
+        (status = 200, description = "Nearest first", body = NearbyAnswer),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown service", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid query", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/therapists/nearby")]
+pub async fn nearby(
+    state: web::Data<AppState>,
+    _caller: Caller,
+    Query(params): Query<NearbyParams>,
+) -> Result<web::Json<NearbyAnswer>, ApiError> {
+    let radius_m = params.radius_m.unwrap_or(DEFAULT_RADIUS_M);
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    let mut errors = Vec::new();
+    check_lat_lng(&mut errors, "lat", "lng", params.lat, params.lng);
+    check_range(
+        &mut errors,
+        "radius_m",
+        radius_m,
+        1,
+        MAX_SEARCH_RADIUS_M as u32,
+    );
+    check_range(&mut errors, "limit", limit, 1, MAX_LIMIT);
+    ApiError::check(errors)?;
+    let service_id = state
+        .catalog
+        .service_id(&state.db, params.service_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("service_id: no such service".into()))?;
+
+    let hits = state.index.nearby(
+        &NearbyQuery {
+            point: Point::new(params.lat, params.lng),
+            service_id,
+            radius_m: f64::from(radius_m),
+            limit: limit as usize,
+        },
+        Utc::now(),
+    );
+    let therapists = hits
+        .into_iter()
+        .map(|hit| {
+            let q = quote(
+                hit.offer.price,
+                hit.offer.base_distance_km,
+                hit.offer.per_km_surcharge,
+                hit.distance_m,
+            );
+            NearbyTherapist {
+                provider_id: hit.uuid,
+                first_name: hit.first_name,
+                average_rating: hit.average_rating,
+                distance_m: hit.distance_m.round() as u32,
+                eta_seconds: state.eta.eta_seconds(hit.distance_m),
+                quote: QuoteView {
+                    service_price: q.service_price,
+                    distance_surcharge: q.distance_surcharge,
+                    total_amount: q.total_amount,
+                    currency: CURRENCY,
+                },
+            }
+        })
+        .collect();
+    Ok(web::Json(NearbyAnswer { therapists }))
+}

@@ -1,0 +1,52 @@
+//! WebSocket upgrades. The token is checked before the upgrade: a bad one gets 401 and no socket.
+
+use actix_web::{get, web, HttpRequest, HttpResponse};
+
+use super::auth::{authenticate, bearer_token};
+use crate::accounts::Role;
+use crate::error::{ApiError, Problem};
+use crate::providers;
+use crate::realtime::{therapist, MAX_WIRE_FRAME_BYTES};
+use crate::state::AppState;
+
+/// The therapist app's socket: location pings in, acks and offers out (see the API contract).
+/// Authenticate with `Authorization: Bearer` or `?token=`.
+#[utoipa::path(
+    tag = "realtime",
+    security(("bearer" = [])),
+    params(("token" = Option<String>, Query, description = "Bearer token, for clients that cannot set headers")),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket handshake", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a therapist", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No therapist profile yet", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/ws/therapist")]
+pub async fn therapist_socket(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate(&state, bearer_token(&req, true)).await?;
+    caller.require(Role::Therapist)?;
+    let provider = providers::own_therapist(&state.db, caller.user_id()).await?;
+    let (response, session, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket handshake: {e}")))?;
+    let stream = stream
+        .max_frame_size(MAX_WIRE_FRAME_BYTES)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_WIRE_FRAME_BYTES);
+    let who = therapist::TherapistIdentity {
+        user_id: caller.user_id(),
+        provider_id: provider.id,
+    };
+    actix_web::rt::spawn(therapist::run(
+        state.get_ref().clone(),
+        who,
+        session,
+        stream,
+    ));
+    Ok(response)
+}

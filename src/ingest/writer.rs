@@ -1,0 +1,206 @@
+//! The batched writer: a bounded queue of pings to store, drained into `provider_locations`
+//! with one multi-row `INSERT ... SELECT FROM UNNEST` per batch. A ping's ack (`stored: true`)
+//! is sent only after the transaction holding it has committed.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, watch};
+
+use crate::geo::Point;
+
+/// Longest pause between retries while the database refuses a batch.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
+
+const INSERT_BATCH_SQL: &str = include_str!("../../sql/insert_provider_locations.sql");
+
+/// Sent to a socket once its ping is durably stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredAck {
+    pub seq: i64,
+}
+
+pub type AckSender = mpsc::UnboundedSender<StoredAck>;
+
+/// One row for `provider_locations`.
+#[derive(Debug)]
+pub struct PingRecord {
+    pub provider_id: i64,
+    pub seq: i64,
+    pub point: Point,
+    pub accuracy_m: f64,
+    pub heading: Option<f64>,
+    pub speed_kmh: Option<f64>,
+    pub battery: Option<i32>,
+    pub recorded_at: DateTime<Utc>,
+    pub queued_at: Instant,
+    /// Where to send the ack; `None` for pings nobody waits on.
+    pub ack: Option<AckSender>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    pub batch_max: usize,
+    pub flush_interval: Duration,
+    /// After shutdown, how long the writer keeps draining before giving up.
+    pub drain_deadline: Duration,
+}
+
+/// Called with each committed batch (the pipeline records which seqs are stored).
+pub type CommitHook = Arc<dyn Fn(&[PingRecord]) + Send + Sync>;
+
+/// Runs until shutdown, then drains: it keeps writing until no socket is open and the queue is
+/// empty (or the drain deadline passes), so every ping accepted before SIGTERM is stored.
+pub async fn run(
+    pool: PgPool,
+    mut queue: mpsc::Receiver<PingRecord>,
+    config: WriterConfig,
+    open_sockets: Arc<AtomicUsize>,
+    on_commit: CommitHook,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut batch: Vec<PingRecord> = Vec::with_capacity(config.batch_max);
+    let mut draining_since: Option<Instant> = None;
+    loop {
+        if draining_since.is_none() && *shutdown.borrow() {
+            draining_since = Some(Instant::now());
+        }
+        let tick = tokio::time::sleep(config.flush_interval);
+        tokio::pin!(tick);
+        // Collect until the batch is full or the flush interval passes.
+        loop {
+            tokio::select! {
+                biased;
+                received = queue.recv(), if batch.len() < config.batch_max => match received {
+                    Some(record) => {
+                        batch.push(record);
+                        while batch.len() < config.batch_max {
+                            match queue.try_recv() {
+                                Ok(record) => batch.push(record),
+                                Err(_) => break,
+                            }
+                        }
+                        if batch.len() >= config.batch_max { break; }
+                    }
+                    None => break,
+                },
+                _ = &mut tick => break,
+                _ = shutdown.changed(), if draining_since.is_none() => {
+                    draining_since = Some(Instant::now());
+                }
+            }
+        }
+        metrics::gauge!("hilot_ping_queue_depth")
+            .set((queue.max_capacity() - queue.capacity()) as f64);
+        if !batch.is_empty() {
+            write_with_retry(
+                &pool,
+                &mut batch,
+                draining_since,
+                config.drain_deadline,
+                &on_commit,
+            )
+            .await;
+        }
+        if let Some(since) = draining_since {
+            let idle = queue.is_empty() && open_sockets.load(Ordering::Acquire) == 0;
+            let closed = queue.is_closed() && queue.is_empty();
+            if idle || closed || since.elapsed() > config.drain_deadline {
+                if !queue.is_empty() {
+                    tracing::error!(left = queue.len(), "drain deadline passed with pings still queued (never acknowledged as stored)");
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn write_with_retry(
+    pool: &PgPool,
+    batch: &mut Vec<PingRecord>,
+    draining_since: Option<Instant>,
+    drain_deadline: Duration,
+    on_commit: &CommitHook,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let started = Instant::now();
+        match insert_batch(pool, batch).await {
+            Ok(()) => {
+                let committed_at = Instant::now();
+                metrics::histogram!("hilot_ping_batch_rows").record(batch.len() as f64);
+                metrics::histogram!("hilot_ping_batch_write_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!("hilot_pings_stored_total").increment(batch.len() as u64);
+                on_commit(batch);
+                for record in batch.drain(..) {
+                    metrics::histogram!("hilot_ping_ack_seconds")
+                        .record(committed_at.duration_since(record.queued_at).as_secs_f64());
+                    if let Some(ack) = &record.ack {
+                        let _ = ack.send(StoredAck { seq: record.seq });
+                    }
+                }
+                return;
+            }
+            Err(error) => {
+                metrics::counter!("hilot_ping_batch_failures_total").increment(1);
+                tracing::warn!(%error, rows = batch.len(), "storing pings failed; retrying");
+                if draining_since.is_some_and(|since| since.elapsed() > drain_deadline) {
+                    tracing::error!(
+                        rows = batch.len(),
+                        "giving up on a batch at shutdown (never acknowledged as stored)"
+                    );
+                    batch.clear();
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Inserts the batch in one statement; a ping already stored (same provider, seq and fix time)
+/// is skipped, so a resent ping is never stored twice.
+pub async fn insert_batch(pool: &PgPool, batch: &[PingRecord]) -> sqlx::Result<()> {
+    let n = batch.len();
+    let mut provider_ids = Vec::with_capacity(n);
+    let mut seqs = Vec::with_capacity(n);
+    let mut lats = Vec::with_capacity(n);
+    let mut lngs = Vec::with_capacity(n);
+    let mut accuracies = Vec::with_capacity(n);
+    let mut headings = Vec::with_capacity(n);
+    let mut speeds = Vec::with_capacity(n);
+    let mut moving = Vec::with_capacity(n);
+    let mut batteries = Vec::with_capacity(n);
+    let mut times = Vec::with_capacity(n);
+    for r in batch {
+        provider_ids.push(r.provider_id);
+        seqs.push(r.seq);
+        lats.push(r.point.lat);
+        lngs.push(r.point.lng);
+        accuracies.push(r.accuracy_m);
+        headings.push(r.heading);
+        speeds.push(r.speed_kmh);
+        moving.push(r.speed_kmh.is_some_and(|s| s >= 1.0));
+        batteries.push(r.battery);
+        times.push(r.recorded_at);
+    }
+    sqlx::query(INSERT_BATCH_SQL)
+        .bind(provider_ids)
+        .bind(seqs)
+        .bind(lats)
+        .bind(lngs)
+        .bind(accuracies)
+        .bind(headings)
+        .bind(speeds)
+        .bind(moving)
+        .bind(batteries)
+        .bind(times)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}

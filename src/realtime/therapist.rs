@@ -1,0 +1,294 @@
+//! The therapist socket: one task per connection, owning its state, with one `select!` loop over
+//! client frames, acks of stored pings, the heartbeat and shutdown.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::mpsc;
+
+use super::frames::{
+    open_envelope, read_body, AvailabilityFrame, Envelope, LocationFrame, ServerFrame,
+};
+use super::{
+    ACK_DRAIN_TIMEOUT, CLIENT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_CONSECUTIVE_REFUSALS,
+    MAX_FRAME_BYTES,
+};
+use crate::ingest::validate::RawPing;
+use crate::ingest::writer::StoredAck;
+use crate::ingest::PingOutcome;
+use crate::providers;
+use crate::state::AppState;
+
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+/// Who is on the other end.
+#[derive(Debug, Clone, Copy)]
+pub struct TherapistIdentity {
+    pub user_id: i64,
+    pub provider_id: i64,
+}
+
+/// A ping queued for storage whose ack has not come back yet.
+struct PendingPing {
+    /// Times the app resent it while it was queued; each gets its own ack.
+    resent: u32,
+    /// Sent without `recorded_at`: remembered per connection once stored.
+    connection_scoped: bool,
+}
+
+struct TherapistSession {
+    state: AppState,
+    who: TherapistIdentity,
+    connection: u64,
+    session: Session,
+    limiter: DefaultDirectRateLimiter,
+    consecutive_refusals: u32,
+    pending: HashMap<i64, PendingPing>,
+    acks: mpsc::UnboundedSender<StoredAck>,
+}
+
+/// Runs one therapist socket until the client leaves, times out, or the server shuts down.
+pub async fn run(
+    state: AppState,
+    who: TherapistIdentity,
+    session: Session,
+    mut stream: AggregatedMessageStream,
+) {
+    let (acks, mut ack_rx) = mpsc::unbounded_channel();
+    let per_second = NonZeroU32::new(state.settings.socket_frames_per_s.max(1)).expect("max(1)");
+    let burst = NonZeroU32::new(state.settings.socket_frame_burst.max(1)).expect("max(1)");
+    let mut shutdown = state.shutdown.clone();
+    let mut me = TherapistSession {
+        limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+        state,
+        who,
+        connection: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
+        session,
+        consecutive_refusals: 0,
+        pending: HashMap::new(),
+        acks,
+    };
+    let _open = me.state.sockets.open("therapist");
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let mut last_heard = Instant::now();
+    let mut draining_since: Option<Instant> = None;
+    let close_reason = loop {
+        if draining_since.is_some() && me.pending.is_empty() {
+            break Some(CloseReason::from((
+                CloseCode::Restart,
+                "server restarting; reconnect",
+            )));
+        }
+        tokio::select! {
+            biased;
+            Some(ack) = ack_rx.recv() => {
+                if me.deliver_ack(ack).await.is_err() { break None; }
+            }
+            changed = shutdown.changed(), if draining_since.is_none() => {
+                // Stop taking frames; wait (bounded) for the acks of pings already queued.
+                let _ = changed;
+                draining_since = Some(Instant::now());
+            }
+            _ = heartbeat.tick() => {
+                if draining_since.is_some_and(|since| since.elapsed() > ACK_DRAIN_TIMEOUT) {
+                    break Some(CloseReason::from((CloseCode::Restart, "server restarting; reconnect")));
+                }
+                if last_heard.elapsed() > CLIENT_TIMEOUT {
+                    break Some(CloseReason::from((CloseCode::Policy, "heartbeat timeout")));
+                }
+                if me.session.ping(b"").await.is_err() { break None; }
+            }
+            message = stream.recv(), if draining_since.is_none() => {
+                last_heard = Instant::now();
+                match message {
+                    None => break None,
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, "therapist socket protocol error");
+                        break Some(CloseReason::from((CloseCode::Protocol, "protocol error")));
+                    }
+                    Some(Ok(AggregatedMessage::Text(text))) => {
+                        match me.on_text(&text).await {
+                            Ok(()) => {}
+                            Err(Flow::Closed) => break None,
+                            Err(Flow::Flooding) => break Some(CloseReason::from((CloseCode::Policy, "too many frames"))),
+                        }
+                    }
+                    Some(Ok(AggregatedMessage::Binary(_))) => {
+                        if me.send(&ServerFrame::error("unsupported_frame", "send JSON text frames", None)).await.is_err() { break None; }
+                    }
+                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                        if me.session.pong(&bytes).await.is_err() { break None; }
+                    }
+                    Some(Ok(AggregatedMessage::Pong(_))) => {}
+                    Some(Ok(AggregatedMessage::Close(_))) => break None,
+                }
+            }
+        }
+    };
+    if let Some(reason) = close_reason {
+        let _ = me.session.close(Some(reason)).await;
+    }
+}
+
+enum Flow {
+    /// The client is gone.
+    Closed,
+    /// The client keeps sending above its limit.
+    Flooding,
+}
+
+impl TherapistSession {
+    async fn send(&mut self, frame: &ServerFrame) -> Result<(), Flow> {
+        self.session
+            .text(frame.to_text())
+            .await
+            .map_err(|_| Flow::Closed)
+    }
+
+    async fn deliver_ack(&mut self, ack: StoredAck) -> Result<(), Flow> {
+        let Some(pending) = self.pending.remove(&ack.seq) else {
+            return Ok(());
+        };
+        if pending.connection_scoped {
+            self.state.ingest.remember_connection_ping(
+                self.who.provider_id,
+                self.connection,
+                ack.seq,
+                true,
+            );
+        }
+        for _ in 0..=pending.resent {
+            self.send(&ServerFrame::Ack {
+                seq: ack.seq,
+                stored: true,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), Flow> {
+        if self.limiter.check().is_err() {
+            self.consecutive_refusals += 1;
+            metrics::counter!("hilot_socket_frames_refused_total", "reason" => "rate_limited")
+                .increment(1);
+            if self.consecutive_refusals > MAX_CONSECUTIVE_REFUSALS {
+                return Err(Flow::Flooding);
+            }
+            let detail = format!(
+                "more than {} frames per second (burst {}); frame dropped",
+                self.state.settings.socket_frames_per_s, self.state.settings.socket_frame_burst
+            );
+            return self
+                .send(&ServerFrame::error("rate_limited", detail, None))
+                .await;
+        }
+        self.consecutive_refusals = 0;
+        if text.len() > MAX_FRAME_BYTES {
+            let detail = format!("frames are at most {MAX_FRAME_BYTES} bytes");
+            return self
+                .send(&ServerFrame::error("frame_too_large", detail, None))
+                .await;
+        }
+        let envelope = match open_envelope(text) {
+            Ok(envelope) => envelope,
+            Err(error) => return self.send(&error).await,
+        };
+        match envelope.kind.as_str() {
+            "location" => self.on_location(&envelope).await,
+            "availability" => self.on_availability(&envelope).await,
+            other => {
+                let detail =
+                    format!("unknown frame type {other:?}; expected location or availability");
+                self.send(&ServerFrame::error("unknown_type", detail, envelope.seq))
+                    .await
+            }
+        }
+    }
+
+    async fn on_location(&mut self, envelope: &Envelope) -> Result<(), Flow> {
+        let frame: LocationFrame = match read_body(envelope) {
+            Ok(frame) => frame,
+            Err(error) => return self.send(&error).await,
+        };
+        if let Some(pending) = self.pending.get_mut(&frame.seq) {
+            // Resent while still queued: it will be acknowledged again once stored.
+            pending.resent += 1;
+            return Ok(());
+        }
+        let raw = RawPing {
+            seq: frame.seq,
+            lat: frame.lat,
+            lng: frame.lng,
+            accuracy_m: frame.accuracy_m,
+            heading: frame.heading,
+            speed_kmh: frame.speed_kmh,
+            battery: frame.battery,
+            recorded_at: frame.recorded_at,
+        };
+        let outcome = self
+            .state
+            .ingest
+            .accept(self.who.provider_id, self.connection, raw, &self.acks)
+            .await;
+        match outcome {
+            PingOutcome::Queued => {
+                self.pending.insert(
+                    frame.seq,
+                    PendingPing {
+                        resent: 0,
+                        connection_scoped: frame.recorded_at.is_none(),
+                    },
+                );
+                Ok(())
+            }
+            PingOutcome::Ack { stored } => {
+                self.send(&ServerFrame::Ack {
+                    seq: frame.seq,
+                    stored,
+                })
+                .await
+            }
+            PingOutcome::Rejected(rejection) => {
+                let detail = rejection.detail(&self.state.ingest.limits);
+                self.send(&ServerFrame::error(
+                    rejection.code(),
+                    detail,
+                    Some(frame.seq),
+                ))
+                .await
+            }
+        }
+    }
+
+    async fn on_availability(&mut self, envelope: &Envelope) -> Result<(), Flow> {
+        let frame: AvailabilityFrame = match read_body(envelope) {
+            Ok(frame) => frame,
+            Err(error) => return self.send(&error).await,
+        };
+        let result = async {
+            let provider = providers::own_therapist(&self.state.db, self.who.user_id).await?;
+            providers::set_online(&self.state, &provider, frame.online).await
+        }
+        .await;
+        match result {
+            Ok(availability) => {
+                self.send(&ServerFrame::Availability {
+                    online: availability.online,
+                    verification_status: availability.verification_status,
+                })
+                .await
+            }
+            Err(error) => {
+                let problem = error.problem();
+                let code = problem.kind.trim_start_matches("/problems/").to_owned();
+                self.send(&ServerFrame::error(&code, problem.detail, None))
+                    .await
+            }
+        }
+    }
+}
