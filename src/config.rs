@@ -40,6 +40,9 @@ pub const DEFAULT_PRESENCE_TTL_S: u64 = 60;
 /// Location frames per second a socket may send, and the burst it may save up.
 pub const DEFAULT_SOCKET_FRAMES_PER_S: u32 = 5;
 pub const DEFAULT_SOCKET_FRAME_BURST: u32 = 10;
+/// A therapist en route within this distance of the customer for the dwell time has arrived.
+pub const DEFAULT_ARRIVAL_RADIUS_M: f64 = 100.0;
+pub const DEFAULT_ARRIVAL_DWELL_S: u64 = 20;
 /// Folder (at the repository root) where `scripts/dev-env` keeps the local PostgreSQL and Redis.
 pub const LOCAL_ENV_DIR: &str = ".hilot-local";
 
@@ -136,6 +139,14 @@ pub struct Settings {
     /// Frames a therapist socket may send in a burst.
     #[arg(long, global = true, env = "HILOT_SOCKET_FRAME_BURST", default_value_t = DEFAULT_SOCKET_FRAME_BURST)]
     pub socket_frame_burst: u32,
+
+    /// Metres from the customer within which an en-route therapist counts as arriving.
+    #[arg(long, global = true, env = "HILOT_ARRIVAL_RADIUS_M", default_value_t = DEFAULT_ARRIVAL_RADIUS_M)]
+    pub arrival_radius_m: f64,
+
+    /// Seconds the therapist must stay within the arrival radius.
+    #[arg(long, global = true, env = "HILOT_ARRIVAL_DWELL_S", default_value_t = DEFAULT_ARRIVAL_DWELL_S)]
+    pub arrival_dwell_s: u64,
 }
 
 impl Default for Settings {
@@ -164,6 +175,8 @@ impl Default for Settings {
             travel_speed_kmh: crate::geo::DEFAULT_TRAVEL_SPEED_KMH,
             socket_frames_per_s: DEFAULT_SOCKET_FRAMES_PER_S,
             socket_frame_burst: DEFAULT_SOCKET_FRAME_BURST,
+            arrival_radius_m: DEFAULT_ARRIVAL_RADIUS_M,
+            arrival_dwell_s: DEFAULT_ARRIVAL_DWELL_S,
         }
     }
 }

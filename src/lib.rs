@@ -14,7 +14,8 @@
 //! - [`catalog`]: the service catalog's ids, cached in memory.
 //! - [`geo`]: great-circle distance, ETAs, and the live H3 index of therapists.
 //! - [`ingest`]: location pings: validation, storage policy, the batched writer.
-//! - [`realtime`]: WebSocket sessions, one task per socket.
+//! - [`dispatch`]: book now: offers, atomic accept, the booking lifecycle, geofence arrival.
+//! - [`realtime`]: WebSocket sessions (one task per socket), the hub, the event bus.
 //! - [`partitions`]: the monthly `provider_locations` partition manager.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`cli`]: the `hilot` command line.
@@ -25,6 +26,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod dispatch;
 pub mod domain;
 pub mod error;
 pub mod geo;

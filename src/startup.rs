@@ -16,6 +16,7 @@ use tracing_actix_web::TracingLogger;
 use crate::accounts::tokens::TokenCache;
 use crate::catalog::ServiceCatalog;
 use crate::config::Settings;
+use crate::dispatch::Dispatcher;
 use crate::geo::index::LiveIndex;
 use crate::geo::EtaModel;
 use crate::http::extract::BodyLimit;
@@ -23,6 +24,8 @@ use crate::http::limits::{LimitRule, LoginLimiter};
 use crate::ingest::validate::PingLimits;
 use crate::ingest::writer::{PingRecord, WriterConfig};
 use crate::ingest::{settings as ingest_settings, Ingest};
+use crate::realtime::bus::EventBus;
+use crate::realtime::hub::Hub;
 use crate::realtime::SocketCounter;
 use crate::state::AppState;
 use crate::{db, geo, http, ingest, partitions, telemetry};
@@ -61,6 +64,28 @@ impl Application {
             None => None,
             Some(url) => Some(connect_redis(url).await?),
         };
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let hub = Hub::start();
+        let bus = match (&redis, settings.redis_url()) {
+            (Some((client, manager)), Some(_)) => {
+                // One channel per database, so deployments (and test runs) sharing a Redis do
+                // not hear each other.
+                let database: String = sqlx::query_scalar("SELECT current_database()")
+                    .fetch_one(&pool)
+                    .await
+                    .context("reading the database name")?;
+                EventBus::redis(
+                    hub,
+                    client.clone(),
+                    manager.clone(),
+                    format!("hilot:{database}:events"),
+                    shutdown_rx.clone(),
+                )
+                .await?
+            }
+            _ => EventBus::local(hub),
+        };
+        let redis = redis.map(|(_, manager)| manager);
 
         let index = Arc::new(LiveIndex::new(Duration::from_secs(settings.presence_ttl_s)));
         let loaded = geo::load::rebuild(&pool, &index, settings.match_max_accuracy_m)
@@ -82,7 +107,26 @@ impl Application {
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let port = listener.local_addr()?.port();
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let dispatcher = Dispatcher::new(
+            pool.clone(),
+            index.clone(),
+            bus.clone(),
+            EtaModel {
+                road_circuity: settings.road_circuity,
+                speed_kmh: settings.travel_speed_kmh,
+            },
+            settings.arrival_radius_m,
+            Duration::from_secs(settings.arrival_dwell_s),
+            shutdown_rx.clone(),
+        );
+        {
+            let dispatcher = dispatcher.clone();
+            ingest.on_moved(Arc::new(move |provider_id, fix| {
+                dispatcher.on_fix(provider_id, fix)
+            }));
+        }
+        let (active, pending) = dispatcher.resume().await.context("resuming dispatch")?;
+        tracing::info!(active, pending, "bookings resumed");
         let state = AppState {
             db: pool,
             redis,
@@ -99,6 +143,8 @@ impl Application {
             ingest,
             sockets: SocketCounter::default(),
             shutdown: shutdown_rx,
+            dispatcher,
+            bus,
         };
         let server = http_server(state.clone(), listener)?;
         Ok(Self {
@@ -231,12 +277,14 @@ fn login_limiter(settings: &Settings) -> LoginLimiter {
     )
 }
 
-async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::ConnectionManager> {
+async fn connect_redis(
+    url: &str,
+) -> anyhow::Result<(redis::Client, redis::aio::ConnectionManager)> {
     let client = redis::Client::open(url)
         .with_context(|| format!("REDIS_URL is not a valid Redis URL: {}", db::redact(url)))?;
     tokio::time::timeout(
         REDIS_CONNECT_TIMEOUT,
-        redis::aio::ConnectionManager::new(client),
+        redis::aio::ConnectionManager::new(client.clone()),
     )
     .await
     .map_err(|_| {
@@ -246,6 +294,7 @@ async fn connect_redis(url: &str) -> anyhow::Result<redis::aio::ConnectionManage
         )
     })?
     .with_context(|| format!("cannot connect to Redis at {}", db::redact(url)))
+    .map(|manager| (client, manager))
 }
 
 /// Resolves on SIGTERM or Ctrl-C, naming which.

@@ -9,10 +9,12 @@ use tokio::sync::watch;
 use crate::accounts::tokens::TokenCache;
 use crate::catalog::ServiceCatalog;
 use crate::config::Settings;
+use crate::dispatch::Dispatcher;
 use crate::geo::index::LiveIndex;
 use crate::geo::EtaModel;
 use crate::http::limits::LoginLimiter;
 use crate::ingest::Ingest;
+use crate::realtime::bus::EventBus;
 use crate::realtime::SocketCounter;
 
 /// Cheap to clone: everything inside is a handle.
@@ -32,6 +34,10 @@ pub struct AppState {
     pub ingest: Arc<Ingest>,
     pub eta: EtaModel,
     pub sockets: SocketCounter,
+    /// Book-now dispatch: offers, accepts, the lifecycle, live status.
+    pub dispatcher: Dispatcher,
+    /// Frames to users, on whichever node their sockets are.
+    pub bus: EventBus,
     /// Flips to `true` once at shutdown; sockets and background tasks wind down.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -4,7 +4,8 @@
 //! One `RwLock` guards the whole index: pings take the write lock for about a microsecond,
 //! searches take the read lock for a few; on a handful of cores that beats sharding.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -15,7 +16,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{distance_m, Point};
+use super::{Point, EARTH_RADIUS_M};
 
 /// H3 resolution of the index. At resolution 9 a cell is about 0.1 km² (edge ≈ 174 m): a
 /// nearest-10 search in a dense city touches two or three rings of cells, a few hundred
@@ -57,6 +58,8 @@ pub struct ServiceOffer {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TherapistProfile {
     pub provider_id: i64,
+    /// The therapist's user (whose sockets get offers).
+    pub user_id: i64,
     pub uuid: Uuid,
     pub first_name: String,
     pub average_rating: Decimal,
@@ -99,7 +102,8 @@ impl Entry {
 #[derive(Debug, Clone, Copy)]
 struct Occupant {
     provider_id: i64,
-    point: Point,
+    /// The position as a unit vector, so searches compare chords instead of doing trigonometry.
+    unit: [f64; 3],
 }
 
 #[derive(Default)]
@@ -221,7 +225,7 @@ impl LiveIndex {
         entry.live = Some((fix, cell));
         let occupant = Occupant {
             provider_id,
-            point: fix.point,
+            unit: unit_vector(fix.point),
         };
         match previous_cell {
             Some(previous) if previous == cell => {
@@ -244,6 +248,29 @@ impl LiveIndex {
     pub fn set_dispatch_state(&self, provider_id: i64, state: Option<TherapistState>) {
         if let Some(entry) = self.inner.write().entries.get_mut(&provider_id) {
             entry.dispatch_state = state;
+        }
+    }
+
+    /// Reserves an available therapist for an offer; `false` if they are not available (offline,
+    /// already offered, busy). The check and the change happen under one lock, so two bookings
+    /// can never offer the same therapist at once.
+    pub fn try_offer(&self, provider_id: i64) -> bool {
+        let mut inner = self.inner.write();
+        match inner.entries.get_mut(&provider_id) {
+            Some(entry) if entry.state() == TherapistState::Available => {
+                entry.dispatch_state = Some(TherapistState::Offered);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends an offer: the therapist is available again unless something else claimed them.
+    pub fn release_offer(&self, provider_id: i64) {
+        if let Some(entry) = self.inner.write().entries.get_mut(&provider_id) {
+            if entry.dispatch_state == Some(TherapistState::Offered) {
+                entry.dispatch_state = None;
+            }
         }
     }
 
@@ -312,6 +339,11 @@ impl LiveIndex {
     /// Eligible: verified, active, online and not holding an offer or booking, with a fix
     /// younger than the presence TTL, offering the service with home service enabled, and the
     /// customer within both their service radius and the service's maximum travel distance.
+    ///
+    /// Rings of cells are visited outwards. Candidates are ordered by chord length between unit
+    /// vectors (monotone in great-circle distance, and a few multiplications instead of trig),
+    /// and checked for eligibility nearest first, only once no unvisited cell can hold anyone
+    /// nearer; so a dense city costs a few hundred vector distances and about `limit` lookups.
     pub fn nearby(&self, query: &NearbyQuery, now: DateTime<Utc>) -> Vec<NearbyHit> {
         if query.limit == 0 || !query.point.is_valid() {
             return Vec::new();
@@ -320,46 +352,57 @@ impl LiveIndex {
             return Vec::new();
         };
         let origin = origin.to_cell(H3_RESOLUTION);
+        let here = unit_vector(query.point);
         let radius = query.radius_m.clamp(0.0, MAX_SEARCH_RADIUS_M);
+        let radius_chord2 = chord2_for_distance(radius);
         let edge_m = H3_RESOLUTION.edge_length_km() * 1000.0 * EDGE_SAFETY_FACTOR;
         let inner = self.inner.read();
-        let mut found: Vec<(f64, i64)> = Vec::new();
+        // Min-heap of (chord², provider) not yet checked; chord² ≥ 0, so its bits order like it.
+        let mut unchecked: BinaryHeap<Reverse<(u64, i64)>> = BinaryHeap::new();
+        let mut found: Vec<(f64, i64)> = Vec::with_capacity(query.limit);
         let mut ring_cells = Vec::new();
-        for k in 0u32.. {
+        'rings: for k in 0u32.. {
             ring(origin, k, &mut ring_cells);
             for cell in &ring_cells {
                 let Some(bucket) = inner.cells.get(cell) else {
                     continue;
                 };
                 for occupant in bucket {
-                    let d = distance_m(query.point, occupant.point);
-                    if d > radius {
-                        continue;
-                    }
-                    let Some(entry) = inner.entries.get(&occupant.provider_id) else {
-                        continue;
-                    };
-                    if eligible_offer(entry, query.service_id, d, now, self.presence_ttl).is_some()
-                    {
-                        found.push((d, occupant.provider_id));
+                    let c2 = chord2(&here, &occupant.unit);
+                    if c2 <= radius_chord2 {
+                        unchecked.push(Reverse((c2.to_bits(), occupant.provider_id)));
                     }
                 }
             }
-            // Cells not yet visited are at grid distance ≥ k + 1; nothing in them is closer.
+            // Cells not yet visited are at grid distance ≥ k + 1; nothing in them is nearer.
             let unexplored_from = ((1.5 * f64::from(k + 1)) - 2.0) * edge_m;
-            if unexplored_from > radius {
-                break;
-            }
-            if found.len() >= query.limit {
-                let (_, kth, _) =
-                    found.select_nth_unstable_by(query.limit - 1, by_distance_then_id);
-                if kth.0 < unexplored_from {
+            let everything_seen = unexplored_from > radius;
+            let safe_chord2 = if everything_seen {
+                f64::INFINITY
+            } else {
+                chord2_for_distance(unexplored_from.max(0.0))
+            };
+            while let Some(Reverse((bits, provider_id))) = unchecked.peek().copied() {
+                let c2 = f64::from_bits(bits);
+                if c2 >= safe_chord2 {
                     break;
                 }
+                unchecked.pop();
+                let d = distance_from_chord2(c2);
+                let Some(entry) = inner.entries.get(&provider_id) else {
+                    continue;
+                };
+                if eligible_offer(entry, query.service_id, d, now, self.presence_ttl).is_some() {
+                    found.push((d, provider_id));
+                    if found.len() == query.limit {
+                        break 'rings;
+                    }
+                }
+            }
+            if everything_seen {
+                break;
             }
         }
-        found.sort_unstable_by(by_distance_then_id);
-        found.truncate(query.limit);
         found
             .into_iter()
             .filter_map(|(distance_m, provider_id)| {
@@ -379,8 +422,28 @@ impl LiveIndex {
     }
 }
 
-fn by_distance_then_id(a: &(f64, i64), b: &(f64, i64)) -> std::cmp::Ordering {
-    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+/// The point on the unit sphere.
+fn unit_vector(p: Point) -> [f64; 3] {
+    let (lat, lng) = (p.lat.to_radians(), p.lng.to_radians());
+    [lat.cos() * lng.cos(), lat.cos() * lng.sin(), lat.sin()]
+}
+
+/// Squared chord length between two unit vectors.
+fn chord2(a: &[f64; 3], b: &[f64; 3]) -> f64 {
+    let (dx, dy, dz) = (a[0] - b[0], a[1] - b[1], a[2] - b[2]);
+    dx * dx + dy * dy + dz * dz
+}
+
+/// Squared chord of the great-circle arc `d` metres long.
+fn chord2_for_distance(d: f64) -> f64 {
+    let half_angle = (d / EARTH_RADIUS_M / 2.0).min(std::f64::consts::FRAC_PI_2);
+    let chord = 2.0 * half_angle.sin();
+    chord * chord
+}
+
+/// Great-circle distance for a squared chord: the haversine formula, since hav(θ) = (c/2)².
+fn distance_from_chord2(c2: f64) -> f64 {
+    2.0 * EARTH_RADIUS_M * (c2.sqrt() / 2.0).min(1.0).asin()
 }
 
 fn is_fresh(at: DateTime<Utc>, now: DateTime<Utc>, ttl: Duration) -> bool {
@@ -463,6 +526,7 @@ mod tests {
     fn therapist(id: i64) -> TherapistProfile {
         TherapistProfile {
             provider_id: id,
+            user_id: id,
             uuid: Uuid::from_u128(id as u128),
             first_name: format!("T{id}"),
             average_rating: Decimal::from(4),

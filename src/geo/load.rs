@@ -19,6 +19,7 @@ pub const REBUILD_FIX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 #[derive(sqlx::FromRow)]
 struct ProfileRow {
     id: i64,
+    user_id: i64,
     uuid: Uuid,
     first_name: Option<String>,
     average_rating: Option<Decimal>,
@@ -51,7 +52,7 @@ struct FixRow {
     at: DateTime<Utc>,
 }
 
-const PROFILE_SQL: &str = "SELECT p.id, p.uuid, u.first_name, p.average_rating, \
+const PROFILE_SQL: &str = "SELECT p.id, p.user_id, p.uuid, u.first_name, p.average_rating, \
         p.verification_status = 'verified' AS verified, \
         (COALESCE(p.is_active, true) AND u.deleted_at IS NULL AND COALESCE(u.is_active, true)) AS active, \
         COALESCE(p.is_available, false) AS online, tp.service_radius_km \
@@ -110,6 +111,7 @@ pub async fn load_profiles(
         .into_iter()
         .map(|r| TherapistProfile {
             provider_id: r.id,
+            user_id: r.user_id,
             uuid: r.uuid,
             first_name: r.first_name.unwrap_or_default(),
             average_rating: r.average_rating.unwrap_or_default(),

@@ -332,6 +332,13 @@ pub async fn create_address(
         .begin()
         .await
         .context("starting address creation")?;
+    // Serialise this user's address changes: two concurrent "make this the default" saves
+    // would otherwise both clear the old default and collide on uq_user_addresses_one_default.
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(caller.user_id())
+        .execute(&mut *tx)
+        .await
+        .context("locking the user's addresses")?;
     let has_default: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM user_addresses WHERE user_id = $1 AND is_default)",
     )

@@ -329,5 +329,7 @@ pub async fn put_roles(
         .await
         .context("loading the user")?;
     tx.commit().await.context("committing the role change")?;
+    // Cached tokens carry the old roles: a removed role must stop working at once.
+    state.tokens.evict_user(user_id);
     Ok(web::Json(profile))
 }

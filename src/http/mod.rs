@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod bookings;
 pub mod catalog;
 pub mod extract;
 pub mod health;
@@ -51,7 +52,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(admin::verify_provider)
         .service(admin::put_roles)
         .service(nearby::nearby)
-        .service(ws::therapist_socket);
+        .service(ws::therapist_socket)
+        .service(ws::customer_socket)
+        .service(bookings::create)
+        .service(bookings::list)
+        .service(bookings::get_booking)
+        .service(bookings::accept)
+        .service(bookings::decline)
+        .service(bookings::change_status)
+        .service(bookings::cancel)
+        .service(bookings::track);
 }
 
 /// Requests no route took: a documented path called with another method answers problem+json

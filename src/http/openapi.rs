@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, admin, catalog, health, nearby, operations, therapist, ws};
+use super::{accounts, admin, bookings, catalog, health, nearby, operations, therapist, ws};
 use crate::error::{FieldError, Problem};
 
 #[derive(OpenApi)]
@@ -23,7 +23,9 @@ use crate::error::{FieldError, Problem};
         therapist::put_profile, therapist::get_profile, therapist::put_service,
         therapist::list_services, therapist::delete_service, therapist::put_availability,
         admin::list_providers, admin::verify_provider, admin::put_roles,
-        nearby::nearby, ws::therapist_socket,
+        nearby::nearby, ws::therapist_socket, ws::customer_socket,
+        bookings::create, bookings::list, bookings::get_booking, bookings::accept, bookings::decline,
+        bookings::change_status, bookings::cancel, bookings::track,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -34,6 +36,7 @@ use crate::error::{FieldError, Problem};
         (name = "therapist", description = "A therapist's profile, services and availability"),
         (name = "admin", description = "Verification and roles (admins only)"),
         (name = "matching", description = "Nearest therapists, from the live index"),
+        (name = "bookings", description = "Book now, offers, the lifecycle and live tracking"),
         (name = "realtime", description = "WebSocket endpoints; frames are described in the API contract"),
     )
 )]

@@ -6,7 +6,7 @@ use super::auth::{authenticate, bearer_token};
 use crate::accounts::Role;
 use crate::error::{ApiError, Problem};
 use crate::providers;
-use crate::realtime::{therapist, MAX_WIRE_FRAME_BYTES};
+use crate::realtime::{customer, therapist, MAX_WIRE_FRAME_BYTES};
 use crate::state::AppState;
 
 /// The therapist app's socket: location pings in, acks and offers out (see the API contract).
@@ -45,6 +45,41 @@ pub async fn therapist_socket(
     actix_web::rt::spawn(therapist::run(
         state.get_ref().clone(),
         who,
+        session,
+        stream,
+    ));
+    Ok(response)
+}
+
+/// The customer app's socket: `booking.status` and `provider.location` pushes.
+#[utoipa::path(
+    tag = "realtime",
+    security(("bearer" = [])),
+    params(("token" = Option<String>, Query, description = "Bearer token, for clients that cannot set headers")),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket handshake", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a customer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/ws/customer")]
+pub async fn customer_socket(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = authenticate(&state, bearer_token(&req, true)).await?;
+    caller.require(Role::Customer)?;
+    let (response, session, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket handshake: {e}")))?;
+    let stream = stream
+        .max_frame_size(MAX_WIRE_FRAME_BYTES)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_WIRE_FRAME_BYTES);
+    actix_web::rt::spawn(customer::run(
+        state.get_ref().clone(),
+        caller.user_id(),
         session,
         stream,
     ));

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 
-use crate::geo::index::{LiveFix, LiveIndex, TherapistState};
+use crate::geo::index::{FixOutcome, LiveFix, LiveIndex, TherapistState};
 use crate::geo::Point;
 use policy::{StoragePolicy, StoreReason};
 use validate::{PingLimits, RawPing, Rejection};
@@ -72,8 +72,13 @@ pub enum PingOutcome {
     Rejected(Rejection),
 }
 
+/// Told about every fix that moved a therapist's live position (dispatch: geofence, the
+/// customer's live view).
+pub type MovedHook = Arc<dyn Fn(i64, LiveFix) + Send + Sync>;
+
 pub struct Ingest {
     index: Arc<LiveIndex>,
+    moved: std::sync::OnceLock<MovedHook>,
     queue: mpsc::Sender<PingRecord>,
     memos: Mutex<HashMap<i64, TherapistMemo>>,
     policy: RwLock<StoragePolicy>,
@@ -89,11 +94,17 @@ impl Ingest {
     ) -> Self {
         Self {
             index,
+            moved: std::sync::OnceLock::new(),
             queue,
             memos: Mutex::new(HashMap::new()),
             policy: RwLock::new(policy),
             limits,
         }
+    }
+
+    /// Sets the hook called when a fix moves a therapist (once, at start-up).
+    pub fn on_moved(&self, hook: MovedHook) {
+        let _ = self.moved.set(hook);
     }
 
     pub fn set_policy(&self, policy: StoragePolicy) {
@@ -168,16 +179,18 @@ impl Ingest {
             (ping, reason)
         };
         if ping.matchable {
-            self.index.update_fix(
-                provider_id,
-                LiveFix {
-                    point: ping.point,
-                    heading: ping.heading,
-                    speed_kmh: ping.speed_kmh,
-                    accuracy_m: Some(ping.accuracy_m),
-                    at: ping.recorded_at,
-                },
-            );
+            let fix = LiveFix {
+                point: ping.point,
+                heading: ping.heading,
+                speed_kmh: ping.speed_kmh,
+                accuracy_m: Some(ping.accuracy_m),
+                at: ping.recorded_at,
+            };
+            if self.index.update_fix(provider_id, fix) == FixOutcome::Moved {
+                if let Some(hook) = self.moved.get() {
+                    hook(provider_id, fix);
+                }
+            }
         }
         let Some(reason) = reason else {
             metrics::counter!("hilot_pings_total", "outcome" => "not_stored").increment(1);

@@ -28,6 +28,16 @@ pub struct AvailabilityFrame {
     pub online: bool,
 }
 
+/// `offer.accept`, `offer.decline` (booking_id) and `status` (booking_id, status).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookingFrame {
+    #[serde(rename = "type")]
+    pub _type: String,
+    pub booking_id: uuid::Uuid,
+    pub status: Option<crate::dispatch::lifecycle::BookingStatus>,
+}
+
 /// What the server sends.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "type")]

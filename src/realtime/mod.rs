@@ -1,6 +1,9 @@
 //! Live connections: one task per WebSocket that owns its state.
 
+pub mod bus;
+pub mod customer;
 pub mod frames;
+pub mod hub;
 pub mod therapist;
 
 /// The server pings every socket this often.
@@ -16,6 +19,11 @@ pub const MAX_FRAME_BYTES: usize = 4 * 1024;
 pub const ACK_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Consecutive rate-limited frames after which a flooding socket is closed (1008).
 pub const MAX_CONSECUTIVE_REFUSALS: u32 = 200;
+
+/// Resolves once shutdown has begun (a `Send` future: no watch guard lives across an await).
+pub async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -11,8 +11,9 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 
 use super::frames::{
-    open_envelope, read_body, AvailabilityFrame, Envelope, LocationFrame, ServerFrame,
+    open_envelope, read_body, AvailabilityFrame, BookingFrame, Envelope, LocationFrame, ServerFrame,
 };
+use super::hub::MAILBOX_CAPACITY;
 use super::{
     ACK_DRAIN_TIMEOUT, CLIENT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_CONSECUTIVE_REFUSALS,
     MAX_FRAME_BYTES,
@@ -20,8 +21,8 @@ use super::{
 use crate::ingest::validate::RawPing;
 use crate::ingest::writer::StoredAck;
 use crate::ingest::PingOutcome;
-use crate::providers;
 use crate::state::AppState;
+use crate::{dispatch, providers};
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
@@ -59,6 +60,7 @@ pub async fn run(
     mut stream: AggregatedMessageStream,
 ) {
     let (acks, mut ack_rx) = mpsc::unbounded_channel();
+    let (mailbox, mut inbox) = mpsc::channel(MAILBOX_CAPACITY);
     let per_second = NonZeroU32::new(state.settings.socket_frames_per_s.max(1)).expect("max(1)");
     let burst = NonZeroU32::new(state.settings.socket_frame_burst.max(1)).expect("max(1)");
     let mut shutdown = state.shutdown.clone();
@@ -73,6 +75,11 @@ pub async fn run(
         acks,
     };
     let _open = me.state.sockets.open("therapist");
+    me.state
+        .bus
+        .hub()
+        .register(who.user_id, me.connection, mailbox)
+        .await;
     let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
     let mut last_heard = Instant::now();
     let mut draining_since: Option<Instant> = None;
@@ -87,6 +94,9 @@ pub async fn run(
             biased;
             Some(ack) = ack_rx.recv() => {
                 if me.deliver_ack(ack).await.is_err() { break None; }
+            }
+            Some(frame) = inbox.recv() => {
+                if me.session.text(frame.to_string()).await.is_err() { break None; }
             }
             changed = shutdown.changed(), if draining_since.is_none() => {
                 // Stop taking frames; wait (bounded) for the acks of pings already queued.
@@ -129,6 +139,12 @@ pub async fn run(
             }
         }
     };
+    me.state
+        .bus
+        .hub()
+        .unregister(who.user_id, me.connection)
+        .await;
+    me.state.dispatcher.therapist_disconnected(who.provider_id);
     if let Some(reason) = close_reason {
         let _ = me.session.close(Some(reason)).await;
     }
@@ -201,9 +217,11 @@ impl TherapistSession {
         match envelope.kind.as_str() {
             "location" => self.on_location(&envelope).await,
             "availability" => self.on_availability(&envelope).await,
+            "offer.accept" | "offer.decline" | "status" => self.on_booking_frame(&envelope).await,
             other => {
-                let detail =
-                    format!("unknown frame type {other:?}; expected location or availability");
+                let detail = format!(
+                    "unknown frame type {other:?}; expected location, availability, offer.accept, offer.decline or status"
+                );
                 self.send(&ServerFrame::error("unknown_type", detail, envelope.seq))
                     .await
             }
@@ -261,6 +279,42 @@ impl TherapistSession {
                     Some(frame.seq),
                 ))
                 .await
+            }
+        }
+    }
+
+    /// `offer.accept`, `offer.decline` and `status`: the same operations as the HTTP calls.
+    /// Success shows up as the `booking.status` push; failure as an error frame.
+    async fn on_booking_frame(&mut self, envelope: &Envelope) -> Result<(), Flow> {
+        let frame: BookingFrame = match read_body(envelope) {
+            Ok(frame) => frame,
+            Err(error) => return self.send(&error).await,
+        };
+        let caller = dispatch::Caller {
+            user_id: self.who.user_id,
+            provider_id: Some(self.who.provider_id),
+            is_admin: false,
+        };
+        let dispatcher = &self.state.dispatcher;
+        let result = match (envelope.kind.as_str(), frame.status) {
+            ("offer.accept", _) => dispatcher
+                .accept(frame.booking_id, caller)
+                .await
+                .map(|_| ()),
+            ("offer.decline", _) => dispatcher.decline(frame.booking_id, caller).await,
+            (_, Some(status)) => dispatcher
+                .change_status(frame.booking_id, caller, status)
+                .await
+                .map(|_| ()),
+            (_, None) => Err(crate::error::ApiError::invalid("status", "is required")),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let problem = error.problem();
+                let code = problem.kind.trim_start_matches("/problems/").to_owned();
+                self.send(&ServerFrame::error(&code, problem.detail, None))
+                    .await
             }
         }
     }

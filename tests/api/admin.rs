@@ -488,12 +488,14 @@ async fn an_admin_changes_a_users_roles_and_the_change_is_audited() {
     let admin = make_admin(&app).await;
     let admin_id = me(&app, &admin).await["id"].clone();
     let (customer, user) = register(&app, "customer").await;
+    assert_eq!(me(&app, &customer).await["roles"], json!(["customer"]));
 
     let response = put_roles(&app, &admin, &user["id"], json!(["therapist", "customer"])).await;
 
     let changed = json_body(response, 200).await;
     assert_eq!(changed["id"], user["id"]);
     assert_eq!(changed["roles"], json!(["customer", "therapist"]));
+    // The customer's token, already in use, carries the new roles at once.
     assert_eq!(
         me(&app, &customer).await["roles"],
         json!(["customer", "therapist"])

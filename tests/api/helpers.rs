@@ -240,7 +240,6 @@ pub fn test_settings() -> Settings {
         bind: "127.0.0.1:0".into(),
         redis_url: Some(test_redis_url()),
         workers: Some(2),
-        db_max_connections: 10,
         shutdown_grace_s: 5,
         ..Settings::default()
     }
@@ -279,6 +278,9 @@ pub async fn spawn_app_in((db_name, db_url): (String, String), mut settings: Set
         db_url,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            // Below the server's keep-alive (5 s), so an idle connection the server is closing
+            // is never reused.
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .unwrap(),
         stop,

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod admin;
+mod bookings;
 mod cli;
 mod durability;
 mod health;

@@ -356,7 +356,7 @@ async fn bad_service_terms_answer_422_naming_the_field() {
         (
             "unknown field",
             json!({ "price": 900, "discount": 10 }),
-            "body",
+            "discount",
         ),
     ];
 

@@ -1,0 +1,170 @@
+//! Dispatch settings from app_settings (read when a booking starts dispatching, so operators
+//! change them without a restart), each with the seed's default when missing or malformed.
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+use sqlx::PgPool;
+
+use super::pricing::CancellationPolicy;
+use crate::providers::setting_as_f64;
+
+/// `booking_timeout.pending`: how long a booking may wait for a therapist.
+pub const DEFAULT_PENDING_TIMEOUT: Duration = Duration::from_secs(300);
+/// `dispatch.offer_timeout_s`: how long a therapist has to answer an offer.
+pub const DEFAULT_OFFER_TIMEOUT: Duration = Duration::from_secs(20);
+/// `dispatch.batch_size`: therapists offered a booking at once (first accept wins).
+pub const DEFAULT_BATCH_SIZE: usize = 1;
+/// `dispatch.initial_radius_km` and `dispatch.radius_step_km`: the search starts here and
+/// widens by this step up to `service_radius_max`.
+pub const DEFAULT_INITIAL_RADIUS_KM: f64 = 5.0;
+pub const DEFAULT_RADIUS_STEP_KM: f64 = 5.0;
+/// With nobody in range at the widest radius, look again this often.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+/// `commission_rate.default`: the platform's percentage when a provider has none.
+pub const DEFAULT_COMMISSION_PERCENT: i64 = 15;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DispatchSettings {
+    /// Percent the platform keeps when a provider has no rate of their own.
+    pub commission_rate: Decimal,
+    pub platform_fee: Decimal,
+    pub cancellation: CancellationPolicy,
+    pub pending_timeout: Duration,
+    pub offer_timeout: Duration,
+    pub batch_size: usize,
+    pub initial_radius_m: f64,
+    pub radius_step_m: f64,
+    pub max_radius_m: f64,
+    pub retry_interval: Duration,
+}
+
+fn field(value: &Option<Value>, name: &str) -> Option<f64> {
+    value
+        .as_ref()?
+        .get(name)
+        .and_then(setting_as_f64)
+        .filter(|v| v.is_finite() && *v > 0.0)
+}
+
+fn seconds(value: Option<f64>, default: Duration) -> Duration {
+    value.map_or(default, |s| Duration::from_secs_f64(s.min(86_400.0)))
+}
+
+/// Every app setting dispatch reads, in one query.
+const KEYS: &[&str] = &[
+    "booking_timeout",
+    "dispatch",
+    "service_radius_max",
+    "commission_rate",
+    "platform_fee",
+    "cancellation_policy",
+];
+
+impl DispatchSettings {
+    /// Reads the settings (one query); anything missing or malformed takes its default.
+    pub async fn load(pool: &PgPool) -> Self {
+        let rows: Vec<(String, Value)> =
+            sqlx::query_as("SELECT key, value FROM app_settings WHERE key = ANY($1)")
+                .bind(KEYS)
+                .fetch_all(pool)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, "reading dispatch settings failed; using defaults");
+                    Vec::new()
+                });
+        Self::from_rows(rows.into_iter().collect())
+    }
+
+    fn from_rows(mut values: std::collections::HashMap<String, Value>) -> Self {
+        let timeouts = values.remove("booking_timeout");
+        let dispatch = values.remove("dispatch");
+        let max_km = values
+            .remove("service_radius_max")
+            .as_ref()
+            .and_then(setting_as_f64)
+            .filter(|v| *v > 0.0)
+            .unwrap_or(20.0);
+        Self {
+            commission_rate: field(&values.remove("commission_rate"), "default")
+                .and_then(decimal)
+                .unwrap_or(Decimal::from(DEFAULT_COMMISSION_PERCENT)),
+            platform_fee: values
+                .remove("platform_fee")
+                .as_ref()
+                .and_then(setting_as_f64)
+                .filter(|v| *v >= 0.0)
+                .and_then(decimal)
+                .unwrap_or_default(),
+            cancellation: cancellation_policy(values.remove("cancellation_policy")),
+            pending_timeout: seconds(field(&timeouts, "pending"), DEFAULT_PENDING_TIMEOUT),
+            offer_timeout: seconds(field(&dispatch, "offer_timeout_s"), DEFAULT_OFFER_TIMEOUT),
+            batch_size: field(&dispatch, "batch_size")
+                .map_or(DEFAULT_BATCH_SIZE, |b| (b as usize).clamp(1, 50)),
+            initial_radius_m: field(&dispatch, "initial_radius_km")
+                .unwrap_or(DEFAULT_INITIAL_RADIUS_KM)
+                * 1000.0,
+            radius_step_m: field(&dispatch, "radius_step_km").unwrap_or(DEFAULT_RADIUS_STEP_KM)
+                * 1000.0,
+            max_radius_m: max_km * 1000.0,
+            retry_interval: RETRY_INTERVAL,
+        }
+    }
+}
+
+fn decimal(value: f64) -> Option<Decimal> {
+    Decimal::from_f64_retain(value).map(|d| d.round_dp(2))
+}
+
+/// app_settings `cancellation_policy`.
+fn cancellation_policy(value: Option<Value>) -> CancellationPolicy {
+    let default = CancellationPolicy::default();
+    CancellationPolicy {
+        free_before_hours: value
+            .as_ref()
+            .and_then(|v| v.get("free_before_hours"))
+            .and_then(setting_as_f64)
+            .map_or(default.free_before_hours, |h| h as i64),
+        fee_percentage: value
+            .as_ref()
+            .and_then(|v| v.get("fee_percentage"))
+            .and_then(setting_as_f64)
+            .and_then(decimal)
+            .map_or(default.fee_percentage, |p| {
+                p.clamp(Decimal::ZERO, Decimal::ONE_HUNDRED)
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_seed_settings_are_read_and_missing_ones_take_defaults() {
+        let rows = [
+            (
+                "booking_timeout".to_owned(),
+                json!({"pending": 300, "accepted": 1800}),
+            ),
+            (
+                "commission_rate".to_owned(),
+                json!({"default": 15, "premium": 10}),
+            ),
+            (
+                "cancellation_policy".to_owned(),
+                json!({"free_before_hours": 24, "fee_percentage": 50}),
+            ),
+            ("service_radius_max".to_owned(), json!("20")),
+        ];
+        let settings = DispatchSettings::from_rows(rows.into_iter().collect());
+        assert_eq!(settings.pending_timeout, Duration::from_secs(300));
+        assert_eq!(settings.commission_rate, Decimal::from(15));
+        assert_eq!(settings.max_radius_m, 20_000.0);
+        assert_eq!(settings.offer_timeout, DEFAULT_OFFER_TIMEOUT);
+        assert_eq!(settings.platform_fee, Decimal::ZERO);
+        assert_eq!(settings.cancellation.fee_percentage, Decimal::from(50));
+    }
+}

@@ -1,0 +1,287 @@
+//! Bookings in the database: the view clients see, and status changes as compare-and-set
+//! updates that record who made them.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::{PgConnection, PgExecutor};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::lifecycle::BookingStatus;
+use crate::domain::money::CURRENCY;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ServiceRef {
+    pub id: Uuid,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProviderRef {
+    pub id: Uuid,
+    pub first_name: String,
+    #[serde(with = "crate::domain::money")]
+    #[schema(value_type = String, example = "4.80")]
+    pub average_rating: Decimal,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LocationView {
+    pub lat: f64,
+    pub lng: f64,
+    pub address: String,
+    pub unit_number: Option<String>,
+    pub landmark: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PricingView {
+    #[serde(with = "crate::domain::money")]
+    #[schema(value_type = String, example = "800.00")]
+    pub service_price: Decimal,
+    #[serde(with = "crate::domain::money")]
+    #[schema(value_type = String, example = "0.00")]
+    pub distance_surcharge: Decimal,
+    #[serde(with = "crate::domain::money")]
+    #[schema(value_type = String, example = "0.00")]
+    pub platform_fee: Decimal,
+    #[serde(with = "crate::domain::money")]
+    #[schema(value_type = String, example = "0.00")]
+    pub promo_discount: Decimal,
+    #[serde(with = "crate::domain::money")]
+    #[schema(value_type = String, example = "800.00")]
+    pub total_amount: Decimal,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct TimelineEntry {
+    pub status: String,
+    pub at: Option<DateTime<Utc>>,
+    pub description: Option<String>,
+}
+
+/// A booking as its customer and its therapist see it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BookingView {
+    pub id: Uuid,
+    pub booking_number: String,
+    pub status: BookingStatus,
+    /// `home_service` (the only kind dispatched here) or `in_store`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `now` or `scheduled`.
+    pub booking_type: String,
+    pub service: ServiceRef,
+    pub provider: Option<ProviderRef>,
+    pub location: Option<LocationView>,
+    pub pricing: PricingView,
+    #[serde(with = "crate::domain::money")]
+    #[schema(value_type = String, example = "0.00")]
+    pub cancellation_fee: Decimal,
+    pub timeline: Vec<TimelineEntry>,
+    pub customer_notes: Option<String>,
+    pub requested_at: DateTime<Utc>,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub accepted_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub cancellation_reason: Option<String>,
+}
+
+/// The internal facts about a booking that decisions need.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BookingFacts {
+    pub id: i64,
+    pub uuid: Uuid,
+    pub status: BookingStatus,
+    pub customer_id: i64,
+    pub provider_id: Option<i64>,
+    pub provider_user_id: Option<i64>,
+    pub service_id: i64,
+    pub requested_at: DateTime<Utc>,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub total_amount: Decimal,
+    pub lat: Option<f64>,
+    pub lng: Option<f64>,
+}
+
+const FACTS_SQL: &str =
+    "SELECT b.id, b.uuid, b.status, b.customer_id, b.provider_id, p.user_id AS provider_user_id, \
+        b.service_id, b.requested_at, b.scheduled_at, b.total_amount, \
+        bl.latitude::float8 AS lat, bl.longitude::float8 AS lng \
+     FROM bookings b LEFT JOIN providers p ON p.id = b.provider_id \
+     LEFT JOIN booking_locations bl ON bl.booking_id = b.id";
+
+pub async fn facts_by_uuid(
+    db: impl PgExecutor<'_>,
+    uuid: Uuid,
+) -> sqlx::Result<Option<BookingFacts>> {
+    sqlx::query_as(&format!(
+        "{FACTS_SQL} WHERE b.uuid = $1 AND b.deleted_at IS NULL"
+    ))
+    .bind(uuid)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn facts_by_id(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<BookingFacts>> {
+    sqlx::query_as(&format!("{FACTS_SQL} WHERE b.id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Facts of bookings in the given statuses (start-up: resume dispatch, mark therapists busy).
+pub async fn facts_in_status(
+    db: impl PgExecutor<'_>,
+    statuses: &[BookingStatus],
+) -> sqlx::Result<Vec<BookingFacts>> {
+    sqlx::query_as(&format!(
+        "{FACTS_SQL} WHERE b.status = ANY($1) AND b.deleted_at IS NULL ORDER BY b.id"
+    ))
+    .bind(statuses)
+    .fetch_all(db)
+    .await
+}
+
+#[derive(sqlx::FromRow)]
+struct ViewRow {
+    uuid: Uuid,
+    booking_number: String,
+    status: BookingStatus,
+    kind: String,
+    booking_type: String,
+    service_uuid: Uuid,
+    service_name: String,
+    provider_uuid: Option<Uuid>,
+    provider_first_name: Option<String>,
+    provider_rating: Option<Decimal>,
+    lat: Option<f64>,
+    lng: Option<f64>,
+    address: Option<String>,
+    unit_number: Option<String>,
+    landmark: Option<String>,
+    service_price: Decimal,
+    distance_surcharge: Option<Decimal>,
+    platform_fee: Option<Decimal>,
+    promo_discount: Option<Decimal>,
+    total_amount: Decimal,
+    currency: Option<String>,
+    cancellation_fee: Option<Decimal>,
+    customer_notes: Option<String>,
+    requested_at: DateTime<Utc>,
+    scheduled_at: Option<DateTime<Utc>>,
+    accepted_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    cancelled_at: Option<DateTime<Utc>>,
+    cancellation_reason: Option<String>,
+}
+
+const VIEW_SQL: &str = "SELECT b.uuid, b.booking_number, b.status, b.type::text AS kind, b.booking_type::text AS booking_type, \
+        s.uuid AS service_uuid, s.name AS service_name, p.uuid AS provider_uuid, pu.first_name AS provider_first_name, \
+        p.average_rating AS provider_rating, bl.latitude::float8 AS lat, bl.longitude::float8 AS lng, bl.address, \
+        bl.unit_number, bl.landmark, b.service_price, b.distance_surcharge, b.platform_fee, b.promo_discount, \
+        b.total_amount, s.currency, b.cancellation_fee, b.customer_notes, b.requested_at, b.scheduled_at, \
+        b.accepted_at, b.started_at, b.completed_at, b.cancelled_at, b.cancellation_reason \
+     FROM bookings b JOIN services s ON s.id = b.service_id \
+     LEFT JOIN providers p ON p.id = b.provider_id LEFT JOIN users pu ON pu.id = p.user_id \
+     LEFT JOIN booking_locations bl ON bl.booking_id = b.id";
+
+fn into_view(row: ViewRow, timeline: Vec<TimelineEntry>) -> BookingView {
+    BookingView {
+        id: row.uuid,
+        booking_number: row.booking_number,
+        status: row.status,
+        kind: row.kind,
+        booking_type: row.booking_type,
+        service: ServiceRef {
+            id: row.service_uuid,
+            name: row.service_name,
+        },
+        provider: row.provider_uuid.map(|id| ProviderRef {
+            id,
+            first_name: row.provider_first_name.unwrap_or_default(),
+            average_rating: row.provider_rating.unwrap_or_default(),
+        }),
+        location: match (row.lat, row.lng) {
+            (Some(lat), Some(lng)) => Some(LocationView {
+                lat,
+                lng,
+                address: row.address.unwrap_or_default(),
+                unit_number: row.unit_number,
+                landmark: row.landmark,
+            }),
+            _ => None,
+        },
+        pricing: PricingView {
+            service_price: row.service_price,
+            distance_surcharge: row.distance_surcharge.unwrap_or_default(),
+            platform_fee: row.platform_fee.unwrap_or_default(),
+            promo_discount: row.promo_discount.unwrap_or_default(),
+            total_amount: row.total_amount,
+            currency: row.currency.unwrap_or_else(|| CURRENCY.to_owned()),
+        },
+        cancellation_fee: row.cancellation_fee.unwrap_or_default(),
+        timeline,
+        customer_notes: row.customer_notes,
+        requested_at: row.requested_at,
+        scheduled_at: row.scheduled_at,
+        accepted_at: row.accepted_at,
+        started_at: row.started_at,
+        completed_at: row.completed_at,
+        cancelled_at: row.cancelled_at,
+        cancellation_reason: row.cancellation_reason,
+    }
+}
+
+pub async fn view(db: &mut PgConnection, booking_id: i64) -> sqlx::Result<BookingView> {
+    let row: ViewRow = sqlx::query_as(&format!("{VIEW_SQL} WHERE b.id = $1"))
+        .bind(booking_id)
+        .fetch_one(&mut *db)
+        .await?;
+    let timeline = sqlx::query_as(
+        "SELECT status, created_at AS at, description FROM booking_timeline WHERE booking_id = $1 ORDER BY id",
+    )
+    .bind(booking_id)
+    .fetch_all(&mut *db)
+    .await?;
+    Ok(into_view(row, timeline))
+}
+
+/// The caller's bookings (as customer or as therapist), newest first, without timelines.
+pub async fn list_for_user(
+    db: impl PgExecutor<'_>,
+    user_id: i64,
+    status: Option<BookingStatus>,
+    limit: i64,
+) -> sqlx::Result<Vec<BookingView>> {
+    let rows: Vec<ViewRow> = sqlx::query_as(&format!(
+        "{VIEW_SQL} WHERE (b.customer_id = $1 OR p.user_id = $1) AND b.deleted_at IS NULL \
+           AND ($2::booking_status IS NULL OR b.status = $2) \
+         ORDER BY b.created_at DESC, b.id DESC LIMIT $3"
+    ))
+    .bind(user_id)
+    .bind(status)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| into_view(r, Vec::new())).collect())
+}
+
+/// Marks who is changing a booking (and why) for the timeline trigger, for this transaction.
+pub async fn set_actor(
+    tx: &mut PgConnection,
+    actor_user_id: Option<i64>,
+    note: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("SELECT set_config('hilot.actor_user_id', $1, true), set_config('hilot.timeline_note', $2, true)")
+        .bind(actor_user_id.map(|id| id.to_string()).unwrap_or_default())
+        .bind(note)
+        .execute(tx)
+        .await
+        .map(|_| ())
+}

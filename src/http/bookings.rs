@@ -1,0 +1,747 @@
+//! Bookings: book now (idempotent), read, list, accept, decline, status, cancel, track.
+
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::auth::Caller;
+use super::extract::{Json, Query};
+use crate::accounts::Role;
+use crate::dispatch::lifecycle::BookingStatus;
+use crate::dispatch::pricing::{self, Discount, PromoTerms};
+use crate::dispatch::store::{self, BookingView};
+use crate::dispatch::{self, settings as dispatch_settings};
+use crate::domain::validate::{check_lat_lng, check_text, coordinate, optional_text};
+use crate::error::{unique_violation, ApiError, Context as _, FieldError, Problem};
+use crate::state::AppState;
+
+/// Header that makes `POST /v1/bookings` safe to retry.
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+/// How long a key answers with the booking it created.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
+/// Longest accepted idempotency key.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BookingKind {
+    Now,
+    Scheduled,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewLocation {
+    pub lat: f64,
+    pub lng: f64,
+    /// Street address shown to the therapist.
+    pub address: String,
+    pub unit_number: Option<String>,
+    pub landmark: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBooking {
+    /// A service id from `GET /v1/services`.
+    pub service_id: Uuid,
+    /// `now` (dispatched at once). `scheduled` is refused for now: only book-now is dispatched.
+    pub booking_type: BookingKind,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// One of the caller's saved addresses; or give `location`.
+    pub address_id: Option<Uuid>,
+    pub location: Option<NewLocation>,
+    pub customer_notes: Option<String>,
+    pub promo_code: Option<String>,
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
+    let key = req
+        .headers()
+        .get(IDEMPOTENCY_HEADER)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                IDEMPOTENCY_HEADER,
+                "is required: a unique string per booking attempt",
+            )
+        })?
+        .to_str()
+        .map_err(|_| ApiError::invalid(IDEMPOTENCY_HEADER, "must be visible ASCII"))?
+        .trim()
+        .to_owned();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(ApiError::invalid(
+            IDEMPOTENCY_HEADER,
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+        ));
+    }
+    Ok(key)
+}
+
+/// The booking's location, from a saved address or the body.
+struct Place {
+    lat: f64,
+    lng: f64,
+    address: String,
+    unit_number: Option<String>,
+    landmark: Option<String>,
+}
+
+struct Promo {
+    id: i64,
+    terms: PromoTerms,
+}
+
+/// Book now. Send an `Idempotency-Key`: the same key and body within 24 h answer the same
+/// booking; the same key with another body answers 409.
+#[utoipa::path(
+    tag = "bookings",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "A unique string per booking attempt; retries reuse it")),
+    request_body = CreateBooking,
+    responses(
+        (status = 201, description = "The booking (pending); a replay answers the same booking", body = BookingView),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a customer", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key was used with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field (service, address, location, time, promo code)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/bookings")]
+pub async fn create(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Customer)?;
+    let key = idempotency_key(&req)?;
+    // The hash is over the parsed JSON (keys sorted), so whitespace or key order is not "another body".
+    let canonical: serde_json::Value = super::extract::parse_json(&body)?;
+    let request_hash = hex::encode(Sha256::digest(canonical.to_string().as_bytes()));
+    let request: CreateBooking = super::extract::parse_json(&body)?;
+    let user_id = caller.user_id();
+
+    if let Some(existing) = replay(&state, user_id, &key, &request_hash).await? {
+        return Ok(HttpResponse::Created()
+            .insert_header(("Idempotent-Replayed", "true"))
+            .json(existing));
+    }
+
+    let now = Utc::now();
+    let mut errors = Vec::new();
+    if let Some(at) = request.scheduled_at {
+        if at <= now {
+            errors.push(FieldError::new("scheduled_at", "must be in the future"));
+        }
+    }
+    match request.booking_type {
+        BookingKind::Now => {}
+        BookingKind::Scheduled => errors.push(FieldError::new(
+            "booking_type",
+            "only `now` bookings are dispatched by this server; scheduled bookings are not supported yet",
+        )),
+    }
+    if let Some(notes) = &request.customer_notes {
+        check_text(&mut errors, "customer_notes", notes, 0, 1000);
+    }
+    if request.address_id.is_some() == request.location.is_some() {
+        errors.push(FieldError::new(
+            "location",
+            "give exactly one of address_id or location",
+        ));
+    }
+    if let Some(location) = &request.location {
+        check_lat_lng(
+            &mut errors,
+            "location.lat",
+            "location.lng",
+            location.lat,
+            location.lng,
+        );
+        check_text(&mut errors, "location.address", &location.address, 1, 500);
+        if let Some(unit) = &location.unit_number {
+            check_text(&mut errors, "location.unit_number", unit, 0, 50);
+        }
+        if let Some(landmark) = &location.landmark {
+            check_text(&mut errors, "location.landmark", landmark, 0, 255);
+        }
+    }
+    ApiError::check(errors)?;
+
+    let service: Option<(i64, Decimal)> = sqlx::query_as(
+        "SELECT id, base_price FROM services WHERE uuid = $1 AND deleted_at IS NULL AND is_active IS NOT FALSE",
+    )
+    .bind(request.service_id)
+    .fetch_optional(&state.db)
+    .await
+    .context("finding the service")?;
+    let (service_id, base_price) =
+        service.ok_or_else(|| ApiError::invalid("service_id", "no such service"))?;
+    let place = match (&request.address_id, &request.location) {
+        (Some(address_id), _) => saved_address(&state, user_id, *address_id).await?,
+        (None, Some(location)) => Place {
+            lat: location.lat,
+            lng: location.lng,
+            address: location.address.trim().to_owned(),
+            unit_number: optional_text(&location.unit_number).map(str::to_owned),
+            landmark: optional_text(&location.landmark).map(str::to_owned),
+        },
+        (None, None) => unreachable!("checked above"),
+    };
+    let promo = match optional_text(&request.promo_code) {
+        Some(code) => Some(find_promo(&state, user_id, code, service_id, now).await?),
+        None => None,
+    };
+
+    // Until a therapist accepts, the price is an estimate from the catalog price.
+    let cfg = dispatch_settings::DispatchSettings::load(&state.db).await;
+    let estimate = pricing::price_booking(&pricing::PriceInputs {
+        price: base_price,
+        base_distance_km: 0,
+        per_km_surcharge: Decimal::ZERO,
+        distance_m: 0.0,
+        platform_fee: cfg.platform_fee,
+        commission_rate: cfg.commission_rate,
+        promo: promo.as_ref().map(|p| p.terms),
+    });
+
+    let mut tx = state.db.begin().await.context("starting the booking")?;
+    // A key older than the window may be used again: free it.
+    sqlx::query(
+        "UPDATE bookings SET idempotency_key = NULL WHERE customer_id = $1 AND idempotency_key = $2 AND created_at < $3",
+    )
+    .bind(user_id)
+    .bind(&key)
+    .bind(now - IDEMPOTENCY_WINDOW)
+    .execute(&mut *tx)
+    .await
+    .context("expiring an old idempotency key")?;
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO bookings (customer_id, service_id, type, booking_type, scheduled_at, status, service_price, \
+             distance_surcharge, platform_fee, promo_discount, total_amount, provider_earnings, commission_amount, \
+             commission_rate, customer_notes, idempotency_key, idempotency_request_hash) \
+         VALUES ($1, $2, 'home_service', 'now', $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+         RETURNING id",
+    )
+    .bind(user_id)
+    .bind(service_id)
+    .bind(request.scheduled_at)
+    .bind(estimate.service_price)
+    .bind(estimate.distance_surcharge)
+    .bind(estimate.platform_fee)
+    .bind(estimate.promo_discount)
+    .bind(estimate.total_amount)
+    .bind(estimate.provider_earnings)
+    .bind(estimate.commission_amount)
+    .bind(estimate.commission_rate)
+    .bind(optional_text(&request.customer_notes))
+    .bind(&key)
+    .bind(&request_hash)
+    .fetch_optional(&mut *tx)
+    .await
+    .context("creating the booking")?;
+    let Some(booking_id) = inserted else {
+        // A concurrent request with the same key committed first: answer as a replay.
+        tx.rollback().await.ok();
+        return match replay(&state, user_id, &key, &request_hash).await? {
+            Some(existing) => Ok(HttpResponse::Created()
+                .insert_header(("Idempotent-Replayed", "true"))
+                .json(existing)),
+            None => Err(ApiError::Conflict(
+                "a booking with this Idempotency-Key is being created; retry".into(),
+            )),
+        };
+    };
+    sqlx::query(
+        "INSERT INTO booking_locations (booking_id, address, unit_number, landmark, latitude, longitude) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(booking_id)
+    .bind(&place.address)
+    .bind(&place.unit_number)
+    .bind(&place.landmark)
+    .bind(coordinate(place.lat))
+    .bind(coordinate(place.lng))
+    .execute(&mut *tx)
+    .await
+    .context("saving the booking location")?;
+    if let Some(promo) = &promo {
+        let reserved = sqlx::query(
+            "UPDATE promo_codes SET usage_count = COALESCE(usage_count, 0) + 1 \
+             WHERE id = $1 AND (usage_limit IS NULL OR COALESCE(usage_count, 0) < usage_limit)",
+        )
+        .bind(promo.id)
+        .execute(&mut *tx)
+        .await
+        .context("reserving the promo code")?
+        .rows_affected();
+        if reserved == 0 {
+            return Err(ApiError::invalid("promo_code", "has been used up"));
+        }
+        sqlx::query(
+            "INSERT INTO promo_code_usages (promo_code_id, user_id, booking_id, discount_amount) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(promo.id)
+        .bind(user_id)
+        .bind(booking_id)
+        .bind(estimate.promo_discount)
+        .execute(&mut *tx)
+        .await
+        .context("recording the promo code")?;
+    }
+    let view = store::view(&mut tx, booking_id)
+        .await
+        .context("loading the booking")?;
+    tx.commit().await.map_err(|e| match unique_violation(&e) {
+        Some(_) => {
+            ApiError::Conflict("a booking with this Idempotency-Key already exists; retry".into())
+        }
+        None => ApiError::from(e),
+    })?;
+    metrics::counter!("hilot_bookings_created_total").increment(1);
+    if let Some(facts) = store::facts_by_id(&state.db, booking_id)
+        .await
+        .context("loading the booking")?
+    {
+        state.dispatcher.start(facts);
+    }
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// The booking an earlier request with this key created, if any (409 if its body differed).
+async fn replay(
+    state: &AppState,
+    user_id: i64,
+    key: &str,
+    request_hash: &str,
+) -> Result<Option<BookingView>, ApiError> {
+    let existing: Option<(i64, Option<String>)> = sqlx::query_as(
+        "SELECT id, idempotency_request_hash FROM bookings \
+         WHERE customer_id = $1 AND idempotency_key = $2 AND created_at >= $3",
+    )
+    .bind(user_id)
+    .bind(key)
+    .bind(Utc::now() - IDEMPOTENCY_WINDOW)
+    .fetch_optional(&state.db)
+    .await
+    .context("looking up the idempotency key")?;
+    match existing {
+        None => Ok(None),
+        Some((id, hash)) if hash.as_deref() == Some(request_hash) => {
+            state.dispatcher.view(id).await.map(Some)
+        }
+        Some(_) => Err(ApiError::Conflict(
+            "this Idempotency-Key was already used with a different request body".into(),
+        )),
+    }
+}
+
+async fn saved_address(
+    state: &AppState,
+    user_id: i64,
+    address_id: Uuid,
+) -> Result<Place, ApiError> {
+    let row: Option<(f64, f64, String, Option<String>, String)> = sqlx::query_as(
+        "SELECT latitude::float8, longitude::float8, address_line1, address_line2, city \
+         FROM user_addresses WHERE uuid = $1 AND user_id = $2",
+    )
+    .bind(address_id)
+    .bind(user_id)
+    .fetch_optional(&state.db)
+    .await
+    .context("finding the address")?;
+    // Someone else's address is "no such address", exactly like a missing one.
+    let (lat, lng, line1, line2, city) =
+        row.ok_or_else(|| ApiError::invalid("address_id", "no such address of yours"))?;
+    let address = [Some(line1), line2, Some(city)]
+        .into_iter()
+        .flatten()
+        .filter(|part| !part.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(Place {
+        lat,
+        lng,
+        address,
+        unit_number: None,
+        landmark: None,
+    })
+}
+
+async fn find_promo(
+    state: &AppState,
+    user_id: i64,
+    code: &str,
+    service_id: i64,
+    now: DateTime<Utc>,
+) -> Result<Promo, ApiError> {
+    type Row = (
+        i64,
+        String,
+        Decimal,
+        Option<Decimal>,
+        Option<Decimal>,
+        DateTime<Utc>,
+        DateTime<Utc>,
+        Option<i32>,
+        Option<i32>,
+        Option<i32>,
+        Option<serde_json::Value>,
+        Option<bool>,
+        Option<bool>,
+    );
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT id, discount_type::text, discount_value, max_discount_amount, min_booking_amount, valid_from, valid_until, \
+                usage_limit, usage_count, per_user_limit, applicable_service_ids, new_customers_only, is_active \
+         FROM promo_codes WHERE upper(code) = upper($1)",
+    )
+    .bind(code)
+    .fetch_optional(&state.db)
+    .await
+    .context("finding the promo code")?;
+    let invalid = |why: &str| ApiError::invalid("promo_code", why);
+    let (
+        id,
+        kind,
+        value,
+        max,
+        min,
+        from,
+        until,
+        limit,
+        count,
+        per_user,
+        services,
+        new_only,
+        active,
+    ) = row.ok_or_else(|| invalid("no such promo code"))?;
+    if active == Some(false) {
+        return Err(invalid("is no longer active"));
+    }
+    if now < from {
+        return Err(invalid("is not valid yet"));
+    }
+    if now > until {
+        return Err(invalid("has expired"));
+    }
+    if limit.is_some_and(|l| count.unwrap_or(0) >= l) {
+        return Err(invalid("has been used up"));
+    }
+    if let Some(serde_json::Value::Array(ids)) = &services {
+        if !ids.iter().any(|v| v.as_i64() == Some(service_id)) {
+            return Err(invalid("does not apply to this service"));
+        }
+    }
+    let used: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM promo_code_usages WHERE promo_code_id = $1 AND user_id = $2",
+    )
+    .bind(id)
+    .bind(user_id)
+    .fetch_one(&state.db)
+    .await
+    .context("counting promo uses")?;
+    if used >= i64::from(per_user.unwrap_or(1)) {
+        return Err(invalid("you have already used this promo code"));
+    }
+    if new_only == Some(true) {
+        let earlier: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM bookings WHERE customer_id = $1 AND status NOT IN ('cancelled')",
+        )
+        .bind(user_id)
+        .fetch_one(&state.db)
+        .await
+        .context("checking for earlier bookings")?;
+        if earlier > 0 {
+            return Err(invalid("is for new customers only"));
+        }
+    }
+    Ok(Promo {
+        id,
+        terms: PromoTerms {
+            discount: if kind == "percentage" {
+                Discount::Percentage {
+                    percent: value,
+                    max,
+                }
+            } else {
+                Discount::FixedAmount(value)
+            },
+            min_booking_amount: min,
+        },
+    })
+}
+
+/// The caller as the dispatcher sees them (their therapist provider, if any).
+async fn dispatch_caller(state: &AppState, caller: &Caller) -> Result<dispatch::Caller, ApiError> {
+    let provider_id: Option<i64> = if caller.has(Role::Therapist) {
+        sqlx::query_scalar("SELECT id FROM providers WHERE user_id = $1 AND type = 'therapist' AND deleted_at IS NULL")
+            .bind(caller.user_id())
+            .fetch_optional(&state.db)
+            .await
+            .context("finding the caller's provider")?
+    } else {
+        None
+    };
+    Ok(dispatch::Caller {
+        user_id: caller.user_id(),
+        provider_id,
+        is_admin: caller.is_admin(),
+    })
+}
+
+/// A booking, for its customer, its therapist or an admin (404 for anyone else).
+#[utoipa::path(
+    tag = "bookings",
+    security(("bearer" = [])),
+    params(("booking_id" = Uuid, Path, description = "The booking id")),
+    responses(
+        (status = 200, description = "The booking", body = BookingView),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such booking of yours", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/bookings/{booking_id}")]
+pub async fn get_booking(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+) -> Result<web::Json<BookingView>, ApiError> {
+    let who = dispatch_caller(&state, &caller).await?;
+    let booking = state
+        .dispatcher
+        .visible_booking(path.into_inner(), who)
+        .await?;
+    state.dispatcher.view(booking.id).await.map(web::Json)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Only bookings in this status.
+    pub status: Option<BookingStatus>,
+    /// Default 50, at most 200.
+    pub limit: Option<i64>,
+}
+
+/// The caller's own bookings (as customer or therapist), newest first.
+#[utoipa::path(
+    tag = "bookings",
+    security(("bearer" = [])),
+    params(ListParams),
+    responses(
+        (status = 200, description = "Bookings, newest first (timelines omitted)", body = [BookingView]),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid query", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/bookings")]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<web::Json<Vec<BookingView>>, ApiError> {
+    let limit = params.limit.unwrap_or(50);
+    let mut errors = Vec::new();
+    crate::domain::validate::check_range(&mut errors, "limit", limit, 1, 200);
+    ApiError::check(errors)?;
+    store::list_for_user(&state.db, caller.user_id(), params.status, limit)
+        .await
+        .context("listing bookings")
+        .map(web::Json)
+}
+
+/// Accept an offer made to the caller. The first accept wins; later ones answer 409.
+#[utoipa::path(
+    tag = "bookings",
+    security(("bearer" = [])),
+    params(("booking_id" = Uuid, Path, description = "The booking id from the offer")),
+    responses(
+        (status = 200, description = "The booking, now accepted", body = BookingView),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No offer of this booking was made to you", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The offer expired or was taken, or you already have an active booking", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/bookings/{booking_id}/accept")]
+pub async fn accept(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+) -> Result<web::Json<BookingView>, ApiError> {
+    let who = dispatch_caller(&state, &caller).await?;
+    state
+        .dispatcher
+        .accept(path.into_inner(), who)
+        .await
+        .map(web::Json)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Declined {
+    pub booking_id: Uuid,
+    pub declined: bool,
+}
+
+/// Decline an offer made to the caller; it moves on to the next therapist.
+#[utoipa::path(
+    tag = "bookings",
+    security(("bearer" = [])),
+    params(("booking_id" = Uuid, Path, description = "The booking id from the offer")),
+    responses(
+        (status = 200, description = "Declined", body = Declined),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No offer of this booking was made to you", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The offer is no longer open", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/bookings/{booking_id}/decline")]
+pub async fn decline(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+) -> Result<web::Json<Declined>, ApiError> {
+    let who = dispatch_caller(&state, &caller).await?;
+    let booking_id = path.into_inner();
+    state.dispatcher.decline(booking_id, who).await?;
+    Ok(web::Json(Declined {
+        booking_id,
+        declined: true,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    /// `en_route`, `arrived`, `in_progress`, `completed` or `no_show`.
+    pub status: BookingStatus,
+}
+
+/// Move a booking along its lifecycle (the assigned therapist). 409 names the current status.
+#[utoipa::path(
+    tag = "bookings",
+    security(("bearer" = [])),
+    params(("booking_id" = Uuid, Path, description = "The booking id")),
+    request_body = StatusRequest,
+    responses(
+        (status = 200, description = "The booking after the change", body = BookingView),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the assigned therapist", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such booking of yours", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Illegal transition from the current status", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/bookings/{booking_id}/status")]
+pub async fn change_status(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+    Json(body): Json<StatusRequest>,
+) -> Result<web::Json<BookingView>, ApiError> {
+    let who = dispatch_caller(&state, &caller).await?;
+    state
+        .dispatcher
+        .change_status(path.into_inner(), who, body.status)
+        .await
+        .map(web::Json)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    pub reason: String,
+}
+
+/// Cancel (customer, assigned therapist or admin). Free while pending; after acceptance the
+/// customer pays app_settings `cancellation_policy`'s fee. The therapist is free again at once.
+#[utoipa::path(
+    tag = "bookings",
+    security(("bearer" = [])),
+    params(("booking_id" = Uuid, Path, description = "The booking id")),
+    request_body = CancelRequest,
+    responses(
+        (status = 200, description = "The cancelled booking, with its cancellation_fee", body = BookingView),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed to cancel now", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such booking of yours", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Too late to cancel", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/bookings/{booking_id}/cancel")]
+pub async fn cancel(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+    Json(body): Json<CancelRequest>,
+) -> Result<web::Json<BookingView>, ApiError> {
+    let mut errors = Vec::new();
+    check_text(&mut errors, "reason", &body.reason, 1, 500);
+    ApiError::check(errors)?;
+    let who = dispatch_caller(&state, &caller).await?;
+    state
+        .dispatcher
+        .cancel(path.into_inner(), who, body.reason.trim())
+        .await
+        .map(web::Json)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderPosition {
+    pub lat: f64,
+    pub lng: f64,
+    pub heading: Option<f64>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Tracking {
+    pub status: BookingStatus,
+    pub eta_seconds: Option<u32>,
+    /// Only while the booking is `accepted` or `en_route`.
+    pub provider_location: Option<ProviderPosition>,
+}
+
+/// Where the therapist is, for the booking's own customer only.
+#[utoipa::path(
+    tag = "bookings",
+    security(("bearer" = [])),
+    params(("booking_id" = Uuid, Path, description = "The booking id")),
+    responses(
+        (status = 200, description = "Status, ETA and position", body = Tracking),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such booking of yours", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/bookings/{booking_id}/track")]
+pub async fn track(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+) -> Result<web::Json<Tracking>, ApiError> {
+    let booking = store::facts_by_uuid(&state.db, path.into_inner())
+        .await
+        .context("loading the booking")?
+        .filter(|b| b.customer_id == caller.user_id())
+        .ok_or_else(|| ApiError::not_found("booking"))?;
+    let (fix, eta_seconds) = state.dispatcher.track(&booking);
+    Ok(web::Json(Tracking {
+        status: booking.status,
+        eta_seconds,
+        provider_location: fix.map(|f| ProviderPosition {
+            lat: f.point.lat,
+            lng: f.point.lng,
+            heading: f.heading,
+            at: f.at,
+        }),
+    }))
+}

@@ -1,0 +1,67 @@
+//! The customer socket: `booking.status` on every change of their bookings and
+//! `provider.location` while their therapist is on the way. Customers send nothing but pings.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use tokio::sync::mpsc;
+
+use super::frames::ServerFrame;
+use super::hub::MAILBOX_CAPACITY;
+use super::{CLIENT_TIMEOUT, HEARTBEAT_INTERVAL};
+use crate::state::AppState;
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1 << 62);
+
+/// Runs one customer socket until the client leaves, times out, or the server shuts down.
+pub async fn run(
+    state: AppState,
+    user_id: i64,
+    mut session: Session,
+    mut stream: AggregatedMessageStream,
+) {
+    let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+    let (mailbox, mut inbox) = mpsc::channel(MAILBOX_CAPACITY);
+    let _open = state.sockets.open("customer");
+    state.bus.hub().register(user_id, id, mailbox).await;
+    let mut shutdown = state.shutdown.clone();
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let mut last_heard = Instant::now();
+    let close_reason = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => {
+                break Some(CloseReason::from((CloseCode::Restart, "server restarting; reconnect")));
+            }
+            Some(frame) = inbox.recv() => {
+                if session.text(frame.to_string()).await.is_err() { break None; }
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > CLIENT_TIMEOUT {
+                    break Some(CloseReason::from((CloseCode::Policy, "heartbeat timeout")));
+                }
+                if session.ping(b"").await.is_err() { break None; }
+            }
+            message = stream.recv() => {
+                last_heard = Instant::now();
+                match message {
+                    None | Some(Ok(AggregatedMessage::Close(_))) => break None,
+                    Some(Err(_)) => break Some(CloseReason::from((CloseCode::Protocol, "protocol error"))),
+                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                        if session.pong(&bytes).await.is_err() { break None; }
+                    }
+                    Some(Ok(AggregatedMessage::Pong(_))) => {}
+                    Some(Ok(AggregatedMessage::Text(_) | AggregatedMessage::Binary(_))) => {
+                        let error = ServerFrame::error("unknown_type", "this socket only sends; it takes no frames", None);
+                        if session.text(error.to_text()).await.is_err() { break None; }
+                    }
+                }
+            }
+        }
+    };
+    state.bus.hub().unregister(user_id, id).await;
+    if let Some(reason) = close_reason {
+        let _ = session.close(Some(reason)).await;
+    }
+}
