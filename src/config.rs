@@ -43,6 +43,8 @@ pub const DEFAULT_SOCKET_FRAME_BURST: u32 = 10;
 /// A therapist en route within this distance of the customer for the dwell time has arrived.
 pub const DEFAULT_ARRIVAL_RADIUS_M: f64 = 100.0;
 pub const DEFAULT_ARRIVAL_DWELL_S: u64 = 20;
+/// Most times a second a dashboard is sent the updates collected for it.
+pub const DEFAULT_DASHBOARD_FLUSHES_PER_S: f64 = 20.0;
 /// Folder (at the repository root) where `scripts/dev-env` keeps the local PostgreSQL and Redis.
 pub const LOCAL_ENV_DIR: &str = ".hilot-local";
 
@@ -147,6 +149,10 @@ pub struct Settings {
     /// Seconds the therapist must stay within the arrival radius.
     #[arg(long, global = true, env = "HILOT_ARRIVAL_DWELL_S", default_value_t = DEFAULT_ARRIVAL_DWELL_S)]
     pub arrival_dwell_s: u64,
+
+    /// Most flushes per second to each dashboard (updates in between are coalesced).
+    #[arg(long, global = true, env = "HILOT_DASHBOARD_FLUSHES_PER_S", default_value_t = DEFAULT_DASHBOARD_FLUSHES_PER_S)]
+    pub dashboard_flushes_per_s: f64,
 }
 
 impl Default for Settings {
@@ -177,6 +183,7 @@ impl Default for Settings {
             socket_frame_burst: DEFAULT_SOCKET_FRAME_BURST,
             arrival_radius_m: DEFAULT_ARRIVAL_RADIUS_M,
             arrival_dwell_s: DEFAULT_ARRIVAL_DWELL_S,
+            dashboard_flushes_per_s: DEFAULT_DASHBOARD_FLUSHES_PER_S,
         }
     }
 }

@@ -16,7 +16,7 @@ use tracing_actix_web::TracingLogger;
 use crate::accounts::tokens::TokenCache;
 use crate::catalog::ServiceCatalog;
 use crate::config::Settings;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Geofence};
 use crate::geo::index::LiveIndex;
 use crate::geo::EtaModel;
 use crate::http::extract::BodyLimit;
@@ -25,6 +25,7 @@ use crate::ingest::validate::PingLimits;
 use crate::ingest::writer::{PingRecord, WriterConfig};
 use crate::ingest::{settings as ingest_settings, Ingest};
 use crate::realtime::bus::EventBus;
+use crate::realtime::dashboard::Dashboards;
 use crate::realtime::hub::Hub;
 use crate::realtime::SocketCounter;
 use crate::state::AppState;
@@ -107,22 +108,35 @@ impl Application {
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let port = listener.local_addr()?.port();
+        let dashboards = Arc::new(Dashboards::default());
         let dispatcher = Dispatcher::new(
             pool.clone(),
             index.clone(),
             bus.clone(),
+            dashboards.clone(),
             EtaModel {
                 road_circuity: settings.road_circuity,
                 speed_kmh: settings.travel_speed_kmh,
             },
-            settings.arrival_radius_m,
-            Duration::from_secs(settings.arrival_dwell_s),
+            Geofence {
+                radius_m: settings.arrival_radius_m,
+                dwell: Duration::from_secs(settings.arrival_dwell_s),
+            },
             shutdown_rx.clone(),
         );
         {
+            let observer = dashboards.clone();
+            index.observe(Arc::new(move |change| observer.state_changed(change)));
             let dispatcher = dispatcher.clone();
+            let dashboards = dashboards.clone();
+            let index = index.clone();
             ingest.on_moved(Arc::new(move |provider_id, fix| {
-                dispatcher.on_fix(provider_id, fix)
+                dispatcher.on_fix(provider_id, fix);
+                if !dashboards.is_empty() {
+                    if let Some(entry) = index.map_entry(provider_id) {
+                        dashboards.moved(provider_id, entry.uuid, fix, entry.state);
+                    }
+                }
             }));
         }
         let (active, pending) = dispatcher.resume().await.context("resuming dispatch")?;
@@ -145,6 +159,7 @@ impl Application {
             shutdown: shutdown_rx,
             dispatcher,
             bus,
+            dashboards,
         };
         let server = http_server(state.clone(), listener)?;
         Ok(Self {

@@ -15,6 +15,7 @@ use crate::geo::EtaModel;
 use crate::http::limits::LoginLimiter;
 use crate::ingest::Ingest;
 use crate::realtime::bus::EventBus;
+use crate::realtime::dashboard::Dashboards;
 use crate::realtime::SocketCounter;
 
 /// Cheap to clone: everything inside is a handle.
@@ -38,6 +39,8 @@ pub struct AppState {
     pub dispatcher: Dispatcher,
     /// Frames to users, on whichever node their sockets are.
     pub bus: EventBus,
+    /// Dispatch dashboards connected to this server, with their viewports.
+    pub dashboards: Arc<Dashboards>,
     /// Flips to `true` once at shutdown; sockets and background tasks wind down.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -32,6 +32,8 @@ pub struct TokenOwner {
     pub user_id: i64,
     pub user_uuid: uuid::Uuid,
     pub roles: Vec<String>,
+    /// When the token stops working (checked on every cached use too).
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 pub fn generate_secret() -> String {
@@ -85,12 +87,19 @@ pub async fn authenticate(pool: &PgPool, secret: &str) -> sqlx::Result<Option<To
     if !looks_like_token(secret) {
         return Ok(None);
     }
-    type Row = (i64, i64, uuid::Uuid, Vec<String>, Option<DateTime<Utc>>);
+    type Row = (
+        i64,
+        i64,
+        uuid::Uuid,
+        Vec<String>,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+    );
     let row: Option<Row> = sqlx::query_as(
         "SELECT t.id, t.tokenable_id, u.uuid, \
                 COALESCE((SELECT array_agg(r.name) FROM model_has_roles mr JOIN roles r ON r.id = mr.role_id \
                           WHERE mr.model_id = u.id AND mr.model_type = $2), '{}'), \
-                t.last_used_at \
+                t.last_used_at, t.expires_at \
          FROM personal_access_tokens t \
          JOIN users u ON u.id = t.tokenable_id \
          WHERE t.token = $1 AND t.tokenable_type = $2 \
@@ -101,7 +110,7 @@ pub async fn authenticate(pool: &PgPool, secret: &str) -> sqlx::Result<Option<To
     .bind(USER_MODEL_TYPE)
     .fetch_optional(pool)
     .await?;
-    let Some((token_id, user_id, user_uuid, roles, last_used_at)) = row else {
+    let Some((token_id, user_id, user_uuid, roles, last_used_at, expires_at)) = row else {
         return Ok(None);
     };
     if last_used_at.is_none_or(|at| Utc::now() - at > LAST_USED_RESOLUTION) {
@@ -115,6 +124,7 @@ pub async fn authenticate(pool: &PgPool, secret: &str) -> sqlx::Result<Option<To
         user_id,
         user_uuid,
         roles,
+        expires_at,
     }))
 }
 
@@ -160,7 +170,8 @@ impl TokenCache {
         }
         let key = digest(secret);
         if let Some((owner, at)) = self.entries.read().get(&key) {
-            if at.elapsed() < TOKEN_CACHE_TTL {
+            let unexpired = owner.expires_at.is_none_or(|expiry| expiry > Utc::now());
+            if at.elapsed() < TOKEN_CACHE_TTL && unexpired {
                 return Ok(Some(owner.clone()));
             }
         }

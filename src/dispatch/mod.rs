@@ -29,6 +29,7 @@ use crate::error::{unique_violation, ApiError, Context as _};
 use crate::geo::index::{LiveFix, LiveIndex, NearbyQuery, ServiceOffer, TherapistState};
 use crate::geo::{distance_m, EtaModel, Point};
 use crate::realtime::bus::EventBus;
+use crate::realtime::dashboard::Dashboards;
 use lifecycle::{check_transition, Actor, BookingStatus, TransitionError};
 use settings::DispatchSettings;
 use store::{BookingFacts, BookingView};
@@ -93,6 +94,7 @@ struct Inner {
     db: PgPool,
     index: Arc<LiveIndex>,
     bus: EventBus,
+    dashboards: Arc<Dashboards>,
     eta: EtaModel,
     arrival_radius_m: f64,
     arrival_dwell: chrono::Duration,
@@ -126,14 +128,21 @@ fn transition_error(error: TransitionError) -> ApiError {
     }
 }
 
+/// When an en-route therapist counts as arrived: within `radius_m` for `dwell`.
+#[derive(Debug, Clone, Copy)]
+pub struct Geofence {
+    pub radius_m: f64,
+    pub dwell: std::time::Duration,
+}
+
 impl Dispatcher {
     pub fn new(
         db: PgPool,
         index: Arc<LiveIndex>,
         bus: EventBus,
+        dashboards: Arc<Dashboards>,
         eta: EtaModel,
-        arrival_radius_m: f64,
-        arrival_dwell: std::time::Duration,
+        geofence: Geofence,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -141,9 +150,10 @@ impl Dispatcher {
                 db,
                 index,
                 bus,
+                dashboards,
                 eta,
-                arrival_radius_m,
-                arrival_dwell: chrono::Duration::from_std(arrival_dwell)
+                arrival_radius_m: geofence.radius_m,
+                arrival_dwell: chrono::Duration::from_std(geofence.dwell)
                     .unwrap_or(chrono::Duration::seconds(20)),
                 registry: Mutex::new(Registry::default()),
                 shutdown,
@@ -938,7 +948,13 @@ impl Dispatcher {
         (Some(fix), eta)
     }
 
-    /// Pushes the booking's status to its customer and its therapist.
+    fn provider_uuid(&self, provider_id: Option<i64>) -> Option<Uuid> {
+        provider_id
+            .and_then(|p| self.inner.index.profile(p))
+            .map(|p| p.uuid)
+    }
+
+    /// Pushes the booking's status to its customer, its therapist and the dashboards.
     async fn push_status(&self, booking_id: i64, reason: Option<&str>) {
         let Ok(Some(facts)) = store::facts_by_id(&self.inner.db, booking_id).await else {
             return;
@@ -951,6 +967,16 @@ impl Dispatcher {
         });
         if let Some(reason) = reason {
             payload["reason"] = json!(reason);
+        }
+        if let (Some(lat), Some(lng)) = (facts.lat, facts.lng) {
+            let mut for_map = payload.clone();
+            for_map["lat"] = json!(lat);
+            for_map["lng"] = json!(lng);
+            for_map["provider_id"] = json!(self.provider_uuid(facts.provider_id));
+            for_map["booking_number"] = json!(facts.booking_number);
+            self.inner
+                .dashboards
+                .booking_changed(Point::new(lat, lng), for_map);
         }
         let frame = frame(payload);
         self.inner

@@ -96,6 +96,7 @@ pub struct BookingView {
 pub struct BookingFacts {
     pub id: i64,
     pub uuid: Uuid,
+    pub booking_number: String,
     pub status: BookingStatus,
     pub customer_id: i64,
     pub provider_id: Option<i64>,
@@ -109,7 +110,7 @@ pub struct BookingFacts {
 }
 
 const FACTS_SQL: &str =
-    "SELECT b.id, b.uuid, b.status, b.customer_id, b.provider_id, p.user_id AS provider_user_id, \
+    "SELECT b.id, b.uuid, b.booking_number, b.status, b.customer_id, b.provider_id, p.user_id AS provider_user_id, \
         b.service_id, b.requested_at, b.scheduled_at, b.total_amount, \
         bl.latitude::float8 AS lat, bl.longitude::float8 AS lng \
      FROM bookings b LEFT JOIN providers p ON p.id = b.provider_id \

@@ -152,9 +152,23 @@ pub struct MapEntry {
     pub fix: LiveFix,
 }
 
+/// A therapist's state as the map shows it changed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StateChange {
+    pub provider_id: i64,
+    pub uuid: Uuid,
+    pub state: TherapistState,
+    /// Their live position, if they have one.
+    pub point: Option<Point>,
+}
+
+/// Told about every state change (the dashboards), outside the index lock.
+pub type StateObserver = std::sync::Arc<dyn Fn(StateChange) + Send + Sync>;
+
 pub struct LiveIndex {
     inner: RwLock<Inner>,
     presence_ttl: Duration,
+    observer: std::sync::OnceLock<StateObserver>,
 }
 
 impl LiveIndex {
@@ -162,7 +176,39 @@ impl LiveIndex {
         Self {
             inner: RwLock::new(Inner::default()),
             presence_ttl,
+            observer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets the observer of state changes (once, at start-up).
+    pub fn observe(&self, observer: StateObserver) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// Applies `change` to one entry; tells the observer if the state it shows changed.
+    fn change_entry(&self, provider_id: i64, change: impl FnOnce(&mut Entry) -> bool) -> bool {
+        let (applied, report) = {
+            let mut inner = self.inner.write();
+            match inner.entries.get_mut(&provider_id) {
+                None => (false, None),
+                Some(entry) => {
+                    let before = entry.state();
+                    let applied = change(entry);
+                    let after = entry.state();
+                    let report = (before != after).then(|| StateChange {
+                        provider_id,
+                        uuid: entry.profile.uuid,
+                        state: after,
+                        point: entry.live.map(|(fix, _)| fix.point),
+                    });
+                    (applied, report)
+                }
+            }
+        };
+        if let (Some(report), Some(observer)) = (report, self.observer.get()) {
+            observer(report);
+        }
+        applied
     }
 
     pub fn presence_ttl(&self) -> Duration {
@@ -180,8 +226,16 @@ impl LiveIndex {
 
     /// Adds a therapist or replaces their profile, keeping their live position and dispatch state.
     pub fn upsert_profile(&self, profile: TherapistProfile) {
+        let provider_id = profile.provider_id;
+        if self.inner.read().entries.contains_key(&provider_id) {
+            self.change_entry(provider_id, |entry| {
+                entry.profile = profile;
+                true
+            });
+            return;
+        }
         let mut inner = self.inner.write();
-        match inner.entries.get_mut(&profile.provider_id) {
+        match inner.entries.get_mut(&provider_id) {
             Some(entry) => entry.profile = profile,
             None => {
                 inner.entries.insert(
@@ -246,32 +300,34 @@ impl LiveIndex {
 
     /// Sets (or with `None`, clears) the dispatch state: Offered or Busy.
     pub fn set_dispatch_state(&self, provider_id: i64, state: Option<TherapistState>) {
-        if let Some(entry) = self.inner.write().entries.get_mut(&provider_id) {
+        self.change_entry(provider_id, |entry| {
             entry.dispatch_state = state;
-        }
+            true
+        });
     }
 
     /// Reserves an available therapist for an offer; `false` if they are not available (offline,
     /// already offered, busy). The check and the change happen under one lock, so two bookings
     /// can never offer the same therapist at once.
     pub fn try_offer(&self, provider_id: i64) -> bool {
-        let mut inner = self.inner.write();
-        match inner.entries.get_mut(&provider_id) {
-            Some(entry) if entry.state() == TherapistState::Available => {
+        self.change_entry(provider_id, |entry| {
+            if entry.state() == TherapistState::Available {
                 entry.dispatch_state = Some(TherapistState::Offered);
                 true
+            } else {
+                false
             }
-            _ => false,
-        }
+        })
     }
 
     /// Ends an offer: the therapist is available again unless something else claimed them.
     pub fn release_offer(&self, provider_id: i64) {
-        if let Some(entry) = self.inner.write().entries.get_mut(&provider_id) {
+        self.change_entry(provider_id, |entry| {
             if entry.dispatch_state == Some(TherapistState::Offered) {
                 entry.dispatch_state = None;
             }
-        }
+            true
+        });
     }
 
     pub fn state(&self, provider_id: i64) -> Option<TherapistState> {
@@ -288,6 +344,19 @@ impl LiveIndex {
             .entries
             .get(&provider_id)
             .and_then(|e| e.live.map(|(fix, _)| fix))
+    }
+
+    /// One therapist as the map shows them (if they have a position).
+    pub fn map_entry(&self, provider_id: i64) -> Option<MapEntry> {
+        let inner = self.inner.read();
+        let entry = inner.entries.get(&provider_id)?;
+        let (fix, _) = entry.live?;
+        Some(MapEntry {
+            provider_id,
+            uuid: entry.profile.uuid,
+            state: entry.state(),
+            fix,
+        })
     }
 
     pub fn profile(&self, provider_id: i64) -> Option<TherapistProfile> {

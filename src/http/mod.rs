@@ -5,12 +5,14 @@ pub mod admin;
 pub mod auth;
 pub mod bookings;
 pub mod catalog;
+pub mod dispatch_map;
 pub mod extract;
 pub mod health;
 pub mod limits;
 pub mod nearby;
 pub mod openapi;
 pub mod operations;
+pub mod page;
 pub mod therapist;
 pub mod ws;
 
@@ -61,7 +63,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(bookings::decline)
         .service(bookings::change_status)
         .service(bookings::cancel)
-        .service(bookings::track);
+        .service(bookings::track)
+        .service(dispatch_map::dashboard_socket)
+        .service(dispatch_map::live)
+        .service(dispatch_map::stats)
+        .service(dispatch_map::hexes)
+        .service(page::index)
+        .service(page::asset);
 }
 
 /// Requests no route took: a documented path called with another method answers problem+json

@@ -5,7 +5,10 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, admin, bookings, catalog, health, nearby, operations, therapist, ws};
+use super::{
+    accounts, admin, bookings, catalog, dispatch_map, health, nearby, operations, page, therapist,
+    ws,
+};
 use crate::error::{FieldError, Problem};
 
 #[derive(OpenApi)]
@@ -26,6 +29,8 @@ use crate::error::{FieldError, Problem};
         nearby::nearby, ws::therapist_socket, ws::customer_socket,
         bookings::create, bookings::list, bookings::get_booking, bookings::accept, bookings::decline,
         bookings::change_status, bookings::cancel, bookings::track,
+        dispatch_map::dashboard_socket, dispatch_map::live, dispatch_map::stats, dispatch_map::hexes,
+        page::index, page::asset,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -37,6 +42,7 @@ use crate::error::{FieldError, Problem};
         (name = "admin", description = "Verification and roles (admins only)"),
         (name = "matching", description = "Nearest therapists, from the live index"),
         (name = "bookings", description = "Book now, offers, the lifecycle and live tracking"),
+        (name = "dispatch", description = "The live dispatch map and its data (admins)"),
         (name = "realtime", description = "WebSocket endpoints; frames are described in the API contract"),
     )
 )]

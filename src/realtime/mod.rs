@@ -2,6 +2,7 @@
 
 pub mod bus;
 pub mod customer;
+pub mod dashboard;
 pub mod frames;
 pub mod hub;
 pub mod therapist;

@@ -4,6 +4,7 @@ mod accounts;
 mod admin;
 mod bookings;
 mod cli;
+mod dashboard;
 mod durability;
 mod health;
 mod helpers;
