@@ -6,6 +6,8 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -106,10 +108,12 @@ struct Occupant {
     unit: [f64; 3],
 }
 
+/// Fx hashing: keys are integers we generate, and SipHash's DoS resistance costs a third of a
+/// search here.
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<i64, Entry>,
-    cells: HashMap<CellIndex, Vec<Occupant>>,
+    entries: FxHashMap<i64, Entry>,
+    cells: FxHashMap<CellIndex, Vec<Occupant>>,
 }
 
 /// A nearest-therapist question.
@@ -549,21 +553,30 @@ fn eligible_offer(
 /// Cells at grid distance exactly `k` from `origin`, into `out`.
 fn ring(origin: CellIndex, k: u32, out: &mut Vec<CellIndex>) {
     out.clear();
-    let fast: Option<Vec<CellIndex>> = origin.grid_ring_fast(k).collect();
-    match fast {
-        Some(cells) => out.extend(cells),
+    let mut complete = true;
+    for cell in origin.grid_ring_fast(k) {
+        match cell {
+            Some(cell) => out.push(cell),
+            None => {
+                complete = false;
+                break;
+            }
+        }
+    }
+    if !complete {
         // Near a pentagon the fast ring fails; the safe disk is slower but always right.
-        None => out.extend(
+        out.clear();
+        out.extend(
             origin
                 .grid_disk_distances_safe(k)
                 .filter(|&(_, d)| d == k)
                 .map(|(cell, _)| cell),
-        ),
+        );
     }
 }
 
 fn remove_occupant(
-    cells: &mut HashMap<CellIndex, Vec<Occupant>>,
+    cells: &mut FxHashMap<CellIndex, Vec<Occupant>>,
     cell: CellIndex,
     provider_id: i64,
 ) {
