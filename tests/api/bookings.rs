@@ -858,3 +858,53 @@ async fn pending_bookings_resume_after_a_restart() {
     assert!(Utc::now().signed_duration_since(cancelled).num_seconds() < 30);
     restarted.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_promo_code_discounts_the_accepted_price_and_is_recorded() {
+    let app = spawn_app().await;
+    let admin = make_admin(&app).await;
+    let (therapist, mut socket, service) =
+        therapist_at(&app, &admin, MAKATI.0 + 0.001, MAKATI.1).await;
+    sqlx::query(
+        "INSERT INTO promo_codes (code, discount_type, discount_value, max_discount_amount, valid_from, valid_until, usage_limit, per_user_limit) \
+         VALUES ('WELCOME10', 'percentage', 10, 50, now() - interval '1 day', now() + interval '1 day', 100, 1)",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (customer, _) = register(&app, "customer").await;
+    let mut body = booking_body(&service, MAKATI.0, MAKATI.1);
+    body["promo_code"] = json!("welcome10");
+    let id = json_body(book(&app, &customer, "promo", &body).await, 201).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    next_of(&mut socket, "offer").await;
+    let accepted = json_body(
+        app.post_as(
+            &therapist.token,
+            &format!("/v1/bookings/{id}/accept"),
+            &json!({}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    // 10 % of 800 is 80, capped at 50.
+    assert_eq!(accepted["pricing"]["promo_discount"], "50.00");
+    assert_eq!(accepted["pricing"]["total_amount"], "750.00");
+    let (uses, discount): (i32, rust_decimal::Decimal) = sqlx::query_as(
+        "SELECT pc.usage_count, u.discount_amount FROM promo_codes pc JOIN promo_code_usages u ON u.promo_code_id = pc.id WHERE pc.code = 'WELCOME10'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((uses, discount), (1, rust_decimal::Decimal::from(50)));
+    // Once per customer.
+    let again = problem(book(&app, &customer, "promo-2", &body).await, 422).await;
+    assert!(
+        again["detail"].as_str().unwrap().contains("already used"),
+        "{again}"
+    );
+    app.shutdown().await;
+}
