@@ -192,7 +192,12 @@ pub async fn create(
             unit_number: optional_text(&location.unit_number).map(str::to_owned),
             landmark: optional_text(&location.landmark).map(str::to_owned),
         },
-        (None, None) => unreachable!("checked above"),
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "location",
+                "give exactly one of address_id or location",
+            ))
+        }
     };
     let promo = match optional_text(&request.promo_code) {
         Some(code) => Some(find_promo(&state, user_id, code, service_id, now).await?),
