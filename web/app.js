@@ -429,7 +429,7 @@
   class ApiError extends Error {
     constructor(status, problem, retryAfter) {
       let message = (problem && (problem.detail || problem.title)) || `HTTP ${status}`;
-      if (status === 429 && retryAfter) message += ` Try again in ${retryAfter} s.`;
+      if (status === 429 && retryAfter) message += ` (try again in ${retryAfter} s)`;
       super(message);
       this.status = status;
       this.problem = problem;
@@ -441,11 +441,17 @@
     const headers = { Accept: 'application/json' };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     if (bearer) headers.Authorization = `Bearer ${bearer}`;
-    const response = await fetch(path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+    let response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch {
+      // fetch() rejects only when no answer came at all (server down, network gone).
+      throw new ApiError(0, { detail: 'cannot reach the server' });
+    }
     const data = await response.json().catch(() => null);
     if (!response.ok) throw new ApiError(response.status, data, response.headers.get('Retry-After'));
     return data;
@@ -478,7 +484,8 @@
       $('login-password').value = '';
       logIn(session.token);
     } catch (err) {
-      showLoginError(err instanceof ApiError ? err.message : 'Cannot reach the server.');
+      // The server's 401 is deliberately vague ("authentication required"); say what it means here.
+      showLoginError(err.status === 401 ? 'Wrong phone number or password.' : err.message);
     } finally {
       $('login-submit').disabled = false;
     }

@@ -948,6 +948,11 @@ impl Dispatcher {
         (Some(fix), eta)
     }
 
+    /// Tells the customer and the dashboards about a booking just created (pending).
+    pub async fn announce(&self, booking_id: i64) {
+        self.push_status(booking_id, None).await;
+    }
+
     fn provider_uuid(&self, provider_id: Option<i64>) -> Option<Uuid> {
         provider_id
             .and_then(|p| self.inner.index.profile(p))

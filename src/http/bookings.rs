@@ -316,6 +316,7 @@ pub async fn create(
         .context("loading the booking")?
     {
         state.dispatcher.start(facts);
+        state.dispatcher.announce(booking_id).await;
     }
     Ok(HttpResponse::Created().json(view))
 }

@@ -121,6 +121,8 @@ async fn the_happy_path_from_booking_to_completion() {
         .unwrap()
         .starts_with("SPC-"));
     let id = booking["id"].as_str().unwrap().to_owned();
+    let pending = next_of(&mut customer_socket, "booking.status").await;
+    assert_eq!(pending["status"], "pending");
 
     let offer = next_of(&mut near_socket, "offer").await;
     assert_eq!(offer["booking_id"], id.as_str());
@@ -299,6 +301,10 @@ async fn a_decline_and_a_timeout_each_move_the_offer_on_and_nobody_left_cancels(
         .unwrap()
         .to_owned();
 
+    assert_eq!(
+        next_of(&mut customer_socket, "booking.status").await["status"],
+        "pending"
+    );
     let offer = next_of(&mut first, "offer").await;
     assert_eq!(offer["booking_id"], id.as_str());
     first

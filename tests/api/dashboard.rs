@@ -266,10 +266,17 @@ async fn booking_changes_reach_dashboards_watching_their_place() {
     )
     .await;
     let frames = frames_for(&mut watcher, Duration::from_millis(1000)).await;
+    // A new booking shows up at once (pending), then its acceptance.
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["type"] == "booking.status" && f["status"] == "pending"),
+        "{frames:?}"
+    );
     let status = frames
         .iter()
-        .find(|f| f["type"] == "booking.status")
-        .unwrap_or_else(|| panic!("no booking.status in {frames:?}"));
+        .find(|f| f["type"] == "booking.status" && f["status"] == "accepted")
+        .unwrap_or_else(|| panic!("no accepted booking.status in {frames:?}"));
     assert_eq!(status["booking_id"], id);
     assert_eq!(status["status"], "accepted");
     assert_eq!(status["provider_id"], therapist.provider_id.as_str());
