@@ -174,8 +174,18 @@ async fn updates_are_coalesced_to_the_configured_rate() {
     app.shutdown().await;
 }
 
+/// The server's resident memory (it runs in this test process), in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 #[tokio::test]
-async fn a_dashboard_that_never_reads_does_not_hold_up_the_others() {
+async fn a_dashboard_that_never_reads_for_a_minute_stays_bounded_and_holds_up_no_one() {
     let mut settings = test_settings();
     settings.socket_frames_per_s = 100;
     settings.socket_frame_burst = 100;
@@ -183,7 +193,7 @@ async fn a_dashboard_that_never_reads_does_not_hold_up_the_others() {
     let app = spawn_app_with(settings).await;
     let admin = make_admin(&app).await;
     let mut therapists = Vec::new();
-    for i in 0..5 {
+    for i in 0..10 {
         let (therapist, _) = online_therapist(&app, &admin).await;
         let mut socket = connect(&app, "/v1/ws/therapist", &therapist.token).await;
         socket
@@ -196,25 +206,46 @@ async fn a_dashboard_that_never_reads_does_not_hold_up_the_others() {
     let (_stalled, _) = dashboard(&app, &admin, MAKATI_BOX).await;
     let (mut reader, _) = dashboard(&app, &admin, MAKATI_BOX).await;
 
-    // Ten seconds of 10 Hz pings from every therapist.
+    // A minute of 10 Hz pings from every therapist; the other dashboard keeps reading.
+    let started_rss = rss_kib();
     let mut last_lat = vec![0.0; therapists.len()];
-    for seq in 1..=100i64 {
+    let mut reader_updates = 0usize;
+    let mut latest = std::collections::HashMap::new();
+    let mut note = |frames: Vec<Value>| {
+        let mut moved = 0;
+        for frame in frames.iter().filter(|f| f["type"] == "provider.moved") {
+            moved += 1;
+            latest.insert(
+                frame["provider_id"].as_str().unwrap().to_owned(),
+                frame["lat"].as_f64().unwrap(),
+            );
+        }
+        moved
+    };
+    for seq in 1..=600i64 {
         for (i, socket) in therapists.iter_mut().enumerate() {
-            let lat = MAKATI.0 + i as f64 * 1e-3 + seq as f64 * 1e-6;
+            let lat = MAKATI.0 + i as f64 * 1e-3 + (seq % 100) as f64 * 1e-6;
             socket.send_json(&ping(seq, lat, MAKATI.1)).await;
             last_lat[i] = lat;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Drain the therapists' acks and what reached the reading dashboard.
+        for socket in therapists.iter_mut() {
+            socket.next_json().await;
+        }
+        reader_updates += note(frames_for(&mut reader, Duration::from_millis(90)).await);
     }
-    // The reading dashboard still gets every therapist's latest position.
-    let frames = frames_for(&mut reader, Duration::from_millis(1500)).await;
-    let mut latest = std::collections::HashMap::new();
-    for frame in frames.iter().filter(|f| f["type"] == "provider.moved") {
-        latest.insert(
-            frame["provider_id"].as_str().unwrap().to_owned(),
-            frame["lat"].as_f64().unwrap(),
-        );
-    }
+    let grown_kib = rss_kib().saturating_sub(started_rss);
+    assert!(
+        grown_kib < 64 * 1024,
+        "memory grew by {grown_kib} KiB while a dashboard stalled"
+    );
+    assert!(
+        reader_updates > 1000,
+        "the reading dashboard got only {reader_updates} updates"
+    );
+
+    // The reading dashboard ends with every therapist's latest position.
+    note(frames_for(&mut reader, Duration::from_millis(1000)).await);
     let mut got: Vec<f64> = latest.values().copied().collect();
     got.sort_by(f64::total_cmp);
     let mut want = last_lat.clone();
