@@ -17,7 +17,6 @@ use crate::error::{ApiError, Context as _, Problem};
 use crate::geo::index::TherapistState;
 use crate::geo::Point;
 use crate::realtime::dashboard::{self, bookings_in, providers_in, Bbox};
-use crate::realtime::MAX_WIRE_FRAME_BYTES;
 use crate::state::AppState;
 
 /// Resolution of the supply/demand hexagons (about 0.7 km² each: a few streets).
@@ -43,12 +42,7 @@ pub async fn dashboard_socket(
 ) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&state, bearer_token(&req, true)).await?;
     caller.require_admin()?;
-    let (response, session, stream) = actix_ws::handle(&req, body)
-        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket handshake: {e}")))?;
-    let stream = stream
-        .max_frame_size(MAX_WIRE_FRAME_BYTES)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_WIRE_FRAME_BYTES);
+    let (response, session, stream) = super::ws::upgrade(&req, body)?;
     actix_web::rt::spawn(dashboard::run(state.get_ref().clone(), session, stream));
     Ok(response)
 }

@@ -9,6 +9,27 @@ use crate::providers;
 use crate::realtime::{customer, therapist, MAX_WIRE_FRAME_BYTES};
 use crate::state::AppState;
 
+/// Completes the WebSocket handshake with Hilot's frame limits.
+pub fn upgrade(
+    req: &HttpRequest,
+    body: web::Payload,
+) -> Result<
+    (
+        HttpResponse,
+        actix_ws::Session,
+        actix_ws::AggregatedMessageStream,
+    ),
+    ApiError,
+> {
+    let (response, session, stream) = actix_ws::handle(req, body)
+        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket handshake: {e}")))?;
+    let stream = stream
+        .max_frame_size(MAX_WIRE_FRAME_BYTES)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_WIRE_FRAME_BYTES);
+    Ok((response, session, stream))
+}
+
 /// The therapist app's socket: location pings in, acks and offers out (see the API contract).
 /// Authenticate with `Authorization: Bearer` or `?token=`.
 #[utoipa::path(
@@ -32,12 +53,7 @@ pub async fn therapist_socket(
     let caller = authenticate(&state, bearer_token(&req, true)).await?;
     caller.require(Role::Therapist)?;
     let provider = providers::own_therapist(&state.db, caller.user_id()).await?;
-    let (response, session, stream) = actix_ws::handle(&req, body)
-        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket handshake: {e}")))?;
-    let stream = stream
-        .max_frame_size(MAX_WIRE_FRAME_BYTES)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_WIRE_FRAME_BYTES);
+    let (response, session, stream) = upgrade(&req, body)?;
     let who = therapist::TherapistIdentity {
         user_id: caller.user_id(),
         provider_id: provider.id,
@@ -71,12 +87,7 @@ pub async fn customer_socket(
 ) -> Result<HttpResponse, ApiError> {
     let caller = authenticate(&state, bearer_token(&req, true)).await?;
     caller.require(Role::Customer)?;
-    let (response, session, stream) = actix_ws::handle(&req, body)
-        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket handshake: {e}")))?;
-    let stream = stream
-        .max_frame_size(MAX_WIRE_FRAME_BYTES)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_WIRE_FRAME_BYTES);
+    let (response, session, stream) = upgrade(&req, body)?;
     actix_web::rt::spawn(customer::run(
         state.get_ref().clone(),
         caller.user_id(),
