@@ -419,8 +419,8 @@ impl Dispatcher {
     }
 
     async fn provider_user(&self, provider_id: i64) -> Option<i64> {
-        if let Some(profile) = self.inner.index.profile(provider_id) {
-            return Some(profile.user_id);
+        if let Some((user_id, _)) = self.inner.index.identity(provider_id) {
+            return Some(user_id);
         }
         sqlx::query_scalar("SELECT user_id FROM providers WHERE id = $1")
             .bind(provider_id)
@@ -437,16 +437,16 @@ impl Dispatcher {
         providers: impl Iterator<Item = i64>,
         reason: &str,
     ) {
-        let providers: Vec<i64> = providers.collect();
-        {
+        // Only offers still open are withdrawn, so a therapist hears about each offer once
+        // however the task and a failing accept interleave.
+        let withdrawn: Vec<i64> = {
             let mut registry = self.inner.registry.lock();
-            if let Some(offers) = registry.offers.get_mut(&booking.id) {
-                for p in &providers {
-                    offers.remove(p);
-                }
+            match registry.offers.get_mut(&booking.id) {
+                Some(offers) => providers.filter(|p| offers.remove(p).is_some()).collect(),
+                None => Vec::new(),
             }
-        }
-        for provider_id in providers {
+        };
+        for provider_id in withdrawn {
             self.inner.index.release_offer(provider_id);
             if let Some(user_id) = self.provider_user(provider_id).await {
                 self.inner
@@ -561,7 +561,10 @@ impl Dispatcher {
         {
             Ok(view) => {
                 self.track_trip(&booking, provider_id, BookingStatus::Accepted);
-                self.inner.registry.lock().offers.remove(&booking.id);
+                // The winner's offer is done; the task withdraws the rest of the batch.
+                if let Some(offers) = self.inner.registry.lock().offers.get_mut(&booking.id) {
+                    offers.remove(&provider_id);
+                }
                 self.notify_task(booking.id, DispatchEvent::Accepted(provider_id));
                 metrics::counter!("hilot_bookings_accepted_total").increment(1);
                 self.push_status(booking.id, None).await;
@@ -569,11 +572,15 @@ impl Dispatcher {
             }
             Err(error) => {
                 // The offer is dead (taken, cancelled, or the therapist is busy elsewhere):
-                // free the therapist for other bookings and let the task move on.
-                if let Some(offers) = self.inner.registry.lock().offers.get_mut(&booking.id) {
-                    offers.remove(&provider_id);
-                }
-                self.inner.index.release_offer(provider_id);
+                // withdraw it like any other (the therapist hears why and is free again),
+                // whichever of this and the winner's accept the task hears first.
+                let taken = matches!(
+                    store::facts_by_id(&self.inner.db, booking.id).await,
+                    Ok(Some(now)) if now.status != BookingStatus::Pending
+                );
+                let reason = if taken { "taken" } else { "accept_failed" };
+                self.withdraw(&booking, std::iter::once(provider_id), reason)
+                    .await;
                 self.notify_task(booking.id, DispatchEvent::AcceptFailed(provider_id));
                 Err(error)
             }
@@ -955,8 +962,8 @@ impl Dispatcher {
 
     fn provider_uuid(&self, provider_id: Option<i64>) -> Option<Uuid> {
         provider_id
-            .and_then(|p| self.inner.index.profile(p))
-            .map(|p| p.uuid)
+            .and_then(|p| self.inner.index.identity(p))
+            .map(|(_, uuid)| uuid)
     }
 
     /// Pushes the booking's status to its customer, its therapist and the dashboards.

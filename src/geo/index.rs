@@ -363,6 +363,15 @@ impl LiveIndex {
         })
     }
 
+    /// The therapist's user id and public id, without copying their profile.
+    pub fn identity(&self, provider_id: i64) -> Option<(i64, Uuid)> {
+        self.inner
+            .read()
+            .entries
+            .get(&provider_id)
+            .map(|e| (e.profile.user_id, e.profile.uuid))
+    }
+
     pub fn profile(&self, provider_id: i64) -> Option<TherapistProfile> {
         self.inner
             .read()

@@ -146,7 +146,7 @@ pub async fn refresh(
     provider_id: i64,
     match_max_accuracy_m: f64,
 ) -> anyhow::Result<()> {
-    let known = index.profile(provider_id).is_some();
+    let known = index.identity(provider_id).is_some();
     match load_profiles(pool, Some(provider_id)).await?.pop() {
         Some(profile) => {
             index.upsert_profile(profile);

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::geo::index::{FixOutcome, LiveFix, LiveIndex, TherapistState};
 use crate::geo::Point;
-use policy::{StoragePolicy, StoreReason};
+use policy::StoragePolicy;
 use validate::{PingLimits, RawPing, Rejection};
 use writer::{AckSender, PingRecord};
 
@@ -196,7 +196,8 @@ impl Ingest {
             metrics::counter!("hilot_pings_total", "outcome" => "not_stored").increment(1);
             return PingOutcome::Ack { stored: false };
         };
-        metrics::counter!("hilot_pings_total", "outcome" => "queued", "reason" => reason_label(reason)).increment(1);
+        metrics::counter!("hilot_pings_total", "outcome" => "queued", "reason" => reason.label())
+            .increment(1);
         let record = PingRecord {
             provider_id,
             seq: ping.seq,
@@ -245,8 +246,4 @@ impl Ingest {
             .or_default()
             .remember(DedupeKey::Connection { seq, connection }, stored);
     }
-}
-
-fn reason_label(reason: StoreReason) -> &'static str {
-    reason.label()
 }

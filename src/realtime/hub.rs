@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Frames waiting for one socket before new ones are dropped.
 pub const MAILBOX_CAPACITY: usize = 256;
@@ -30,10 +30,6 @@ enum Command {
     Deliver {
         user_id: i64,
         frame: Frame,
-    },
-    Connected {
-        user_id: i64,
-        reply: oneshot::Sender<bool>,
     },
 }
 
@@ -76,20 +72,6 @@ impl Hub {
             .send(Command::Deliver { user_id, frame })
             .await;
     }
-
-    /// Whether `user_id` has a socket on this node.
-    pub async fn is_connected(&self, user_id: i64) -> bool {
-        let (reply, answer) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Connected { user_id, reply })
-            .await
-            .is_err()
-        {
-            return false;
-        }
-        answer.await.unwrap_or(false)
-    }
 }
 
 async fn run(mut queue: mpsc::Receiver<Command>) {
@@ -119,9 +101,6 @@ async fn run(mut queue: mpsc::Receiver<Command>) {
                         }
                     }
                 }
-            }
-            Command::Connected { user_id, reply } => {
-                let _ = reply.send(sockets.contains_key(&user_id));
             }
         }
     }
