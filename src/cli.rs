@@ -1,4 +1,4 @@
-//! The `hilot` command line: serve, migrate, admin, partitions.
+//! The `hilot` command line: serve, migrate, admin, partitions, demo.
 
 use chrono::Utc;
 use clap::{Parser, Subcommand};
@@ -38,6 +38,9 @@ pub enum Command {
         #[command(subcommand)]
         action: PartitionAction,
     },
+    /// Seed a demo city around Makati and drive simulated therapists and customers against a
+    /// running server (through its public API) until Ctrl-C.
+    Demo(crate::simulator::demo::DemoOptions),
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +90,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Demo(options) => crate::simulator::demo::run(&settings, options).await,
         Command::Partitions { action } => {
             let pool = db::connect_and_migrate(&settings).await?;
             let today = Utc::now().date_naive();

@@ -17,6 +17,8 @@
 //! - [`dispatch`]: book now: offers, atomic accept, the booking lifecycle, geofence arrival.
 //! - [`realtime`]: WebSocket sessions (one task per socket), the hub, the event bus.
 //! - [`partitions`]: the monthly `provider_locations` partition manager.
+//! - [`simulator`]: simulated therapists, customers and dispatchers for `hilot demo` and the
+//!   load test, speaking only the public API.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`cli`]: the `hilot` command line.
 
@@ -35,6 +37,7 @@ pub mod ingest;
 pub mod partitions;
 pub mod providers;
 pub mod realtime;
+pub mod simulator;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -1,0 +1,99 @@
+//! The simulated apps' side of the public API: one HTTP client, WebSocket connections.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Where the server is, and a shared HTTP client (keep-alive pool) to reach it.
+#[derive(Clone)]
+pub struct Server {
+    pub base_url: String,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    pub fn new(base_url: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .expect("a plain HTTP client builds");
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Opens `/v1/ws/{who}` with the token in the query (as browsers must).
+    pub async fn socket(&self, who: &str, token: &str) -> Result<Socket, String> {
+        let ws_base = self
+            .base_url
+            .replacen("http://", "ws://", 1)
+            .replacen("https://", "wss://", 1);
+        let url = format!("{ws_base}/v1/ws/{who}?token={token}");
+        tokio_tungstenite::connect_async(url)
+            .await
+            .map(|(socket, _)| socket)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Waits until `/health/ready` answers 200, or gives up after `patience`.
+    pub async fn wait_ready(&self, patience: std::time::Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            match self.http.get(self.url("/health/ready")).send().await {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                _ if tokio::time::Instant::now() > deadline => {
+                    anyhow::bail!("{} did not become ready within {patience:?}", self.base_url)
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            }
+        }
+    }
+}
+
+/// Sends one JSON frame.
+pub async fn send_json(socket: &mut Socket, frame: &Value) -> Result<(), String> {
+    socket
+        .send(Message::text(frame.to_string()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// What arrived on a socket.
+pub enum Incoming {
+    Frame(Value),
+    Closed,
+    Ignored,
+}
+
+pub async fn next_frame(socket: &mut Socket) -> Incoming {
+    match socket.next().await {
+        Some(Ok(Message::Text(text))) => match serde_json::from_str(text.as_str()) {
+            Ok(value) => Incoming::Frame(value),
+            Err(_) => Incoming::Ignored,
+        },
+        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => Incoming::Closed,
+        Some(Ok(_)) => Incoming::Ignored,
+    }
+}
+
+/// The frame's `"type"`, or "".
+pub fn kind(frame: &Value) -> &str {
+    frame.get("type").and_then(Value::as_str).unwrap_or("")
+}
+
+pub fn booking_id(frame: &Value) -> Option<uuid::Uuid> {
+    frame
+        .get("booking_id")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+}

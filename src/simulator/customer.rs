@@ -1,0 +1,168 @@
+//! Simulated customers: each keeps a customer socket open to hear about its bookings, and a
+//! Poisson process books now at random addresses over HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng as SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::client::{self, Incoming, Server};
+use super::seed::{Area, SimAccount};
+use super::stats::Stats;
+
+/// How long a disconnected app waits before reconnecting.
+const RECONNECT_AFTER: Duration = Duration::from_secs(2);
+
+/// Listens on one customer's socket until `stop`.
+pub async fn listen(
+    server: Server,
+    me: SimAccount,
+    stats: Arc<Stats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        match server.socket("customer", &me.token).await {
+            Ok(mut socket) => loop {
+                tokio::select! {
+                    incoming = client::next_frame(&mut socket) => match incoming {
+                        Incoming::Frame(frame) => on_frame(&stats, &frame),
+                        Incoming::Closed => {
+                            stats.error("customer_socket_closed");
+                            break;
+                        }
+                        Incoming::Ignored => {}
+                    },
+                    _ = crate::realtime::stopped(&mut stop) => {
+                        let _ = futures_util::SinkExt::close(&mut socket).await;
+                        return;
+                    }
+                }
+            },
+            Err(_) => stats.error("ws_connect"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RECONNECT_AFTER) => {}
+            _ = crate::realtime::stopped(&mut stop) => return,
+        }
+    }
+}
+
+fn on_frame(stats: &Stats, frame: &Value) {
+    if client::kind(frame) != "booking.status" {
+        return;
+    }
+    let Some(booking) = client::booking_id(frame) else {
+        return;
+    };
+    match frame.get("status").and_then(Value::as_str) {
+        Some("accepted") => stats.customer_saw_accepted(booking, Instant::now()),
+        Some("completed") => {
+            stats.count("bookings_completed");
+            stats.booking_finished(booking);
+        }
+        Some("cancelled") => {
+            let reason = frame.get("reason").and_then(Value::as_str).unwrap_or("");
+            stats.count(if reason == "no_therapist_available" {
+                "bookings_unmatched"
+            } else {
+                "bookings_cancelled"
+            });
+            stats.booking_finished(booking);
+        }
+        _ => {}
+    }
+}
+
+/// Books now at `per_second` on average (exponential gaps) until `stop`. Open loop: each
+/// booking is sent at its scheduled time on its own task, and its latency counts from that
+/// time, so a slow server cannot push later requests back and hide its own tail.
+pub async fn book_now_poisson(
+    server: Server,
+    customers: Vec<SimAccount>,
+    service_ids: Vec<uuid::Uuid>,
+    area: Area,
+    per_second: f64,
+    stats: Arc<Stats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    if per_second <= 0.0 || customers.is_empty() || service_ids.is_empty() {
+        return;
+    }
+    let mut rng = SmallRng::from_entropy();
+    let mut next = Instant::now();
+    loop {
+        let gap = -(1.0_f64 - rng.gen::<f64>()).ln() / per_second;
+        next += Duration::from_secs_f64(gap);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = crate::realtime::stopped(&mut stop) => return,
+        }
+        let customer = customers.choose(&mut rng).expect("customers").clone();
+        let service_id = *service_ids.choose(&mut rng).expect("services");
+        let at = area.random_point(&mut rng);
+        let body = json!({
+            "service_id": service_id,
+            "booking_type": "now",
+            "location": {
+                "lat": at.lat,
+                "lng": at.lng,
+                "address": format!("{} Simulated St., Makati", rng.gen_range(1..=999)),
+            },
+            "customer_notes": "simulated booking",
+        });
+        tokio::spawn(book(server.clone(), customer, body, next, stats.clone()));
+    }
+}
+
+async fn book(
+    server: Server,
+    customer: SimAccount,
+    body: Value,
+    scheduled: Instant,
+    stats: Arc<Stats>,
+) {
+    stats.count("bookings_requested");
+    let response = server
+        .http
+        .post(server.url("/v1/bookings"))
+        .bearer_auth(&customer.token)
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&body)
+        .send()
+        .await;
+    let response = match response {
+        Ok(r) => r,
+        Err(_) => return stats.error("http_transport"),
+    };
+    let status = response.status();
+    if status.as_u16() != 201 {
+        // Name the first field the problem points at, so a report says what was refused.
+        let problem: Value = response.json().await.unwrap_or_default();
+        let field = problem
+            .pointer("/errors/0/field")
+            .and_then(Value::as_str)
+            .map(|f| format!(":{f}"))
+            .unwrap_or_default();
+        return stats.error(format!("book_now_http_{}{field}", status.as_u16()));
+    }
+    let booking: Value = match response.json().await {
+        Ok(v) => v,
+        Err(_) => return stats.error("book_now_bad_body"),
+    };
+    match booking
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+    {
+        Some(id) => {
+            stats.count("bookings_created");
+            stats.booking_requested(id, scheduled);
+        }
+        None => stats.error("book_now_bad_body"),
+    }
+}

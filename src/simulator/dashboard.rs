@@ -1,0 +1,76 @@
+//! A simulated dispatcher: a dashboard socket watching a viewport, timing each
+//! `provider.moved` from the fix's `recorded_at` to its arrival.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::client::{self, Incoming, Server};
+use super::stats::{Metric, Stats};
+
+const RECONNECT_AFTER: Duration = Duration::from_secs(2);
+
+pub async fn watch_viewport(
+    server: Server,
+    admin_token: String,
+    bbox: [f64; 4],
+    stats: Arc<Stats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        match server.socket("dashboard", &admin_token).await {
+            Ok(mut socket) => {
+                let subscribe = json!({"type": "subscribe", "bbox": bbox});
+                if client::send_json(&mut socket, &subscribe).await.is_ok() {
+                    loop {
+                        tokio::select! {
+                            incoming = client::next_frame(&mut socket) => match incoming {
+                                Incoming::Frame(frame) => on_frame(&stats, &frame),
+                                Incoming::Closed => break,
+                                Incoming::Ignored => {}
+                            },
+                            _ = crate::realtime::stopped(&mut stop) => {
+                                let _ = futures_util::SinkExt::close(&mut socket).await;
+                                return;
+                            }
+                        }
+                    }
+                }
+                stats.error("dashboard_socket_closed");
+            }
+            Err(_) => stats.error("ws_connect"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RECONNECT_AFTER) => {}
+            _ = crate::realtime::stopped(&mut stop) => return,
+        }
+    }
+}
+
+fn on_frame(stats: &Stats, frame: &Value) {
+    match client::kind(frame) {
+        "provider.moved" => {
+            let at = frame
+                .get("at")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<DateTime<Utc>>().ok());
+            if let Some(at) = at {
+                let latency = (Utc::now() - at).to_std().unwrap_or_default();
+                stats.record(Metric::PingToDashboard, latency);
+                stats.count("dashboard_moves");
+            }
+        }
+        "snapshot" => stats.count("dashboard_snapshots"),
+        "error" => {
+            let code = frame
+                .get("code")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown");
+            stats.error(format!("dashboard_frame_error:{code}"));
+        }
+        _ => {}
+    }
+}

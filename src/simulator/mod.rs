@@ -1,0 +1,180 @@
+//! The simulator: therapists, customers and dispatchers that use Hilot only through its public
+//! HTTP and WebSocket API, as the real apps do. `hilot demo` runs it gently against a demo city;
+//! the `loadtest` binary runs it hard and reports latencies.
+//!
+//! - [`seed`]: the simulated city's accounts (straight into the database, as an operator would).
+//! - [`therapist`], [`customer`], [`dashboard`]: one task per simulated app.
+//! - [`movement`]: pure geometry of wandering and travelling.
+//! - [`stats`]: what the simulated people saw, as HDR histograms and counts.
+
+pub mod client;
+pub mod customer;
+pub mod dashboard;
+pub mod demo;
+pub mod movement;
+pub mod seed;
+pub mod stats;
+pub mod therapist;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use client::Server;
+use seed::{Area, SeededCity};
+use stats::Stats;
+
+/// How a therapist gets to the customer once accepted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Travel {
+    /// Drive there at this speed, pinging on the way; the server's geofence reports arrival.
+    Drive { speed_kmh: f64 },
+    /// Report `arrived` after this long without moving (load tests: jobs stay short).
+    Skip { step: Duration },
+}
+
+/// How simulated therapists behave.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    pub ping_interval: Duration,
+    pub accept_probability: f64,
+    /// Uniform range of the time a therapist takes to answer an offer.
+    pub decision_delay: (Duration, Duration),
+    pub travel: Travel,
+    /// How long a session lasts once `in_progress`.
+    pub session: Duration,
+    pub wander_speed_kmh: f64,
+    /// Chance per hour that an idle therapist goes off duty, and for how long.
+    pub off_duty_per_hour: f64,
+    pub off_duty_for: Duration,
+}
+
+impl Behaviour {
+    fn off_duty_chance_per_tick(&self) -> f64 {
+        self.off_duty_per_hour * self.ping_interval.as_secs_f64() / 3600.0
+    }
+}
+
+/// Everything one simulation run does.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub behaviour: Behaviour,
+    pub area: Area,
+    pub bookings_per_s: f64,
+    pub dashboards: usize,
+    /// Therapists connect spread over this long; bookings start after it.
+    pub ramp: Duration,
+}
+
+/// A running simulation: stop it with [`Simulation::stop`].
+pub struct Simulation {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    pub stats: Arc<Stats>,
+}
+
+impl Simulation {
+    /// Starts every simulated app of `city` against `server`.
+    pub fn start(server: Server, city: &SeededCity, plan: Plan) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let stats = Arc::new(Stats::new());
+        let behaviour = Arc::new(plan.behaviour.clone());
+        let mut tasks = JoinSet::new();
+        let count = city.therapists.len().max(1) as f64;
+        for (i, therapist) in city.therapists.iter().cloned().enumerate() {
+            let delay = plan.ramp.mul_f64(i as f64 / count);
+            let (server, behaviour, stats, mut stopped) = (
+                server.clone(),
+                behaviour.clone(),
+                stats.clone(),
+                stopped.clone(),
+            );
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = crate::realtime::stopped(&mut stopped) => return,
+                }
+                therapist::run(server, therapist, behaviour, stats, stopped).await
+            });
+        }
+        for customer in city.customers.iter().cloned() {
+            tasks.spawn(customer::listen(
+                server.clone(),
+                customer,
+                stats.clone(),
+                stopped.clone(),
+            ));
+        }
+        let mut rng = rand::thread_rng();
+        for i in 0..plan.dashboards {
+            // The first dashboard watches the whole city; the others a random quarter of it.
+            let bbox = if i == 0 {
+                plan.area.bbox()
+            } else {
+                quarter_of(plan.area, &mut rng).bbox()
+            };
+            tasks.spawn(dashboard::watch_viewport(
+                server.clone(),
+                city.admin.token.clone(),
+                bbox,
+                stats.clone(),
+                stopped.clone(),
+            ));
+        }
+        let (customers, services, area, rate, ramp) = (
+            city.customers.clone(),
+            city.service_ids.clone(),
+            plan.area,
+            plan.bookings_per_s,
+            plan.ramp,
+        );
+        let (booking_stats, mut booking_stop) = (stats.clone(), stopped.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(ramp) => {}
+                _ = crate::realtime::stopped(&mut booking_stop) => return,
+            }
+            customer::book_now_poisson(
+                server,
+                customers,
+                services,
+                area,
+                rate,
+                booking_stats,
+                booking_stop,
+            )
+            .await
+        });
+        Self { stop, tasks, stats }
+    }
+
+    /// Tells every simulated app to stop and waits (at most `patience`) for them to finish.
+    pub async fn stop(mut self, patience: Duration) -> Arc<Stats> {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(patience, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.abort_all();
+        self.stats
+    }
+}
+
+/// A random viewport a quarter the size of `area`, inside it.
+fn quarter_of(area: Area, rng: &mut impl Rng) -> Area {
+    let (h, w) = (
+        (area.north - area.south) / 2.0,
+        (area.east - area.west) / 2.0,
+    );
+    let south = area.south + rng.gen::<f64>() * h;
+    let west = area.west + rng.gen::<f64>() * w;
+    Area {
+        south,
+        west,
+        north: south + h,
+        east: west + w,
+    }
+}
