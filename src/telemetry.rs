@@ -53,6 +53,27 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     })
 }
 
+/// Sets `process_resident_memory_bytes` from `/proc/self/status` (Linux; elsewhere a no-op),
+/// so every scrape of `/metrics` shows the server's current RSS.
+pub fn record_process_memory() {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return;
+    };
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        });
+    if let Some(kib) = kib {
+        metrics::gauge!("process_resident_memory_bytes").set(kib * 1024.0);
+    }
+}
+
 /// How often the gauges that are read rather than counted (index size, queue depth) refresh.
 pub const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 

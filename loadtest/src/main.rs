@@ -1,1 +1,46 @@
-fn main() {}
+//! `loadtest`: drives Hilot's simulator hard against a running server and reports latency
+//! percentiles (`run`), and compares nearby search and ping ingest side by side with Redis
+//! GEOSEARCH and PostGIS on identical data (`compare`). `report` renders the README's
+//! Performance section from the JSON both write.
+
+mod compare;
+mod machine;
+mod readme;
+mod scenario;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadtest",
+    about = "Load tests and benchmarks for a Hilot server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Simulated therapists, customers and dashboards against a running server: ramp up, hold,
+    /// stop; HDR percentiles, errors by kind and server RSS, on screen and as JSON.
+    Run(scenario::RunArgs),
+    /// Nearby search and ping ingest: Hilot against Redis GEOSEARCH and PostGIS, same data.
+    Compare(compare::CompareArgs),
+    /// Rewrites the README's Performance section from the benchmark JSON.
+    Report(readme::ReportArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => scenario::run(args).await.map(|_| ()),
+            Command::Compare(args) => compare::run(args).await,
+            Command::Report(args) => readme::run(args),
+        }
+    })
+}

@@ -14,6 +14,7 @@ use crate::telemetry;
 pub async fn metrics() -> HttpResponse {
     let handle = telemetry::metrics_handle();
     handle.run_upkeep();
+    telemetry::record_process_memory();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(handle.render())
