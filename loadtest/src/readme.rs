@@ -1,8 +1,407 @@
-//! `loadtest report`: the README's Performance section, rendered from benchmark JSON.
+//! `loadtest report`: the README's Performance section, rendered from the JSON that
+//! `scripts/bench` writes, so no figure in the README is typed by hand.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+/// The generated block sits between these markers; everything else in the README is left alone.
+const START: &str = "<!-- performance:start -->";
+const END: &str = "<!-- performance:end -->";
 
 #[derive(Debug, clap::Args)]
-pub struct ReportArgs {}
+pub struct ReportArgs {
+    /// Folder with `compare.json` and `loadtest-*.json`.
+    #[arg(long, default_value = "bench")]
+    pub results: PathBuf,
+    /// The README to rewrite in place.
+    #[arg(long, default_value = "README.md")]
+    pub readme: PathBuf,
+}
 
-pub fn run(_args: ReportArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+pub fn run(args: ReportArgs) -> anyhow::Result<()> {
+    let section = render(&args.results)?;
+    let readme = std::fs::read_to_string(&args.readme)
+        .with_context(|| format!("reading {}", args.readme.display()))?;
+    let (Some(a), Some(b)) = (readme.find(START), readme.find(END)) else {
+        anyhow::bail!("{} has no {START} … {END} block", args.readme.display());
+    };
+    let updated = format!("{}{START}\n{section}{}", &readme[..a], &readme[b..]);
+    std::fs::write(&args.readme, updated)?;
+    eprintln!("{} Performance section updated", args.readme.display());
+    Ok(())
+}
+
+fn read_json(path: &Path) -> anyhow::Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn num(v: &Value, pointer: &str) -> Option<f64> {
+    v.pointer(pointer).and_then(Value::as_f64)
+}
+
+fn fmt_num(x: Option<f64>, decimals: usize) -> String {
+    match x {
+        Some(x) if x >= 10_000.0 => format_thousands(x.round() as u64),
+        Some(x) => format!("{x:.decimals$}"),
+        None => "–".into(),
+    }
+}
+
+fn format_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// One target line: what was asked, what was measured, and by how much it was met or missed.
+struct Target {
+    what: String,
+    measured: String,
+    verdict: String,
+}
+
+fn at_least(what: &str, measured: Option<f64>, goal: f64, unit: &str) -> Target {
+    let verdict = match measured {
+        Some(m) if m >= goal => "met".to_owned(),
+        Some(m) => format!("**missed** by {:.0} %", (1.0 - m / goal) * 100.0),
+        None => "not measured".to_owned(),
+    };
+    Target {
+        what: what.to_owned(),
+        measured: format!("{}{unit}", fmt_num(measured, 2)),
+        verdict,
+    }
+}
+
+fn at_most(what: &str, measured: Option<f64>, goal: f64, unit: &str) -> Target {
+    let verdict = match measured {
+        Some(m) if m <= goal => "met".to_owned(),
+        Some(m) => format!("**missed**: {:.1}× the limit", m / goal),
+        None => "not measured".to_owned(),
+    };
+    Target {
+        what: what.to_owned(),
+        measured: format!("{}{unit}", fmt_num(measured, 2)),
+        verdict,
+    }
+}
+
+fn contender_name(id: &str) -> &str {
+    match id {
+        "hilot_http" => "Hilot `GET /v1/therapists/nearby` (HTTP)",
+        "redis_geosearch" => "Redis `GEOSEARCH … BYRADIUS 5 km ASC COUNT 10`",
+        "postgis_seed_6_1" => {
+            "PostGIS, the seed's §6.1 query (`ST_DWithin` + `ORDER BY ST_Distance`)"
+        }
+        "postgis_knn_prepared" => "PostGIS KNN `ORDER BY location <-> point LIMIT 10`, prepared",
+        other => other,
+    }
+}
+
+fn render(results: &Path) -> anyhow::Result<String> {
+    let compare = read_json(&results.join("compare.json"))?;
+    let mut scenarios = Vec::new();
+    for entry in std::fs::read_dir(results)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("loadtest-") && name.ends_with(".json") {
+            scenarios.push(read_json(&path)?);
+        }
+    }
+    scenarios.sort_by_key(|s| {
+        s.pointer("/scenario/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    });
+    let scenario = |name: &str| {
+        scenarios
+            .iter()
+            .find(|s| s.pointer("/scenario/name").and_then(Value::as_str) == Some(name))
+    };
+
+    // scripts/bench records when it ran and how long it took.
+    let run = read_json(&results.join("run.json")).unwrap_or(Value::Null);
+    let mut out = String::new();
+    let m = &compare["machine"];
+    writeln!(
+        out,
+        "Generated by `loadtest report` from `bench/*.json`, written by the last `scripts/bench` run \
+         ({}, {} minutes). Machine: {}, {} cores, {} GiB, {}. The load generator shares the machine \
+         with the server, PostgreSQL and Redis. Reproduce with `scripts/bench`.\n",
+        run["started_at"].as_str().unwrap_or("date not recorded"),
+        fmt_num(num(&run, "/minutes"), 1),
+        m["cpu"].as_str().unwrap_or("unknown CPU"),
+        m["cores"],
+        m["memory_gib"],
+        m["os"].as_str().unwrap_or("")
+    )?;
+
+    // Nearby search.
+    writeln!(
+        out,
+        "#### Nearby search: {} therapists over Metro Manila, radius 5 km, k = 10\n",
+        format_thousands(compare["therapists"].as_u64().unwrap_or(0))
+    )?;
+    out.push_str("| contender | clients | queries/s | p50 ms | p99 ms | p99.9 ms | max ms | Hilot ÷ this |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    let empty = Vec::new();
+    let rows = compare["nearby"].as_array().unwrap_or(&empty);
+    let hilot_qps = |c: u64| {
+        rows.iter()
+            .find(|r| r["contender"] == "hilot_http" && r["concurrency"].as_u64() == Some(c))
+            .and_then(|r| r["qps"].as_f64())
+    };
+    for row in rows {
+        let c = row["concurrency"].as_u64().unwrap_or(0);
+        let ratio = match (hilot_qps(c), row["qps"].as_f64()) {
+            (Some(h), Some(q)) if q > 0.0 && row["contender"] != "hilot_http" => {
+                format!("{:.1}×", h / q)
+            }
+            _ => "".into(),
+        };
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            contender_name(row["contender"].as_str().unwrap_or("?")),
+            c,
+            fmt_num(row["qps"].as_f64(), 0),
+            fmt_num(row["p50_ms"].as_f64(), 3),
+            fmt_num(row["p99_ms"].as_f64(), 3),
+            fmt_num(row["p999_ms"].as_f64(), 3),
+            fmt_num(row["max_ms"].as_f64(), 3),
+            ratio
+        )?;
+    }
+    let in_process = compare["in_process_us"].as_f64();
+    writeln!(
+        out,
+        "\nIn process (criterion, `benches/nearby.rs`, same density and query): **{} µs** per query.",
+        fmt_num(in_process, 1)
+    )?;
+    if let Some(agreement) = compare.get("agreement").filter(|a| !a.is_null()) {
+        writeln!(
+            out,
+            "Same answers: on {} query points, Hilot's ids equal PostGIS's on {} and Redis's on {}.",
+            agreement["points"], agreement["hilot_eq_postgis"], agreement["hilot_eq_redis"]
+        )?;
+    }
+
+    // Ingest.
+    let ingest = &compare["ingest"];
+    writeln!(
+        out,
+        "\n#### Ping ingest into `provider_locations` (every fix stored)\n"
+    )?;
+    out.push_str(
+        "| path | rows/s | ack p50 ms | ack p99 ms | ack max ms |\n|---|---:|---:|---:|---:|\n",
+    );
+    writeln!(
+        out,
+        "| Hilot: WebSocket pings, acknowledged after commit | {} | {} | {} | {} |",
+        fmt_num(num(ingest, "/hilot_rows_per_s"), 0),
+        fmt_num(num(ingest, "/ack_p50_ms"), 1),
+        fmt_num(num(ingest, "/ack_p99_ms"), 1),
+        fmt_num(num(ingest, "/ack_max_ms"), 1)
+    )?;
+    writeln!(
+        out,
+        "| raw `COPY` of the same rows | {} | | | |",
+        fmt_num(num(ingest, "/copy_rows_per_s"), 0)
+    )?;
+    writeln!(
+        out,
+        "\nHilot ÷ COPY: {}; {} of acks said `stored: true`; server RSS {} MiB before, {} MiB after.",
+        fmt_num(num(ingest, "/ratio"), 2),
+        num(ingest, "/stored_fraction")
+            .map(|f| format!("{:.1} %", f * 100.0))
+            .unwrap_or_else(|| "–".into()),
+        fmt_num(num(ingest, "/rss_mib_before"), 0),
+        fmt_num(num(ingest, "/rss_mib_after"), 0)
+    )?;
+
+    // Load test scenarios.
+    writeln!(
+        out,
+        "\n#### Load test scenarios (`loadtest run`, real WebSockets, open loop)\n"
+    )?;
+    for s in &scenarios {
+        let a = &s["scenario"];
+        writeln!(
+            out,
+            "**{}**: {} therapists pinging every {} s, {} bookings/s, {} dashboards{}; {} s ramp, {} s measured.\n",
+            a["name"].as_str().unwrap_or("?"),
+            format_thousands(a["therapists"].as_u64().unwrap_or(0)),
+            a["ping_interval_s"],
+            a["bookings_per_s"],
+            a["dashboards"],
+            a["viewport_km"]
+                .as_f64()
+                .map(|km| format!(" ({km} km viewports)"))
+                .unwrap_or_default(),
+            a["ramp_s"],
+            s["measured_s"]
+        )?;
+        out.push_str("| latency | count | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|\n");
+        if let Some(latencies) = s["latencies_ms"].as_object() {
+            for (metric, p) in latencies {
+                if p["count"].as_u64() == Some(0) {
+                    continue;
+                }
+                writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    metric.replace('_', " "),
+                    p["count"],
+                    fmt_num(p["p50_ms"].as_f64(), 1),
+                    fmt_num(p["p90_ms"].as_f64(), 1),
+                    fmt_num(p["p99_ms"].as_f64(), 1),
+                    fmt_num(p["p999_ms"].as_f64(), 1),
+                    fmt_num(p["max_ms"].as_f64(), 1)
+                )?;
+            }
+        }
+        let errors = s["errors"]
+            .as_object()
+            .map(|e| {
+                e.iter()
+                    .map(|(k, v)| format!("{k} × {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| "none".into());
+        writeln!(
+            out,
+            "\nThroughput: {} pings acked/s, {} bookings/s created, {} offers/s, {} dashboard moves/s. \
+             Errors: {}. Server RSS: {} MiB max.\n",
+            fmt_num(num(s, "/throughput_per_s/pings_acked"), 0),
+            fmt_num(num(s, "/throughput_per_s/bookings_created"), 1),
+            fmt_num(num(s, "/throughput_per_s/offers_received"), 1),
+            fmt_num(num(s, "/throughput_per_s/dashboard_moves"), 0),
+            errors,
+            fmt_num(num(s, "/server_rss_mib/max"), 0)
+        )?;
+    }
+
+    // Targets of issue 7.
+    let qps8 = hilot_qps(8);
+    let p99_8 = rows
+        .iter()
+        .find(|r| r["contender"] == "hilot_http" && r["concurrency"].as_u64() == Some(8))
+        .and_then(|r| r["p99_ms"].as_f64());
+    let ratio_over = |anchor: &str, c: u64| {
+        let q = rows
+            .iter()
+            .find(|r| r["contender"] == anchor && r["concurrency"].as_u64() == Some(c))
+            .and_then(|r| r["qps"].as_f64())?;
+        Some(hilot_qps(c)? / q)
+    };
+    let metric_p99 = |name: &str, metric: &str| {
+        scenario(name).and_then(|s| num(s, &format!("/latencies_ms/{metric}/p99_ms")))
+    };
+    let targets = [
+        at_least(
+            "nearby over HTTP, 8 clients: queries/s ≥ 30,000",
+            qps8,
+            30_000.0,
+            "",
+        ),
+        at_most("nearby over HTTP, 8 clients: p99 ≤ 1 ms", p99_8, 1.0, " ms"),
+        at_least(
+            "nearby over HTTP ≥ 3× PostGIS best form (8 clients)",
+            ratio_over("postgis_knn_prepared", 8),
+            3.0,
+            "×",
+        ),
+        at_least(
+            "nearby over HTTP ≥ 100× Redis GEOSEARCH (8 clients)",
+            ratio_over("redis_geosearch", 8),
+            100.0,
+            "×",
+        ),
+        at_most("in-process nearby ≤ 10 µs", in_process, 10.0, " µs"),
+        at_least(
+            "ping ingest ≥ 50 % of raw COPY",
+            num(ingest, "/ratio").map(|r| r * 100.0),
+            50.0,
+            " %",
+        ),
+        at_most(
+            "ping ingest ack p99 ≤ 100 ms",
+            num(ingest, "/ack_p99_ms"),
+            100.0,
+            " ms",
+        ),
+        at_most(
+            "booking → first offer p99 ≤ 50 ms (100 bookings/s, 10k therapists)",
+            metric_p99("dispatch-10k", "booking_to_first_offer"),
+            50.0,
+            " ms",
+        ),
+        at_most(
+            "ping → dashboard p99 ≤ 100 ms (50 dashboards, 10k therapists at 1 Hz)",
+            metric_p99("dashboards-50", "ping_to_dashboard"),
+            100.0,
+            " ms",
+        ),
+        at_most(
+            "15k therapist sockets at one ping per 5 s: server RSS ≤ 1 GiB",
+            scenario("sockets-15k").and_then(|s| num(s, "/server_rss_mib/max")),
+            1024.0,
+            " MiB",
+        ),
+        at_most(
+            "15k therapist sockets: errors = 0",
+            scenario("sockets-15k").and_then(|s| num(s, "/error_total")),
+            0.0,
+            "",
+        ),
+        at_most(
+            "2,000 therapists, 20 bookings/s, 5 dashboards for 60 s: errors = 0",
+            scenario("done-when").and_then(|s| num(s, "/error_total")),
+            0.0,
+            "",
+        ),
+    ];
+    out.push_str("#### Targets (issue 7)\n\n| target | measured | verdict |\n|---|---:|---|\n");
+    for t in targets {
+        writeln!(out, "| {} | {} | {} |", t.what, t.measured, t.verdict)?;
+    }
+    out.push('\n');
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(format_thousands(1_234_567), "1,234,567");
+        assert_eq!(format_thousands(999), "999");
+    }
+
+    #[test]
+    fn verdicts_say_by_how_much() {
+        assert_eq!(
+            at_least("x", Some(15_000.0), 30_000.0, "").verdict,
+            "**missed** by 50 %"
+        );
+        assert_eq!(
+            at_most("x", Some(12.0), 10.0, " µs").verdict,
+            "**missed**: 1.2× the limit"
+        );
+        assert_eq!(at_most("x", Some(0.0), 0.0, "").verdict, "met");
+    }
 }

@@ -55,9 +55,12 @@ pub struct RunArgs {
     /// Book-now requests per second across the city (Poisson).
     #[arg(long, default_value_t = 20.0)]
     pub bookings_per_s: f64,
-    /// Dashboards watching the city (the first the whole of it, the rest a quarter each).
+    /// Dashboards watching the city.
     #[arg(long, default_value_t = 5)]
     pub dashboards: usize,
+    /// Each dashboard watches a random square this many km wide (default: the whole city).
+    #[arg(long)]
+    pub viewport_km: Option<f64>,
     /// Seconds between each therapist's pings.
     #[arg(long, default_value_t = 1.0)]
     pub ping_interval_s: f64,
@@ -151,12 +154,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
             },
             session: Duration::from_secs_f64(args.job_step_s),
             wander_speed_kmh: 15.0,
+            wander_radius_m: 1_500.0,
             off_duty_per_hour: 0.0,
             off_duty_for: Duration::ZERO,
         },
         area: args.city.area(),
         bookings_per_s: args.bookings_per_s,
         dashboards: args.dashboards,
+        viewport_km: args.viewport_km,
         ramp: Duration::from_secs(args.ramp_s),
     };
     let rss = Arc::new(peak::RssSampler::default());

@@ -41,6 +41,7 @@ pub fn gentle_behaviour(ping_interval: Duration) -> Behaviour {
         travel: Travel::Drive { speed_kmh: 40.0 },
         session: Duration::from_secs(45),
         wander_speed_kmh: 12.0,
+        wander_radius_m: 1_500.0,
         off_duty_per_hour: 2.0,
         off_duty_for: Duration::from_secs(90),
     }
@@ -75,12 +76,22 @@ pub async fn run(settings: &Settings, options: DemoOptions) -> anyhow::Result<()
     }
     let server = Server::new(&options.url);
     server.wait_ready(Duration::from_secs(120)).await?;
-    println!("demo: driving {} (Ctrl-C stops)", options.url);
+    let url = options.url.trim_end_matches('/');
+    println!(
+        "\n  Hilot is running with a demo city around Makati.\n  \
+         Dashboard:        {url}/\n  \
+         Dispatcher login: {} / {}\n  \
+         API reference:    {url}/openapi.json\n  \
+         Ctrl-C stops the server and the demo.\n",
+        city.admin.phone,
+        seed::SIMULATED_PASSWORD
+    );
     let plan = Plan {
         behaviour: gentle_behaviour(Duration::from_secs_f64(options.ping_interval_s.max(0.2))),
         area: MAKATI,
         bookings_per_s: options.bookings_per_minute / 60.0,
         dashboards: 0,
+        viewport_km: None,
         ramp: Duration::from_secs(10),
     };
     let simulation = Simulation::start(server, &city, plan);

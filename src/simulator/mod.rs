@@ -47,6 +47,8 @@ pub struct Behaviour {
     /// How long a session lasts once `in_progress`.
     pub session: Duration,
     pub wander_speed_kmh: f64,
+    /// How far from base an idle therapist wanders.
+    pub wander_radius_m: f64,
     /// Chance per hour that an idle therapist goes off duty, and for how long.
     pub off_duty_per_hour: f64,
     pub off_duty_for: Duration,
@@ -65,6 +67,9 @@ pub struct Plan {
     pub area: Area,
     pub bookings_per_s: f64,
     pub dashboards: usize,
+    /// Each dashboard watches a random square viewport this many km wide inside the area;
+    /// `None`: the whole area.
+    pub viewport_km: Option<f64>,
     /// Therapists connect spread over this long; bookings start after it.
     pub ramp: Duration,
 }
@@ -109,12 +114,10 @@ impl Simulation {
             ));
         }
         let mut rng = rand::thread_rng();
-        for i in 0..plan.dashboards {
-            // The first dashboard watches the whole city; the others a random quarter of it.
-            let bbox = if i == 0 {
-                plan.area.bbox()
-            } else {
-                quarter_of(plan.area, &mut rng).bbox()
+        for _ in 0..plan.dashboards {
+            let bbox = match plan.viewport_km {
+                Some(km) => viewport_in(plan.area, km, &mut rng).bbox(),
+                None => plan.area.bbox(),
             };
             tasks.spawn(dashboard::watch_viewport(
                 server.clone(),
@@ -163,14 +166,13 @@ impl Simulation {
     }
 }
 
-/// A random viewport a quarter the size of `area`, inside it.
-fn quarter_of(area: Area, rng: &mut impl Rng) -> Area {
-    let (h, w) = (
-        (area.north - area.south) / 2.0,
-        (area.east - area.west) / 2.0,
-    );
-    let south = area.south + rng.gen::<f64>() * h;
-    let west = area.west + rng.gen::<f64>() * w;
+/// A random square viewport `km` wide inside `area` (or the whole area if it is smaller).
+fn viewport_in(area: Area, km: f64, rng: &mut impl Rng) -> Area {
+    let h = (km * 1000.0 / movement::METRES_PER_DEGREE).min(area.north - area.south);
+    let w = (km * 1000.0 / (movement::METRES_PER_DEGREE * area.center().lat.to_radians().cos()))
+        .min(area.east - area.west);
+    let south = area.south + rng.gen::<f64>() * (area.north - area.south - h);
+    let west = area.west + rng.gen::<f64>() * (area.east - area.west - w);
     Area {
         south,
         west,

@@ -5,7 +5,7 @@ use rand::Rng;
 use crate::geo::{distance_m, Point};
 
 /// Metres per degree of latitude (and of longitude at the equator) on Hilot's sphere.
-const METRES_PER_DEGREE: f64 = crate::geo::EARTH_RADIUS_M * std::f64::consts::PI / 180.0;
+pub const METRES_PER_DEGREE: f64 = crate::geo::EARTH_RADIUS_M * std::f64::consts::PI / 180.0;
 
 /// Initial compass bearing from `from` to `to`, degrees clockwise from north in [0, 360).
 pub fn bearing_deg(from: Point, to: Point) -> f64 {

@@ -20,8 +20,6 @@ use super::stats::{Metric, Stats};
 use super::{Behaviour, Travel};
 use crate::geo::{distance_m, Point};
 
-/// How far from base an idle therapist wanders.
-const WANDER_RADIUS_M: f64 = 1_500.0;
 /// Pings still unacknowledged this long after stopping are reported as lost.
 const ACK_GRACE: Duration = Duration::from_secs(5);
 /// With travel simulated, a therapist who has reached the door but heard no geofence
@@ -86,7 +84,7 @@ pub async fn run(
     // Start at base: a restarted simulator cannot know where the last run left its phone, and
     // base is never further than the wander radius from it (the server rejects teleports).
     let position = me.base;
-    let waypoint = random_point_near(me.base, WANDER_RADIUS_M, &mut rng);
+    let waypoint = random_point_near(me.base, behaviour.wander_radius_m, &mut rng);
     let mut therapist = Therapist {
         me,
         behaviour,
@@ -190,7 +188,11 @@ impl Therapist {
                 let step = metres_in(self.behaviour.wander_speed_kmh, dt);
                 self.position = step_towards(self.position, self.waypoint, step);
                 if self.position == self.waypoint {
-                    self.waypoint = random_point_near(self.me.base, WANDER_RADIUS_M, &mut self.rng);
+                    self.waypoint = random_point_near(
+                        self.me.base,
+                        self.behaviour.wander_radius_m,
+                        &mut self.rng,
+                    );
                 }
             }
             Duty::EnRoute { booking, customer } => {

@@ -11,5 +11,6 @@ mod helpers;
 mod live;
 mod partitions;
 mod schema;
+mod simulator;
 mod sockets;
 mod therapist;

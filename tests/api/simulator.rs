@@ -1,0 +1,116 @@
+//! The simulator behind `hilot demo` and `loadtest`: simulated apps, through the real server,
+//! carry bookings from request to completion.
+
+use std::time::Duration;
+
+use hilot::simulator::seed::{seed_city, Area, CitySpec, PhoneBlock};
+use hilot::simulator::stats::Metric;
+use hilot::simulator::{Behaviour, Plan, Server, Simulation, Travel};
+
+use crate::helpers::{spawn_app_with, test_settings};
+
+/// A few blocks of Salcedo Village: short trips, so a test sees whole jobs.
+const SALCEDO: Area = Area {
+    south: 14.558,
+    west: 121.018,
+    north: 14.562,
+    east: 121.022,
+};
+
+#[tokio::test]
+async fn simulated_therapists_drive_to_customers_and_finish_their_sessions() {
+    let mut settings = test_settings();
+    settings.arrival_dwell_s = 1;
+    let app = spawn_app_with(settings).await;
+    let city = seed_city(
+        &app.db,
+        &CitySpec {
+            block: PhoneBlock::Demo,
+            therapists: 8,
+            customers: 4,
+            area: SALCEDO,
+            travel_km: 5,
+            all_services: true,
+            online_with_fix: false,
+            rng_seed: 1,
+        },
+    )
+    .await
+    .expect("seeding the city");
+    let plan = Plan {
+        behaviour: Behaviour {
+            ping_interval: Duration::from_millis(300),
+            accept_probability: 1.0,
+            decision_delay: (Duration::from_millis(50), Duration::from_millis(150)),
+            travel: Travel::Drive { speed_kmh: 120.0 },
+            session: Duration::from_millis(500),
+            wander_speed_kmh: 10.0,
+            wander_radius_m: 100.0,
+            off_duty_per_hour: 0.0,
+            off_duty_for: Duration::ZERO,
+        },
+        area: SALCEDO,
+        bookings_per_s: 1.0,
+        dashboards: 1,
+        viewport_km: None,
+        ramp: Duration::from_secs(1),
+    };
+    let simulation = Simulation::start(Server::new(&app.address), &city, plan);
+    let stats = simulation.stats.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while stats.count_of("bookings_completed") < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let stats = simulation.stop(Duration::from_secs(10)).await;
+    let seen = stats.snapshot();
+
+    assert!(
+        seen.counts.get("bookings_completed").copied().unwrap_or(0) >= 3,
+        "customers saw too few completed bookings: {seen:#?}"
+    );
+    assert!(
+        seen.errors.is_empty(),
+        "the simulated apps hit errors: {:#?}",
+        seen.errors
+    );
+    for metric in Metric::ALL {
+        assert!(
+            seen.latencies[&metric].count > 0,
+            "nothing measured for {metric:?}: {seen:#?}"
+        );
+    }
+
+    // What the customers were told is what the database holds: whole, ordered lifecycles.
+    let timelines: Vec<Vec<String>> = sqlx::query_scalar(
+        "SELECT array_agg(t.status::text ORDER BY t.id) FROM bookings b \
+         JOIN booking_timeline t ON t.booking_id = b.id WHERE b.status = 'completed' GROUP BY b.id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(timelines.len() >= 3, "{timelines:?}");
+    for timeline in timelines {
+        let steps: Vec<&str> = timeline.iter().map(String::as_str).collect();
+        assert_eq!(
+            steps,
+            [
+                "pending",
+                "accepted",
+                "en_route",
+                "arrived",
+                "in_progress",
+                "completed"
+            ],
+            "a completed booking skipped or repeated a step"
+        );
+    }
+    // Arrival came from the geofence (the therapists drove to the door), not from a button.
+    let by_hand: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM booking_timeline WHERE status = 'arrived' \
+         AND (created_by IS NOT NULL OR description NOT LIKE '%geofence%')",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(by_hand, 0, "some arrivals were reported by hand");
+}
