@@ -4,8 +4,7 @@
 //! One `RwLock` guards the whole index: pings take the write lock for about a microsecond,
 //! searches take the read lock for a few; on a handful of cores that beats sharding.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 use std::time::Duration;
@@ -439,8 +438,10 @@ impl LiveIndex {
         let radius_chord2 = chord2_for_distance(radius);
         let edge_m = H3_RESOLUTION.edge_length_km() * 1000.0 * EDGE_SAFETY_FACTOR;
         let inner = self.inner.read();
-        // Min-heap of (chord², provider) not yet checked; chord² ≥ 0, so its bits order like it.
-        let mut unchecked: BinaryHeap<Reverse<(u64, i64)>> = BinaryHeap::new();
+        // Candidates within the radius not yet checked, as (chord², provider). Pushing to a Vec
+        // and sorting only the few that a ring makes safe is cheaper than a heap of them all.
+        let mut unchecked: Vec<(f64, i64)> = Vec::new();
+        let mut safe: Vec<(f64, i64)> = Vec::new();
         let mut found: Vec<(f64, i64)> = Vec::with_capacity(query.limit);
         let mut ring_cells = Vec::new();
         'rings: for k in 0u32.. {
@@ -452,7 +453,7 @@ impl LiveIndex {
                 for occupant in bucket {
                     let c2 = chord2(&here, &occupant.unit);
                     if c2 <= radius_chord2 {
-                        unchecked.push(Reverse((c2.to_bits(), occupant.provider_id)));
+                        unchecked.push((c2, occupant.provider_id));
                     }
                 }
             }
@@ -464,12 +465,16 @@ impl LiveIndex {
             } else {
                 chord2_for_distance(unexplored_from.max(0.0))
             };
-            while let Some(Reverse((bits, provider_id))) = unchecked.peek().copied() {
-                let c2 = f64::from_bits(bits);
-                if c2 >= safe_chord2 {
-                    break;
+            safe.clear();
+            unchecked.retain(|&candidate| {
+                let is_safe = candidate.0 < safe_chord2;
+                if is_safe {
+                    safe.push(candidate);
                 }
-                unchecked.pop();
+                !is_safe
+            });
+            safe.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            for &(c2, provider_id) in &safe {
                 let d = distance_from_chord2(c2);
                 let Some(entry) = inner.entries.get(&provider_id) else {
                     continue;
