@@ -239,7 +239,7 @@ fn render(results: &Path) -> anyhow::Result<String> {
         let a = &s["scenario"];
         writeln!(
             out,
-            "**{}**: {} therapists pinging every {} s, {} bookings/s, {} dashboards{}; {} s ramp, {} s measured.\n",
+            "**{}**: {} therapists pinging every {} s, {} bookings/s, {} dashboards{}; {} s ramp, {} s measured. {}\n",
             a["name"].as_str().unwrap_or("?"),
             format_thousands(a["therapists"].as_u64().unwrap_or(0)),
             a["ping_interval_s"],
@@ -250,7 +250,8 @@ fn render(results: &Path) -> anyhow::Result<String> {
                 .map(|km| format!(" ({km} km viewports)"))
                 .unwrap_or_default(),
             a["ramp_s"],
-            s["measured_s"]
+            s["measured_s"],
+            a["note"].as_str().unwrap_or("")
         )?;
         out.push_str("| latency | count | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|\n");
         if let Some(latencies) = s["latencies_ms"].as_object() {

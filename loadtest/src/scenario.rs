@@ -39,6 +39,9 @@ pub struct RunArgs {
     /// A name for this scenario in the report.
     #[arg(long, default_value = "scenario")]
     pub name: String,
+    /// A line about the conditions (for example, what else ran against the server).
+    #[arg(long, default_value = "")]
+    pub note: String,
     /// The running server (loopback).
     #[arg(long, env = "HILOT_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,

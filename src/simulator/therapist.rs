@@ -41,7 +41,7 @@ enum Duty {
     /// In session until the `Complete` timer.
     InSession { booking: Uuid },
     /// Offline until the `BackOnDuty` timer.
-    OffDuty,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -172,10 +172,10 @@ impl Therapist {
         let dt = self.behaviour.ping_interval.as_secs_f64();
         let previous = self.position;
         match self.duty {
-            Duty::OffDuty => return Ok(()),
+            Duty::Off => return Ok(()),
             Duty::Idle => {
                 if self.rng.gen::<f64>() < self.behaviour.off_duty_chance_per_tick() {
-                    self.duty = Duty::OffDuty;
+                    self.duty = Duty::Off;
                     self.timer = Some((
                         Instant::now() + self.behaviour.off_duty_for,
                         Timer::BackOnDuty,
@@ -319,7 +319,7 @@ impl Therapist {
             | Duty::EnRoute { booking: b, .. }
             | Duty::AtDoor { booking: b }
             | Duty::InSession { booking: b } => b == booking,
-            Duty::Idle | Duty::OffDuty => false,
+            Duty::Idle | Duty::Off => false,
         };
         if !mine {
             return Ok(());
