@@ -280,6 +280,18 @@ struct SubscribeFrame {
     bbox: [f64; 4],
 }
 
+#[derive(serde::Serialize)]
+struct MovedFrame {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    provider_id: Uuid,
+    lat: f64,
+    lng: f64,
+    heading: Option<f64>,
+    status: &'static str,
+    at: chrono::DateTime<Utc>,
+}
+
 /// Runs one dashboard socket.
 pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMessageStream) {
     let (id, client) = state.dashboards.register();
@@ -295,15 +307,6 @@ pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMe
             biased;
             _ = super::stopped(&mut shutdown) => {
                 break Some(CloseReason::from((CloseCode::Restart, "server restarting; reconnect")));
-            }
-            _ = client.notify.notified() => {
-                // Coalesce: wait out the rest of the interval, then send the latest of everything.
-                let wait = min_interval.saturating_sub(last_flush.elapsed());
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
-                last_flush = Instant::now();
-                if flush(&state, &client, &mut session).await.is_err() { break None; }
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > CLIENT_TIMEOUT {
@@ -328,6 +331,17 @@ pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMe
                     },
                 };
                 if session.text(reply).await.is_err() { break None; }
+            }
+            // Last: a dashboard with updates always pending must still hear its client (pongs,
+            // new viewports) and keep its heartbeat, or it would be closed as unresponsive.
+            _ = client.notify.notified() => {
+                // Coalesce: wait out the rest of the interval, then send the latest of everything.
+                let wait = min_interval.saturating_sub(last_flush.elapsed());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                last_flush = Instant::now();
+                if flush(&state, &client, &mut session).await.is_err() { break None; }
             }
         }
     };
@@ -393,15 +407,20 @@ async fn flush(
     let ttl = state.index.presence_ttl();
     for (_, update) in updates {
         let frame = match update {
-            Update::Moved { uuid, fix, state } => json!({
-                "type": "provider.moved",
-                "provider_id": uuid,
-                "lat": fix.point.lat,
-                "lng": fix.point.lng,
-                "heading": fix.heading,
-                "status": state_name(shown_state(state, fix.at, now, ttl)),
-                "at": fix.at,
-            }),
+            // The busiest frame by far: serialised straight from a struct, not through a Value.
+            Update::Moved { uuid, fix, state } => {
+                let moved = MovedFrame {
+                    kind: "provider.moved",
+                    provider_id: uuid,
+                    lat: fix.point.lat,
+                    lng: fix.point.lng,
+                    heading: fix.heading,
+                    status: state_name(shown_state(state, fix.at, now, ttl)),
+                    at: fix.at,
+                };
+                session.text(serde_json::to_string(&moved).expect("plain struct serialises")).await?;
+                continue;
+            }
             Update::Status { uuid, state } => {
                 json!({"type": "provider.status", "provider_id": uuid, "status": state_name(state)})
             }

@@ -76,11 +76,20 @@ pub enum Incoming {
 }
 
 pub async fn next_frame(socket: &mut Socket) -> Incoming {
-    match socket.next().await {
-        Some(Ok(Message::Text(text))) => match serde_json::from_str(text.as_str()) {
+    match next_text(socket).await {
+        Incoming::Frame(Value::String(text)) => match serde_json::from_str(&text) {
             Ok(value) => Incoming::Frame(value),
             Err(_) => Incoming::Ignored,
         },
+        other => other,
+    }
+}
+
+/// The next text frame unparsed (as `Incoming::Frame(Value::String)`), for readers that parse
+/// only the fields they need.
+pub async fn next_text(socket: &mut Socket) -> Incoming {
+    match socket.next().await {
+        Some(Ok(Message::Text(text))) => Incoming::Frame(Value::String(text.as_str().to_owned())),
         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => Incoming::Closed,
         Some(Ok(_)) => Incoming::Ignored,
     }
