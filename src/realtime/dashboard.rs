@@ -418,7 +418,9 @@ async fn flush(
                     status: state_name(shown_state(state, fix.at, now, ttl)),
                     at: fix.at,
                 };
-                session.text(serde_json::to_string(&moved).expect("plain struct serialises")).await?;
+                session
+                    .text(serde_json::to_string(&moved).expect("plain struct serialises"))
+                    .await?;
                 continue;
             }
             Update::Status { uuid, state } => {

@@ -106,3 +106,38 @@ pub fn booking_id(frame: &Value) -> Option<uuid::Uuid> {
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok())
 }
+
+/// Reconnection delays as real apps should use them: doubling from one second up to half a
+/// minute, each with jitter, so a server that restarts or sheds load is not hit by every
+/// client again at the same instant.
+pub struct Backoff {
+    next: std::time::Duration,
+}
+
+impl Backoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+    pub fn new() -> Self {
+        Self { next: Self::FIRST }
+    }
+
+    /// The next delay: between half and all of the current step; the step then doubles.
+    pub fn next_delay(&mut self) -> std::time::Duration {
+        use rand::Rng;
+        let delay = self.next.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
+        self.next = (self.next * 2).min(Self::MAX);
+        delay
+    }
+
+    /// After a connection that worked.
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -15,9 +15,6 @@ use super::client::{self, Incoming, Server};
 use super::seed::{Area, SimAccount};
 use super::stats::Stats;
 
-/// How long a disconnected app waits before reconnecting.
-const RECONNECT_AFTER: Duration = Duration::from_secs(2);
-
 /// Listens on one customer's socket until `stop`.
 pub async fn listen(
     server: Server,
@@ -25,9 +22,11 @@ pub async fn listen(
     stats: Arc<Stats>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut backoff = client::Backoff::new();
     loop {
         match server.socket("customer", &me.token).await {
             Ok(mut socket) => loop {
+                backoff.reset(); // cheap: a connection that works starts the next retry afresh
                 tokio::select! {
                     incoming = client::next_frame(&mut socket) => match incoming {
                         Incoming::Frame(frame) => on_frame(&stats, &frame),
@@ -46,7 +45,7 @@ pub async fn listen(
             Err(_) => stats.error("ws_connect"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(RECONNECT_AFTER) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = crate::realtime::stopped(&mut stop) => return,
         }
     }

@@ -11,8 +11,6 @@ use tokio::sync::watch;
 use super::client::{self, Incoming, Server};
 use super::stats::{Metric, Stats};
 
-const RECONNECT_AFTER: Duration = Duration::from_secs(2);
-
 pub async fn watch_viewport(
     server: Server,
     admin_token: String,
@@ -20,9 +18,11 @@ pub async fn watch_viewport(
     stats: Arc<Stats>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut backoff = client::Backoff::new();
     loop {
         match server.socket("dashboard", &admin_token).await {
             Ok(mut socket) => {
+                backoff.reset();
                 let subscribe = json!({"type": "subscribe", "bbox": bbox});
                 if client::send_json(&mut socket, &subscribe).await.is_ok() {
                     loop {
@@ -45,7 +45,7 @@ pub async fn watch_viewport(
             Err(_) => stats.error("ws_connect"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(RECONNECT_AFTER) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = crate::realtime::stopped(&mut stop) => return,
         }
     }

@@ -25,8 +25,6 @@ const ACK_GRACE: Duration = Duration::from_secs(5);
 /// With travel simulated, a therapist who has reached the door but heard no geofence
 /// `arrived` after this long reports arrival by hand (as the app's button would).
 const MANUAL_ARRIVAL_AFTER: Duration = Duration::from_secs(60);
-/// How long a disconnected app waits before reconnecting.
-const RECONNECT_AFTER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Duty {
@@ -97,12 +95,14 @@ pub async fn run(
         seq: 0,
         in_flight: HashMap::new(),
     };
+    let mut backoff = client::Backoff::new();
     loop {
         match server
             .socket("therapist", &therapist.me.account.token)
             .await
         {
             Ok(socket) => {
+                backoff.reset();
                 therapist.stats.count("therapist_connected");
                 if therapist.session(socket, &mut stop).await {
                     return;
@@ -116,7 +116,7 @@ pub async fn run(
         therapist.timer = None;
         therapist.in_flight.clear();
         tokio::select! {
-            _ = tokio::time::sleep(RECONNECT_AFTER) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = crate::realtime::stopped(&mut stop) => return,
         }
     }
