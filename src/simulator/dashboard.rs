@@ -2,7 +2,6 @@
 //! `provider.moved` from the fix's `recorded_at` to its arrival.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
