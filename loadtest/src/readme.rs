@@ -87,6 +87,7 @@ fn at_least(what: &str, measured: Option<f64>, goal: f64, unit: &str) -> Target 
 fn at_most(what: &str, measured: Option<f64>, goal: f64, unit: &str) -> Target {
     let verdict = match measured {
         Some(m) if m <= goal => "met".to_owned(),
+        Some(m) if goal == 0.0 => format!("**missed**: {} instead of none", fmt_num(Some(m), 0)),
         Some(m) => format!("**missed**: {:.1}× the limit", m / goal),
         None => "not measured".to_owned(),
     };
@@ -308,8 +309,13 @@ fn render(results: &Path) -> anyhow::Result<String> {
             .and_then(|r| r["qps"].as_f64())?;
         Some(hilot_qps(c)? / q)
     };
+    // A latency nothing was measured for (say, no booking got through) is not a pass.
     let metric_p99 = |name: &str, metric: &str| {
-        scenario(name).and_then(|s| num(s, &format!("/latencies_ms/{metric}/p99_ms")))
+        let s = scenario(name)?;
+        let count = num(s, &format!("/latencies_ms/{metric}/count"))?;
+        (count > 0.0)
+            .then(|| num(s, &format!("/latencies_ms/{metric}/p99_ms")))
+            .flatten()
     };
     let targets = [
         at_least(
@@ -404,5 +410,7 @@ mod tests {
             "**missed**: 1.2× the limit"
         );
         assert_eq!(at_most("x", Some(0.0), 0.0, "").verdict, "met");
+        assert_eq!(at_most("x", Some(12.0), 0.0, "").verdict, "**missed**: 12.00 instead of none");
+        assert_eq!(at_most("x", None, 50.0, " ms").verdict, "not measured");
     }
 }
