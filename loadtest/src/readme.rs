@@ -410,7 +410,10 @@ mod tests {
             "**missed**: 1.2× the limit"
         );
         assert_eq!(at_most("x", Some(0.0), 0.0, "").verdict, "met");
-        assert_eq!(at_most("x", Some(12.0), 0.0, "").verdict, "**missed**: 12 instead of none");
+        assert_eq!(
+            at_most("x", Some(12.0), 0.0, "").verdict,
+            "**missed**: 12 instead of none"
+        );
         assert_eq!(at_most("x", None, 50.0, " ms").verdict, "not measured");
     }
 }
