@@ -47,6 +47,7 @@ fn num(v: &Value, pointer: &str) -> Option<f64> {
 fn fmt_num(x: Option<f64>, decimals: usize) -> String {
     match x {
         Some(x) if x >= 10_000.0 => format_thousands(x.round() as u64),
+        Some(x) if x.fract() == 0.0 => format!("{x:.0}"),
         Some(x) => format!("{x:.decimals$}"),
         None => "–".into(),
     }
