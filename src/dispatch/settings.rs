@@ -20,10 +20,8 @@ pub const DEFAULT_BATCH_SIZE: usize = 1;
 /// widens by this step up to `service_radius_max`.
 pub const DEFAULT_INITIAL_RADIUS_KM: f64 = 5.0;
 pub const DEFAULT_RADIUS_STEP_KM: f64 = 5.0;
-/// With nobody in range at the widest radius, look again this often. A look is an in-memory
-/// index search (microseconds), so looking often costs little and a therapist who frees up is
-/// offered the waiting booking within half a second.
-pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// With nobody in range at the widest radius, look again this often.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(2);
 /// `commission_rate.default`: the platform's percentage when a provider has none.
 pub const DEFAULT_COMMISSION_PERCENT: i64 = 15;
 
