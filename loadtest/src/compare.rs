@@ -70,8 +70,6 @@ const QUERY_SEED: u64 = 20_261_121;
 const AGREEMENT_POINTS: usize = 50;
 /// Unrecorded queries before each measured run, on the same connections.
 const WARMUP: Duration = Duration::from_secs(1);
-/// The largest latency a histogram holds (one minute, µs); longer ones are clamped to it.
-const MAX_LATENCY_US: u64 = 60_000_000;
 
 const REDIS_KEY: &str = "hilot:bench:therapists";
 /// Members per GEOADD, and GEOADDs per pipeline.
@@ -606,18 +604,9 @@ async fn seed_city(pool: &PgPool) -> anyhow::Result<City> {
 
 /// `hilot_index_therapists` from the server's `/metrics`: therapists in its live index.
 async fn index_size(server: &Server) -> Option<u64> {
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
+    server
+        .metric("hilot_index_therapists")
         .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("hilot_index_therapists "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|n| n as u64)
 }
 
@@ -1031,7 +1020,7 @@ impl Tally {
 }
 
 fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static histogram bounds are valid")
+    hilot::simulator::stats::latency_histogram()
 }
 
 /// `concurrency` tasks, each with its own connection, query back to back: a warm-up, then

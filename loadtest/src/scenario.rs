@@ -297,19 +297,8 @@ fn print_report(report: &Report) {
 
 /// The server's RSS in MiB, from its `/metrics`.
 pub async fn rss_mib(server: &Server) -> Option<f64> {
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|bytes| (bytes / 1024.0 / 1024.0 * 10.0).round() / 10.0)
+    let bytes = server.metric("process_resident_memory_bytes").await?;
+    Some((bytes / 1024.0 / 1024.0 * 10.0).round() / 10.0)
 }
 
 async fn sample_rss(server: Server, rss: Arc<peak::RssSampler>) {

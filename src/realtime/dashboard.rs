@@ -418,17 +418,17 @@ async fn flush(
                     status: state_name(shown_state(state, fix.at, now, ttl)),
                     at: fix.at,
                 };
-                session
-                    .text(serde_json::to_string(&moved).expect("plain struct serialises"))
-                    .await?;
-                continue;
+                serde_json::to_string(&moved).expect("plain struct serialises")
             }
             Update::Status { uuid, state } => {
                 json!({"type": "provider.status", "provider_id": uuid, "status": state_name(state)})
+                    .to_string()
             }
-            Update::Left { uuid } => json!({"type": "provider.left", "provider_id": uuid}),
+            Update::Left { uuid } => {
+                json!({"type": "provider.left", "provider_id": uuid}).to_string()
+            }
         };
-        session.text(frame.to_string()).await?;
+        session.text(frame).await?;
     }
     for frame in bookings {
         session.text(frame.to_string()).await?;

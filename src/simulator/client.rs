@@ -3,7 +3,7 @@
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -45,6 +45,22 @@ impl Server {
             .map_err(|e| e.to_string())
     }
 
+    /// One unlabelled gauge or counter from the server's `/metrics` (Prometheus text).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
     /// Waits until `/health/ready` answers 200, or gives up after `patience`.
     pub async fn wait_ready(&self, patience: std::time::Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + patience;
@@ -68,28 +84,29 @@ pub async fn send_json(socket: &mut Socket, frame: &Value) -> Result<(), String>
         .map_err(|e| e.to_string())
 }
 
-/// What arrived on a socket.
-pub enum Incoming {
-    Frame(Value),
+/// What arrived on a socket: a frame (parsed, or the raw text), or the end.
+pub enum Incoming<T> {
+    Frame(T),
     Closed,
     Ignored,
 }
 
-pub async fn next_frame(socket: &mut Socket) -> Incoming {
+/// The next text frame parsed as JSON.
+pub async fn next_frame(socket: &mut Socket) -> Incoming<Value> {
     match next_text(socket).await {
-        Incoming::Frame(Value::String(text)) => match serde_json::from_str(&text) {
+        Incoming::Frame(text) => match serde_json::from_str(text.as_str()) {
             Ok(value) => Incoming::Frame(value),
             Err(_) => Incoming::Ignored,
         },
-        other => other,
+        Incoming::Closed => Incoming::Closed,
+        Incoming::Ignored => Incoming::Ignored,
     }
 }
 
-/// The next text frame unparsed (as `Incoming::Frame(Value::String)`), for readers that parse
-/// only the fields they need.
-pub async fn next_text(socket: &mut Socket) -> Incoming {
+/// The next text frame unparsed, for readers that parse only the fields they need.
+pub async fn next_text(socket: &mut Socket) -> Incoming<Utf8Bytes> {
     match socket.next().await {
-        Some(Ok(Message::Text(text))) => Incoming::Frame(Value::String(text.as_str().to_owned())),
+        Some(Ok(Message::Text(text))) => Incoming::Frame(text),
         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => Incoming::Closed,
         Some(Ok(_)) => Incoming::Ignored,
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::watch;
 
 use super::client::{self, Incoming, Server};
@@ -27,8 +27,7 @@ pub async fn watch_viewport(
                     loop {
                         tokio::select! {
                             incoming = client::next_text(&mut socket) => match incoming {
-                                Incoming::Frame(Value::String(text)) => on_frame(&stats, &text),
-                                Incoming::Frame(_) => {}
+                                Incoming::Frame(text) => on_frame(&stats, text.as_str()),
                                 Incoming::Closed => break,
                                 Incoming::Ignored => {}
                             },

@@ -45,6 +45,11 @@ impl Metric {
 /// The largest latency a histogram holds (one minute); longer ones are clamped to it.
 const MAX_LATENCY_US: u64 = 60_000_000;
 
+/// A latency histogram in microseconds, 1 µs to a minute, three significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static histogram bounds are valid")
+}
+
 pub struct Stats {
     histograms: Mutex<BTreeMap<Metric, Histogram<u64>>>,
     counts: Mutex<BTreeMap<&'static str, u64>>,
@@ -72,11 +77,7 @@ impl Stats {
     pub fn new() -> Self {
         let histograms = Metric::ALL
             .into_iter()
-            .map(|m| {
-                let h = Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
-                    .expect("static histogram bounds are valid");
-                (m, h)
-            })
+            .map(|m| (m, latency_histogram()))
             .collect();
         Self {
             histograms: Mutex::new(histograms),

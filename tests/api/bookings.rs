@@ -7,8 +7,8 @@ use chrono::Utc;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    json_body, make_admin, problem, register, spawn_app, spawn_app_with, test_settings, TestApp,
-    Therapist,
+    accept, json_body, make_admin, problem, register, spawn_app, spawn_app_with, test_settings,
+    TestApp, Therapist,
 };
 use crate::live::{online_therapist, ping};
 use crate::sockets::{connect, Socket};
@@ -652,16 +652,7 @@ async fn strangers_can_neither_read_track_cancel_nor_accept_and_positions_stay_p
         404,
     )
     .await;
-    json_body(
-        app.post_as(
-            &therapist.token,
-            &format!("/v1/bookings/{id}/accept"),
-            &json!({}),
-        )
-        .await,
-        200,
-    )
-    .await;
+    accept(&app, &therapist.token, &id).await;
 
     for path in [
         format!("/v1/bookings/{id}"),
@@ -754,16 +745,7 @@ async fn cancelling_after_acceptance_charges_the_policy_fee_and_frees_the_therap
         .unwrap()
         .to_owned();
     next_of(&mut socket, "offer").await;
-    let accepted = json_body(
-        app.post_as(
-            &therapist.token,
-            &format!("/v1/bookings/{id}/accept"),
-            &json!({}),
-        )
-        .await,
-        200,
-    )
-    .await;
+    let accepted = accept(&app, &therapist.token, &id).await;
     assert_eq!(accepted["status"], "accepted");
     let cancelled = json_body(
         app.post_as(
@@ -888,16 +870,7 @@ async fn a_promo_code_discounts_the_accepted_price_and_is_recorded() {
         .unwrap()
         .to_owned();
     next_of(&mut socket, "offer").await;
-    let accepted = json_body(
-        app.post_as(
-            &therapist.token,
-            &format!("/v1/bookings/{id}/accept"),
-            &json!({}),
-        )
-        .await,
-        200,
-    )
-    .await;
+    let accepted = accept(&app, &therapist.token, &id).await;
     // 10 % of 800 is 80, capped at 50.
     assert_eq!(accepted["pricing"]["promo_discount"], "50.00");
     assert_eq!(accepted["pricing"]["total_amount"], "750.00");

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    json_body, make_admin, problem, register, spawn_app, spawn_app_with, test_settings, TestApp,
+    accept, json_body, make_admin, problem, register, spawn_app, spawn_app_with, test_settings,
+    TestApp,
 };
 use crate::live::{online_therapist, ping};
 use crate::sockets::{connect, refused_status, Socket};
@@ -286,16 +287,7 @@ async fn booking_changes_reach_dashboards_watching_their_place() {
             break;
         }
     }
-    json_body(
-        app.post_as(
-            &therapist.token,
-            &format!("/v1/bookings/{id}/accept"),
-            &json!({}),
-        )
-        .await,
-        200,
-    )
-    .await;
+    accept(&app, &therapist.token, id).await;
     let frames = frames_for(&mut watcher, Duration::from_millis(1000)).await;
     // A new booking shows up at once (pending), then its acceptance.
     assert!(

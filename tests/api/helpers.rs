@@ -326,6 +326,12 @@ async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
 }
 
 /// Reads a JSON body after checking the status.
+/// The therapist accepts the booking over HTTP; the answer must be 200, its body is returned.
+pub async fn accept(app: &TestApp, therapist_token: &str, booking_id: &str) -> Value {
+    let path = format!("/v1/bookings/{booking_id}/accept");
+    json_body(app.post_as(therapist_token, &path, &json!({})).await, 200).await
+}
+
 pub async fn json_body(response: reqwest::Response, status: u16) -> Value {
     let actual = response.status().as_u16();
     let text = response.text().await.expect("body reads");
