@@ -15,7 +15,9 @@
 //! - [`geo`]: great-circle distance, ETAs, and the live H3 index of therapists.
 //! - [`ingest`]: location pings: validation, storage policy, the batched writer.
 //! - [`dispatch`]: book now: offers, atomic accept, the booking lifecycle, geofence arrival.
-//! - [`realtime`]: WebSocket sessions (one task per socket), the hub, the event bus.
+//! - [`fanout`]: delivery below dispatch: the event bus, this node's hub, the dashboard feed.
+//! - [`realtime`]: WebSocket sessions (one task per socket).
+//! - [`shutdown`]: the signal every task watches.
 //! - [`partitions`]: the monthly `provider_locations` partition manager.
 //! - [`simulator`]: simulated therapists, customers and dispatchers for `hilot demo` and the
 //!   load test, speaking only the public API.
@@ -31,12 +33,14 @@ pub mod db;
 pub mod dispatch;
 pub mod domain;
 pub mod error;
+pub mod fanout;
 pub mod geo;
 pub mod http;
 pub mod ingest;
 pub mod partitions;
 pub mod providers;
 pub mod realtime;
+pub mod shutdown;
 pub mod simulator;
 pub mod startup;
 pub mod state;

@@ -12,11 +12,11 @@ use crate::config::Settings;
 use crate::dispatch::Dispatcher;
 use crate::geo::index::LiveIndex;
 use crate::geo::EtaModel;
-use crate::http::limits::LoginLimiter;
+use crate::accounts::limits::LoginLimiter;
 use crate::ingest::Ingest;
-use crate::realtime::bus::EventBus;
-use crate::realtime::dashboard::Dashboards;
-use crate::realtime::SocketCounter;
+use crate::fanout::bus::EventBus;
+use crate::fanout::dashboard::Dashboards;
+use crate::fanout::SocketCounter;
 
 /// Cheap to clone: everything inside is a handle.
 #[derive(Clone)]

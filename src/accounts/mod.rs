@@ -1,5 +1,6 @@
 //! Users, their roles and credentials.
 
+pub mod limits;
 pub mod password;
 pub mod phone;
 pub mod tokens;

@@ -28,8 +28,8 @@ use uuid::Uuid;
 use crate::error::{unique_violation, ApiError, Context as _};
 use crate::geo::index::{LiveFix, LiveIndex, NearbyQuery, ServiceOffer, TherapistState};
 use crate::geo::{distance_m, EtaModel, Point};
-use crate::realtime::bus::EventBus;
-use crate::realtime::dashboard::Dashboards;
+use crate::fanout::bus::EventBus;
+use crate::fanout::dashboard::Dashboards;
 use lifecycle::{check_transition, Actor, BookingStatus, TransitionError};
 use settings::DispatchSettings;
 use store::{BookingFacts, BookingView};
@@ -282,7 +282,7 @@ impl Dispatcher {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     event = events.recv() => if matches!(event, None | Some(DispatchEvent::Gone)) { return Ok(()) },
-                    _ = crate::realtime::stopped(&mut shutdown) => return Ok(()),
+                    _ = crate::shutdown::stopped(&mut shutdown) => return Ok(()),
                 }
                 continue;
             }
@@ -316,7 +316,7 @@ impl Dispatcher {
                         open.retain(|p| claimed.contains(p));
                         if open.is_empty() { break; }
                     }
-                    _ = crate::realtime::stopped(&mut shutdown) => {
+                    _ = crate::shutdown::stopped(&mut shutdown) => {
                         self.withdraw(&booking, open.iter().copied(), "server_restarting").await;
                         return Ok(());
                     }

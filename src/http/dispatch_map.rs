@@ -16,7 +16,8 @@ use super::extract::Query;
 use crate::error::{ApiError, Context as _, Problem};
 use crate::geo::index::TherapistState;
 use crate::geo::Point;
-use crate::realtime::dashboard::{self, bookings_in, providers_in, Bbox};
+use crate::fanout::dashboard::{bookings_in, providers_in, Bbox};
+use crate::realtime::dashboard;
 use crate::state::AppState;
 
 /// Resolution of the supply/demand hexagons (about 0.7 km² each: a few streets).

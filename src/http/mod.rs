@@ -8,7 +8,6 @@ pub mod catalog;
 pub mod dispatch_map;
 pub mod extract;
 pub mod health;
-pub mod limits;
 pub mod nearby;
 pub mod openapi;
 pub mod operations;

@@ -12,7 +12,7 @@ use super::extract::Json;
 use crate::accounts::Role;
 use crate::domain::validate::{check_lat_lng, check_range, check_text, optional_text};
 use crate::error::{ApiError, Context as _, FieldError, Problem};
-use crate::providers::{self, ProviderRef};
+use crate::providers;
 use crate::state::AppState;
 
 /// Largest price a therapist may set (the seed's DECIMAL(10,2) holds far more; this catches typos).
@@ -460,12 +460,7 @@ pub struct AvailabilityRequest {
     pub online: bool,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Availability {
-    pub provider_id: Uuid,
-    pub online: bool,
-    pub verification_status: String,
-}
+pub use crate::providers::Availability;
 
 /// Go online (take bookings) or offline. Only a verified, active therapist may go online.
 #[utoipa::path(
@@ -490,16 +485,8 @@ pub async fn put_availability(
 ) -> Result<web::Json<Availability>, ApiError> {
     caller.require(Role::Therapist)?;
     let provider = providers::own_therapist(&state.db, caller.user_id()).await?;
-    let availability = providers::set_online(&state, &provider, body.online).await?;
+    let availability = providers::set_online(&state.db, &provider, body.online).await?;
+    state.provider_changed(provider.id).await;
     Ok(web::Json(availability))
 }
 
-impl Availability {
-    pub fn new(provider: &ProviderRef, online: bool) -> Self {
-        Self {
-            provider_id: provider.uuid,
-            online,
-            verification_status: provider.verification_status.clone(),
-        }
-    }
-}

@@ -1,12 +1,11 @@
 //! Providers (therapists): lookups by owner, platform limits, going online.
 
+use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::error::{ApiError, Context as _};
-use crate::http::therapist::Availability;
-use crate::state::AppState;
 
 /// Used when app_settings has no `service_radius_max`.
 pub const DEFAULT_SERVICE_RADIUS_MAX_KM: i32 = 20;
@@ -71,9 +70,28 @@ pub fn online_refusal(provider: &ProviderRef) -> Option<String> {
     None
 }
 
-/// Turns a therapist online or offline (409 naming why when they may not go online).
+/// A therapist's availability as they see it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Availability {
+    pub provider_id: Uuid,
+    pub online: bool,
+    pub verification_status: String,
+}
+
+impl Availability {
+    pub fn new(provider: &ProviderRef, online: bool) -> Self {
+        Self {
+            provider_id: provider.uuid,
+            online,
+            verification_status: provider.verification_status.clone(),
+        }
+    }
+}
+
+/// Turns a therapist online or offline (409 naming why when they may not go online). The
+/// caller refreshes the live index.
 pub async fn set_online(
-    state: &AppState,
+    db: &PgPool,
     provider: &ProviderRef,
     online: bool,
 ) -> Result<Availability, ApiError> {
@@ -85,10 +103,9 @@ pub async fn set_online(
     sqlx::query("UPDATE providers SET is_available = $2 WHERE id = $1")
         .bind(provider.id)
         .bind(online)
-        .execute(&state.db)
+        .execute(db)
         .await
         .context("changing availability")?;
-    state.provider_changed(provider.id).await;
     Ok(Availability::new(provider, online))
 }
 

@@ -8,7 +8,7 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use tokio::sync::mpsc;
 
 use super::frames::ServerFrame;
-use super::hub::MAILBOX_CAPACITY;
+use crate::fanout::hub::MAILBOX_CAPACITY;
 use super::{CLIENT_TIMEOUT, HEARTBEAT_INTERVAL};
 use crate::state::AppState;
 

@@ -1,276 +1,20 @@
-//! Dispatch dashboards: each watches a viewport; movements, state changes and booking changes
-//! inside it are pushed, coalesced per therapist (latest wins) and flushed at most
-//! `dashboard_flushes_per_s` times a second.
-//!
-//! A client's pending updates hold at most one entry per therapist in its viewport (plus a
-//! bounded list of booking changes), so a client that never reads costs bounded memory, and
-//! producers only touch a small map under a short lock, so no dashboard waits for another.
+//! The dashboard socket: one task per connection that sets its viewport from `subscribe` frames,
+//! answers the snapshot, and flushes the coalesced feed (see [`crate::fanout::dashboard`]).
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
-use chrono::{DateTime, Utc};
-use parking_lot::{Mutex, RwLock};
+use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sqlx::PgPool;
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::frames::{open_envelope, read_body, ServerFrame};
 use super::{CLIENT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_FRAME_BYTES};
-use crate::geo::index::{LiveFix, LiveIndex, StateChange, TherapistState};
-use crate::geo::Point;
+use crate::fanout::dashboard::{
+    bookings_in, providers_in, shown_state, state_name, Bbox, Client, Update,
+};
 use crate::state::AppState;
-
-/// Booking changes waiting for one dashboard before the oldest are dropped.
-pub const MAX_PENDING_BOOKING_FRAMES: usize = 1_000;
-
-static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
-
-/// `[west, south, east, north]` in degrees.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Bbox {
-    pub west: f64,
-    pub south: f64,
-    pub east: f64,
-    pub north: f64,
-}
-
-impl Bbox {
-    /// A valid box, or why not.
-    pub fn new(west: f64, south: f64, east: f64, north: f64) -> Result<Self, &'static str> {
-        let finite = [west, south, east, north].iter().all(|v| v.is_finite());
-        if !finite || !(-180.0..=180.0).contains(&west) || !(-180.0..=180.0).contains(&east) {
-            return Err("west and east must be longitudes within -180..180");
-        }
-        if !(-90.0..=90.0).contains(&south) || !(-90.0..=90.0).contains(&north) {
-            return Err("south and north must be latitudes within -90..90");
-        }
-        if west >= east || south >= north {
-            return Err("west must be less than east and south less than north");
-        }
-        Ok(Self {
-            west,
-            south,
-            east,
-            north,
-        })
-    }
-
-    /// Parses `west,south,east,north`.
-    pub fn parse(text: &str) -> Result<Self, &'static str> {
-        let parts: Vec<f64> = text
-            .split(',')
-            .map(|p| p.trim().parse::<f64>())
-            .collect::<Result<_, _>>()
-            .map_err(|_| "must be four numbers: west,south,east,north")?;
-        match parts.as_slice() {
-            [w, s, e, n] => Self::new(*w, *s, *e, *n),
-            _ => Err("must be four numbers: west,south,east,north"),
-        }
-    }
-
-    pub fn contains(&self, p: Point) -> bool {
-        p.lng >= self.west && p.lng <= self.east && p.lat >= self.south && p.lat <= self.north
-    }
-}
-
-/// The state a dashboard shows: offline when the therapist has no fresh fix.
-pub fn shown_state(
-    state: TherapistState,
-    fix_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-    ttl: Duration,
-) -> TherapistState {
-    let fresh = (now - fix_at).to_std().map_or(true, |age| age <= ttl);
-    if fresh {
-        state
-    } else {
-        TherapistState::Offline
-    }
-}
-
-fn state_name(state: TherapistState) -> &'static str {
-    match state {
-        TherapistState::Offline => "offline",
-        TherapistState::Available => "available",
-        TherapistState::Offered => "offered",
-        TherapistState::Busy => "busy",
-    }
-}
-
-#[derive(Debug, Clone)]
-enum Update {
-    Moved {
-        uuid: Uuid,
-        fix: LiveFix,
-        state: TherapistState,
-    },
-    Status {
-        uuid: Uuid,
-        state: TherapistState,
-    },
-    Left {
-        uuid: Uuid,
-    },
-}
-
-#[derive(Default)]
-struct View {
-    bbox: Option<Bbox>,
-    /// Therapists the client currently shows.
-    visible: HashSet<i64>,
-    /// Latest update per therapist since the last flush.
-    pending: HashMap<i64, Update>,
-    bookings: VecDeque<Value>,
-}
-
-struct Client {
-    view: Mutex<View>,
-    notify: Notify,
-}
-
-/// Every dashboard connected to this server.
-#[derive(Default)]
-pub struct Dashboards {
-    clients: RwLock<HashMap<u64, Arc<Client>>>,
-}
-
-impl Dashboards {
-    fn register(&self) -> (u64, Arc<Client>) {
-        let id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
-        let client = Arc::new(Client {
-            view: Mutex::new(View::default()),
-            notify: Notify::new(),
-        });
-        self.clients.write().insert(id, client.clone());
-        (id, client)
-    }
-
-    fn unregister(&self, id: u64) {
-        self.clients.write().remove(&id);
-    }
-
-    /// A therapist's live position moved.
-    pub fn moved(&self, provider_id: i64, uuid: Uuid, fix: LiveFix, state: TherapistState) {
-        for client in self.clients.read().values() {
-            let mut view = client.view.lock();
-            let Some(bbox) = view.bbox else { continue };
-            if bbox.contains(fix.point) {
-                view.visible.insert(provider_id);
-                view.pending
-                    .insert(provider_id, Update::Moved { uuid, fix, state });
-            } else if view.visible.remove(&provider_id) {
-                view.pending.insert(provider_id, Update::Left { uuid });
-            } else {
-                continue;
-            }
-            drop(view);
-            client.notify.notify_one();
-        }
-    }
-
-    /// A therapist's state changed (available, offered, busy, offline).
-    pub fn state_changed(&self, change: StateChange) {
-        for client in self.clients.read().values() {
-            let mut view = client.view.lock();
-            if !view.visible.contains(&change.provider_id) {
-                continue;
-            }
-            match view.pending.get_mut(&change.provider_id) {
-                Some(Update::Moved { state, .. }) => *state = change.state,
-                Some(Update::Left { .. }) => continue,
-                _ => {
-                    view.pending.insert(
-                        change.provider_id,
-                        Update::Status {
-                            uuid: change.uuid,
-                            state: change.state,
-                        },
-                    );
-                }
-            }
-            drop(view);
-            client.notify.notify_one();
-        }
-    }
-
-    /// A booking changed; dashboards whose viewport holds it hear about it.
-    pub fn booking_changed(&self, at: Point, frame: Value) {
-        for client in self.clients.read().values() {
-            let mut view = client.view.lock();
-            if !view.bbox.is_some_and(|b| b.contains(at)) {
-                continue;
-            }
-            if view.bookings.len() >= MAX_PENDING_BOOKING_FRAMES {
-                view.bookings.pop_front();
-                metrics::counter!("hilot_dashboard_frames_dropped_total").increment(1);
-            }
-            view.bookings.push_back(frame.clone());
-            drop(view);
-            client.notify.notify_one();
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.clients.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Active bookings inside a box, as the map shows them.
-pub async fn bookings_in(pool: &PgPool, bbox: Bbox) -> sqlx::Result<Vec<Value>> {
-    let rows: Vec<(Uuid, String, String, f64, f64, Option<Uuid>)> = sqlx::query_as(
-        "SELECT b.uuid, b.booking_number, b.status::text, bl.latitude::float8, bl.longitude::float8, p.uuid \
-         FROM bookings b JOIN booking_locations bl ON bl.booking_id = b.id \
-         LEFT JOIN providers p ON p.id = b.provider_id \
-         WHERE b.status IN ('pending', 'accepted', 'en_route', 'arrived', 'in_progress') \
-           AND ST_Intersects(bl.location, ST_MakeEnvelope($1, $2, $3, $4, 4326)::geography) \
-         ORDER BY b.id DESC LIMIT 5000",
-    )
-    .bind(bbox.west)
-    .bind(bbox.south)
-    .bind(bbox.east)
-    .bind(bbox.north)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, number, status, lat, lng, provider)| {
-            json!({"booking_id": id, "booking_number": number, "status": status, "lat": lat, "lng": lng, "provider_id": provider})
-        })
-        .collect())
-}
-
-/// Therapists inside a box with the state the map shows.
-pub fn providers_in(index: &LiveIndex, bbox: Bbox, now: DateTime<Utc>) -> Vec<(i64, Value)> {
-    let ttl = index.presence_ttl();
-    index
-        .map_entries(|p| bbox.contains(p))
-        .into_iter()
-        .map(|e| {
-            let state = shown_state(e.state, e.fix.at, now, ttl);
-            (
-                e.provider_id,
-                json!({
-                    "provider_id": e.uuid,
-                    "lat": e.fix.point.lat,
-                    "lng": e.fix.point.lng,
-                    "heading": e.fix.heading,
-                    "status": state_name(state),
-                    "at": e.fix.at,
-                }),
-            )
-        })
-        .collect()
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -305,7 +49,7 @@ pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMe
     let close_reason = loop {
         tokio::select! {
             biased;
-            _ = super::stopped(&mut shutdown) => {
+            _ = crate::shutdown::stopped(&mut shutdown) => {
                 break Some(CloseReason::from((CloseCode::Restart, "server restarting; reconnect")));
             }
             _ = heartbeat.tick() => {
@@ -334,7 +78,7 @@ pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMe
             }
             // Last: a dashboard with updates always pending must still hear its client (pongs,
             // new viewports) and keep its heartbeat, or it would be closed as unresponsive.
-            _ = client.notify.notified() => {
+            _ = client.notified() => {
                 // Coalesce: wait out the rest of the interval, then send the latest of everything.
                 let wait = min_interval.saturating_sub(last_flush.elapsed());
                 if !wait.is_zero() {
@@ -380,13 +124,7 @@ async fn subscribe(state: &AppState, client: &Client, text: &str) -> Result<Stri
         )
     })?;
     let providers = providers_in(&state.index, bbox, Utc::now());
-    {
-        let mut view = client.view.lock();
-        view.bbox = Some(bbox);
-        view.pending.clear();
-        view.bookings.clear();
-        view.visible = providers.iter().map(|(id, _)| *id).collect();
-    }
+    client.set_view(bbox, providers.iter().map(|(id, _)| *id).collect());
     let providers: Vec<Value> = providers.into_iter().map(|(_, v)| v).collect();
     Ok(json!({"type": "snapshot", "providers": providers, "bookings": bookings}).to_string())
 }
@@ -396,13 +134,7 @@ async fn flush(
     client: &Client,
     session: &mut Session,
 ) -> Result<(), actix_ws::Closed> {
-    let (updates, bookings) = {
-        let mut view = client.view.lock();
-        (
-            std::mem::take(&mut view.pending),
-            std::mem::take(&mut view.bookings),
-        )
-    };
+    let (updates, bookings) = client.take_pending();
     let now = Utc::now();
     let ttl = state.index.presence_ttl();
     for (_, update) in updates {
@@ -436,39 +168,3 @@ async fn flush(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn boxes_parse_validate_and_contain() {
-        let bbox = Bbox::parse("120.9,14.4,121.1,14.7").unwrap();
-        assert!(bbox.contains(Point::new(14.55, 121.02)));
-        assert!(!bbox.contains(Point::new(14.8, 121.02)));
-        assert!(Bbox::parse("121.1,14.4,120.9,14.7").is_err());
-        assert!(Bbox::parse("1,2,3").is_err());
-        assert!(Bbox::parse("0,-95,1,1").is_err());
-        assert!(Bbox::parse("a,b,c,d").is_err());
-    }
-
-    #[test]
-    fn a_client_that_never_reads_holds_one_update_per_therapist() {
-        let dashboards = Dashboards::default();
-        let (_, client) = dashboards.register();
-        client.view.lock().bbox = Some(Bbox::new(120.0, 14.0, 122.0, 15.0).unwrap());
-        let now = Utc::now();
-        for round in 0..1000 {
-            for provider in 0..50 {
-                let fix = LiveFix {
-                    point: Point::new(14.5 + round as f64 * 1e-6, 121.0),
-                    heading: None,
-                    speed_kmh: None,
-                    accuracy_m: None,
-                    at: now,
-                };
-                dashboards.moved(provider, Uuid::nil(), fix, TherapistState::Available);
-            }
-        }
-        assert_eq!(client.view.lock().pending.len(), 50);
-    }
-}

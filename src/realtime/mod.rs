@@ -1,10 +1,8 @@
 //! Live connections: one task per WebSocket that owns its state.
 
-pub mod bus;
 pub mod customer;
 pub mod dashboard;
 pub mod frames;
-pub mod hub;
 pub mod therapist;
 
 /// The server pings every socket this often.
@@ -21,48 +19,3 @@ pub const ACK_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Consecutive rate-limited frames after which a flooding socket is closed (1008).
 pub const MAX_CONSECUTIVE_REFUSALS: u32 = 200;
 
-/// Resolves once shutdown has begun (a `Send` future: no watch guard lives across an await).
-pub async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
-/// Counts open sockets (the ping writer drains until none is left) and exports them as a gauge.
-#[derive(Debug, Clone, Default)]
-pub struct SocketCounter {
-    open: Arc<AtomicUsize>,
-}
-
-/// Decrements the count when the socket task ends, however it ends.
-pub struct OpenSocket {
-    open: Arc<AtomicUsize>,
-    kind: &'static str,
-}
-
-impl SocketCounter {
-    pub fn open(&self, kind: &'static str) -> OpenSocket {
-        self.open.fetch_add(1, Ordering::AcqRel);
-        metrics::gauge!("hilot_open_sockets", "kind" => kind).increment(1.0);
-        OpenSocket {
-            open: self.open.clone(),
-            kind,
-        }
-    }
-
-    pub fn count(&self) -> usize {
-        self.open.load(Ordering::Acquire)
-    }
-
-    pub fn shared(&self) -> Arc<AtomicUsize> {
-        self.open.clone()
-    }
-}
-
-impl Drop for OpenSocket {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::AcqRel);
-        metrics::gauge!("hilot_open_sockets", "kind" => self.kind).decrement(1.0);
-    }
-}

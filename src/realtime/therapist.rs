@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::frames::{
     open_envelope, read_body, AvailabilityFrame, BookingFrame, Envelope, LocationFrame, ServerFrame,
 };
-use super::hub::MAILBOX_CAPACITY;
+use crate::fanout::hub::MAILBOX_CAPACITY;
 use super::{
     ACK_DRAIN_TIMEOUT, CLIENT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_CONSECUTIVE_REFUSALS,
     MAX_FRAME_BYTES,
@@ -326,7 +326,10 @@ impl TherapistSession {
         };
         let result = async {
             let provider = providers::own_therapist(&self.state.db, self.who.user_id).await?;
-            providers::set_online(&self.state, &provider, frame.online).await
+            let availability =
+                providers::set_online(&self.state.db, &provider, frame.online).await?;
+            self.state.provider_changed(provider.id).await;
+            Ok::<_, crate::error::ApiError>(availability)
         }
         .await;
         match result {

@@ -36,7 +36,7 @@ pub async fn listen(
                         }
                         Incoming::Ignored => {}
                     },
-                    _ = crate::realtime::stopped(&mut stop) => {
+                    _ = crate::shutdown::stopped(&mut stop) => {
                         let _ = futures_util::SinkExt::close(&mut socket).await;
                         return;
                     }
@@ -46,7 +46,7 @@ pub async fn listen(
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff.next_delay()) => {}
-            _ = crate::realtime::stopped(&mut stop) => return,
+            _ = crate::shutdown::stopped(&mut stop) => return,
         }
     }
 }
@@ -99,7 +99,7 @@ pub async fn book_now_poisson(
         next += Duration::from_secs_f64(gap);
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
-            _ = crate::realtime::stopped(&mut stop) => return,
+            _ = crate::shutdown::stopped(&mut stop) => return,
         }
         let customer = customers.choose(&mut rng).expect("customers").clone();
         let service_id = *service_ids.choose(&mut rng).expect("services");

@@ -31,7 +31,7 @@ pub async fn watch_viewport(
                                 Incoming::Closed => break,
                                 Incoming::Ignored => {}
                             },
-                            _ = crate::realtime::stopped(&mut stop) => {
+                            _ = crate::shutdown::stopped(&mut stop) => {
                                 let _ = futures_util::SinkExt::close(&mut socket).await;
                                 return;
                             }
@@ -44,7 +44,7 @@ pub async fn watch_viewport(
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff.next_delay()) => {}
-            _ = crate::realtime::stopped(&mut stop) => return,
+            _ = crate::shutdown::stopped(&mut stop) => return,
         }
     }
 }

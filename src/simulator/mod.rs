@@ -100,7 +100,7 @@ impl Simulation {
             tasks.spawn(async move {
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = crate::realtime::stopped(&mut stopped) => return,
+                    _ = crate::shutdown::stopped(&mut stopped) => return,
                 }
                 therapist::run(server, therapist, behaviour, stats, stopped).await
             });
@@ -138,7 +138,7 @@ impl Simulation {
         tasks.spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(ramp) => {}
-                _ = crate::realtime::stopped(&mut booking_stop) => return,
+                _ = crate::shutdown::stopped(&mut booking_stop) => return,
             }
             customer::book_now_poisson(
                 server,

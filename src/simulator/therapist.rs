@@ -117,7 +117,7 @@ pub async fn run(
         therapist.in_flight.clear();
         tokio::select! {
             _ = tokio::time::sleep(backoff.next_delay()) => {}
-            _ = crate::realtime::stopped(&mut stop) => return,
+            _ = crate::shutdown::stopped(&mut stop) => return,
         }
     }
 }
@@ -155,7 +155,7 @@ impl Therapist {
                         if self.on_timer(&mut socket, timer).await.is_err() { return false; }
                     }
                 }
-                _ = crate::realtime::stopped(stop) => {
+                _ = crate::shutdown::stopped(stop) => {
                     self.finish(socket).await;
                     return true;
                 }

@@ -8,6 +8,7 @@ mod dashboard;
 mod durability;
 mod health;
 mod helpers;
+mod layering;
 mod live;
 mod partitions;
 mod schema;

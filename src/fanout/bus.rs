@@ -95,7 +95,7 @@ async fn forward(mut pubsub: redis::aio::PubSub, hub: Hub, mut shutdown: watch::
                     Err(error) => tracing::warn!(%error, "ignoring a malformed event"),
                 }
             }
-            _ = crate::realtime::stopped(&mut shutdown) => return,
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
         }
     }
 }
