@@ -126,7 +126,11 @@ impl Application {
         );
         {
             let observer = dashboards.clone();
-            index.observe(Arc::new(move |change| observer.state_changed(change)));
+            let matcher = dispatcher.clone();
+            index.observe(Arc::new(move |change| {
+                observer.state_changed(change);
+                matcher.therapist_state_changed(change);
+            }));
             let dispatcher = dispatcher.clone();
             let dashboards = dashboards.clone();
             let index = index.clone();
@@ -139,8 +143,8 @@ impl Application {
                 }
             }));
         }
-        let (active, pending) = dispatcher.resume().await.context("resuming dispatch")?;
-        tracing::info!(active, pending, "bookings resumed");
+        let active = dispatcher.resume().await.context("resuming dispatch")?;
+        tracing::info!(active, "active bookings resumed");
         let state = AppState {
             db: pool,
             redis,
@@ -222,6 +226,8 @@ impl Application {
             state.ingest.clone(),
             shutdown.subscribe(),
         ));
+        // Pending bookings are the matcher's: it reloads them once this node holds the lease.
+        let matcher = state.dispatcher.start_matching();
         let gauges = tokio::spawn(telemetry::export_gauges(
             state.clone(),
             shutdown.subscribe(),
@@ -239,7 +245,7 @@ impl Application {
         let _ = shutdown.send(true);
         drain(server_handle, server_task).await;
         let _ = writer.await;
-        let _ = tokio::join!(maintenance, settings_refresh, gauges);
+        let _ = tokio::join!(maintenance, settings_refresh, gauges, matcher);
         state.db.close().await;
         tracing::info!("hilot stopped");
         Ok(())

@@ -20,8 +20,8 @@ pub const DEFAULT_BATCH_SIZE: usize = 1;
 /// widens by this step up to `service_radius_max`.
 pub const DEFAULT_INITIAL_RADIUS_KM: f64 = 5.0;
 pub const DEFAULT_RADIUS_STEP_KM: f64 = 5.0;
-/// With nobody in range at the widest radius, look again this often.
-pub const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+/// `dispatch.batch_window_ms`: rounds run at most this often (0: each event at once).
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(1000);
 /// `commission_rate.default`: the platform's percentage when a provider has none.
 pub const DEFAULT_COMMISSION_PERCENT: i64 = 15;
 
@@ -37,7 +37,8 @@ pub struct DispatchSettings {
     pub initial_radius_m: f64,
     pub radius_step_m: f64,
     pub max_radius_m: f64,
-    pub retry_interval: Duration,
+    /// Events are gathered this long into one round (zero: a round per event).
+    pub batch_window: Duration,
 }
 
 fn field(value: &Option<Value>, name: &str) -> Option<f64> {
@@ -108,7 +109,14 @@ impl DispatchSettings {
             radius_step_m: field(&dispatch, "radius_step_km").unwrap_or(DEFAULT_RADIUS_STEP_KM)
                 * 1000.0,
             max_radius_m: max_km * 1000.0,
-            retry_interval: RETRY_INTERVAL,
+            batch_window: dispatch
+                .as_ref()
+                .and_then(|d| d.get("batch_window_ms"))
+                .and_then(setting_as_f64)
+                .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                .map_or(DEFAULT_BATCH_WINDOW, |ms| {
+                    Duration::from_millis(ms.min(60_000.0) as u64)
+                }),
         }
     }
 }
@@ -166,5 +174,17 @@ mod tests {
         assert_eq!(settings.offer_timeout, DEFAULT_OFFER_TIMEOUT);
         assert_eq!(settings.platform_fee, Decimal::ZERO);
         assert_eq!(settings.cancellation.fee_percentage, Decimal::from(50));
+        assert_eq!(settings.batch_window, DEFAULT_BATCH_WINDOW);
+    }
+
+    #[test]
+    fn a_zero_batch_window_means_match_each_event_at_once() {
+        let rows = [(
+            "dispatch".to_owned(),
+            json!({"batch_window_ms": 0, "batch_size": 2}),
+        )];
+        let settings = DispatchSettings::from_rows(rows.into_iter().collect());
+        assert_eq!(settings.batch_window, Duration::ZERO);
+        assert_eq!(settings.batch_size, 2);
     }
 }

@@ -315,7 +315,7 @@ pub async fn create(
         .await
         .context("loading the booking")?
     {
-        state.dispatcher.start(facts);
+        state.dispatcher.start(&facts);
         state.dispatcher.announce(booking_id).await;
     }
     Ok(HttpResponse::Created().json(view))

@@ -9,6 +9,7 @@ pub mod dispatch_map;
 pub mod extract;
 pub mod health;
 pub mod nearby;
+pub mod offers;
 pub mod openapi;
 pub mod operations;
 pub mod page;
@@ -52,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(admin::list_providers)
         .service(admin::verify_provider)
         .service(admin::put_roles)
+        .service(offers::booking_offers)
         .service(nearby::nearby)
         .service(ws::therapist_socket)
         .service(ws::customer_socket)

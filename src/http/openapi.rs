@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    accounts, admin, bookings, catalog, dispatch_map, health, nearby, operations, page, therapist,
+    accounts, admin, bookings, catalog, dispatch_map, health, nearby, offers, operations, page, therapist,
     ws,
 };
 use crate::error::{FieldError, Problem};
@@ -25,7 +25,7 @@ use crate::error::{FieldError, Problem};
         catalog::list_services,
         therapist::put_profile, therapist::get_profile, therapist::put_service,
         therapist::list_services, therapist::delete_service, therapist::put_availability,
-        admin::list_providers, admin::verify_provider, admin::put_roles,
+        admin::list_providers, admin::verify_provider, admin::put_roles, offers::booking_offers,
         nearby::nearby, ws::therapist_socket, ws::customer_socket,
         bookings::create, bookings::list, bookings::get_booking, bookings::accept, bookings::decline,
         bookings::change_status, bookings::cancel, bookings::track,

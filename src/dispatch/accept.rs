@@ -1,0 +1,294 @@
+//! Accepting and declining an offer, on any node: everything is decided in one transaction.
+//!
+//! Accept locks the booking, then the caller's offer; checks that the offer is open and
+//! unexpired and that the therapist is eligible now (verified, active, holding the therapist
+//! role); then the compare-and-set `UPDATE` takes the booking, with the unique index on active
+//! bookings per therapist as the last word. The other open offers lose the race in the same
+//! transaction.
+
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::lifecycle::BookingStatus;
+use super::matcher::MatchEvent;
+use super::offers::{self, Outcome};
+use super::settings::DispatchSettings;
+use super::store::{self, BookingFacts, BookingView};
+use super::transitions::Transition;
+use super::{pricing, Caller, Dispatcher};
+use crate::error::{unique_violation, ApiError, Context as _};
+
+#[derive(sqlx::FromRow)]
+struct LockedOffer {
+    id: i64,
+    outcome: Option<Outcome>,
+    expired: bool,
+    distance_m: f64,
+    eligible: bool,
+}
+
+/// Why an accept was refused after the offer itself was closed (committed), so the matcher
+/// moves on.
+struct ClosedRefusal {
+    error: ApiError,
+    reason: &'static str,
+}
+
+enum AcceptError {
+    /// Refused; nothing changed.
+    Refused(ApiError),
+    /// Refused, and the offer closed.
+    Closed(ClosedRefusal),
+}
+
+impl From<ApiError> for AcceptError {
+    fn from(error: ApiError) -> Self {
+        AcceptError::Refused(error)
+    }
+}
+
+impl Dispatcher {
+    /// Accepts an offer: the first accept wins; others get 409.
+    pub async fn accept(&self, booking_uuid: Uuid, caller: Caller) -> Result<BookingView, ApiError> {
+        let provider_id = caller
+            .provider_id
+            .ok_or_else(|| ApiError::not_found("booking"))?;
+        let booking = store::facts_by_uuid(&self.inner.db, booking_uuid)
+            .await
+            .context("loading the booking")?
+            .ok_or_else(|| ApiError::not_found("booking"))?;
+        if booking.provider_id == Some(provider_id) && booking.status == BookingStatus::Accepted {
+            return self.view(booking.id).await; // a repeated accept of one's own booking
+        }
+        match self.commit_accept(&booking, provider_id, caller.user_id).await {
+            Ok(view) => {
+                metrics::counter!("hilot_bookings_accepted_total").increment(1);
+                Ok(view)
+            }
+            Err(AcceptError::Closed(refusal)) => {
+                self.signal(MatchEvent::OfferClosed {
+                    booking_id: booking.id,
+                    provider_id,
+                    outcome: Outcome::Withdrawn,
+                });
+                self.tell_withdrawn(booking.uuid, &[provider_id], refusal.reason)
+                    .await;
+                Err(refusal.error)
+            }
+            Err(AcceptError::Refused(error)) => Err(error),
+        }
+    }
+
+    async fn commit_accept(
+        &self,
+        booking: &BookingFacts,
+        provider_id: i64,
+        actor: i64,
+    ) -> Result<BookingView, AcceptError> {
+        let cfg = DispatchSettings::load(&self.inner.db).await;
+        let mut tx = self.inner.db.begin().await.context("starting the accept")?;
+        let status: BookingStatus =
+            sqlx::query_scalar("SELECT status FROM bookings WHERE id = $1 FOR UPDATE")
+                .bind(booking.id)
+                .fetch_one(&mut *tx)
+                .await
+                .context("locking the booking")?;
+        let offer: Option<LockedOffer> = sqlx::query_as(include_str!("../../sql/accept_lock_offer.sql"))
+            .bind(booking.id)
+            .bind(provider_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("locking the offer")?;
+        let Some(offer) = offer else {
+            return Err(AcceptError::Refused(ApiError::NotFound(
+                "booking: no offer of this booking was made to you".into(),
+            )));
+        };
+        match offer.outcome {
+            Some(Outcome::LostRace) => {
+                return Err(AcceptError::Refused(ApiError::Conflict(format!(
+                    "the offer was taken: the booking is {}",
+                    status.as_str()
+                ))))
+            }
+            Some(outcome) => {
+                return Err(AcceptError::Refused(ApiError::Conflict(format!(
+                    "the offer is no longer open ({}; the booking is {})",
+                    serde_json::to_value(outcome).unwrap_or_default().as_str().unwrap_or(""),
+                    status.as_str()
+                ))))
+            }
+            None if offer.expired => {
+                return Err(AcceptError::Refused(ApiError::Conflict("the offer expired".into())))
+            }
+            None => {}
+        }
+        if status != BookingStatus::Pending {
+            return Err(AcceptError::Refused(ApiError::Conflict(format!(
+                "the offer was taken: the booking is {}",
+                status.as_str()
+            ))));
+        }
+        if !offer.eligible {
+            offers::close(&mut *tx, booking.id, provider_id, Outcome::Withdrawn)
+                .await
+                .context("withdrawing the offer")?;
+            tx.commit().await.context("withdrawing the offer")?;
+            return Err(AcceptError::Closed(ClosedRefusal {
+                error: ApiError::Forbidden(
+                    "only a verified, active therapist may accept offers".into(),
+                ),
+                reason: "not_eligible",
+            }));
+        }
+        let terms: Option<(Decimal, Option<i32>, Option<Decimal>, Option<Decimal>)> =
+            sqlx::query_as(include_str!("../../sql/accept_terms.sql"))
+                .bind(provider_id)
+                .bind(booking.service_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .context("reading the therapist's terms")?;
+        let Some((price, base_distance_km, per_km_surcharge, own_rate)) = terms else {
+            offers::close(&mut *tx, booking.id, provider_id, Outcome::Withdrawn)
+                .await
+                .context("withdrawing the offer")?;
+            tx.commit().await.context("withdrawing the offer")?;
+            return Err(AcceptError::Closed(ClosedRefusal {
+                error: ApiError::Conflict("you no longer offer this service".into()),
+                reason: "accept_failed",
+            }));
+        };
+        let promo = promo_terms_for_booking(&mut tx, booking.id).await?;
+        let price = pricing::price_booking(&pricing::PriceInputs {
+            price,
+            base_distance_km: base_distance_km.unwrap_or(5),
+            per_km_surcharge: per_km_surcharge.unwrap_or_default(),
+            distance_m: offer.distance_m,
+            platform_fee: cfg.platform_fee,
+            commission_rate: own_rate.unwrap_or(cfg.commission_rate),
+            promo,
+        });
+        store::set_actor(&mut tx, Some(actor), "Accepted by the therapist")
+            .await
+            .context("marking the actor")?;
+        let updated = sqlx::query(include_str!("../../sql/accept_booking.sql"))
+            .bind(booking.id)
+            .bind(provider_id)
+            .bind(price.service_price)
+            .bind(price.distance_surcharge)
+            .bind(price.platform_fee)
+            .bind(price.promo_discount)
+            .bind(price.total_amount)
+            .bind(price.commission_rate)
+            .bind(price.commission_amount)
+            .bind(price.provider_earnings)
+            .execute(&mut *tx)
+            .await;
+        match updated {
+            Ok(result) if result.rows_affected() == 1 => {}
+            Ok(_) => {
+                return Err(AcceptError::Refused(ApiError::Conflict(
+                    "the offer was taken: the booking changed meanwhile".into(),
+                )))
+            }
+            Err(error) if unique_violation(&error).is_some() => {
+                return Err(AcceptError::Refused(ApiError::Conflict(
+                    "you already have an active booking".into(),
+                )))
+            }
+            Err(error) => return Err(AcceptError::Refused(ApiError::from(error))),
+        }
+        sqlx::query("UPDATE booking_offers SET outcome = 'accepted', closed_at = now() WHERE id = $1")
+            .bind(offer.id)
+            .execute(&mut *tx)
+            .await
+            .context("closing the accepted offer")?;
+        sqlx::query(include_str!("../../sql/booking_travel_estimate.sql"))
+            .bind(booking.id)
+            .bind(offer.distance_m)
+            .bind(
+                i32::try_from(self.inner.eta.eta_seconds(offer.distance_m).div_ceil(60))
+                    .unwrap_or(i32::MAX),
+            )
+            .execute(&mut *tx)
+            .await
+            .context("recording the travel estimate")?;
+        sqlx::query("UPDATE promo_code_usages SET discount_amount = $2 WHERE booking_id = $1")
+            .bind(booking.id)
+            .bind(price.promo_discount)
+            .execute(&mut *tx)
+            .await
+            .context("recording the promo discount")?;
+        self.commit_transition(
+            tx,
+            Transition {
+                booking,
+                to: BookingStatus::Accepted,
+                provider_id: Some(provider_id),
+                reason: None,
+            },
+        )
+        .await
+        .map_err(AcceptError::Refused)
+    }
+
+    /// Declines an open offer; the matcher moves on to the next therapist.
+    pub async fn decline(&self, booking_uuid: Uuid, caller: Caller) -> Result<(), ApiError> {
+        let provider_id = caller
+            .provider_id
+            .ok_or_else(|| ApiError::not_found("booking"))?;
+        let booking = store::facts_by_uuid(&self.inner.db, booking_uuid)
+            .await
+            .context("loading the booking")?
+            .ok_or_else(|| ApiError::not_found("booking"))?;
+        let declined = offers::close(&self.inner.db, booking.id, provider_id, Outcome::Declined)
+            .await
+            .context("declining the offer")?;
+        if !declined {
+            let ever: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM booking_offers WHERE booking_id = $1 AND provider_id = $2)",
+            )
+            .bind(booking.id)
+            .bind(provider_id)
+            .fetch_one(&self.inner.db)
+            .await
+            .context("reading the offers")?;
+            return Err(if ever {
+                ApiError::Conflict("the offer is no longer open".into())
+            } else {
+                ApiError::NotFound("booking: no offer of this booking was made to you".into())
+            });
+        }
+        self.signal(MatchEvent::OfferClosed {
+            booking_id: booking.id,
+            provider_id,
+            outcome: Outcome::Declined,
+        });
+        metrics::counter!("hilot_offers_declined_total").increment(1);
+        Ok(())
+    }
+}
+
+/// The promo terms reserved for a booking, if any.
+async fn promo_terms_for_booking(
+    tx: &mut sqlx::PgConnection,
+    booking_id: i64,
+) -> Result<Option<pricing::PromoTerms>, ApiError> {
+    let row: Option<(String, Decimal, Option<Decimal>, Option<Decimal>)> =
+        sqlx::query_as(include_str!("../../sql/promo_terms_for_booking.sql"))
+            .bind(booking_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("reading the booking's promo code")?;
+    Ok(row.map(|(kind, value, max, min)| pricing::PromoTerms {
+        discount: if kind == "percentage" {
+            pricing::Discount::Percentage {
+                percent: value,
+                max,
+            }
+        } else {
+            pricing::Discount::FixedAmount(value)
+        },
+        min_booking_amount: min,
+    }))
+}

@@ -1,0 +1,633 @@
+//! The region's matcher: one task on the node holding the region's lease. It owns the waiting
+//! bookings and runs only when something changes:
+//!
+//! - a booking is created, cancelled or taken (accept), or one of its offers closes;
+//! - a therapist becomes available, comes online, moves into reach, or goes offline;
+//! - an offer expires, or a booking reaches its pending timeout (timers).
+//!
+//! Changes mark the bookings they concern; a round over those runs `batch_window_ms` after the
+//! first of them (at once when the window is 0), so bookings arriving together are assigned
+//! together. Events from other nodes arrive through PostgreSQL `NOTIFY`. On taking the lease the
+//! matcher reloads every pending booking and its offers from the database, so nothing is lost
+//! when a node dies or restarts.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::lease::{Lease, LEASE_HEARTBEAT, LEASE_RETRY};
+use super::lifecycle::BookingStatus;
+use super::notify::frame;
+use super::offers::{self, Outcome};
+use super::settings::DispatchSettings;
+use super::store::{self, LocationView, ServiceRef};
+use super::waiting::{PlannedOffer, RoundRules, WaitingBooking, WaitingBookings};
+use super::{pricing, Dispatcher};
+use crate::geo::index::TherapistState;
+use crate::geo::Point;
+
+/// The PostgreSQL channel matcher events travel on between nodes.
+pub const NOTIFY_CHANNEL: &str = "hilot_dispatch";
+/// Settings are read again at most this often (operators change them without a restart).
+const SETTINGS_REFRESH: Duration = Duration::from_secs(5);
+/// Time the exact assignment may take in one round before the rest goes greedy.
+pub const SOLVE_BUDGET: Duration = Duration::from_millis(20);
+/// Everything pending is compared with the database this often, in case a `NOTIFY` was lost.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A region and its matcher. One region, the whole world, is the default; sharding adds more.
+#[derive(Debug, Clone)]
+pub struct Region {
+    pub name: String,
+}
+
+impl Default for Region {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+        }
+    }
+}
+
+/// What the matcher hears about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MatchEvent {
+    BookingCreated { booking_id: i64 },
+    /// The booking left `pending`; whoever moved it closed its open offers.
+    BookingClosed { booking_id: i64 },
+    /// One offer closed (declined, or refused at accept); the closer recorded it.
+    OfferClosed {
+        booking_id: i64,
+        provider_id: i64,
+        outcome: Outcome,
+    },
+    TherapistAvailable { provider_id: i64 },
+    TherapistMoved { provider_id: i64 },
+    TherapistGone { provider_id: i64 },
+}
+
+impl MatchEvent {
+    /// Therapist events concern this node's live index only.
+    pub fn is_therapist_event(&self) -> bool {
+        matches!(
+            self,
+            MatchEvent::TherapistAvailable { .. }
+                | MatchEvent::TherapistMoved { .. }
+                | MatchEvent::TherapistGone { .. }
+        )
+    }
+}
+
+/// Sends an event to the matcher on whichever node holds the lease.
+pub async fn notify_remote(db: &PgPool, event: &MatchEvent) -> sqlx::Result<()> {
+    let payload = serde_json::to_string(event).expect("events serialise");
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(NOTIFY_CHANNEL)
+        .bind(payload)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    OfferExpiry { booking_id: i64, provider_id: i64 },
+    Deadline { booking_id: i64 },
+}
+
+/// What an offer frame says about its booking, loaded once.
+struct BookingContext {
+    uuid: Uuid,
+    service: ServiceRef,
+    location: Option<LocationView>,
+}
+
+struct Matcher {
+    dispatcher: Dispatcher,
+    waiting: WaitingBookings,
+    contexts: FxHashMap<i64, BookingContext>,
+    timers: BinaryHeap<Reverse<(DateTime<Utc>, Timer)>>,
+    settings: DispatchSettings,
+    settings_read: Instant,
+    /// When the first change since the last round came.
+    dirty_since: Option<Instant>,
+}
+
+enum Stop {
+    Shutdown,
+    LeaseLost,
+}
+
+/// Runs this node's candidacy for `region` until shutdown: wait for the lease, match while
+/// holding it, and start over if it is lost.
+pub async fn run(dispatcher: Dispatcher, region: Region) {
+    let mut shutdown = dispatcher.inner.shutdown.clone();
+    let options = dispatcher.inner.db.connect_options().as_ref().clone();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let lease = async {
+            let mut lease = Lease::connect(&options, &region.name).await?;
+            loop {
+                if lease.try_acquire().await? {
+                    return Ok::<_, sqlx::Error>(lease);
+                }
+                tokio::time::sleep(LEASE_RETRY).await;
+            }
+        };
+        let lease = tokio::select! {
+            lease = lease => lease,
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
+        };
+        let lease = match lease {
+            Ok(lease) => lease,
+            Err(error) => {
+                tracing::warn!(%error, region = region.name, "matcher lease unavailable; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(LEASE_RETRY) => continue,
+                    _ = crate::shutdown::stopped(&mut shutdown) => return,
+                }
+            }
+        };
+        tracing::info!(region = region.name, "matcher lease taken; matching here");
+        metrics::gauge!("hilot_matcher_leader").set(1.0);
+        let stop = lead(&dispatcher, lease).await;
+        metrics::gauge!("hilot_matcher_leader").set(0.0);
+        *dispatcher.inner.matcher.lock() = None;
+        match stop {
+            Stop::Shutdown => return,
+            Stop::LeaseLost => {
+                tracing::warn!(region = region.name, "matcher lease lost; standing by");
+            }
+        }
+    }
+}
+
+async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
+    let db = dispatcher.inner.db.clone();
+    // Listen before loading, so nothing said meanwhile is missed (duplicates are harmless).
+    let mut listener = match PgListener::connect_with(&db).await {
+        Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
+            Ok(()) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "matcher cannot listen");
+                lease.release().await;
+                return Stop::LeaseLost;
+            }
+        },
+        Err(error) => {
+            tracing::warn!(%error, "matcher cannot listen");
+            lease.release().await;
+            return Stop::LeaseLost;
+        }
+    };
+    let (events, mut inbox) = mpsc::unbounded_channel();
+    *dispatcher.inner.matcher.lock() = Some(events);
+    let mut matcher = Matcher {
+        dispatcher: dispatcher.clone(),
+        waiting: WaitingBookings::default(),
+        contexts: FxHashMap::default(),
+        timers: BinaryHeap::new(),
+        settings: DispatchSettings::load(&db).await,
+        settings_read: Instant::now(),
+        dirty_since: None,
+    };
+    if let Err(error) = matcher.reload().await {
+        tracing::error!(error = format!("{error:#}"), "matcher could not load pending bookings");
+    }
+    let mut shutdown = dispatcher.inner.shutdown.clone();
+    let mut heartbeat = tokio::time::interval(LEASE_HEARTBEAT);
+    let mut reconcile = tokio::time::interval(RECONCILE_INTERVAL);
+    reconcile.reset();
+    let stop = loop {
+        let round_at = matcher
+            .dirty_since
+            .filter(|_| matcher.waiting.has_dirty())
+            .map(|since| since + matcher.settings.batch_window);
+        let next_timer = matcher.timers.peek().map(|Reverse((at, _))| *at);
+        let timer_in = next_timer
+            .map(|at| (at - Utc::now()).to_std().unwrap_or_default())
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            biased;
+            _ = crate::shutdown::stopped(&mut shutdown) => break Stop::Shutdown,
+            _ = heartbeat.tick() => {
+                if !lease.alive().await {
+                    break Stop::LeaseLost;
+                }
+            }
+            Some(event) = inbox.recv() => matcher.apply(event).await,
+            message = listener.try_recv() => match message {
+                Ok(Some(notification)) => {
+                    match serde_json::from_str::<MatchEvent>(notification.payload()) {
+                        Ok(event) => matcher.apply(event).await,
+                        Err(error) => tracing::warn!(%error, "ignoring a malformed matcher event"),
+                    }
+                }
+                // The listener reconnected: something may have been missed.
+                Ok(None) => {
+                    if let Err(error) = matcher.reload().await {
+                        tracing::warn!(error = format!("{error:#}"), "matcher reload failed");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "matcher listener failed");
+                    break Stop::LeaseLost;
+                }
+            },
+            _ = tokio::time::sleep(timer_in) => matcher.fire_timers().await,
+            _ = sleep_until(round_at), if round_at.is_some() => matcher.round().await,
+            _ = reconcile.tick() => {
+                if let Err(error) = matcher.reload().await {
+                    tracing::warn!(error = format!("{error:#}"), "matcher reconcile failed");
+                }
+            }
+        }
+    };
+    *dispatcher.inner.matcher.lock() = None;
+    // Offers stay open in the database: the next matcher re-arms them.
+    for id in matcher.waiting.ids() {
+        if let Some(booking) = matcher.waiting.remove(id) {
+            for provider in booking.open.keys() {
+                dispatcher.inner.index.release_offer(*provider);
+            }
+        }
+    }
+    lease.release().await;
+    stop
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Matcher {
+    fn db(&self) -> &PgPool {
+        &self.dispatcher.inner.db
+    }
+
+    fn touched(&mut self) {
+        if self.waiting.has_dirty() && self.dirty_since.is_none() {
+            self.dirty_since = Some(Instant::now());
+        }
+    }
+
+    async fn refresh_settings(&mut self) {
+        if self.settings_read.elapsed() >= SETTINGS_REFRESH {
+            self.settings = DispatchSettings::load(self.db()).await;
+            self.settings_read = Instant::now();
+        }
+    }
+
+    /// Loads every pending booking and its offers (taking over, or reconciling).
+    async fn reload(&mut self) -> anyhow::Result<()> {
+        let pending = store::facts_in_status(self.db(), &[BookingStatus::Pending]).await?;
+        let stored = offers::of_pending_bookings(self.db()).await?;
+        let mut by_booking: FxHashMap<i64, Vec<offers::StoredOffer>> = FxHashMap::default();
+        for offer in stored {
+            by_booking.entry(offer.booking_id).or_default().push(offer);
+        }
+        let still_pending: rustc_hash::FxHashSet<i64> = pending.iter().map(|b| b.id).collect();
+        for id in self.waiting.ids() {
+            if !still_pending.contains(&id) {
+                self.forget(id);
+            }
+        }
+        for facts in pending {
+            if self.waiting.contains(facts.id) {
+                continue;
+            }
+            let offers = by_booking.remove(&facts.id).unwrap_or_default();
+            self.admit(facts, offers).await;
+        }
+        self.touched();
+        Ok(())
+    }
+
+    /// Starts waiting for a pending booking, with the offers it already has.
+    async fn admit(&mut self, facts: store::BookingFacts, stored: Vec<offers::StoredOffer>) {
+        let Some(point) = facts.lat.zip(facts.lng).map(|(lat, lng)| Point::new(lat, lng)) else {
+            tracing::error!(booking_id = facts.id, "a pending booking has no location");
+            return;
+        };
+        let deadline = facts.requested_at
+            + chrono::Duration::from_std(self.settings.pending_timeout).unwrap_or_default();
+        let radius = self.settings.initial_radius_m.min(self.settings.max_radius_m);
+        let Some(mut booking) = WaitingBooking::new(
+            facts.id,
+            point,
+            facts.service_id,
+            facts.requested_at,
+            deadline,
+            radius,
+        ) else {
+            return;
+        };
+        for offer in stored {
+            booking.rounds = booking.rounds.max(offer.round);
+            match offer.outcome {
+                None => {
+                    // Still open: the therapist keeps it until it expires.
+                    let index = &self.dispatcher.inner.index;
+                    if index.state(offer.provider_id) == Some(TherapistState::Available) {
+                        index.set_dispatch_state(offer.provider_id, Some(TherapistState::Offered));
+                    }
+                    booking.open.insert(offer.provider_id, offer.expires_at);
+                    self.timers.push(Reverse((
+                        offer.expires_at,
+                        Timer::OfferExpiry {
+                            booking_id: facts.id,
+                            provider_id: offer.provider_id,
+                        },
+                    )));
+                }
+                Some(outcome) if outcome.excludes_therapist() => {
+                    booking.tried.insert(offer.provider_id);
+                }
+                Some(_) => {}
+            }
+        }
+        if let Ok(mut conn) = self.db().acquire().await {
+            if let Ok(view) = store::view(&mut conn, facts.id).await {
+                self.contexts.insert(
+                    facts.id,
+                    BookingContext {
+                        uuid: facts.uuid,
+                        service: view.service,
+                        location: view.location,
+                    },
+                );
+            }
+        }
+        self.timers
+            .push(Reverse((deadline, Timer::Deadline { booking_id: facts.id })));
+        self.waiting.insert(booking);
+    }
+
+    /// Forgets a booking that left `pending`, freeing the therapists it held in the index.
+    fn forget(&mut self, booking_id: i64) {
+        self.contexts.remove(&booking_id);
+        if let Some(booking) = self.waiting.remove(booking_id) {
+            for provider in booking.open.keys() {
+                self.dispatcher.inner.index.release_offer(*provider);
+            }
+        }
+    }
+
+    async fn apply(&mut self, event: MatchEvent) {
+        let index = self.dispatcher.inner.index.clone();
+        match event {
+            MatchEvent::BookingCreated { booking_id } => {
+                if !self.waiting.contains(booking_id) {
+                    self.refresh_settings().await;
+                    match store::facts_by_id(self.db(), booking_id).await {
+                        Ok(Some(facts)) if facts.status == BookingStatus::Pending => {
+                            self.admit(facts, Vec::new()).await;
+                        }
+                        Ok(_) => {}
+                        Err(error) => tracing::warn!(booking_id, %error, "loading a new booking failed; the reconcile picks it up"),
+                    }
+                }
+            }
+            MatchEvent::BookingClosed { booking_id } => self.forget(booking_id),
+            MatchEvent::OfferClosed {
+                booking_id,
+                provider_id,
+                outcome,
+            } => {
+                self.waiting
+                    .offer_closed(booking_id, provider_id, outcome.excludes_therapist());
+                index.release_offer(provider_id);
+            }
+            MatchEvent::TherapistAvailable { provider_id }
+            | MatchEvent::TherapistMoved { provider_id } => {
+                if index.state(provider_id) == Some(TherapistState::Available) {
+                    if let Some(fix) = index.live_fix(provider_id) {
+                        let moved = matches!(event, MatchEvent::TherapistMoved { .. });
+                        self.waiting.supply_at(provider_id, fix.point, moved);
+                    }
+                }
+            }
+            MatchEvent::TherapistGone { provider_id } => {
+                self.waiting.forget_therapist(provider_id);
+                if let Some(booking_id) = self.waiting.offer_held_by(provider_id) {
+                    match offers::close(self.db(), booking_id, provider_id, Outcome::Withdrawn).await {
+                        Ok(true) => {
+                            self.waiting.offer_closed(booking_id, provider_id, true);
+                            index.release_offer(provider_id);
+                            if let Some(uuid) = self.contexts.get(&booking_id).map(|c| c.uuid) {
+                                self.dispatcher
+                                    .tell_withdrawn(uuid, &[provider_id], "offline")
+                                    .await;
+                            }
+                        }
+                        Ok(false) => {} // closed meanwhile; its own event follows
+                        Err(error) => tracing::warn!(%error, "withdrawing an offline therapist's offer failed"),
+                    }
+                }
+            }
+        }
+        self.touched();
+        if self.settings.batch_window.is_zero() && self.waiting.has_dirty() {
+            self.round().await;
+        }
+    }
+
+    async fn fire_timers(&mut self) {
+        let now = Utc::now();
+        let mut expired_offers = Vec::new();
+        let mut deadlines = Vec::new();
+        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::OfferExpiry {
+                    booking_id,
+                    provider_id,
+                } => {
+                    let still_open = self
+                        .waiting
+                        .get(booking_id)
+                        .is_some_and(|b| b.open.get(&provider_id) == Some(&at));
+                    if still_open {
+                        expired_offers.push((booking_id, provider_id));
+                    }
+                }
+                Timer::Deadline { booking_id } => {
+                    if self.waiting.contains(booking_id) {
+                        deadlines.push(booking_id);
+                    }
+                }
+            }
+        }
+        if !expired_offers.is_empty() {
+            match offers::close_expired(self.db(), &expired_offers).await {
+                Ok(closed) => {
+                    for (booking_id, provider_id) in closed {
+                        self.waiting.offer_closed(booking_id, provider_id, true);
+                        self.dispatcher.inner.index.release_offer(provider_id);
+                        if let Some(uuid) = self.contexts.get(&booking_id).map(|c| c.uuid) {
+                            self.dispatcher
+                                .tell_withdrawn(uuid, &[provider_id], "expired")
+                                .await;
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "expiring offers failed; retrying");
+                    let retry = Utc::now() + chrono::Duration::seconds(1);
+                    for (booking_id, provider_id) in expired_offers {
+                        // The timer matches the offer by its expiry: re-arm it as the new one.
+                        self.waiting.offer_opened(booking_id, provider_id, retry);
+                        self.timers.push(Reverse((
+                            retry,
+                            Timer::OfferExpiry {
+                                booking_id,
+                                provider_id,
+                            },
+                        )));
+                    }
+                }
+            }
+        }
+        for booking_id in deadlines {
+            match self.dispatcher.expire_unmatched(booking_id).await {
+                Ok(()) => self.forget(booking_id),
+                Err(error) => {
+                    tracing::warn!(booking_id, %error, "expiring a booking failed; retrying");
+                    self.timers.push(Reverse((
+                        Utc::now() + chrono::Duration::seconds(1),
+                        Timer::Deadline { booking_id },
+                    )));
+                }
+            }
+        }
+        self.touched();
+    }
+
+    async fn round(&mut self) {
+        self.dirty_since = None;
+        self.refresh_settings().await;
+        let started = Instant::now();
+        let now = Utc::now();
+        let rules = RoundRules {
+            batch_size: self.settings.batch_size,
+            radius_step_m: self.settings.radius_step_m,
+            max_radius_m: self.settings.max_radius_m,
+            solve_budget: SOLVE_BUDGET,
+        };
+        let inner = self.dispatcher.inner.clone();
+        let (planned, report) =
+            self.waiting
+                .plan_round(&inner.index, inner.eta, &rules, &inner.filter, now);
+        metrics::histogram!("hilot_matcher_round_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("hilot_matcher_rounds_total").increment(1);
+        metrics::counter!("hilot_matcher_greedy_components_total")
+            .increment(report.greedy_components as u64);
+        if !planned.is_empty() {
+            self.open_offers(planned, now).await;
+        }
+        self.touched();
+    }
+
+    async fn open_offers(&mut self, planned: Vec<PlannedOffer>, now: DateTime<Utc>) {
+        let offer_timeout =
+            chrono::Duration::from_std(self.settings.offer_timeout).unwrap_or_default();
+        let rows: Vec<(PlannedOffer, i32, DateTime<Utc>)> = planned
+            .into_iter()
+            .filter_map(|offer| {
+                let booking = self.waiting.get(offer.booking_id)?;
+                let expires_at = (now + offer_timeout).min(booking.deadline);
+                Some((offer, booking.rounds + 1, expires_at))
+            })
+            .collect();
+        let made = match offers::open(self.db(), &rows).await {
+            Ok(made) => made.into_iter().collect::<rustc_hash::FxHashSet<(i64, i64)>>(),
+            Err(error) => {
+                tracing::warn!(%error, "opening offers failed; the bookings try again");
+                Default::default()
+            }
+        };
+        let mut rounds_bumped = rustc_hash::FxHashSet::default();
+        for (offer, round, expires_at) in rows {
+            let key = (offer.booking_id, offer.provider_id);
+            if !made.contains(&key) {
+                // Not eligible now, or holding an offer made elsewhere: free them here and let
+                // the booking look again without them.
+                self.dispatcher.inner.index.release_offer(offer.provider_id);
+                self.waiting
+                    .offer_closed(offer.booking_id, offer.provider_id, true);
+                continue;
+            }
+            self.waiting
+                .offer_opened(offer.booking_id, offer.provider_id, expires_at);
+            if rounds_bumped.insert(offer.booking_id) {
+                if let Some(b) = self.waiting.rounds_mut(offer.booking_id) {
+                    *b = round;
+                }
+            }
+            self.timers.push(Reverse((
+                expires_at,
+                Timer::OfferExpiry {
+                    booking_id: offer.booking_id,
+                    provider_id: offer.provider_id,
+                },
+            )));
+            self.send_offer(&offer, expires_at).await;
+        }
+    }
+
+    async fn send_offer(&self, offer: &PlannedOffer, expires_at: DateTime<Utc>) {
+        let Some(context) = self.contexts.get(&offer.booking_id) else {
+            return;
+        };
+        let Some(user_id) = self.dispatcher.provider_user(offer.provider_id).await else {
+            return;
+        };
+        let price = pricing::price_booking(&pricing::PriceInputs {
+            price: offer.terms.price,
+            base_distance_km: offer.terms.base_distance_km,
+            per_km_surcharge: offer.terms.per_km_surcharge,
+            distance_m: offer.distance_m,
+            platform_fee: Decimal::ZERO,
+            commission_rate: self.settings.commission_rate,
+            promo: None,
+        });
+        metrics::counter!("hilot_offers_sent_total").increment(1);
+        self.dispatcher
+            .inner
+            .bus
+            .to_user(
+                user_id,
+                frame(json!({
+                    "type": "offer",
+                    "booking_id": context.uuid,
+                    "service": context.service,
+                    "location": context.location,
+                    "distance_m": offer.distance_m.round() as u64,
+                    "eta_seconds": offer.eta_seconds,
+                    "earnings": crate::domain::money::round_money(price.provider_earnings).to_string(),
+                    "currency": crate::domain::money::CURRENCY,
+                    "expires_at": expires_at,
+                })),
+            )
+            .await;
+    }
+}
