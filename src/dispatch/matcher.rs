@@ -394,7 +394,10 @@ impl Matcher {
         match event {
             MatchEvent::BookingCreated { booking_id } => {
                 if !self.waiting.contains(booking_id) {
-                    self.refresh_settings().await;
+                    // Read afresh for each booking, as operators expect a change to apply to
+                    // the next booking.
+                    self.settings = DispatchSettings::load(self.db()).await;
+                    self.settings_read = Instant::now();
                     match store::facts_by_id(self.db(), booking_id).await {
                         Ok(Some(facts)) if facts.status == BookingStatus::Pending => {
                             self.admit(facts, Vec::new()).await;

@@ -793,6 +793,8 @@ async fn cancelling_after_acceptance_charges_the_policy_fee_and_frees_the_therap
     )
     .await;
     let second_id = second["id"].as_str().unwrap();
+    // Offers go out at the end of the batch window; once it is offered, cancelling withdraws it.
+    assert_eq!(next_of(&mut socket, "offer").await["booking_id"], second_id);
     let cancelled = json_body(
         app.post_as(
             &customer,
