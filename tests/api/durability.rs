@@ -14,9 +14,9 @@ use crate::helpers::{make_admin, spawn_app};
 use crate::live::online_therapist;
 use crate::sockets::ws_url;
 
-const HILOT: &str = env!("CARGO_BIN_EXE_hilot");
+pub const HILOT: &str = env!("CARGO_BIN_EXE_hilot");
 
-fn start_server(db_url: &str, port: u16) -> Child {
+pub fn start_server(db_url: &str, port: u16) -> Child {
     Command::new(HILOT)
         .arg("serve")
         .env("DATABASE_URL", db_url)
@@ -30,7 +30,7 @@ fn start_server(db_url: &str, port: u16) -> Child {
         .expect("hilot starts")
 }
 
-async fn wait_ready(port: u16) {
+pub async fn wait_ready(port: u16) {
     let client = reqwest::Client::new();
     for _ in 0..200 {
         if let Ok(r) = client
@@ -66,7 +66,7 @@ fn sigterm(child: &Child) {
     assert!(status.success());
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -5,6 +5,7 @@ mod admin;
 mod bookings;
 mod cli;
 mod dashboard;
+mod dispatch;
 mod durability;
 mod health;
 mod helpers;
