@@ -5,6 +5,7 @@
 
 mod compare;
 mod machine;
+mod quality;
 mod readme;
 mod scenario;
 
@@ -27,6 +28,9 @@ enum Command {
     Run(scenario::RunArgs),
     /// Nearby search and ping ingest: Hilot against Redis GEOSEARCH and PostGIS, same data.
     Compare(compare::CompareArgs),
+    /// Dispatch quality: one seeded request stream under first-come-nearest and batched
+    /// assignment, at several shares of supply (in simulated time, through Hilot's matcher).
+    Quality(quality::QualityArgs),
     /// Rewrites the README's Performance section from the benchmark JSON.
     Report(readme::ReportArgs),
 }
@@ -41,6 +45,7 @@ fn main() -> anyhow::Result<()> {
             Command::Run(args) => scenario::run(args).await.map(|_| ()),
             Command::Compare(args) => compare::run(args).await,
             Command::Report(args) => readme::run(args),
+            Command::Quality(args) => quality::run(args),
         }
     })
 }

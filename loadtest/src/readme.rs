@@ -387,7 +387,58 @@ fn render(results: &Path) -> anyhow::Result<String> {
         writeln!(out, "| {} | {} | {} |", t.what, t.measured, t.verdict)?;
     }
     out.push('\n');
+    render_dispatch(results, &mut out)?;
     Ok(out)
+}
+
+/// The matcher's section: criterion rounds, CPU while bookings wait unmatched, and dispatch
+/// quality (issue 12). Parts whose JSON is missing are left out.
+fn render_dispatch(results: &Path, out: &mut String) -> anyhow::Result<()> {
+    let round = |name: &str| {
+        read_json(&results.join(format!("criterion-{name}.json")))
+            .ok()
+            .and_then(|v| v.pointer("/mean/point_estimate").and_then(Value::as_f64))
+    };
+    let busy = round("dispatch_round_1000_bookings");
+    let parked = round("dispatch_round_10k_parked");
+    let idle = read_json(&results.join("idle-cpu.json")).ok();
+    let quality = read_json(&results.join("quality.json")).ok();
+    if busy.is_none() && parked.is_none() && idle.is_none() && quality.is_none() {
+        return Ok(());
+    }
+    out.push_str("#### Dispatch: the matcher (issue 12)\n\n| measure | measured | target |\n|---|---:|---|\n");
+    if let Some(ns) = busy {
+        writeln!(out, "| a round with 1,000 bookings arriving in one window, 10,000 available therapists (criterion, `benches/dispatch.rs`) | {} ms | ≤ 50 ms |", fmt_num(Some(ns / 1e6), 2))?;
+    }
+    if let Some(ns) = parked {
+        writeln!(out, "| a therapist's change and the round after it, 10,000 bookings waiting with nobody in reach (criterion) | {} µs | ≤ 1 ms |", fmt_num(Some(ns / 1e3), 1))?;
+    }
+    if let Some(idle) = &idle {
+        writeln!(out, "| server CPU with {} waiting bookings nobody can serve, over {} s (from `/proc`) | {} % of a core | < 5 % |", idle["waiting_bookings"], idle["seconds"], fmt_num(idle["cpu_pct"].as_f64(), 2))?;
+    }
+    out.push('\n');
+    if let Some(quality) = &quality {
+        writeln!(
+            out,
+            "**Dispatch quality** (`loadtest quality`): one seeded stream of requests over {} therapists in central Metro Manila, {} simulated minutes per run, sessions of {} min, replayed through the matcher with a round at every event (first come, nearest first) and with rounds every {} ms (batched).\n",
+            quality["therapists"], num(quality, "/duration_s").unwrap_or(0.0) / 60.0, quality["session_min"], quality["window_ms"]
+        )?;
+        out.push_str("| demand (% of supply) | policy | requests | fulfilment | mean pickup ETA | p95 wait |\n|---:|---|---:|---:|---:|---:|\n");
+        for level in quality["levels"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "| {} | {} | {} | {} % | {} s | {} s |",
+                level["demand_pct"],
+                if level["policy"] == "batched" { "batched assignment" } else { "first come, nearest first" },
+                level["requests"],
+                fmt_num(level["fulfilment_pct"].as_f64(), 1),
+                fmt_num(level["mean_pickup_eta_s"].as_f64(), 0),
+                fmt_num(level["p95_wait_s"].as_f64(), 1),
+            )?;
+        }
+        out.push('\n');
+    }
+    Ok(())
 }
 
 #[cfg(test)]
