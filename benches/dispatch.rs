@@ -107,13 +107,8 @@ fn round_of_1000_bookings(c: &mut Criterion) {
             for _ in 0..iterations {
                 let mut bookings = waiting(&mut rng, 1_000, METRO_MANILA);
                 let started = Instant::now();
-                let (planned, _) = bookings.plan_round(
-                    &index,
-                    EtaModel::default(),
-                    &rules(),
-                    &filter,
-                    Utc::now(),
-                );
+                let (planned, _) =
+                    bookings.plan_round(&index, EtaModel::default(), &rules(), &filter, Utc::now());
                 total += started.elapsed();
                 for offer in black_box(planned) {
                     index.release_offer(offer.provider_id);

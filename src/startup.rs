@@ -13,21 +13,21 @@ use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use tracing_actix_web::TracingLogger;
 
+use crate::accounts::limits::{LimitRule, LoginLimiter};
 use crate::accounts::tokens::TokenCache;
 use crate::catalog::ServiceCatalog;
 use crate::config::Settings;
 use crate::dispatch::{Dispatcher, Geofence};
-use crate::geo::index::LiveIndex;
-use crate::geo::EtaModel;
-use crate::http::extract::BodyLimit;
-use crate::accounts::limits::{LimitRule, LoginLimiter};
-use crate::ingest::validate::PingLimits;
-use crate::ingest::writer::{PingRecord, WriterConfig};
-use crate::ingest::{settings as ingest_settings, Ingest};
 use crate::fanout::bus::EventBus;
 use crate::fanout::dashboard::Dashboards;
 use crate::fanout::hub::Hub;
 use crate::fanout::SocketCounter;
+use crate::geo::index::LiveIndex;
+use crate::geo::EtaModel;
+use crate::http::extract::BodyLimit;
+use crate::ingest::validate::PingLimits;
+use crate::ingest::writer::{PingRecord, WriterConfig};
+use crate::ingest::{settings as ingest_settings, Ingest};
 use crate::state::AppState;
 use crate::{db, geo, http, ingest, partitions, telemetry};
 

@@ -6,17 +6,17 @@ use std::time::Instant;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
+use crate::accounts::limits::LoginLimiter;
 use crate::accounts::tokens::TokenCache;
 use crate::catalog::ServiceCatalog;
 use crate::config::Settings;
 use crate::dispatch::Dispatcher;
-use crate::geo::index::LiveIndex;
-use crate::geo::EtaModel;
-use crate::accounts::limits::LoginLimiter;
-use crate::ingest::Ingest;
 use crate::fanout::bus::EventBus;
 use crate::fanout::dashboard::Dashboards;
 use crate::fanout::SocketCounter;
+use crate::geo::index::LiveIndex;
+use crate::geo::EtaModel;
+use crate::ingest::Ingest;
 
 /// Cheap to clone: everything inside is a handle.
 #[derive(Clone)]

@@ -1,9 +1,9 @@
 //! `loadtest quality`: dispatch quality, first come nearest first against batched assignment.
 //!
 //! One seeded stream of requests over a seeded city is replayed twice in simulated time, through
-//! Hilot's own matcher code (the live index, the waiting bookings, the assignment): once with a
-//! round at every event (batch window 0: each booking takes the nearest free therapist as it
-//! comes), once with rounds every `--window-ms`. Therapists accept at once, travel at the ETA
+//! Hilot's live index: once first come, nearest first (each waiting booking, oldest first, takes
+//! the nearest free therapist as soon as there is one), once through the matcher's own code (the
+//! waiting bookings and the assignment) with rounds every `--window-ms`. Therapists accept at once, travel at the ETA
 //! model's speed, spend `--session-min` with the customer and stay where the session was. The
 //! stream's demand is a share of supply (80–120 % by default). Reported per share and policy:
 //! fulfilment, mean pickup ETA and p95 wait (request to offer; unserved requests count as the
@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hilot::dispatch::waiting::{admit_all, RoundRules, WaitingBooking, WaitingBookings};
-use hilot::geo::index::{LiveFix, LiveIndex, ServiceOffer, TherapistProfile, TherapistState};
+use hilot::geo::index::{
+    LiveFix, LiveIndex, NearbyQuery, ServiceOffer, TherapistProfile, TherapistState,
+};
 use hilot::geo::{EtaModel, Point};
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
@@ -34,9 +36,9 @@ pub struct QualityArgs {
     #[arg(long, default_value = "80,100,120", value_delimiter = ',')]
     demand_pct: Vec<u32>,
     /// Simulated length of each run.
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, default_value_t = 10_800)]
     duration_s: u64,
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 30)]
     session_min: u64,
     #[arg(long, default_value_t = 1000)]
     window_ms: u64,
@@ -103,13 +105,15 @@ fn place(index: &LiveIndex, id: i64, point: Point, at: DateTime<Utc>) {
     );
 }
 
-/// Replays `requests` against therapists starting at `starts` with one policy.
+/// Replays `requests` against therapists starting at `starts`: first come, nearest first when
+/// `window` is `None` (each waiting booking, oldest first, takes the nearest free therapist as
+/// soon as there is one), otherwise the matcher's batched rounds every `window`.
 fn replay(
     args: &QualityArgs,
     starts: &[Point],
     requests: &[Request],
     start: DateTime<Utc>,
-    window: Duration,
+    window: Option<Duration>,
 ) -> Outcome {
     let eta = EtaModel::default();
     let index = LiveIndex::new(Duration::from_secs(365 * 24 * 3600));
@@ -128,23 +132,33 @@ fn replay(
     let pending_timeout = chrono::Duration::seconds(args.pending_timeout_s as i64);
     let session = chrono::Duration::minutes(args.session_min as i64);
     let tick = chrono::Duration::from_std(TICK).expect("small");
-    let round_every = chrono::Duration::from_std(window).expect("small");
+    let round_every = chrono::Duration::from_std(window.unwrap_or_default()).expect("small");
     let end = start + chrono::Duration::seconds(args.duration_s as i64) + pending_timeout;
     let mut waiting = WaitingBookings::default();
     // Free again at: (when, therapist, where).
     let mut busy: Vec<(DateTime<Utc>, i64, Point)> = Vec::new();
     let mut next_request = 0;
-    let mut next_round = start;
+    // As on the server: a round runs one window after the first change since the last round.
+    let mut round_at: Option<DateTime<Utc>> = None;
     let mut pickup_etas = Vec::new();
     let mut waits = Vec::new();
     let mut now = start;
     while now <= end {
+        let requests_before = next_request;
+        let busy_before = busy.len();
         while next_request < requests.len() && requests[next_request].at <= now {
             let request = &requests[next_request];
             let id = next_request as i64 + 1;
             waiting.insert(
-                WaitingBooking::new(id, request.point, 1, request.at, request.at + pending_timeout, 5_000.0)
-                    .expect("valid point"),
+                WaitingBooking::new(
+                    id,
+                    request.point,
+                    1,
+                    request.at,
+                    request.at + pending_timeout,
+                    5_000.0,
+                )
+                .expect("valid point"),
             );
             next_request += 1;
         }
@@ -163,7 +177,48 @@ fn replay(
                 waits.push(pending_timeout.num_milliseconds() as f64 / 1000.0);
             }
         }
-        if waiting.has_dirty() && (window.is_zero() || now >= next_round) {
+        let changed = next_request != requests_before || busy.len() != busy_before;
+        if window.is_none() && !changed {
+            now += tick;
+            continue;
+        }
+        if window.is_none() {
+            // First come, nearest first: oldest booking first, nearest free therapist, whenever
+            // a booking arrives or a therapist is freed.
+            let mut queue: Vec<(DateTime<Utc>, i64)> = waiting
+                .ids()
+                .into_iter()
+                .filter_map(|id| waiting.get(id).map(|b| (b.requested_at, id)))
+                .collect();
+            queue.sort_unstable();
+            for (_, id) in queue {
+                let booking = waiting.get(id).expect("listed");
+                let nearest = index.nearby(
+                    &NearbyQuery {
+                        point: booking.point,
+                        service_id: 1,
+                        radius_m: rules.max_radius_m,
+                        limit: 1,
+                    },
+                    now,
+                );
+                let Some(hit) = nearest.first() else { continue };
+                let booking = waiting.remove(id).expect("listed");
+                index.set_dispatch_state(hit.provider_id, Some(TherapistState::Busy));
+                let eta_s = eta.eta_seconds(hit.distance_m);
+                let travel = chrono::Duration::seconds(i64::from(eta_s));
+                busy.push((now + travel + session, hit.provider_id, booking.point));
+                pickup_etas.push(f64::from(eta_s));
+                waits.push((now - booking.requested_at).num_milliseconds() as f64 / 1000.0);
+            }
+            now += tick;
+            continue;
+        }
+        if waiting.has_dirty() && round_at.is_none() {
+            round_at = Some(now + round_every);
+        }
+        if round_at.is_some_and(|at| now >= at) {
+            round_at = None;
             let (planned, _) = waiting.plan_round(&index, eta, &rules, &filter, now);
             for offer in planned {
                 let Some(booking) = waiting.remove(offer.booking_id) else {
@@ -175,7 +230,6 @@ fn replay(
                 pickup_etas.push(f64::from(offer.eta_seconds));
                 waits.push((now - booking.requested_at).num_milliseconds() as f64 / 1000.0);
             }
-            next_round = now + round_every;
         }
         now += tick;
     }
@@ -199,7 +253,9 @@ fn replay(
 pub fn run(args: QualityArgs) -> anyhow::Result<()> {
     let start = DateTime::parse_from_rfc3339("2026-12-01T08:00:00Z")?.with_timezone(&Utc);
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-    let starts: Vec<Point> = (0..args.therapists).map(|_| random_point(&mut rng)).collect();
+    let starts: Vec<Point> = (0..args.therapists)
+        .map(|_| random_point(&mut rng))
+        .collect();
     // Supply: a therapist completes one booking per (session + a typical pickup of ~10 min).
     let cycle_s = args.session_min as f64 * 60.0 + 600.0;
     let supply_per_s = args.therapists as f64 / cycle_s;
@@ -224,19 +280,24 @@ pub fn run(args: QualityArgs) -> anyhow::Result<()> {
             });
         }
         for (policy, window) in [
-            ("first_come_nearest", Duration::ZERO),
-            ("batched", Duration::from_millis(args.window_ms)),
+            ("first_come_nearest", None),
+            ("batched", Some(Duration::from_millis(args.window_ms))),
         ] {
             let outcome = replay(&args, &starts, &requests, start, window);
             let fulfilment = 100.0 * outcome.fulfilled as f64 / outcome.requests.max(1) as f64;
             println!(
                 "{:>6}% | {:<22} | {:>8} | {:>10.1}% | {:>13.0} s | {:>8.1} s",
-                pct, policy, outcome.requests, fulfilment, outcome.mean_pickup_eta_s, outcome.p95_wait_s
+                pct,
+                policy,
+                outcome.requests,
+                fulfilment,
+                outcome.mean_pickup_eta_s,
+                outcome.p95_wait_s
             );
             levels.push(json!({
                 "demand_pct": pct,
                 "policy": policy,
-                "window_ms": window.as_millis() as u64,
+                "window_ms": window.map(|w| w.as_millis() as u64),
                 "requests": outcome.requests,
                 "fulfilled": outcome.fulfilled,
                 "fulfilment_pct": fulfilment,

@@ -429,7 +429,11 @@ fn render_dispatch(results: &Path, out: &mut String) -> anyhow::Result<()> {
                 out,
                 "| {} | {} | {} | {} % | {} s | {} s |",
                 level["demand_pct"],
-                if level["policy"] == "batched" { "batched assignment" } else { "first come, nearest first" },
+                if level["policy"] == "batched" {
+                    "batched assignment"
+                } else {
+                    "first come, nearest first"
+                },
                 level["requests"],
                 fmt_num(level["fulfilment_pct"].as_f64(), 1),
                 fmt_num(level["mean_pickup_eta_s"].as_f64(), 0),

@@ -27,6 +27,15 @@ struct LockedOffer {
     eligible: bool,
 }
 
+/// The therapist's terms for the booking's service, read inside the accept.
+#[derive(sqlx::FromRow)]
+struct TherapistTerms {
+    price: Decimal,
+    base_distance_km: Option<i32>,
+    per_km_surcharge: Option<Decimal>,
+    commission_rate: Option<Decimal>,
+}
+
 /// Why an accept was refused after the offer itself was closed (committed), so the matcher
 /// moves on.
 struct ClosedRefusal {
@@ -49,7 +58,11 @@ impl From<ApiError> for AcceptError {
 
 impl Dispatcher {
     /// Accepts an offer: the first accept wins; others get 409.
-    pub async fn accept(&self, booking_uuid: Uuid, caller: Caller) -> Result<BookingView, ApiError> {
+    pub async fn accept(
+        &self,
+        booking_uuid: Uuid,
+        caller: Caller,
+    ) -> Result<BookingView, ApiError> {
         let provider_id = caller
             .provider_id
             .ok_or_else(|| ApiError::not_found("booking"))?;
@@ -60,7 +73,10 @@ impl Dispatcher {
         if booking.provider_id == Some(provider_id) && booking.status == BookingStatus::Accepted {
             return self.view(booking.id).await; // a repeated accept of one's own booking
         }
-        match self.commit_accept(&booking, provider_id, caller.user_id).await {
+        match self
+            .commit_accept(&booking, provider_id, caller.user_id)
+            .await
+        {
             Ok(view) => {
                 metrics::counter!("hilot_bookings_accepted_total").increment(1);
                 Ok(view)
@@ -93,12 +109,13 @@ impl Dispatcher {
                 .fetch_one(&mut *tx)
                 .await
                 .context("locking the booking")?;
-        let offer: Option<LockedOffer> = sqlx::query_as(include_str!("../../sql/accept_lock_offer.sql"))
-            .bind(booking.id)
-            .bind(provider_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .context("locking the offer")?;
+        let offer: Option<LockedOffer> =
+            sqlx::query_as(include_str!("../../sql/accept_lock_offer.sql"))
+                .bind(booking.id)
+                .bind(provider_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .context("locking the offer")?;
         let Some(offer) = offer else {
             return Err(AcceptError::Refused(ApiError::NotFound(
                 "booking: no offer of this booking was made to you".into(),
@@ -114,12 +131,17 @@ impl Dispatcher {
             Some(outcome) => {
                 return Err(AcceptError::Refused(ApiError::Conflict(format!(
                     "the offer is no longer open ({}; the booking is {})",
-                    serde_json::to_value(outcome).unwrap_or_default().as_str().unwrap_or(""),
+                    serde_json::to_value(outcome)
+                        .unwrap_or_default()
+                        .as_str()
+                        .unwrap_or(""),
                     status.as_str()
                 ))))
             }
             None if offer.expired => {
-                return Err(AcceptError::Refused(ApiError::Conflict("the offer expired".into())))
+                return Err(AcceptError::Refused(ApiError::Conflict(
+                    "the offer expired".into(),
+                )))
             }
             None => {}
         }
@@ -141,14 +163,20 @@ impl Dispatcher {
                 reason: "not_eligible",
             }));
         }
-        let terms: Option<(Decimal, Option<i32>, Option<Decimal>, Option<Decimal>)> =
+        let terms: Option<TherapistTerms> =
             sqlx::query_as(include_str!("../../sql/accept_terms.sql"))
                 .bind(provider_id)
                 .bind(booking.service_id)
                 .fetch_optional(&mut *tx)
                 .await
                 .context("reading the therapist's terms")?;
-        let Some((price, base_distance_km, per_km_surcharge, own_rate)) = terms else {
+        let Some(TherapistTerms {
+            price,
+            base_distance_km,
+            per_km_surcharge,
+            commission_rate: own_rate,
+        }) = terms
+        else {
             offers::close(&mut *tx, booking.id, provider_id, Outcome::Withdrawn)
                 .await
                 .context("withdrawing the offer")?;
@@ -198,11 +226,13 @@ impl Dispatcher {
             }
             Err(error) => return Err(AcceptError::Refused(ApiError::from(error))),
         }
-        sqlx::query("UPDATE booking_offers SET outcome = 'accepted', closed_at = now() WHERE id = $1")
-            .bind(offer.id)
-            .execute(&mut *tx)
-            .await
-            .context("closing the accepted offer")?;
+        sqlx::query(
+            "UPDATE booking_offers SET outcome = 'accepted', closed_at = now() WHERE id = $1",
+        )
+        .bind(offer.id)
+        .execute(&mut *tx)
+        .await
+        .context("closing the accepted offer")?;
         sqlx::query(include_str!("../../sql/booking_travel_estimate.sql"))
             .bind(booking.id)
             .bind(offer.distance_m)

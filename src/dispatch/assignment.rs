@@ -292,7 +292,10 @@ mod tests {
     fn with_equal_waits_one_therapist_goes_to_the_nearest_booking() {
         let needs = [need(5.0), need(5.0), need(5.0)];
         let edges = [edge(0, 7, 300.0), edge(1, 7, 120.0), edge(2, 7, 200.0)];
-        assert_eq!(assign(&needs, &edges, Duration::from_secs(1)).pairs, [(1, 7)]);
+        assert_eq!(
+            assign(&needs, &edges, Duration::from_secs(1)).pairs,
+            [(1, 7)]
+        );
     }
 
     #[test]
@@ -300,10 +303,16 @@ mod tests {
         // Booking 0 waited 200 s more, booking 1 is 100 s nearer: the older one wins.
         let needs = [need(200.0), need(0.0)];
         let edges = [edge(0, 7, 300.0), edge(1, 7, 200.0)];
-        assert_eq!(assign(&needs, &edges, Duration::from_secs(1)).pairs, [(0, 7)]);
+        assert_eq!(
+            assign(&needs, &edges, Duration::from_secs(1)).pairs,
+            [(0, 7)]
+        );
         // Beyond the credit, nearness wins again.
         let edges = [edge(0, 7, 900.0), edge(1, 7, 200.0)];
-        assert_eq!(assign(&needs, &edges, Duration::from_secs(1)).pairs, [(1, 7)]);
+        assert_eq!(
+            assign(&needs, &edges, Duration::from_secs(1)).pairs,
+            [(1, 7)]
+        );
     }
 
     #[test]
@@ -371,8 +380,9 @@ mod tests {
         for _ in 0..300 {
             let bookings = rng.gen_range(1..=4);
             let therapists = rng.gen_range(1..=4i64);
-            let needs: Vec<BookingNeed> =
-                (0..bookings).map(|_| need(rng.gen_range(0.0..700.0))).collect();
+            let needs: Vec<BookingNeed> = (0..bookings)
+                .map(|_| need(rng.gen_range(0.0..700.0)))
+                .collect();
             let mut edges = Vec::new();
             for b in 0..bookings {
                 for t in 0..therapists {
@@ -422,7 +432,10 @@ mod tests {
             let (count, cost) = best.unwrap();
             assert_eq!(result.pairs.len(), count, "{needs:?} {edges:?}");
             let got = total_cost(&needs, &edges, &result.pairs);
-            assert!((got - cost).abs() < 0.2, "{got} vs {cost}: {needs:?} {edges:?}");
+            assert!(
+                (got - cost).abs() < 0.2,
+                "{got} vs {cost}: {needs:?} {edges:?}"
+            );
             let greedy = solve_greedy(&needs, &edges);
             let mut seen: Vec<i64> = greedy.iter().map(|p| p.1).collect();
             seen.sort_unstable();

@@ -63,18 +63,28 @@ impl Default for Region {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MatchEvent {
-    BookingCreated { booking_id: i64 },
+    BookingCreated {
+        booking_id: i64,
+    },
     /// The booking left `pending`; whoever moved it closed its open offers.
-    BookingClosed { booking_id: i64 },
+    BookingClosed {
+        booking_id: i64,
+    },
     /// One offer closed (declined, or refused at accept); the closer recorded it.
     OfferClosed {
         booking_id: i64,
         provider_id: i64,
         outcome: Outcome,
     },
-    TherapistAvailable { provider_id: i64 },
-    TherapistMoved { provider_id: i64 },
-    TherapistGone { provider_id: i64 },
+    TherapistAvailable {
+        provider_id: i64,
+    },
+    TherapistMoved {
+        provider_id: i64,
+    },
+    TherapistGone {
+        provider_id: i64,
+    },
 }
 
 impl MatchEvent {
@@ -205,7 +215,10 @@ async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
         dirty_since: None,
     };
     if let Err(error) = matcher.reload().await {
-        tracing::error!(error = format!("{error:#}"), "matcher could not load pending bookings");
+        tracing::error!(
+            error = format!("{error:#}"),
+            "matcher could not load pending bookings"
+        );
     }
     let mut shutdown = dispatcher.inner.shutdown.clone();
     let mut heartbeat = tokio::time::interval(LEASE_HEARTBEAT);
@@ -321,13 +334,20 @@ impl Matcher {
 
     /// Starts waiting for a pending booking, with the offers it already has.
     async fn admit(&mut self, facts: store::BookingFacts, stored: Vec<offers::StoredOffer>) {
-        let Some(point) = facts.lat.zip(facts.lng).map(|(lat, lng)| Point::new(lat, lng)) else {
+        let Some(point) = facts
+            .lat
+            .zip(facts.lng)
+            .map(|(lat, lng)| Point::new(lat, lng))
+        else {
             tracing::error!(booking_id = facts.id, "a pending booking has no location");
             return;
         };
         let deadline = facts.requested_at
             + chrono::Duration::from_std(self.settings.pending_timeout).unwrap_or_default();
-        let radius = self.settings.initial_radius_m.min(self.settings.max_radius_m);
+        let radius = self
+            .settings
+            .initial_radius_m
+            .min(self.settings.max_radius_m);
         let Some(mut booking) = WaitingBooking::new(
             facts.id,
             point,
@@ -374,8 +394,12 @@ impl Matcher {
                 );
             }
         }
-        self.timers
-            .push(Reverse((deadline, Timer::Deadline { booking_id: facts.id })));
+        self.timers.push(Reverse((
+            deadline,
+            Timer::Deadline {
+                booking_id: facts.id,
+            },
+        )));
         self.waiting.insert(booking);
     }
 
@@ -403,7 +427,9 @@ impl Matcher {
                             self.admit(facts, Vec::new()).await;
                         }
                         Ok(_) => {}
-                        Err(error) => tracing::warn!(booking_id, %error, "loading a new booking failed; the reconcile picks it up"),
+                        Err(error) => {
+                            tracing::warn!(booking_id, %error, "loading a new booking failed; the reconcile picks it up")
+                        }
                     }
                 }
             }
@@ -429,7 +455,9 @@ impl Matcher {
             MatchEvent::TherapistGone { provider_id } => {
                 self.waiting.forget_therapist(provider_id);
                 if let Some(booking_id) = self.waiting.offer_held_by(provider_id) {
-                    match offers::close(self.db(), booking_id, provider_id, Outcome::Withdrawn).await {
+                    match offers::close(self.db(), booking_id, provider_id, Outcome::Withdrawn)
+                        .await
+                    {
                         Ok(true) => {
                             self.waiting.offer_closed(booking_id, provider_id, true);
                             index.release_offer(provider_id);
@@ -440,7 +468,9 @@ impl Matcher {
                             }
                         }
                         Ok(false) => {} // closed meanwhile; its own event follows
-                        Err(error) => tracing::warn!(%error, "withdrawing an offline therapist's offer failed"),
+                        Err(error) => {
+                            tracing::warn!(%error, "withdrawing an offline therapist's offer failed")
+                        }
                     }
                 }
             }
@@ -562,7 +592,9 @@ impl Matcher {
             })
             .collect();
         let made = match offers::open(self.db(), &rows).await {
-            Ok(made) => made.into_iter().collect::<rustc_hash::FxHashSet<(i64, i64)>>(),
+            Ok(made) => made
+                .into_iter()
+                .collect::<rustc_hash::FxHashSet<(i64, i64)>>(),
             Err(error) => {
                 tracing::warn!(%error, "opening offers failed; the bookings try again");
                 Default::default()

@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::waiting::PlannedOffer;
 
 /// How an offer ended (`booking_offers.outcome`; NULL while open).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::Type, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::Type, ToSchema,
+)]
 #[sqlx(type_name = "offer_outcome", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {

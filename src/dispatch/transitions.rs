@@ -280,7 +280,13 @@ impl Dispatcher {
         .await
         .context("marking the actor")?;
         let rows = self
-            .mark_cancelled(&mut tx, &booking, None, NO_THERAPIST_AVAILABLE, Decimal::ZERO)
+            .mark_cancelled(
+                &mut tx,
+                &booking,
+                None,
+                NO_THERAPIST_AVAILABLE,
+                Decimal::ZERO,
+            )
             .await?;
         if rows == 0 {
             return Ok(()); // accepted or cancelled meanwhile

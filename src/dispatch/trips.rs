@@ -48,7 +48,12 @@ pub struct Trips {
 }
 
 impl Dispatcher {
-    pub(super) fn track_trip(&self, booking: &BookingFacts, provider_id: i64, status: BookingStatus) {
+    pub(super) fn track_trip(
+        &self,
+        booking: &BookingFacts,
+        provider_id: i64,
+        status: BookingStatus,
+    ) {
         self.inner
             .index
             .set_dispatch_state(provider_id, Some(TherapistState::Busy));

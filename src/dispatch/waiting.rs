@@ -310,7 +310,8 @@ impl WaitingBookings {
                     .take(wanted)
                     .collect();
                 if candidates.is_empty() && booking.radius_m < rules.max_radius_m {
-                    booking.radius_m = (booking.radius_m + rules.radius_step_m).min(rules.max_radius_m);
+                    booking.radius_m =
+                        (booking.radius_m + rules.radius_step_m).min(rules.max_radius_m);
                     continue;
                 }
                 break candidates;
@@ -489,7 +490,10 @@ mod tests {
         let (planned, _) =
             waiting.plan_round(&index, EtaModel::default(), &rules(), &admit_all(), now);
         assert!(planned.is_empty());
-        assert!(!waiting.has_dirty(), "parked once its radius reached the maximum");
+        assert!(
+            !waiting.has_dirty(),
+            "parked once its radius reached the maximum"
+        );
         assert_eq!(waiting.get(10).unwrap().radius_m, 20_000.0);
         // Supply 40 km away wakes nobody; supply 2 km away does.
         assert_eq!(waiting.supply_at(1, offset(40_000.0, 0.0), false), 0);

@@ -14,9 +14,9 @@ use uuid::Uuid;
 use super::auth::{authenticate, bearer_token, Caller};
 use super::extract::Query;
 use crate::error::{ApiError, Context as _, Problem};
+use crate::fanout::dashboard::{bookings_in, providers_in, Bbox};
 use crate::geo::index::TherapistState;
 use crate::geo::Point;
-use crate::fanout::dashboard::{bookings_in, providers_in, Bbox};
 use crate::realtime::dashboard;
 use crate::state::AppState;
 

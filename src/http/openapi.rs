@@ -6,8 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    accounts, admin, bookings, catalog, dispatch_map, health, nearby, offers, operations, page, therapist,
-    ws,
+    accounts, admin, bookings, catalog, dispatch_map, health, nearby, offers, operations, page,
+    therapist, ws,
 };
 use crate::error::{FieldError, Problem};
 

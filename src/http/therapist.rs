@@ -489,4 +489,3 @@ pub async fn put_availability(
     state.provider_changed(provider.id).await;
     Ok(web::Json(availability))
 }
-

@@ -8,8 +8,8 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use tokio::sync::mpsc;
 
 use super::frames::ServerFrame;
-use crate::fanout::hub::MAILBOX_CAPACITY;
 use super::{CLIENT_TIMEOUT, HEARTBEAT_INTERVAL};
+use crate::fanout::hub::MAILBOX_CAPACITY;
 use crate::state::AppState;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1 << 62);

@@ -18,4 +18,3 @@ pub const MAX_FRAME_BYTES: usize = 4 * 1024;
 pub const ACK_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Consecutive rate-limited frames after which a flooding socket is closed (1008).
 pub const MAX_CONSECUTIVE_REFUSALS: u32 = 200;
-

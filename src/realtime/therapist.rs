@@ -13,11 +13,11 @@ use tokio::sync::mpsc;
 use super::frames::{
     open_envelope, read_body, AvailabilityFrame, BookingFrame, Envelope, LocationFrame, ServerFrame,
 };
-use crate::fanout::hub::MAILBOX_CAPACITY;
 use super::{
     ACK_DRAIN_TIMEOUT, CLIENT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_CONSECUTIVE_REFUSALS,
     MAX_FRAME_BYTES,
 };
+use crate::fanout::hub::MAILBOX_CAPACITY;
 use crate::ingest::validate::RawPing;
 use crate::ingest::writer::StoredAck;
 use crate::ingest::PingOutcome;

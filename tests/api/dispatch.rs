@@ -89,8 +89,12 @@ async fn a_therapist_coming_online_near_waiting_bookings_is_offered_the_nearest(
     let (therapist, service) = online_therapist(&app, &admin).await;
     // Offline for now: the bookings wait with nobody to serve them.
     json_body(
-        app.put_as(&therapist.token, "/v1/therapist/availability", &json!({"online": false}))
-            .await,
+        app.put_as(
+            &therapist.token,
+            "/v1/therapist/availability",
+            &json!({"online": false}),
+        )
+        .await,
         200,
     )
     .await;
@@ -105,8 +109,12 @@ async fn a_therapist_coming_online_near_waiting_bookings_is_offered_the_nearest(
     assert!(offers_of(&app, &admin, &near).await.is_empty());
 
     json_body(
-        app.put_as(&therapist.token, "/v1/therapist/availability", &json!({"online": true}))
-            .await,
+        app.put_as(
+            &therapist.token,
+            "/v1/therapist/availability",
+            &json!({"online": true}),
+        )
+        .await,
         200,
     )
     .await;
@@ -137,7 +145,14 @@ async fn the_loser_of_an_accept_race_is_offered_the_next_booking() {
     next_of(&mut a_socket, "offer").await;
     next_of(&mut b_socket, "offer").await;
     // A second booking waits: both therapists hold the first one's offer.
-    let second = create(&app, &customer, &service, (MAKATI.0 - 0.001, MAKATI.1), "second").await;
+    let second = create(
+        &app,
+        &customer,
+        &service,
+        (MAKATI.0 - 0.001, MAKATI.1),
+        "second",
+    )
+    .await;
 
     let path = format!("/v1/bookings/{first}/accept");
     let empty = json!({});
@@ -201,7 +216,8 @@ async fn killing_the_node_that_holds_the_lease_hands_waiting_bookings_to_another
     assert!(held, "node A took the matcher lease");
 
     let admin = make_admin(&node_b).await;
-    let (_therapist, mut socket, service) = therapist_at(&node_b, &admin, MAKATI.0 + 0.001, MAKATI.1).await;
+    let (_therapist, mut socket, service) =
+        therapist_at(&node_b, &admin, MAKATI.0 + 0.001, MAKATI.1).await;
     let (customer, _) = register(&node_b, "customer").await;
     // Booked through B; the matcher on A hears of it, but the therapist's pings reach B only.
     let booking = create(&node_b, &customer, &service, MAKATI, "k").await;

@@ -161,7 +161,10 @@ fn the_reference_scanner_reads_grouped_and_plain_paths() {
 #[test]
 fn no_import_cycle_between_top_level_modules() {
     let graph = module_graph();
-    assert!(graph.contains_key("dispatch"), "read the sources: {graph:?}");
+    assert!(
+        graph.contains_key("dispatch"),
+        "read the sources: {graph:?}"
+    );
     if let Some(cycle) = find_cycle(&graph) {
         panic!(
             "import cycle between top-level modules: {}\n(a lower layer takes a callback, a \
