@@ -63,6 +63,8 @@ impl Dispatcher {
         booking_uuid: Uuid,
         caller: Caller,
     ) -> Result<BookingView, ApiError> {
+        // An offer accepted before it expired counts, however long the transaction then waits.
+        let asked_at = chrono::Utc::now();
         let provider_id = caller
             .provider_id
             .ok_or_else(|| ApiError::not_found("booking"))?;
@@ -74,7 +76,7 @@ impl Dispatcher {
             return self.view(booking.id).await; // a repeated accept of one's own booking
         }
         match self
-            .commit_accept(&booking, provider_id, caller.user_id)
+            .commit_accept(&booking, provider_id, caller.user_id, asked_at)
             .await
         {
             Ok(view) => {
@@ -100,6 +102,7 @@ impl Dispatcher {
         booking: &BookingFacts,
         provider_id: i64,
         actor: i64,
+        asked_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<BookingView, AcceptError> {
         let cfg = DispatchSettings::load(&self.inner.db).await;
         let mut tx = self.inner.db.begin().await.context("starting the accept")?;
@@ -113,6 +116,7 @@ impl Dispatcher {
             sqlx::query_as(include_str!("../../sql/accept_lock_offer.sql"))
                 .bind(booking.id)
                 .bind(provider_id)
+                .bind(asked_at)
                 .fetch_optional(&mut *tx)
                 .await
                 .context("locking the offer")?;

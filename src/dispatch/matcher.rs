@@ -5,9 +5,9 @@
 //! - a therapist becomes available, comes online, moves into reach, or goes offline;
 //! - an offer expires, or a booking reaches its pending timeout (timers).
 //!
-//! Changes mark the bookings they concern; a round over those runs `batch_window_ms` after the
-//! first of them (at once when the window is 0), so bookings arriving together are assigned
-//! together. Events from other nodes arrive through PostgreSQL `NOTIFY`. On taking the lease the
+//! Changes mark the bookings they concern, and a round over them runs at most once every
+//! `batch_window_ms` (at once when it is 0). A new booking waits a whole window before its
+//! first round, so bookings arriving together are assigned together. Events from other nodes arrive through PostgreSQL `NOTIFY`. On taking the lease the
 //! matcher reloads every pending booking and its offers from the database, so nothing is lost
 //! when a node dies or restarts.
 
@@ -42,6 +42,9 @@ pub const NOTIFY_CHANNEL: &str = "hilot_dispatch";
 const SETTINGS_REFRESH: Duration = Duration::from_secs(5);
 /// Time the exact assignment may take in one round before the rest goes greedy.
 pub const SOLVE_BUDGET: Duration = Duration::from_millis(20);
+/// An offer is closed as expired this long after its expiry, so an accept asked for in time
+/// but still waiting for the database is not refused.
+pub const ACCEPT_GRACE: chrono::Duration = chrono::Duration::milliseconds(500);
 /// Everything pending is compared with the database this often, in case a `NOTIFY` was lost.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -130,8 +133,11 @@ struct Matcher {
     timers: BinaryHeap<Reverse<(DateTime<Utc>, Timer)>>,
     settings: DispatchSettings,
     settings_read: Instant,
-    /// When the first change since the last round came.
-    dirty_since: Option<Instant>,
+    /// When the last round ran: rounds run at most once a window.
+    last_round: Instant,
+    /// When the first booking arrived since the last round: new bookings wait a whole window
+    /// for the bookings arriving with them, so they are assigned together.
+    new_since: Option<Instant>,
 }
 
 enum Stop {
@@ -212,7 +218,8 @@ async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
         timers: BinaryHeap::new(),
         settings: DispatchSettings::load(&db).await,
         settings_read: Instant::now(),
-        dirty_since: None,
+        last_round: Instant::now(),
+        new_since: None,
     };
     if let Err(error) = matcher.reload().await {
         tracing::error!(
@@ -225,10 +232,14 @@ async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
     let mut reconcile = tokio::time::interval(RECONCILE_INTERVAL);
     reconcile.reset();
     let stop = loop {
-        let round_at = matcher
-            .dirty_since
-            .filter(|_| matcher.waiting.has_dirty())
-            .map(|since| since + matcher.settings.batch_window);
+        let round_at = matcher.waiting.has_dirty().then(|| {
+            let window = matcher.settings.batch_window;
+            let earliest = matcher.last_round + window;
+            match matcher.new_since {
+                Some(since) => earliest.max(since + window),
+                None => earliest,
+            }
+        });
         let next_timer = matcher.timers.peek().map(|Reverse((at, _))| *at);
         let timer_in = next_timer
             .map(|at| (at - Utc::now()).to_std().unwrap_or_default())
@@ -294,12 +305,6 @@ impl Matcher {
         &self.dispatcher.inner.db
     }
 
-    fn touched(&mut self) {
-        if self.waiting.has_dirty() && self.dirty_since.is_none() {
-            self.dirty_since = Some(Instant::now());
-        }
-    }
-
     async fn refresh_settings(&mut self) {
         if self.settings_read.elapsed() >= SETTINGS_REFRESH {
             self.settings = DispatchSettings::load(self.db()).await;
@@ -328,7 +333,6 @@ impl Matcher {
             let offers = by_booking.remove(&facts.id).unwrap_or_default();
             self.admit(facts, offers).await;
         }
-        self.touched();
         Ok(())
     }
 
@@ -369,7 +373,7 @@ impl Matcher {
                     }
                     booking.open.insert(offer.provider_id, offer.expires_at);
                     self.timers.push(Reverse((
-                        offer.expires_at,
+                        offer.expires_at + ACCEPT_GRACE,
                         Timer::OfferExpiry {
                             booking_id: facts.id,
                             provider_id: offer.provider_id,
@@ -475,7 +479,6 @@ impl Matcher {
                 }
             }
         }
-        self.touched();
         if self.settings.batch_window.is_zero() && self.waiting.has_dirty() {
             self.round().await;
         }
@@ -495,10 +498,9 @@ impl Matcher {
                     booking_id,
                     provider_id,
                 } => {
-                    let still_open = self
-                        .waiting
-                        .get(booking_id)
-                        .is_some_and(|b| b.open.get(&provider_id) == Some(&at));
+                    let still_open = self.waiting.get(booking_id).is_some_and(|b| {
+                        b.open.get(&provider_id).map(|e| *e + ACCEPT_GRACE) == Some(at)
+                    });
                     if still_open {
                         expired_offers.push((booking_id, provider_id));
                     }
@@ -530,7 +532,7 @@ impl Matcher {
                         // The timer matches the offer by its expiry: re-arm it as the new one.
                         self.waiting.offer_opened(booking_id, provider_id, retry);
                         self.timers.push(Reverse((
-                            retry,
+                            retry + ACCEPT_GRACE,
                             Timer::OfferExpiry {
                                 booking_id,
                                 provider_id,
@@ -552,11 +554,11 @@ impl Matcher {
                 }
             }
         }
-        self.touched();
     }
 
     async fn round(&mut self) {
-        self.dirty_since = None;
+        self.last_round = Instant::now();
+        self.new_since = None;
         self.refresh_settings().await;
         let started = Instant::now();
         let now = Utc::now();
@@ -577,7 +579,6 @@ impl Matcher {
         if !planned.is_empty() {
             self.open_offers(planned, now).await;
         }
-        self.touched();
     }
 
     async fn open_offers(&mut self, planned: Vec<PlannedOffer>, now: DateTime<Utc>) {
@@ -619,7 +620,7 @@ impl Matcher {
                 }
             }
             self.timers.push(Reverse((
-                expires_at,
+                expires_at + ACCEPT_GRACE,
                 Timer::OfferExpiry {
                     booking_id: offer.booking_id,
                     provider_id: offer.provider_id,

@@ -78,6 +78,15 @@ impl Dispatcher {
             .context("loading the booking")?;
         tx.commit().await.context("committing the status change")?;
 
+        // Trips first: the matcher, hearing the booking left pending, frees the therapists it
+        // held for it, and must find the winner already busy.
+        match (change.to, change.provider_id.or(booking.provider_id)) {
+            (BookingStatus::Accepted, Some(provider_id)) => {
+                self.track_trip(booking, provider_id, BookingStatus::Accepted)
+            }
+            (to, Some(provider_id)) => self.trip_status_changed(provider_id, to),
+            (_, None) => {}
+        }
         if leaves_pending {
             self.signal(MatchEvent::BookingClosed {
                 booking_id: booking.id,
@@ -85,17 +94,13 @@ impl Dispatcher {
             let told = if change.to == BookingStatus::Accepted {
                 "taken"
             } else {
-                change.reason.unwrap_or("cancelled")
+                match change.reason {
+                    Some(NO_THERAPIST_AVAILABLE) => "expired",
+                    _ => "cancelled",
+                }
             };
             self.tell_withdrawn(booking.uuid, &closed_offers, told)
                 .await;
-        }
-        match (change.to, change.provider_id.or(booking.provider_id)) {
-            (BookingStatus::Accepted, Some(provider_id)) => {
-                self.track_trip(booking, provider_id, BookingStatus::Accepted)
-            }
-            (to, Some(provider_id)) => self.trip_status_changed(provider_id, to),
-            (_, None) => {}
         }
         self.push_status(booking.id, change.reason).await;
         Ok(view)
