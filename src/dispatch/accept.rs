@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::lifecycle::BookingStatus;
-use super::matcher::MatchEvent;
+use super::matcher::{MatchEvent, ACCEPT_GRACE};
 use super::offers::{self, Outcome};
 use super::settings::DispatchSettings;
 use super::store::{self, BookingFacts, BookingView};
@@ -93,7 +93,10 @@ impl Dispatcher {
                     .await;
                 Err(refusal.error)
             }
-            Err(AcceptError::Refused(error)) => Err(error),
+            Err(AcceptError::Refused(error)) => {
+                tracing::debug!(booking_id = booking.id, provider_id, %error, "accept refused");
+                Err(error)
+            }
         }
     }
 
@@ -117,6 +120,7 @@ impl Dispatcher {
                 .bind(booking.id)
                 .bind(provider_id)
                 .bind(asked_at)
+                .bind(ACCEPT_GRACE.num_milliseconds() as f64 / 1000.0)
                 .fetch_optional(&mut *tx)
                 .await
                 .context("locking the offer")?;

@@ -40,10 +40,12 @@ use crate::geo::Point;
 pub const NOTIFY_CHANNEL: &str = "hilot_dispatch";
 /// Settings are read again at most this often (operators change them without a restart).
 const SETTINGS_REFRESH: Duration = Duration::from_secs(5);
+/// A new booking reads the settings again unless they are younger than this.
+const SETTINGS_FRESH_FOR_NEW_BOOKINGS: Duration = Duration::from_millis(500);
 /// Time the exact assignment may take in one round before the rest goes greedy.
 pub const SOLVE_BUDGET: Duration = Duration::from_millis(20);
-/// An offer is closed as expired this long after its expiry, so an accept asked for in time
-/// but still waiting for the database is not refused.
+/// An accept asked for up to this long after its offer's expiry still counts (the offer and
+/// the accept take time on the way), and the matcher closes an offer as expired only then.
 pub const ACCEPT_GRACE: chrono::Duration = chrono::Duration::milliseconds(500);
 /// Everything pending is compared with the database this often, in case a `NOTIFY` was lost.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
@@ -386,17 +388,15 @@ impl Matcher {
                 Some(_) => {}
             }
         }
-        if let Ok(mut conn) = self.db().acquire().await {
-            if let Ok(view) = store::view(&mut conn, facts.id).await {
-                self.contexts.insert(
-                    facts.id,
-                    BookingContext {
-                        uuid: facts.uuid,
-                        service: view.service,
-                        location: view.location,
-                    },
-                );
-            }
+        if let Ok(view) = store::view_without_timeline(self.db(), facts.id).await {
+            self.contexts.insert(
+                facts.id,
+                BookingContext {
+                    uuid: facts.uuid,
+                    service: view.service,
+                    location: view.location,
+                },
+            );
         }
         self.timers.push(Reverse((
             deadline,
@@ -422,10 +422,12 @@ impl Matcher {
         match event {
             MatchEvent::BookingCreated { booking_id } => {
                 if !self.waiting.contains(booking_id) {
-                    // Read afresh for each booking, as operators expect a change to apply to
-                    // the next booking.
-                    self.settings = DispatchSettings::load(self.db()).await;
-                    self.settings_read = Instant::now();
+                    // Operators expect a change to apply to the next booking: read afresh unless
+                    // just read (a burst of bookings shares one read).
+                    if self.settings_read.elapsed() >= SETTINGS_FRESH_FOR_NEW_BOOKINGS {
+                        self.settings = DispatchSettings::load(self.db()).await;
+                        self.settings_read = Instant::now();
+                    }
                     match store::facts_by_id(self.db(), booking_id).await {
                         Ok(Some(facts)) if facts.status == BookingStatus::Pending => {
                             self.admit(facts, Vec::new()).await;
@@ -515,6 +517,8 @@ impl Matcher {
         if !expired_offers.is_empty() {
             match offers::close_expired(self.db(), &expired_offers).await {
                 Ok(closed) => {
+                    let closed_set: rustc_hash::FxHashSet<(i64, i64)> =
+                        closed.iter().copied().collect();
                     for (booking_id, provider_id) in closed {
                         self.waiting.offer_closed(booking_id, provider_id, true);
                         self.dispatcher.inner.index.release_offer(provider_id);
@@ -524,20 +528,20 @@ impl Matcher {
                                 .await;
                         }
                     }
+                    // Being accepted right now: look again shortly (the accept's own event
+                    // usually comes first).
+                    let later = Utc::now() + ACCEPT_GRACE;
+                    for (booking_id, provider_id) in expired_offers {
+                        if !closed_set.contains(&(booking_id, provider_id)) {
+                            self.retry_expiry(booking_id, provider_id, later);
+                        }
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "expiring offers failed; retrying");
-                    let retry = Utc::now() + chrono::Duration::seconds(1);
+                    let later = Utc::now() + chrono::Duration::seconds(1);
                     for (booking_id, provider_id) in expired_offers {
-                        // The timer matches the offer by its expiry: re-arm it as the new one.
-                        self.waiting.offer_opened(booking_id, provider_id, retry);
-                        self.timers.push(Reverse((
-                            retry + ACCEPT_GRACE,
-                            Timer::OfferExpiry {
-                                booking_id,
-                                provider_id,
-                            },
-                        )));
+                        self.retry_expiry(booking_id, provider_id, later);
                     }
                 }
             }
@@ -553,6 +557,25 @@ impl Matcher {
                     )));
                 }
             }
+        }
+    }
+
+    /// Re-arms an offer's expiry check at `at` (the timer matches the offer by its expiry).
+    fn retry_expiry(&mut self, booking_id: i64, provider_id: i64, at: DateTime<Utc>) {
+        let still_open = self
+            .waiting
+            .get(booking_id)
+            .is_some_and(|b| b.open.contains_key(&provider_id));
+        if still_open {
+            self.waiting
+                .offer_opened(booking_id, provider_id, at - ACCEPT_GRACE);
+            self.timers.push(Reverse((
+                at,
+                Timer::OfferExpiry {
+                    booking_id,
+                    provider_id,
+                },
+            )));
         }
     }
 
@@ -573,6 +596,14 @@ impl Matcher {
             self.waiting
                 .plan_round(&inner.index, inner.eta, &rules, &inner.filter, now);
         metrics::histogram!("hilot_matcher_round_seconds").record(started.elapsed().as_secs_f64());
+        tracing::debug!(
+            waiting = self.waiting.len(),
+            considered = report.considered,
+            planned = planned.len(),
+            exact = report.exact_components,
+            greedy = report.greedy_components,
+            "matcher round"
+        );
         metrics::counter!("hilot_matcher_rounds_total").increment(1);
         metrics::counter!("hilot_matcher_greedy_components_total")
             .increment(report.greedy_components as u64);
@@ -601,6 +632,7 @@ impl Matcher {
                 Default::default()
             }
         };
+        tracing::debug!(planned = rows.len(), made = made.len(), "offers opened");
         let mut rounds_bumped = rustc_hash::FxHashSet::default();
         for (offer, round, expires_at) in rows {
             let key = (offer.booking_id, offer.provider_id);
@@ -626,6 +658,11 @@ impl Matcher {
                     provider_id: offer.provider_id,
                 },
             )));
+            tracing::debug!(
+                booking_id = offer.booking_id,
+                provider_id = offer.provider_id,
+                "offer sent"
+            );
             self.send_offer(&offer, expires_at).await;
         }
     }

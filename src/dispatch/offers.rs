@@ -144,24 +144,19 @@ pub async fn close(
     .map(|r| r.rows_affected() > 0)
 }
 
-/// Closes the open offers that expired by now; returns them (booking, provider).
+/// Closes the open offers that expired by now; returns them (booking, provider). An offer an
+/// accept has locked is skipped (its accept decides; the caller looks again later).
 pub async fn close_expired(
     db: impl PgExecutor<'_>,
     offers: &[(i64, i64)],
 ) -> sqlx::Result<Vec<(i64, i64)>> {
     let bookings: Vec<i64> = offers.iter().map(|o| o.0).collect();
     let providers: Vec<i64> = offers.iter().map(|o| o.1).collect();
-    sqlx::query_as(
-        "UPDATE booking_offers o SET outcome = 'expired', closed_at = now() \
-         FROM UNNEST($1::bigint[], $2::bigint[]) AS x(booking_id, provider_id) \
-         WHERE o.booking_id = x.booking_id AND o.provider_id = x.provider_id \
-           AND o.outcome IS NULL AND o.expires_at <= now() \
-         RETURNING o.booking_id, o.provider_id",
-    )
-    .bind(bookings)
-    .bind(providers)
-    .fetch_all(db)
-    .await
+    sqlx::query_as(include_str!("../../sql/offers_expire.sql"))
+        .bind(bookings)
+        .bind(providers)
+        .fetch_all(db)
+        .await
 }
 
 /// Closes every open offer of a booking leaving `pending`; returns the therapists who held one.

@@ -253,6 +253,18 @@ pub async fn view(db: &mut PgConnection, booking_id: i64) -> sqlx::Result<Bookin
     Ok(into_view(row, timeline))
 }
 
+/// The booking as clients see it, without its timeline (one query).
+pub async fn view_without_timeline(
+    db: impl PgExecutor<'_>,
+    booking_id: i64,
+) -> sqlx::Result<BookingView> {
+    let row: ViewRow = sqlx::query_as(&format!("{VIEW_SQL} WHERE b.id = $1"))
+        .bind(booking_id)
+        .fetch_one(db)
+        .await?;
+    Ok(into_view(row, Vec::new()))
+}
+
 /// The caller's bookings (as customer or as therapist), newest first, without timelines.
 pub async fn list_for_user(
     db: impl PgExecutor<'_>,

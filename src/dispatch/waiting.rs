@@ -356,13 +356,13 @@ impl WaitingBookings {
             if offered.contains(&b) {
                 continue;
             }
-            // Its candidates went to others: look wider next round, as one booking alone would.
+            // Its candidates went to others. Others may be free beyond its k nearest, or beyond
+            // its radius: look again (wider) next round. This ends: every round hands the free
+            // therapists it saw to someone, and a booking with no free therapist left in reach
+            // is parked.
             if let Some(booking) = self.bookings.get_mut(id) {
-                if booking.open.is_empty() && booking.radius_m < rules.max_radius_m {
-                    booking.radius_m =
-                        (booking.radius_m + rules.radius_step_m).min(rules.max_radius_m);
-                    self.dirty.insert(*id);
-                }
+                booking.radius_m = (booking.radius_m + rules.radius_step_m).min(rules.max_radius_m);
+                self.dirty.insert(*id);
             }
         }
         let report = RoundReport {
