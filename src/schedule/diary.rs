@@ -1,0 +1,289 @@
+//! Every therapist's calendar in memory: weekly schedule, blocked times and commitments, with
+//! their base location and service terms. It answers questions about many therapists at once
+//! without the database: slots near a place, and whether a candidate can take a booking (the
+//! matcher's eligibility and nearby).
+//!
+//! Freshness across nodes: whoever changes a therapist's calendar calls [`Diary::changed`],
+//! which reloads them here at once and tells every node through `NOTIFY hilot_schedule`; each
+//! node's [`run`] listens and reloads the therapist named, and reloads everything every
+//! [`FULL_RELOAD_INTERVAL`] in case a notification was lost. The database's exclusion
+//! constraint stays the last word on every booking.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use h3o::{CellIndex, LatLng, Resolution};
+use parking_lot::RwLock;
+use rustc_hash::FxHashMap;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use super::slots::{self, Calendar, NowJob, Session};
+use super::store;
+use super::weekly::WeeklySchedule;
+use crate::geo::index::{ServiceOffer, TherapistProfile};
+use crate::geo::{distance_m, Point};
+
+/// The PostgreSQL channel calendar changes travel on between nodes.
+pub const NOTIFY_CHANNEL: &str = "hilot_schedule";
+/// Everything is reloaded this often, in case a notification was lost.
+pub const FULL_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
+/// The diary keeps calendars from this long ago (a `now` booking under way) ...
+const KEEP_PAST: chrono::Duration = chrono::Duration::hours(12);
+/// ... to this far ahead (beyond any booking horizon).
+const KEEP_AHEAD: chrono::Duration = chrono::Duration::days(400);
+/// Therapists are bucketed by the cell of their base at this resolution (edge ≈ 9.9 km).
+const BASE_CELL_RESOLUTION: Resolution = Resolution::Five;
+
+/// One therapist as the diary knows them.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub profile: TherapistProfile,
+    pub base: Option<Point>,
+    pub schedule: Option<WeeklySchedule>,
+    pub calendar: Calendar,
+}
+
+impl Entry {
+    /// May take bookings at all: verified, active, with a schedule that has hours.
+    pub fn bookable(&self) -> bool {
+        self.profile.verified
+            && self.profile.active
+            && self.schedule.as_ref().is_some_and(|s| !s.is_empty())
+    }
+
+    /// Their terms for a home service, if they offer it.
+    pub fn home_service(&self, service_id: i64) -> Option<&ServiceOffer> {
+        self.profile
+            .services
+            .iter()
+            .find(|o| o.service_id == service_id && o.available && o.home_service_enabled)
+    }
+
+    /// Whether they travel from their base to `place` for this service: within both their
+    /// service radius and the service's travel limit. Answers the distance.
+    pub fn reach_from_base(&self, offer: &ServiceOffer, place: Point) -> Option<f64> {
+        let base = self.base?;
+        let d = distance_m(base, place);
+        let limit_km = f64::from(self.profile.service_radius_km.min(offer.max_travel_distance_km));
+        (d <= limit_km * 1000.0).then_some(d)
+    }
+
+    /// Whether a scheduled session starting at `start` fits their schedule and calendar.
+    pub fn fits(&self, session: Session, start: DateTime<Utc>) -> bool {
+        self.schedule
+            .as_ref()
+            .is_some_and(|s| slots::fits(s, &self.calendar, session, start))
+    }
+
+    /// Whether a `now` job leaves them time for what they have booked later.
+    pub fn now_job_fits(&self, job: &NowJob, travel_between: impl Fn(Point, Point) -> chrono::Duration) -> bool {
+        slots::now_job_fits(&self.calendar, job, travel_between)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: FxHashMap<i64, Arc<Entry>>,
+    cells: FxHashMap<CellIndex, Vec<i64>>,
+}
+
+impl Inner {
+    fn remove(&mut self, provider_id: i64) {
+        if let Some(old) = self.entries.remove(&provider_id) {
+            if let Some(cell) = old.base.and_then(base_cell) {
+                if let Some(bucket) = self.cells.get_mut(&cell) {
+                    bucket.retain(|id| *id != provider_id);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, entry: Entry) {
+        let id = entry.profile.provider_id;
+        self.remove(id);
+        if let Some(cell) = entry.base.and_then(base_cell) {
+            self.cells.entry(cell).or_default().push(id);
+        }
+        self.entries.insert(id, Arc::new(entry));
+    }
+}
+
+fn base_cell(point: Point) -> Option<CellIndex> {
+    LatLng::new(point.lat, point.lng)
+        .ok()
+        .map(|ll| ll.to_cell(BASE_CELL_RESOLUTION))
+}
+
+/// Every therapist's calendar on this node.
+#[derive(Default)]
+pub struct Diary {
+    inner: RwLock<Inner>,
+}
+
+impl Diary {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces what the diary holds (tests and benchmarks build one by hand).
+    pub fn put(&self, entry: Entry) {
+        self.inner.write().insert(entry);
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, provider_id: i64) -> Option<Arc<Entry>> {
+        self.inner.read().entries.get(&provider_id).cloned()
+    }
+
+    /// Therapists whose base lies within `radius_m` of `point` (a superset is never returned:
+    /// each is checked by distance).
+    pub fn based_near(&self, point: Point, radius_m: f64) -> Vec<Arc<Entry>> {
+        let Ok(origin) = LatLng::new(point.lat, point.lng) else {
+            return Vec::new();
+        };
+        let origin = origin.to_cell(BASE_CELL_RESOLUTION);
+        // Cells vary in size; a ring k away holds nothing nearer than about 1.5 k − 2 edges of
+        // 0.6 × the average edge.
+        let edge_m = BASE_CELL_RESOLUTION.edge_length_km() * 1000.0 * 0.6;
+        let k = ((radius_m / edge_m + 2.0) / 1.5).ceil().max(1.0) as u32;
+        let inner = self.inner.read();
+        let mut out = Vec::new();
+        for cell in origin.grid_disk::<Vec<_>>(k) {
+            let Some(ids) = inner.cells.get(&cell) else {
+                continue;
+            };
+            for id in ids {
+                let entry = &inner.entries[id];
+                if entry.base.is_some_and(|b| distance_m(b, point) <= radius_m) {
+                    out.push(entry.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Reloads everyone (start-up, and every minute).
+    pub async fn reload_all(&self, db: &PgPool) -> anyhow::Result<usize> {
+        let entries = load(db, None).await?;
+        let count = entries.len();
+        let mut inner = Inner::default();
+        for entry in entries {
+            inner.insert(entry);
+        }
+        *self.inner.write() = inner;
+        Ok(count)
+    }
+
+    /// Reloads one therapist.
+    pub async fn reload(&self, db: &PgPool, provider_id: i64) -> anyhow::Result<()> {
+        let mut entries = load(db, Some(provider_id)).await?;
+        match entries.pop() {
+            Some(entry) => self.inner.write().insert(entry),
+            None => self.inner.write().remove(provider_id),
+        }
+        Ok(())
+    }
+
+    /// A therapist's calendar changed (schedule, blocked time, a booking taken, moved or
+    /// ended): reload them here now, and tell the other nodes. Failures are logged: the minute's
+    /// full reload heals them.
+    pub async fn changed(&self, db: &PgPool, provider_id: i64) {
+        if let Err(error) = self.reload(db, provider_id).await {
+            tracing::warn!(provider_id, error = format!("{error:#}"), "reloading a calendar failed");
+        }
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(NOTIFY_CHANNEL)
+            .bind(provider_id.to_string())
+            .execute(db)
+            .await
+        {
+            tracing::warn!(provider_id, %error, "announcing a calendar change failed");
+        }
+    }
+}
+
+async fn load(db: &PgPool, only: Option<i64>) -> anyhow::Result<Vec<Entry>> {
+    let now = Utc::now();
+    let profiles = crate::geo::load::load_profiles(db, only).await?;
+    let (mut schedules, mut calendars) =
+        store::calendars(db, now - KEEP_PAST, now + KEEP_AHEAD, only).await?;
+    let bases = store::bases(db, only).await?;
+    Ok(profiles
+        .into_iter()
+        .map(|profile| {
+            let id = profile.provider_id;
+            Entry {
+                base: bases.get(&id).copied(),
+                schedule: schedules.remove(&id),
+                calendar: calendars.remove(&id).unwrap_or_default(),
+                profile,
+            }
+        })
+        .collect())
+}
+
+/// Keeps this node's diary fresh until shutdown: loads it, then reloads each therapist another
+/// node names, and everyone every minute.
+pub async fn run(diary: Arc<Diary>, db: PgPool, mut shutdown: watch::Receiver<bool>) {
+    let mut listener = None;
+    let mut full = tokio::time::interval(FULL_RELOAD_INTERVAL);
+    loop {
+        if listener.is_none() {
+            listener = match PgListener::connect_with(&db).await {
+                Ok(mut l) => match l.listen(NOTIFY_CHANNEL).await {
+                    Ok(()) => Some(l),
+                    Err(error) => {
+                        tracing::warn!(%error, "the diary cannot listen; reloading every minute");
+                        None
+                    }
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "the diary cannot listen; reloading every minute");
+                    None
+                }
+            };
+        }
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => l.try_recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
+            _ = full.tick() => {
+                if let Err(error) = diary.reload_all(&db).await {
+                    tracing::warn!(error = format!("{error:#}"), "reloading the diary failed");
+                }
+            }
+            message = notified => match message {
+                Ok(Some(n)) => {
+                    if let Ok(provider_id) = n.payload().parse::<i64>() {
+                        if let Err(error) = diary.reload(&db, provider_id).await {
+                            tracing::warn!(provider_id, error = format!("{error:#}"), "reloading a calendar failed");
+                        }
+                    }
+                }
+                // Reconnected: something may have been missed.
+                Ok(None) => {
+                    let _ = diary.reload_all(&db).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the diary's listener failed; reconnecting");
+                    listener = None;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
