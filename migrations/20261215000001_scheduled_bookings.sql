@@ -176,6 +176,12 @@ CREATE INDEX idx_reschedule_status ON booking_reschedule_requests (status);
 CREATE UNIQUE INDEX uq_reschedule_one_pending
     ON booking_reschedule_requests (booking_id) WHERE status = 'pending';
 
+-- departs from seed: addition. Each reminder of a booking (60 and 15 minutes ahead by default)
+-- reaches each party once, however many nodes sweep.
+CREATE UNIQUE INDEX uq_notifications_one_reminder_each
+    ON notifications (user_id, (action_data->>'booking_id'), (action_data->>'minutes_before'))
+    WHERE type = 'booking.reminder';
+
 -- ---------------------------------------------------------------------------
 -- settings
 -- ---------------------------------------------------------------------------

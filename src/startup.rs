@@ -28,6 +28,7 @@ use crate::http::extract::BodyLimit;
 use crate::ingest::validate::PingLimits;
 use crate::ingest::writer::{PingRecord, WriterConfig};
 use crate::ingest::{settings as ingest_settings, Ingest};
+use crate::schedule::diary::Diary;
 use crate::state::AppState;
 use crate::{db, geo, http, ingest, partitions, telemetry};
 
@@ -109,6 +110,12 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let dashboards = Arc::new(Dashboards::default());
+        let diary = Arc::new(Diary::new());
+        let calendars = diary
+            .reload_all(&pool)
+            .await
+            .context("loading therapists' calendars")?;
+        tracing::info!(therapists = calendars, "calendars loaded");
         let dispatcher = Dispatcher::new(
             pool.clone(),
             index.clone(),
@@ -122,6 +129,7 @@ impl Application {
                 radius_m: settings.arrival_radius_m,
                 dwell: Duration::from_secs(settings.arrival_dwell_s),
             },
+            diary.clone(),
             shutdown_rx.clone(),
         );
         {
@@ -164,6 +172,7 @@ impl Application {
             dispatcher,
             bus,
             dashboards,
+            diary,
         };
         let server = http_server(state.clone(), listener)?;
         Ok(Self {
@@ -228,6 +237,15 @@ impl Application {
         ));
         // Pending bookings are the matcher's: it reloads them once this node holds the lease.
         let matcher = state.dispatcher.start_matching();
+        let diary = tokio::spawn(crate::schedule::diary::run(
+            state.diary.clone(),
+            state.db.clone(),
+            shutdown.subscribe(),
+        ));
+        let scheduled = tokio::spawn(crate::dispatch::scheduled::run(
+            state.dispatcher.clone(),
+            shutdown.subscribe(),
+        ));
         let gauges = tokio::spawn(telemetry::export_gauges(
             state.clone(),
             shutdown.subscribe(),
@@ -245,7 +263,7 @@ impl Application {
         let _ = shutdown.send(true);
         drain(server_handle, server_task).await;
         let _ = writer.await;
-        let _ = tokio::join!(maintenance, settings_refresh, gauges, matcher);
+        let _ = tokio::join!(maintenance, settings_refresh, gauges, matcher, diary, scheduled);
         state.db.close().await;
         tracing::info!("hilot stopped");
         Ok(())

@@ -17,6 +17,7 @@ use crate::fanout::SocketCounter;
 use crate::geo::index::LiveIndex;
 use crate::geo::EtaModel;
 use crate::ingest::Ingest;
+use crate::schedule::diary::Diary;
 
 /// Cheap to clone: everything inside is a handle.
 #[derive(Clone)]
@@ -41,6 +42,8 @@ pub struct AppState {
     pub bus: EventBus,
     /// Dispatch dashboards connected to this server, with their viewports.
     pub dashboards: Arc<Dashboards>,
+    /// Every therapist's calendar, in memory (slots near a place, the matcher's eligibility).
+    pub diary: Arc<Diary>,
     /// Flips to `true` once at shutdown; sockets and background tasks wind down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -63,5 +66,6 @@ impl AppState {
                 "refreshing the live index failed"
             );
         }
+        self.diary.changed(&self.db, provider_id).await;
     }
 }

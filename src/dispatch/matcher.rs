@@ -30,6 +30,9 @@ use super::lifecycle::BookingStatus;
 use super::notify::frame;
 use super::offers::{self, Outcome};
 use super::settings::DispatchSettings;
+use crate::schedule::diary::Job;
+use crate::schedule::slots::Session;
+use crate::schedule::SchedulingSettings;
 use super::store::{self, LocationView, ServiceRef};
 use super::waiting::{PlannedOffer, RoundRules, WaitingBooking, WaitingBookings};
 use super::{pricing, Dispatcher};
@@ -119,6 +122,9 @@ pub async fn notify_remote(db: &PgPool, event: &MatchEvent) -> sqlx::Result<()> 
 enum Timer {
     OfferExpiry { booking_id: i64, provider_id: i64 },
     Deadline { booking_id: i64 },
+    /// An open scheduled booking nobody has taken yet: its customer is told before it would be
+    /// cancelled.
+    Warning { booking_id: i64 },
 }
 
 /// What an offer frame says about its booking, loaded once.
@@ -134,6 +140,7 @@ struct Matcher {
     contexts: FxHashMap<i64, BookingContext>,
     timers: BinaryHeap<Reverse<(DateTime<Utc>, Timer)>>,
     settings: DispatchSettings,
+    scheduling: SchedulingSettings,
     settings_read: Instant,
     /// When the last round ran: rounds run at most once a window.
     last_round: Instant,
@@ -219,6 +226,7 @@ async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
         contexts: FxHashMap::default(),
         timers: BinaryHeap::new(),
         settings: DispatchSettings::load(&db).await,
+        scheduling: SchedulingSettings::load(&db).await,
         settings_read: Instant::now(),
         last_round: Instant::now(),
         new_since: None,
@@ -309,9 +317,14 @@ impl Matcher {
 
     async fn refresh_settings(&mut self) {
         if self.settings_read.elapsed() >= SETTINGS_REFRESH {
-            self.settings = DispatchSettings::load(self.db()).await;
-            self.settings_read = Instant::now();
+            self.reload_settings().await;
         }
+    }
+
+    async fn reload_settings(&mut self) {
+        self.settings = DispatchSettings::load(self.db()).await;
+        self.scheduling = SchedulingSettings::load(self.db()).await;
+        self.settings_read = Instant::now();
     }
 
     /// Loads every pending booking and its offers (taking over, or reconciling).
@@ -338,8 +351,12 @@ impl Matcher {
         Ok(())
     }
 
-    /// Starts waiting for a pending booking, with the offers it already has.
+    /// Starts waiting for a pending booking, with the offers it already has. A request to a
+    /// named therapist is theirs to answer, not the matcher's.
     async fn admit(&mut self, facts: store::BookingFacts, stored: Vec<offers::StoredOffer>) {
+        if facts.is_request() {
+            return;
+        }
         let Some(point) = facts
             .lat
             .zip(facts.lng)
@@ -348,13 +365,28 @@ impl Matcher {
             tracing::error!(booking_id = facts.id, "a pending booking has no location");
             return;
         };
-        let deadline = facts.requested_at
-            + chrono::Duration::from_std(self.settings.pending_timeout).unwrap_or_default();
+        let session = Session::minutes(
+            i64::from(facts.duration_minutes.unwrap_or(60)),
+            i64::from(facts.buffer_minutes),
+        );
+        // A scheduled booking is offered until its lead time; a `now` one until the pending
+        // timeout.
+        let (deadline, job) = match (facts.is_scheduled(), facts.scheduled_at) {
+            (true, Some(start)) => (start - self.scheduling.lead, Job::Later { start, session }),
+            _ => (
+                facts.requested_at
+                    + chrono::Duration::from_std(self.settings.pending_timeout).unwrap_or_default(),
+                Job::Now {
+                    session,
+                    place: point,
+                },
+            ),
+        };
         let radius = self
             .settings
             .initial_radius_m
             .min(self.settings.max_radius_m);
-        let Some(mut booking) = WaitingBooking::new(
+        let Some(booking) = WaitingBooking::new(
             facts.id,
             point,
             facts.service_id,
@@ -364,6 +396,15 @@ impl Matcher {
         ) else {
             return;
         };
+        let mut booking = booking.with_job(job);
+        if booking.is_scheduled() {
+            self.timers.push(Reverse((
+                deadline - self.scheduling.unmatched_warning,
+                Timer::Warning {
+                    booking_id: facts.id,
+                },
+            )));
+        }
         for offer in stored {
             booking.rounds = booking.rounds.max(offer.round);
             match offer.outcome {
@@ -425,8 +466,7 @@ impl Matcher {
                     // Operators expect a change to apply to the next booking: read afresh unless
                     // just read (a burst of bookings shares one read).
                     if self.settings_read.elapsed() >= SETTINGS_FRESH_FOR_NEW_BOOKINGS {
-                        self.settings = DispatchSettings::load(self.db()).await;
-                        self.settings_read = Instant::now();
+                        self.reload_settings().await;
                     }
                     match store::facts_by_id(self.db(), booking_id).await {
                         Ok(Some(facts)) if facts.status == BookingStatus::Pending => {
@@ -490,6 +530,7 @@ impl Matcher {
         let now = Utc::now();
         let mut expired_offers = Vec::new();
         let mut deadlines = Vec::new();
+        let mut warnings = Vec::new();
         while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -512,6 +553,16 @@ impl Matcher {
                         deadlines.push(booking_id);
                     }
                 }
+                Timer::Warning { booking_id } => {
+                    if self.waiting.contains(booking_id) {
+                        warnings.push(booking_id);
+                    }
+                }
+            }
+        }
+        for booking_id in warnings {
+            if let Some(deadline) = self.waiting.get(booking_id).map(|b| b.deadline) {
+                self.dispatcher.warn_unmatched(booking_id, deadline).await;
             }
         }
         if !expired_offers.is_empty() {

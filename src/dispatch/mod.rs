@@ -30,6 +30,8 @@ pub mod settings;
 pub mod store;
 pub mod transitions;
 pub mod trips;
+pub mod reschedule;
+pub mod scheduled;
 pub mod waiting;
 
 use std::sync::Arc;
@@ -44,6 +46,7 @@ use crate::fanout::bus::EventBus;
 use crate::fanout::dashboard::Dashboards;
 use crate::geo::index::{LiveIndex, StateChange, TherapistState};
 use crate::geo::EtaModel;
+use crate::schedule::diary::Diary;
 use lifecycle::BookingStatus;
 use matcher::MatchEvent;
 use store::{BookingFacts, BookingView};
@@ -63,8 +66,11 @@ struct Inner {
     trips: Mutex<trips::Trips>,
     /// The matcher running on this node, while this node holds its region's lease.
     matcher: Mutex<Option<mpsc::UnboundedSender<MatchEvent>>>,
-    /// Eligibility beyond the index's own, applied by the matcher to every candidate.
+    /// Eligibility beyond the index's own, applied by the matcher to every candidate: the
+    /// therapist's calendar allows the booking.
     filter: waiting::EligibilityFilter,
+    /// Every therapist's calendar (schedules, blocked times, commitments).
+    diary: Arc<Diary>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -72,6 +78,18 @@ struct Inner {
 #[derive(Clone)]
 pub struct Dispatcher {
     inner: Arc<Inner>,
+}
+
+/// The matcher's calendar predicate: a candidate `hit.distance_m` away may be offered the
+/// booking only if their calendar allows it (see [`Diary::can_take`]).
+pub fn calendar_filter(diary: Arc<Diary>, eta: EtaModel) -> waiting::EligibilityFilter {
+    Arc::new(move |booking, hit, now| match &booking.job {
+        None => true,
+        Some(job) => {
+            let travel = chrono::Duration::seconds(i64::from(eta.eta_seconds(hit.distance_m)));
+            diary.can_take(hit.provider_id, job, travel, now, eta)
+        }
+    })
 }
 
 /// The caller of a booking operation, as the dispatcher needs them.
@@ -91,6 +109,7 @@ impl Dispatcher {
         dashboards: Arc<Dashboards>,
         eta: EtaModel,
         geofence: Geofence,
+        diary: Arc<Diary>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -103,7 +122,8 @@ impl Dispatcher {
                 geofence,
                 trips: Mutex::new(trips::Trips::default()),
                 matcher: Mutex::new(None),
-                filter: waiting::admit_all(),
+                filter: calendar_filter(diary.clone(), eta),
+                diary,
                 shutdown,
             }),
         }
@@ -119,7 +139,10 @@ impl Dispatcher {
                 .map_err(anyhow::Error::from)?;
         for booking in &active {
             if let Some(provider_id) = booking.provider_id {
-                self.track_trip(booking, provider_id, booking.status);
+                // An accepted scheduled booking is not a trip until its therapist sets out.
+                if !(booking.is_scheduled() && booking.status == Accepted) {
+                    self.track_trip(booking, provider_id, booking.status);
+                }
             }
         }
         Ok(active.len())
@@ -188,8 +211,9 @@ impl Dispatcher {
             .context("loading the booking")?
             .ok_or_else(|| ApiError::not_found("booking"))?;
         let is_customer = booking.customer_id == caller.user_id;
-        let is_therapist =
-            caller.provider_id.is_some() && booking.provider_id == caller.provider_id;
+        let is_therapist = caller.provider_id.is_some()
+            && (booking.provider_id == caller.provider_id
+                || booking.requested_provider_id == caller.provider_id);
         if is_customer || is_therapist || caller.is_admin {
             Ok(booking)
         } else {
@@ -212,5 +236,13 @@ impl Dispatcher {
     /// Tells the customer and the dashboards about a booking just created (pending).
     pub async fn announce(&self, booking_id: i64) {
         self.push_status(booking_id, None).await;
+    }
+
+    pub fn diary(&self) -> &Arc<Diary> {
+        &self.inner.diary
+    }
+
+    pub fn db(&self) -> &PgPool {
+        &self.inner.db
     }
 }

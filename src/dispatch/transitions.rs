@@ -79,13 +79,31 @@ impl Dispatcher {
         tx.commit().await.context("committing the status change")?;
 
         // Trips first: the matcher, hearing the booking left pending, frees the therapists it
-        // held for it, and must find the winner already busy.
+        // held for it, and must find the winner already busy. A scheduled booking becomes a
+        // trip when its therapist sets out, not when they accept it days ahead.
         match (change.to, change.provider_id.or(booking.provider_id)) {
-            (BookingStatus::Accepted, Some(provider_id)) => {
+            (BookingStatus::Accepted, Some(provider_id)) if !booking.is_scheduled() => {
                 self.track_trip(booking, provider_id, BookingStatus::Accepted)
             }
-            (to, Some(provider_id)) => self.trip_status_changed(provider_id, to),
+            (BookingStatus::EnRoute, Some(provider_id)) if booking.is_scheduled() => {
+                self.track_trip(booking, provider_id, BookingStatus::EnRoute)
+            }
+            (to, Some(provider_id)) => self.trip_status_changed(provider_id, booking.id, to),
             (_, None) => {}
+        }
+        // The therapist's calendar changed: their commitments gained, moved or lost this one.
+        if let Some(provider_id) = change.provider_id.or(booking.therapist()) {
+            let counts = booking.is_scheduled()
+                || self
+                    .inner
+                    .diary
+                    .get(provider_id)
+                    .is_some_and(|entry| entry.bookable());
+            if counts {
+                let diary = self.inner.diary.clone();
+                let db = self.inner.db.clone();
+                tokio::spawn(async move { diary.changed(&db, provider_id).await });
+            }
         }
         if leaves_pending {
             self.signal(MatchEvent::BookingClosed {
@@ -265,6 +283,38 @@ impl Dispatcher {
         Ok(rows)
     }
 
+    /// Hilot cancels a booking (a request declined or unanswered): free, compare-and-set from
+    /// the status the caller read; `None` when the booking changed meanwhile.
+    pub(super) async fn cancel_by_system(
+        &self,
+        booking: &BookingFacts,
+        reason: &str,
+        note: &str,
+        by: Option<i64>,
+    ) -> Result<Option<BookingView>, ApiError> {
+        let mut tx = self.inner.db.begin().await.context("starting a cancellation")?;
+        store::set_actor(&mut tx, by, note)
+            .await
+            .context("marking the actor")?;
+        let rows = self
+            .mark_cancelled(&mut tx, booking, by, reason, Decimal::ZERO)
+            .await?;
+        if rows == 0 {
+            return Ok(None);
+        }
+        self.commit_transition(
+            tx,
+            Transition {
+                booking,
+                to: BookingStatus::Cancelled,
+                provider_id: None,
+                reason: Some(reason),
+            },
+        )
+        .await
+        .map(Some)
+    }
+
     /// Nobody accepted in time: the booking ends cancelled, `no_therapist_available`.
     pub(super) async fn expire_unmatched(&self, booking_id: i64) -> Result<(), ApiError> {
         let Some(booking) = store::facts_by_id(&self.inner.db, booking_id)
@@ -280,7 +330,11 @@ impl Dispatcher {
         store::set_actor(
             &mut tx,
             None,
-            "No therapist accepted before the pending timeout",
+            if booking.is_scheduled() {
+                "No therapist accepted before the lead time"
+            } else {
+                "No therapist accepted before the pending timeout"
+            },
         )
         .await
         .context("marking the actor")?;

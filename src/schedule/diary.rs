@@ -24,7 +24,7 @@ use super::slots::{self, Calendar, NowJob, Session};
 use super::store;
 use super::weekly::WeeklySchedule;
 use crate::geo::index::{ServiceOffer, TherapistProfile};
-use crate::geo::{distance_m, Point};
+use crate::geo::{distance_m, EtaModel, Point};
 
 /// The PostgreSQL channel calendar changes travel on between nodes.
 pub const NOTIFY_CHANNEL: &str = "hilot_schedule";
@@ -117,6 +117,15 @@ fn base_cell(point: Point) -> Option<CellIndex> {
         .map(|ll| ll.to_cell(BASE_CELL_RESOLUTION))
 }
 
+/// A booking a therapist might be offered, as their calendar sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Job {
+    /// Book now at `place`: travel there, do the session, and still make what comes next.
+    Now { session: Session, place: Point },
+    /// A scheduled session starting at `start`.
+    Later { start: DateTime<Utc>, session: Session },
+}
+
 /// Every therapist's calendar on this node.
 #[derive(Default)]
 pub struct Diary {
@@ -126,6 +135,37 @@ pub struct Diary {
 impl Diary {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The calendar predicate of dispatch (the matcher's eligibility, nearby, ranking): may this
+    /// therapist, `travel` away from the job, take it at `now`? A `now` job must leave room for
+    /// every later commitment (a therapist with none is free); a scheduled one needs a schedule
+    /// with room at that time.
+    pub fn can_take(
+        &self,
+        provider_id: i64,
+        job: &Job,
+        travel: chrono::Duration,
+        now: DateTime<Utc>,
+        eta: EtaModel,
+    ) -> bool {
+        let entry = self.inner.read().entries.get(&provider_id).cloned();
+        match (job, entry) {
+            (Job::Now { .. }, None) => true,
+            (Job::Now { session, place }, Some(entry)) => entry.now_job_fits(
+                &NowJob {
+                    now,
+                    travel,
+                    session: *session,
+                    place: *place,
+                },
+                |a, b| chrono::Duration::seconds(i64::from(eta.eta_seconds(distance_m(a, b)))),
+            ),
+            (Job::Later { .. }, None) => false,
+            (Job::Later { start, session }, Some(entry)) => {
+                entry.bookable() && entry.fits(*session, *start)
+            }
+        }
     }
 
     /// Replaces what the diary holds (tests and benchmarks build one by hand).
