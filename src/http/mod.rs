@@ -13,6 +13,7 @@ pub mod offers;
 pub mod openapi;
 pub mod operations;
 pub mod page;
+pub mod schedule;
 pub mod therapist;
 pub mod ws;
 
@@ -50,6 +51,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(therapist::list_services)
         .service(therapist::delete_service)
         .service(therapist::put_availability)
+        .service(schedule::put_schedule)
+        .service(schedule::get_schedule)
+        .service(schedule::add_blocked_time)
+        .service(schedule::list_blocked_times)
+        .service(schedule::delete_blocked_time)
+        .service(schedule::therapist_slots)
+        .service(schedule::slots_near)
         .service(admin::list_providers)
         .service(admin::verify_provider)
         .service(admin::put_roles)
@@ -65,6 +73,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(bookings::change_status)
         .service(bookings::cancel)
         .service(bookings::track)
+        .service(bookings::propose_reschedule)
+        .service(bookings::list_reschedules)
+        .service(bookings::approve_reschedule)
+        .service(bookings::reject_reschedule)
         .service(dispatch_map::dashboard_socket)
         .service(dispatch_map::live)
         .service(dispatch_map::stats)

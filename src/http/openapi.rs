@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     accounts, admin, bookings, catalog, dispatch_map, health, nearby, offers, operations, page,
-    therapist, ws,
+    schedule, therapist, ws,
 };
 use crate::error::{FieldError, Problem};
 
@@ -25,10 +25,15 @@ use crate::error::{FieldError, Problem};
         catalog::list_services,
         therapist::put_profile, therapist::get_profile, therapist::put_service,
         therapist::list_services, therapist::delete_service, therapist::put_availability,
+        schedule::put_schedule, schedule::get_schedule, schedule::add_blocked_time,
+        schedule::list_blocked_times, schedule::delete_blocked_time, schedule::therapist_slots,
+        schedule::slots_near,
         admin::list_providers, admin::verify_provider, admin::put_roles, offers::booking_offers,
         nearby::nearby, ws::therapist_socket, ws::customer_socket,
         bookings::create, bookings::list, bookings::get_booking, bookings::accept, bookings::decline,
         bookings::change_status, bookings::cancel, bookings::track,
+        bookings::propose_reschedule, bookings::list_reschedules, bookings::approve_reschedule,
+        bookings::reject_reschedule,
         dispatch_map::dashboard_socket, dispatch_map::live, dispatch_map::stats, dispatch_map::hexes,
         page::index, page::asset,
     ),
@@ -40,6 +45,7 @@ use crate::error::{FieldError, Problem};
         (name = "catalog", description = "Services on offer"),
         (name = "therapist", description = "A therapist's profile, services and availability"),
         (name = "admin", description = "Verification and roles (admins only)"),
+        (name = "scheduling", description = "Weekly schedules, blocked times and slots"),
         (name = "matching", description = "Nearest therapists, from the live index"),
         (name = "bookings", description = "Book now, offers, the lifecycle and live tracking"),
         (name = "dispatch", description = "The live dispatch map and its data (admins)"),

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use super::slots::{self, Calendar, NowJob, Session};
 use super::store;
 use super::weekly::WeeklySchedule;
+use crate::domain::pricing::Quote;
 use crate::geo::index::{ServiceOffer, TherapistProfile};
 use crate::geo::{distance_m, EtaModel, Point};
 
@@ -126,6 +127,30 @@ pub enum Job {
     Later { start: DateTime<Utc>, session: Session },
 }
 
+/// One start time near a place: how many therapists can come, and the cheapest quote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotNear {
+    pub start: DateTime<Utc>,
+    pub therapists: u32,
+    pub best_quote: Quote,
+}
+
+/// A question about slots near a place.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotsNearQuery {
+    pub place: Point,
+    pub service_id: i64,
+    pub session: Session,
+    /// The day asked about, as instants (midnight to midnight in the caller's zone).
+    pub window: (DateTime<Utc>, DateTime<Utc>),
+    /// No slot earlier (now + lead) or later (now + horizon) than these.
+    pub earliest: DateTime<Utc>,
+    pub latest: DateTime<Utc>,
+    pub step: chrono::Duration,
+    /// The widest distance any therapist travels (the platform's `service_radius_max`).
+    pub max_radius_m: f64,
+}
+
 /// Every therapist's calendar on this node.
 #[derive(Default)]
 pub struct Diary {
@@ -166,6 +191,69 @@ impl Diary {
                 entry.bookable() && entry.fits(*session, *start)
             }
         }
+    }
+
+    /// Slots near a place (computed, never stored): for each start time in the window, how many
+    /// bookable therapists based within reach can take the session then, with the cheapest
+    /// quote among them (distance from their base). No coordinates leave here.
+    pub fn slots_near(&self, q: &SlotsNearQuery) -> Vec<SlotNear> {
+        let mut by_start: std::collections::BTreeMap<DateTime<Utc>, (u32, Quote)> =
+            std::collections::BTreeMap::new();
+        let earliest = q.earliest.max(q.window.0);
+        let latest = q.latest.min(q.window.1 - chrono::Duration::nanoseconds(1));
+        if earliest > latest {
+            return Vec::new();
+        }
+        for entry in self.based_near(q.place, q.max_radius_m) {
+            if !entry.bookable() {
+                continue;
+            }
+            let Some(offer) = entry.home_service(q.service_id) else {
+                continue;
+            };
+            let Some(distance) = entry.reach_from_base(offer, q.place) else {
+                continue;
+            };
+            let Some(schedule) = entry.schedule.as_ref() else {
+                continue;
+            };
+            let quote = crate::domain::pricing::quote(
+                offer.price,
+                offer.base_distance_km,
+                offer.per_km_surcharge,
+                distance,
+            );
+            let first = earliest.with_timezone(&schedule.tz).date_naive();
+            let last = latest.with_timezone(&schedule.tz).date_naive();
+            let mut date = first;
+            while date <= last {
+                for start in slots::for_day(
+                    schedule,
+                    &entry.calendar,
+                    q.session,
+                    date,
+                    q.step,
+                    earliest,
+                    latest,
+                ) {
+                    let slot = by_start.entry(start).or_insert((0, quote));
+                    slot.0 += 1;
+                    if quote.total_amount < slot.1.total_amount {
+                        slot.1 = quote;
+                    }
+                }
+                let Some(next) = date.succ_opt() else { break };
+                date = next;
+            }
+        }
+        by_start
+            .into_iter()
+            .map(|(start, (therapists, best_quote))| SlotNear {
+                start,
+                therapists,
+                best_quote,
+            })
+            .collect()
     }
 
     /// Replaces what the diary holds (tests and benchmarks build one by hand).
