@@ -47,6 +47,8 @@ pub const SOLVE_BUDGET: Duration = Duration::from_millis(20);
 /// An accept asked for up to this long after its offer's expiry still counts (the offer and
 /// the accept take time on the way), and the matcher closes an offer as expired only then.
 pub const ACCEPT_GRACE: chrono::Duration = chrono::Duration::milliseconds(500);
+/// Time one round may spend finding candidates; the rest wait for the next round.
+pub const SEARCH_BUDGET: Duration = Duration::from_millis(50);
 /// Everything pending is compared with the database this often, in case a `NOTIFY` was lost.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -121,9 +123,8 @@ enum Timer {
     Deadline { booking_id: i64 },
 }
 
-/// What an offer frame says about its booking, loaded once.
+/// What an offer frame says about its booking, read once, when it is first offered.
 struct BookingContext {
-    uuid: Uuid,
     service: ServiceRef,
     location: Option<LocationView>,
 }
@@ -132,6 +133,8 @@ struct Matcher {
     dispatcher: Dispatcher,
     waiting: WaitingBookings,
     contexts: FxHashMap<i64, BookingContext>,
+    /// Public ids of the waiting bookings (for withdrawal frames).
+    uuids: FxHashMap<i64, Uuid>,
     timers: BinaryHeap<Reverse<(DateTime<Utc>, Timer)>>,
     settings: DispatchSettings,
     settings_read: Instant,
@@ -217,6 +220,7 @@ async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
         dispatcher: dispatcher.clone(),
         waiting: WaitingBookings::default(),
         contexts: FxHashMap::default(),
+        uuids: FxHashMap::default(),
         timers: BinaryHeap::new(),
         settings: DispatchSettings::load(&db).await,
         settings_read: Instant::now(),
@@ -388,16 +392,8 @@ impl Matcher {
                 Some(_) => {}
             }
         }
-        if let Ok(view) = store::view_without_timeline(self.db(), facts.id).await {
-            self.contexts.insert(
-                facts.id,
-                BookingContext {
-                    uuid: facts.uuid,
-                    service: view.service,
-                    location: view.location,
-                },
-            );
-        }
+        // What offer frames say about the booking is read when it is first offered.
+        self.uuids.insert(facts.id, facts.uuid);
         self.timers.push(Reverse((
             deadline,
             Timer::Deadline {
@@ -410,6 +406,7 @@ impl Matcher {
     /// Forgets a booking that left `pending`, freeing the therapists it held in the index.
     fn forget(&mut self, booking_id: i64) {
         self.contexts.remove(&booking_id);
+        self.uuids.remove(&booking_id);
         if let Some(booking) = self.waiting.remove(booking_id) {
             for provider in booking.open.keys() {
                 self.dispatcher.inner.index.release_offer(*provider);
@@ -467,7 +464,7 @@ impl Matcher {
                         Ok(true) => {
                             self.waiting.offer_closed(booking_id, provider_id, true);
                             index.release_offer(provider_id);
-                            if let Some(uuid) = self.contexts.get(&booking_id).map(|c| c.uuid) {
+                            if let Some(uuid) = self.uuids.get(&booking_id).copied() {
                                 self.dispatcher
                                     .tell_withdrawn(uuid, &[provider_id], "offline")
                                     .await;
@@ -522,7 +519,7 @@ impl Matcher {
                     for (booking_id, provider_id) in closed {
                         self.waiting.offer_closed(booking_id, provider_id, true);
                         self.dispatcher.inner.index.release_offer(provider_id);
-                        if let Some(uuid) = self.contexts.get(&booking_id).map(|c| c.uuid) {
+                        if let Some(uuid) = self.uuids.get(&booking_id).copied() {
                             self.dispatcher
                                 .tell_withdrawn(uuid, &[provider_id], "expired")
                                 .await;
@@ -590,6 +587,7 @@ impl Matcher {
             radius_step_m: self.settings.radius_step_m,
             max_radius_m: self.settings.max_radius_m,
             solve_budget: SOLVE_BUDGET,
+            search_budget: SEARCH_BUDGET,
         };
         let inner = self.dispatcher.inner.clone();
         let (planned, report) =
@@ -667,10 +665,28 @@ impl Matcher {
         }
     }
 
-    async fn send_offer(&self, offer: &PlannedOffer, expires_at: DateTime<Utc>) {
-        let Some(context) = self.contexts.get(&offer.booking_id) else {
+    async fn send_offer(&mut self, offer: &PlannedOffer, expires_at: DateTime<Utc>) {
+        let Some(uuid) = self.uuids.get(&offer.booking_id).copied() else {
             return;
         };
+        if !self.contexts.contains_key(&offer.booking_id) {
+            match store::view_without_timeline(self.db(), offer.booking_id).await {
+                Ok(view) => {
+                    self.contexts.insert(
+                        offer.booking_id,
+                        BookingContext {
+                            service: view.service,
+                            location: view.location,
+                        },
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(booking_id = offer.booking_id, %error, "reading a booking for its offer failed");
+                    return;
+                }
+            }
+        }
+        let context = &self.contexts[&offer.booking_id];
         let Some(user_id) = self.dispatcher.provider_user(offer.provider_id).await else {
             return;
         };
@@ -691,7 +707,7 @@ impl Matcher {
                 user_id,
                 frame(json!({
                     "type": "offer",
-                    "booking_id": context.uuid,
+                    "booking_id": uuid,
                     "service": context.service,
                     "location": context.location,
                     "distance_m": offer.distance_m.round() as u64,

@@ -92,6 +92,10 @@ pub struct RoundRules {
     pub max_radius_m: f64,
     /// Time the exact solver may take before the rest of the round goes greedy.
     pub solve_budget: Duration,
+    /// Time the round may spend finding candidates; bookings not reached wait for the next
+    /// round (proving a wide empty radius empty is the index's costliest search, and a round
+    /// must not hold its thread for long).
+    pub search_budget: Duration,
 }
 
 /// One offer a round decided to make; the therapist is already reserved in the index.
@@ -275,13 +279,22 @@ impl WaitingBookings {
         filter: &EligibilityFilter,
         now: DateTime<Utc>,
     ) -> (Vec<PlannedOffer>, RoundReport) {
+        let started = std::time::Instant::now();
         let mut ids: Vec<i64> = self.dirty.drain().collect();
         ids.sort_unstable();
+        let mut ids = ids.into_iter();
+        let mut searched = 0usize;
         let mut needs: Vec<BookingNeed> = Vec::new();
         let mut edges: Vec<Edge> = Vec::new();
         let mut round_bookings: Vec<i64> = Vec::new();
         let mut hits_by_pair: FxHashMap<(usize, i64), NearbyHit> = FxHashMap::default();
-        for id in ids {
+        while let Some(id) = ids.next() {
+            // At least one booking per round, so every round makes progress.
+            if searched > 0 && started.elapsed() > rules.search_budget {
+                self.dirty.insert(id);
+                self.dirty.extend(ids.by_ref());
+                break;
+            }
             let Some(booking) = self.bookings.get_mut(&id) else {
                 continue;
             };
@@ -289,6 +302,7 @@ impl WaitingBookings {
             if slots == 0 || now >= booking.deadline {
                 continue;
             }
+            searched += 1;
             let wanted = CANDIDATES_PER_BOOKING.max(2 * slots);
             let candidates = loop {
                 let hits = index.nearby(
@@ -442,6 +456,7 @@ mod tests {
             radius_step_m: 5_000.0,
             max_radius_m: 20_000.0,
             solve_budget: Duration::from_millis(20),
+            search_budget: Duration::from_secs(5),
         }
     }
 
@@ -541,6 +556,27 @@ mod tests {
         let (planned, _) =
             waiting.plan_round(&index, EtaModel::default(), &rules(), &only_even, now);
         assert_eq!(pairs(&planned), [(10, 2)]);
+    }
+
+    #[test]
+    fn a_spent_search_budget_leaves_the_rest_for_the_next_round() {
+        let now = Utc::now();
+        let index = LiveIndex::new(DEFAULT_PRESENCE_TTL);
+        let mut waiting = WaitingBookings::default();
+        for id in 1..=3 {
+            waiting.insert(booking(id, MAKATI, now));
+        }
+        let mut tight = rules();
+        tight.search_budget = Duration::ZERO;
+        waiting.plan_round(&index, EtaModel::default(), &tight, &admit_all(), now);
+        assert!(
+            waiting.has_dirty(),
+            "one booking searched, two left for later"
+        );
+        for _ in 0..2 {
+            waiting.plan_round(&index, EtaModel::default(), &tight, &admit_all(), now);
+        }
+        assert!(!waiting.has_dirty());
     }
 
     #[test]
