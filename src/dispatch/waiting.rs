@@ -22,6 +22,8 @@ pub const BOOKING_CELL_RESOLUTION: Resolution = Resolution::Six;
 /// Each booking's candidates in a round: its k nearest eligible therapists (more when it wants
 /// a larger batch). Keeps the assignment graph sparse.
 pub const CANDIDATES_PER_BOOKING: usize = 6;
+/// Bookings a round always searches before its search budget may defer the rest.
+pub const MIN_SEARCHED_PER_ROUND: usize = 32;
 /// Cells vary in size; bounding distances with a fraction of the average edge keeps the reach
 /// lookup conservative everywhere.
 const EDGE_SAFETY_FACTOR: f64 = 0.6;
@@ -289,8 +291,9 @@ impl WaitingBookings {
         let mut round_bookings: Vec<i64> = Vec::new();
         let mut hits_by_pair: FxHashMap<(usize, i64), NearbyHit> = FxHashMap::default();
         while let Some(id) = ids.next() {
-            // At least one booking per round, so every round makes progress.
-            if searched > 0 && started.elapsed() > rules.search_budget {
+            // The budget only splits backlogs (a takeover, a burst): a round of a few bookings
+            // is always assigned whole, and every round makes progress.
+            if searched >= MIN_SEARCHED_PER_ROUND && started.elapsed() > rules.search_budget {
                 self.dirty.insert(id);
                 self.dirty.extend(ids.by_ref());
                 break;
@@ -563,19 +566,19 @@ mod tests {
         let now = Utc::now();
         let index = LiveIndex::new(DEFAULT_PRESENCE_TTL);
         let mut waiting = WaitingBookings::default();
-        for id in 1..=3 {
+        let backlog = MIN_SEARCHED_PER_ROUND as i64 + 2;
+        for id in 1..=backlog {
             waiting.insert(booking(id, MAKATI, now));
         }
         let mut tight = rules();
         tight.search_budget = Duration::ZERO;
+        tight.max_radius_m = 5_000.0;
         waiting.plan_round(&index, EtaModel::default(), &tight, &admit_all(), now);
         assert!(
             waiting.has_dirty(),
-            "one booking searched, two left for later"
+            "the minimum searched, two left for later"
         );
-        for _ in 0..2 {
-            waiting.plan_round(&index, EtaModel::default(), &tight, &admit_all(), now);
-        }
+        waiting.plan_round(&index, EtaModel::default(), &tight, &admit_all(), now);
         assert!(!waiting.has_dirty());
     }
 
