@@ -89,6 +89,8 @@ pub struct BookingView {
     pub completed_at: Option<DateTime<Utc>>,
     pub cancelled_at: Option<DateTime<Utc>>,
     pub cancellation_reason: Option<String>,
+    /// How the booking is paid, and where the payment stands.
+    pub payment: Option<crate::money::views::PaymentView>,
 }
 
 /// The internal facts about a booking that decisions need.
@@ -236,6 +238,7 @@ fn into_view(row: ViewRow, timeline: Vec<TimelineEntry>) -> BookingView {
         completed_at: row.completed_at,
         cancelled_at: row.cancelled_at,
         cancellation_reason: row.cancellation_reason,
+        payment: None,
     }
 }
 
@@ -250,7 +253,9 @@ pub async fn view(db: &mut PgConnection, booking_id: i64) -> sqlx::Result<Bookin
     .bind(booking_id)
     .fetch_all(&mut *db)
     .await?;
-    Ok(into_view(row, timeline))
+    let mut view = into_view(row, timeline);
+    view.payment = Some(crate::money::views::payment(db, booking_id).await?);
+    Ok(view)
 }
 
 /// The caller's bookings (as customer or as therapist), newest first, without timelines.
