@@ -57,6 +57,10 @@ pub struct CreateBooking {
     pub location: Option<NewLocation>,
     pub customer_notes: Option<String>,
     pub promo_code: Option<String>,
+    /// `cash` (default, paid to the therapist at the end), `wallet` (charged when a therapist
+    /// accepts; the balance must cover the estimate), or `card`, `gcash`, `paymaya` (paid through
+    /// the gateway once accepted: `POST /v1/bookings/{id}/payment`).
+    pub payment_method: Option<crate::money::PaymentMethod>,
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
@@ -216,6 +220,9 @@ pub async fn create(
         promo: promo.as_ref().map(|p| p.terms),
     });
 
+    let payment_method = request.payment_method.unwrap_or(crate::money::PaymentMethod::Cash);
+    check_payment_method(&state, user_id, payment_method, estimate.total_amount).await?;
+
     let mut tx = state.db.begin().await.context("starting the booking")?;
     // A key older than the window may be used again: free it.
     sqlx::query(
@@ -301,6 +308,13 @@ pub async fn create(
         .await
         .context("recording the promo code")?;
     }
+    sqlx::query("UPDATE bookings SET payment_method = $2 WHERE id = $1")
+        .bind(booking_id)
+        .bind(payment_method)
+        .execute(&mut *tx)
+        .await
+        .context("recording the payment method")?;
+    crate::effects::emit_booking_event(&mut tx, booking_id, "booking.created").await?;
     let view = store::view(&mut tx, booking_id)
         .await
         .context("loading the booking")?;
@@ -319,6 +333,37 @@ pub async fn create(
         state.dispatcher.announce(booking_id).await;
     }
     Ok(HttpResponse::Created().json(view))
+}
+
+/// A wallet must cover the estimate; card and e-wallets need a configured gateway.
+async fn check_payment_method(
+    state: &AppState,
+    user_id: i64,
+    method: crate::money::PaymentMethod,
+    estimate: Decimal,
+) -> Result<(), ApiError> {
+    use crate::money::PaymentMethod;
+    match method {
+        PaymentMethod::Cash => Ok(()),
+        PaymentMethod::Wallet => {
+            let balance = crate::money::views::wallet(&state.db, user_id)
+                .await
+                .context("reading the wallet")?
+                .map_or(Decimal::ZERO, |w| w.balance);
+            if balance < estimate {
+                return Err(ApiError::invalid(
+                    "payment_method",
+                    format!(
+                        "the wallet balance ({}) does not cover the estimated {}; top up or choose another method",
+                        crate::money::ledger::money_text(balance),
+                        crate::money::ledger::money_text(estimate)
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        _ => state.payments.gateway().map(|_| ()),
+    }
 }
 
 /// The booking an earlier request with this key created, if any (409 if its body differed).
