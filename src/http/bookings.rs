@@ -220,7 +220,9 @@ pub async fn create(
         promo: promo.as_ref().map(|p| p.terms),
     });
 
-    let payment_method = request.payment_method.unwrap_or(crate::money::PaymentMethod::Cash);
+    let payment_method = request
+        .payment_method
+        .unwrap_or(crate::money::PaymentMethod::Cash);
     check_payment_method(&state, user_id, payment_method, estimate.total_amount).await?;
 
     let mut tx = state.db.begin().await.context("starting the booking")?;

@@ -77,7 +77,8 @@ pub async fn send(
     path: web::Path<Uuid>,
     Json(body): Json<NewMessage>,
 ) -> Result<HttpResponse, ApiError> {
-    let (message, parties) = messages::post(&state.db, path.into_inner(), caller.user_id(), &body.body).await?;
+    let (message, parties) =
+        messages::post(&state.db, path.into_inner(), caller.user_id(), &body.body).await?;
     state.deliver_message(&message, &parties).await;
     Ok(HttpResponse::Created().json(message))
 }
@@ -100,7 +101,8 @@ pub async fn mark_read(
     caller: Caller,
     path: web::Path<Uuid>,
 ) -> Result<web::Json<ReadReceipt>, ApiError> {
-    let (receipt, side, parties) = messages::mark_read(&state.db, path.into_inner(), caller.user_id()).await?;
+    let (receipt, side, parties) =
+        messages::mark_read(&state.db, path.into_inner(), caller.user_id()).await?;
     state.deliver_read_receipt(&receipt, side, &parties).await;
     Ok(web::Json(receipt))
 }

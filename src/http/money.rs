@@ -30,7 +30,10 @@ fn optional_idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiErro
         .map_err(|_| ApiError::invalid(IDEMPOTENCY_HEADER, "must be visible ASCII"))?
         .trim();
     if key.is_empty() || key.len() > 255 {
-        return Err(ApiError::invalid(IDEMPOTENCY_HEADER, "must be 1 to 255 characters"));
+        return Err(ApiError::invalid(
+            IDEMPOTENCY_HEADER,
+            "must be 1 to 255 characters",
+        ));
     }
     Ok(Some(key.to_owned()))
 }
@@ -45,7 +48,10 @@ fn optional_idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiErro
     )
 )]
 #[get("/v1/wallet")]
-pub async fn wallet(state: web::Data<AppState>, caller: Caller) -> Result<web::Json<WalletView>, ApiError> {
+pub async fn wallet(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<web::Json<WalletView>, ApiError> {
     views::wallet(&state.db, caller.user_id())
         .await
         .context("loading the wallet")?
@@ -134,14 +140,26 @@ pub async fn topup(
 ) -> Result<HttpResponse, ApiError> {
     let key = optional_idempotency_key(&req)?;
     if body.amount < Decimal::ONE || body.amount > Decimal::from(MAX_TOPUP) {
-        return Err(ApiError::invalid("amount", format!("must be from 1.00 to {MAX_TOPUP}.00")));
+        return Err(ApiError::invalid(
+            "amount",
+            format!("must be from 1.00 to {MAX_TOPUP}.00"),
+        ));
     }
     if !body.payment_method.via_gateway() {
-        return Err(ApiError::invalid("payment_method", "top up by card, gcash or paymaya"));
+        return Err(ApiError::invalid(
+            "payment_method",
+            "top up by card, gcash or paymaya",
+        ));
     }
-    let payment =
-        payments::start_topup(&state.db, &state.payments, caller.user_id(), body.amount, body.payment_method, key)
-            .await?;
+    let payment = payments::start_topup(
+        &state.db,
+        &state.payments,
+        caller.user_id(),
+        body.amount,
+        body.payment_method,
+        key,
+    )
+    .await?;
     Ok(HttpResponse::Created().json(payment))
 }
 
@@ -327,15 +345,23 @@ pub async fn run_payouts(
 ) -> Result<web::Json<PayoutRun>, ApiError> {
     caller.require_admin()?;
     if body.period_end < body.period_start {
-        return Err(ApiError::invalid("period_end", "must not be before period_start"));
+        return Err(ApiError::invalid(
+            "period_end",
+            "must not be before period_start",
+        ));
     }
     if body.period_end > chrono::Utc::now().date_naive() {
         return Err(ApiError::invalid("period_end", "must not be in the future"));
     }
     if (body.period_end - body.period_start).num_days() > 366 {
-        return Err(ApiError::invalid("period_start", "a period is at most a year"));
+        return Err(ApiError::invalid(
+            "period_start",
+            "a period is at most a year",
+        ));
     }
-    payouts::run(&state.db, body.period_start, body.period_end).await.map(web::Json)
+    payouts::run(&state.db, body.period_start, body.period_end)
+        .await
+        .map(web::Json)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -443,7 +469,10 @@ pub async fn payout_status(
         other => {
             return Err(ApiError::invalid(
                 "status",
-                format!("a payout is marked completed or failed, not {}", other.as_str()),
+                format!(
+                    "a payout is marked completed or failed, not {}",
+                    other.as_str()
+                ),
             ))
         }
     };
@@ -477,7 +506,10 @@ pub struct LedgerCheck {
     )
 )]
 #[get("/v1/admin/ledger/check")]
-pub async fn ledger_check(state: web::Data<AppState>, caller: Caller) -> Result<web::Json<LedgerCheck>, ApiError> {
+pub async fn ledger_check(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<web::Json<LedgerCheck>, ApiError> {
     caller.require_admin()?;
     let violations = check::run(&state.db).await.context("checking the ledger")?;
     Ok(web::Json(LedgerCheck {

@@ -41,10 +41,15 @@ pub async fn list(
     let mut errors = Vec::new();
     crate::domain::validate::check_range(&mut errors, "limit", limit, 1, 200);
     ApiError::check(errors)?;
-    notifications::list(&state.db, caller.user_id(), query.unread.unwrap_or(false), limit)
-        .await
-        .context("listing notifications")
-        .map(web::Json)
+    notifications::list(
+        &state.db,
+        caller.user_id(),
+        query.unread.unwrap_or(false),
+        limit,
+    )
+    .await
+    .context("listing notifications")
+    .map(web::Json)
 }
 
 /// Marks one of the caller's notifications read.
@@ -111,7 +116,10 @@ pub async fn register_device(
     let mut errors = Vec::new();
     crate::domain::validate::check_text(&mut errors, "token", &body.token, 1, 4096);
     if body.token.contains(char::is_whitespace) {
-        errors.push(crate::error::FieldError::new("token", "must not contain spaces"));
+        errors.push(crate::error::FieldError::new(
+            "token",
+            "must not contain spaces",
+        ));
     }
     for (field, value, max) in [
         ("device_name", &body.device_name, 255),

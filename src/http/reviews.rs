@@ -35,7 +35,8 @@ pub async fn create(
     path: web::Path<Uuid>,
     Json(body): Json<NewReview>,
 ) -> Result<HttpResponse, ApiError> {
-    let (review, provider) = reviews::create(&state.db, path.into_inner(), caller.user_id(), &body).await?;
+    let (review, provider) =
+        reviews::create(&state.db, path.into_inner(), caller.user_id(), &body).await?;
     if let Some(provider_id) = provider {
         // Ranking reads the rating from the live index.
         state.provider_changed(provider_id).await;
@@ -64,7 +65,9 @@ pub async fn of_booking(
         .await
         .context("loading the booking")?
         .filter(|b| {
-            b.customer_id == caller.user_id() || b.provider_user_id == Some(caller.user_id()) || caller.is_admin()
+            b.customer_id == caller.user_id()
+                || b.provider_user_id == Some(caller.user_id())
+                || caller.is_admin()
         })
         .ok_or_else(|| ApiError::not_found("booking"))?;
     reviews::of_booking(&state.db, booking.id)
@@ -108,12 +111,13 @@ pub async fn of_therapist(
     Query(query): Query<ReviewListQuery>,
 ) -> Result<web::Json<Vec<ReviewView>>, ApiError> {
     let limit = limit(query.limit)?;
-    let provider: i64 = sqlx::query_scalar("SELECT id FROM providers WHERE uuid = $1 AND deleted_at IS NULL")
-        .bind(path.into_inner())
-        .fetch_optional(&state.db)
-        .await
-        .context("finding the therapist")?
-        .ok_or_else(|| ApiError::not_found("therapist"))?;
+    let provider: i64 =
+        sqlx::query_scalar("SELECT id FROM providers WHERE uuid = $1 AND deleted_at IS NULL")
+            .bind(path.into_inner())
+            .fetch_optional(&state.db)
+            .await
+            .context("finding the therapist")?
+            .ok_or_else(|| ApiError::not_found("therapist"))?;
     reviews::of_provider(&state.db, provider, limit)
         .await
         .context("listing reviews")
@@ -192,7 +196,10 @@ pub async fn moderate(
         crate::domain::validate::check_text(&mut errors, "flagged_reason", reason, 1, 500);
     }
     if body.is_visible.is_none() && body.is_flagged.is_none() && body.flagged_reason.is_none() {
-        errors.push(crate::error::FieldError::new("is_visible", "give is_visible, is_flagged or flagged_reason"));
+        errors.push(crate::error::FieldError::new(
+            "is_visible",
+            "give is_visible, is_flagged or flagged_reason",
+        ));
     }
     ApiError::check(errors)?;
     let (review, provider) = reviews::moderate(

@@ -32,10 +32,16 @@ fn check_url(errors: &mut Vec<FieldError>, raw: &str) {
                 errors.push(FieldError::new("url", "must be at most 2000 characters"));
             }
             if !url.username().is_empty() || url.password().is_some() {
-                errors.push(FieldError::new("url", "must not carry credentials; use the secret"));
+                errors.push(FieldError::new(
+                    "url",
+                    "must not carry credentials; use the secret",
+                ));
             }
         }
-        Ok(_) => errors.push(FieldError::new("url", "must be an http or https URL with a host")),
+        Ok(_) => errors.push(FieldError::new(
+            "url",
+            "must be an http or https URL with a host",
+        )),
         Err(e) => errors.push(FieldError::new("url", format!("is not a URL: {e}"))),
     }
 }
@@ -71,7 +77,10 @@ pub async fn create(
         if !webhooks::is_valid_pattern(event) {
             errors.push(FieldError::new(
                 "events",
-                format!("unknown event type {event:?}; known: {}", webhooks::EVENT_TYPES.join(", ")),
+                format!(
+                    "unknown event type {event:?}; known: {}",
+                    webhooks::EVENT_TYPES.join(", ")
+                ),
             ));
         }
     }
@@ -112,7 +121,10 @@ pub async fn create(
     )
 )]
 #[get("/v1/admin/webhooks")]
-pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<web::Json<Vec<EndpointView>>, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<web::Json<Vec<EndpointView>>, ApiError> {
     caller.require_admin()?;
     webhooks::list_endpoints(&state.db)
         .await

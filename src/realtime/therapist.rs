@@ -218,10 +218,12 @@ impl TherapistSession {
             "location" => self.on_location(&envelope).await,
             "availability" => self.on_availability(&envelope).await,
             "offer.accept" | "offer.decline" | "status" => self.on_booking_frame(&envelope).await,
-            "message" | "message.read" => match super::chat::on_frame(&self.state, self.who.user_id, &envelope).await {
-                Some(error) => self.send(&error).await,
-                None => Ok(()),
-            },
+            "message" | "message.read" => {
+                match super::chat::on_frame(&self.state, self.who.user_id, &envelope).await {
+                    Some(error) => self.send(&error).await,
+                    None => Ok(()),
+                }
+            }
             other => {
                 let detail = format!(
                     "unknown frame type {other:?}; expected location, availability, offer.accept, offer.decline, status, message or message.read"
