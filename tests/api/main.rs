@@ -12,6 +12,7 @@ mod helpers;
 mod live;
 mod money;
 mod partitions;
+mod reviews_chat;
 mod schema;
 mod simulator;
 mod sockets;
