@@ -21,7 +21,6 @@ pub const GATEWAY_SECRET_KEY: &str = "sk_test_fake_gateway";
 /// One request a fake received.
 #[derive(Debug, Clone)]
 pub struct Received {
-    pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -57,7 +56,6 @@ pub struct FakeState {
 
 pub struct FakeServer {
     pub url: String,
-    pub port: u16,
     pub state: Arc<FakeState>,
     handle: ServerHandle,
 }
@@ -112,7 +110,6 @@ async fn start(listener: TcpListener, handler: Handler) -> FakeServer {
             let state = state.clone();
             async move {
                 state.received.lock().push(Received {
-                    method: req.method().to_string(),
                     path: req.path().to_owned(),
                     headers: req
                         .headers()
@@ -134,7 +131,6 @@ async fn start(listener: TcpListener, handler: Handler) -> FakeServer {
     tokio::spawn(server);
     FakeServer {
         url: format!("http://127.0.0.1:{port}"),
-        port,
         state,
         handle,
     }

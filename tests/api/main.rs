@@ -5,6 +5,7 @@ mod admin;
 mod bookings;
 mod cli;
 mod dashboard;
+mod delivery;
 mod durability;
 mod fakes;
 mod health;
