@@ -10,6 +10,7 @@ mod durability;
 mod fakes;
 mod health;
 mod helpers;
+mod ledger_property;
 mod live;
 mod money;
 mod partitions;
