@@ -296,8 +296,26 @@ async fn a_card_booking_is_paid_through_the_gateway_and_its_webhook() {
     )
     .await;
 
+    // The dispatch dashboard's panel shows the booking's payment state.
+    let panel_payment = |stats: Value| {
+        stats["active_bookings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["booking_id"] == id.as_str())
+            .map(|b| (b["payment_method"].clone(), b["payment_status"].clone()))
+            .unwrap()
+    };
+    let stats = json_body(app.get_as(&admin, "/v1/dispatch/stats").await, 200).await;
+    assert_eq!(
+        panel_payment(stats),
+        (json!("card"), json!("awaiting_payment"))
+    );
+
     let paid = pay_intent(&app, &gateway, &intent).await;
     assert_eq!(paid["webhook_status"], 200);
+    let stats = json_body(app.get_as(&admin, "/v1/dispatch/stats").await, 200).await;
+    assert_eq!(panel_payment(stats), (json!("card"), json!("paid")));
     assert_eq!(
         booking(&app, &customer, &id).await["payment"]["status"],
         "paid"
