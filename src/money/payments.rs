@@ -354,6 +354,18 @@ pub async fn apply_event(
     Ok(outcome)
 }
 
+/// id, uuid, type, status, amount, user_id, booking_id, payment_method.
+type PaidRow = (
+    i64,
+    Uuid,
+    TransactionType,
+    TransactionStatus,
+    Decimal,
+    i64,
+    Option<i64>,
+    PaymentMethod,
+);
+
 async fn paid(
     tx: &mut PgConnection,
     gateway: &str,
@@ -362,7 +374,7 @@ async fn paid(
     amount: Decimal,
     raw: &Value,
 ) -> Result<EventOutcome, ApiError> {
-    let row: Option<(i64, Uuid, TransactionType, TransactionStatus, Decimal, i64, Option<i64>, PaymentMethod)> =
+    let row: Option<PaidRow> =
         sqlx::query_as(
             "SELECT id, uuid, type, status, amount, user_id, booking_id, payment_method FROM transactions \
              WHERE gateway = $1 AND gateway_transaction_id = $2 FOR UPDATE",

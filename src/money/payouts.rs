@@ -19,7 +19,7 @@ use crate::notifications::{self, kind, Notice};
 
 const EARNINGS_SQL: &str = include_str!("../../sql/payout_earnings.sql");
 /// Serialises payout runs across nodes (a transaction-scoped advisory lock).
-const PAYOUT_LOCK_KEY: i64 = 0x68696c6f_7470_6179;
+const PAYOUT_LOCK_KEY: i64 = 0x6869_6c6f_7470_6179;
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct PayoutView {

@@ -13,17 +13,20 @@ use super::{kind, notify, Notice};
 /// How often the sweep looks for bookings to remind.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
+/// booking id, uuid, number, scheduled_at, customer, the therapist's user.
+type DueReminder = (
+    i64,
+    uuid::Uuid,
+    String,
+    chrono::DateTime<chrono::Utc>,
+    i64,
+    Option<i64>,
+);
+
 /// Sends the reminders due now; answers how many were written.
 pub async fn sweep(db: &PgPool) -> anyhow::Result<usize> {
     let minutes = crate::db::app_settings::reminder_minutes_before(db).await?;
-    let due: Vec<(
-        i64,
-        uuid::Uuid,
-        String,
-        chrono::DateTime<chrono::Utc>,
-        i64,
-        Option<i64>,
-    )> = sqlx::query_as(
+    let due: Vec<DueReminder> = sqlx::query_as(
         "SELECT b.id, b.uuid, b.booking_number, b.scheduled_at, b.customer_id, p.user_id \
          FROM bookings b LEFT JOIN providers p ON p.id = b.provider_id \
          WHERE b.booking_type = 'scheduled' AND b.status = 'accepted' AND b.deleted_at IS NULL \

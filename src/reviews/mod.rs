@@ -91,6 +91,16 @@ const VIEW_SQL: &str = "SELECT r.uuid AS id, b.uuid AS booking_id, r.reviewer_ty
         COALESCE(r.is_flagged, false) AS is_flagged, r.flagged_reason, r.created_at \
      FROM reviews r JOIN bookings b ON b.id = r.booking_id JOIN users ru ON ru.id = r.reviewer_id";
 
+/// booking id, status, customer, provider, the provider's user, completed_at.
+type ReviewTarget = (
+    i64,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<DateTime<Utc>>,
+);
+
 /// Writes the caller's review of the other party. Answers the review and, for a customer's
 /// review, the provider whose rating moved (to refresh the live index).
 pub async fn create(
@@ -100,7 +110,7 @@ pub async fn create(
     review: &NewReview,
 ) -> Result<(ReviewView, Option<i64>), ApiError> {
     review.check()?;
-    let row: Option<(i64, String, i64, Option<i64>, Option<i64>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let row: Option<ReviewTarget> = sqlx::query_as(
         "SELECT b.id, b.status::text, b.customer_id, b.provider_id, p.user_id, b.completed_at \
          FROM bookings b LEFT JOIN providers p ON p.id = b.provider_id WHERE b.uuid = $1 AND b.deleted_at IS NULL",
     )

@@ -414,3 +414,53 @@ async fn two_servers_drain_one_outbox_and_deliver_each_webhook_once() {
     second.shutdown().await;
     first.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_scheduled_booking_reminds_both_parties_once() {
+    let app = crate::helpers::spawn_app().await;
+    let admin = make_admin(&app).await;
+    let (therapist, _socket, _service) = therapist_near(&app, &admin).await;
+    let (customer, user) = register(&app, "customer").await;
+    // Scheduled bookings are not dispatched by this server yet: arrange an accepted one directly.
+    sqlx::query(
+        "INSERT INTO bookings (customer_id, provider_id, service_id, type, booking_type, status, scheduled_at, \
+             service_price, total_amount, provider_earnings, commission_amount, commission_rate) \
+         SELECT u.id, p.id, (SELECT min(id) FROM services), 'home_service', 'scheduled', 'accepted', \
+             now() + interval '30 minutes', 800, 800, 680, 120, 15 \
+         FROM users u, providers p WHERE u.uuid = $1::uuid AND p.uuid = $2::uuid",
+    )
+    .bind(user["id"].as_str().unwrap())
+    .bind(&therapist.provider_id)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        hilot::notifications::reminders::sweep(&app.db)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        hilot::notifications::reminders::sweep(&app.db)
+            .await
+            .unwrap(),
+        0,
+        "once"
+    );
+    for token in [&customer, &therapist.token] {
+        let listed = json_body(app.get_as(token, "/v1/notifications").await, 200).await;
+        let reminders: Vec<&Value> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["type"] == "booking.reminder")
+            .collect();
+        assert_eq!(reminders.len(), 1, "{listed}");
+        assert!(
+            reminders[0]["action_data"]["minutes_before"]
+                .as_i64()
+                .unwrap()
+                <= 30
+        );
+    }
+}
