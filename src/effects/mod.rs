@@ -153,20 +153,14 @@ pub async fn emit_booking_event(
     booking_id: i64,
     event: &str,
 ) -> Result<(), ApiError> {
-    let data: serde_json::Value = sqlx::query_scalar(
-        "SELECT jsonb_build_object('booking_id', b.uuid, 'booking_number', b.booking_number, \
+    const DATA: &str = "SELECT jsonb_build_object('booking_id', b.uuid, 'booking_number', b.booking_number, \
                 'status', b.status, 'provider_id', p.uuid, 'service_id', s.uuid, \
                 'total_amount', to_char(b.total_amount, 'FM999999990.00'), 'currency', 'PHP', \
                 'payment_method', b.payment_method, 'cancellation_reason', b.cancellation_reason, \
                 'cancellation_fee', to_char(COALESCE(b.cancellation_fee, 0), 'FM999999990.00')) \
          FROM bookings b JOIN services s ON s.id = b.service_id LEFT JOIN providers p ON p.id = b.provider_id \
-         WHERE b.id = $1",
-    )
-    .bind(booking_id)
-    .fetch_one(&mut *tx)
-    .await
-    .context("describing the booking")?;
-    crate::webhooks::emit(tx, event, data)
+         WHERE b.id = $3";
+    crate::webhooks::emit_with(tx, event, DATA, booking_id)
         .await
         .context("queueing the booking webhook")
 }

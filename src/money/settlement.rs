@@ -90,7 +90,8 @@ pub async fn on_accepted(tx: &mut PgConnection, booking_id: i64) -> Result<(), A
     let b = load(tx, booking_id)
         .await
         .context("loading the booking's money")?;
-    if b.total_amount <= Decimal::ZERO
+    if b.payment_method == PaymentMethod::Cash
+        || b.total_amount <= Decimal::ZERO
         || live_payment(tx, b.id)
             .await
             .context("reading the payment")?

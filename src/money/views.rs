@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::ledger::EntryKind;
-use super::{PaymentMethod, TransactionStatus};
+use super::PaymentMethod;
 use crate::domain::money::CURRENCY;
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -131,6 +131,12 @@ struct PaymentFacts {
     total_amount: Decimal,
     tip_amount: Decimal,
     cancellation_fee: Decimal,
+    paid: Decimal,
+    refunded: Decimal,
+    awaiting: bool,
+    failed: bool,
+    refund_pending: bool,
+    wallet_paid: bool,
 }
 
 /// Decides the payment state (pure).
@@ -170,52 +176,43 @@ pub fn state(
 }
 
 pub async fn payment(db: &mut PgConnection, booking_id: i64) -> sqlx::Result<PaymentView> {
-    let facts: PaymentFacts = sqlx::query_as(
-        "SELECT status::text AS status, payment_method, total_amount, COALESCE(tip_amount, 0) AS tip_amount, \
-                COALESCE(cancellation_fee, 0) AS cancellation_fee FROM bookings WHERE id = $1",
+    let f: PaymentFacts = sqlx::query_as(
+        "SELECT b.status::text AS status, b.payment_method, b.total_amount, COALESCE(b.tip_amount, 0) AS tip_amount, \
+                COALESCE(b.cancellation_fee, 0) AS cancellation_fee, \
+                COALESCE(t.paid, 0) AS paid, COALESCE(t.refunded, 0) AS refunded, \
+                COALESCE(t.awaiting, false) AS awaiting, COALESCE(t.failed, false) AS failed, \
+                COALESCE(t.refund_pending, false) AS refund_pending, COALESCE(t.wallet_paid, false) AS wallet_paid \
+         FROM bookings b LEFT JOIN LATERAL ( \
+             SELECT SUM(amount) FILTER (WHERE type = 'payment' AND status = 'completed') AS paid, \
+                    SUM(amount) FILTER (WHERE type = 'refund' AND status <> 'failed') AS refunded, \
+                    bool_or(type = 'payment' AND status = 'pending') AS awaiting, \
+                    bool_or(type = 'payment' AND status = 'failed') AS failed, \
+                    bool_or(type = 'refund' AND status = 'pending') AS refund_pending, \
+                    bool_or(type = 'payment' AND status = 'completed' AND payment_method = 'wallet') AS wallet_paid \
+             FROM transactions WHERE booking_id = b.id AND type IN ('payment', 'refund')) t ON true \
+         WHERE b.id = $1",
     )
     .bind(booking_id)
     .fetch_one(&mut *db)
     .await?;
-    let rows: Vec<(String, TransactionStatus, Decimal, PaymentMethod)> = sqlx::query_as(
-        "SELECT type::text, status, amount, payment_method FROM transactions \
-         WHERE booking_id = $1 AND type IN ('payment', 'refund')",
-    )
-    .bind(booking_id)
-    .fetch_all(&mut *db)
-    .await?;
-    let sum = |kind: &str, pred: &dyn Fn(TransactionStatus) -> bool| -> Decimal {
-        rows.iter()
-            .filter(|(k, s, _, _)| k == kind && pred(*s))
-            .map(|(_, _, a, _)| *a)
-            .sum()
-    };
-    let paid = sum("payment", &|s| s == TransactionStatus::Completed);
-    let refunded = sum("refund", &|s| s != TransactionStatus::Failed);
-    let has = |kind: &str, status: TransactionStatus| {
-        rows.iter().any(|(k, s, _, _)| k == kind && *s == status)
-    };
-    let fee_charged = facts.cancellation_fee > Decimal::ZERO
-        && rows.iter().any(|(k, s, _, m)| {
-            k == "payment" && *s == TransactionStatus::Completed && *m == PaymentMethod::Wallet
-        })
-        && paid <= facts.cancellation_fee;
+    let fee_charged =
+        f.cancellation_fee > Decimal::ZERO && f.wallet_paid && f.paid <= f.cancellation_fee;
     Ok(PaymentView {
-        method: facts.payment_method,
+        method: f.payment_method,
         status: state(
-            &facts.status,
-            facts.payment_method,
-            paid,
-            has("payment", TransactionStatus::Pending),
-            has("payment", TransactionStatus::Failed),
-            refunded,
-            has("refund", TransactionStatus::Pending),
+            &f.status,
+            f.payment_method,
+            f.paid,
+            f.awaiting,
+            f.failed,
+            f.refunded,
+            f.refund_pending,
             fee_charged,
         ),
-        amount: facts.total_amount,
-        paid_amount: paid,
-        refunded_amount: refunded,
-        tip_amount: facts.tip_amount,
+        amount: f.total_amount,
+        paid_amount: f.paid,
+        refunded_amount: f.refunded,
+        tip_amount: f.tip_amount,
         currency: CURRENCY.to_owned(),
     })
 }

@@ -9,12 +9,10 @@ pub mod reminders;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor};
 use utoipa::ToSchema;
 use uuid::Uuid;
-
-use crate::outbox::{self, Channel, NewDelivery};
 
 /// Notification types (`notifications.type`).
 pub mod kind {
@@ -47,9 +45,19 @@ pub struct Notice {
 /// Writes the notification and queues a push to each of the user's active devices. Answers
 /// `None` when it already existed (one reminder per booking).
 pub async fn notify(tx: &mut PgConnection, notice: Notice) -> sqlx::Result<Option<Uuid>> {
-    let row: Option<(i64, Uuid)> = sqlx::query_as(
-        "INSERT INTO notifications (user_id, type, title, body, action_type, action_data, booking_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id, uuid",
+    // One statement: the row, and a push per active device.
+    sqlx::query_scalar(
+        "WITH n AS ( \
+             INSERT INTO notifications (user_id, type, title, body, action_type, action_data, booking_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING uuid \
+         ), pushed AS ( \
+             INSERT INTO outbox (channel, target, event_type, payload) \
+             SELECT 'push', 'push:' || d.id, $2, jsonb_build_object( \
+                 'device_token_id', d.id, 'token', d.token, 'device_type', d.device_type::text, \
+                 'notification_id', n.uuid, 'type', $2::text, 'title', $3::text, 'body', $4::text, \
+                 'action_type', $5::text, 'action_data', $6::jsonb) \
+             FROM n JOIN device_tokens d ON d.user_id = $1 AND d.is_active IS NOT FALSE \
+         ) SELECT uuid FROM n",
     )
     .bind(notice.user_id)
     .bind(notice.kind)
@@ -58,41 +66,8 @@ pub async fn notify(tx: &mut PgConnection, notice: Notice) -> sqlx::Result<Optio
     .bind(notice.action_type)
     .bind(&notice.action_data)
     .bind(notice.booking_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((_, uuid)) = row else {
-        return Ok(None);
-    };
-    let devices: Vec<(i64, String, String)> = sqlx::query_as(
-        "SELECT id, token, device_type::text FROM device_tokens WHERE user_id = $1 AND is_active IS NOT FALSE",
-    )
-    .bind(notice.user_id)
-    .fetch_all(&mut *tx)
-    .await?;
-    for (device_id, token, device_type) in devices {
-        outbox::enqueue(
-            tx,
-            NewDelivery {
-                channel: Channel::Push,
-                target: format!("push:{device_id}"),
-                endpoint_id: None,
-                event_type: notice.kind.to_owned(),
-                payload: json!({
-                    "device_token_id": device_id,
-                    "token": token,
-                    "device_type": device_type,
-                    "notification_id": uuid,
-                    "type": notice.kind,
-                    "title": notice.title,
-                    "body": notice.body,
-                    "action_type": notice.action_type,
-                    "action_data": notice.action_data,
-                }),
-            },
-        )
-        .await?;
-    }
-    Ok(Some(uuid))
+    .fetch_optional(tx)
+    .await
 }
 
 /// A notification as its user sees it.

@@ -14,6 +14,7 @@ mod ledger_property;
 mod live;
 mod money;
 mod partitions;
+mod ranking_rating;
 mod reviews_chat;
 mod schema;
 mod simulator;
