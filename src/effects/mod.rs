@@ -6,46 +6,22 @@
 
 use serde_json::json;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::error::{ApiError, Context as _};
 use crate::money::ledger::money_text;
 use crate::money::settlement;
 use crate::notifications::{self, kind, Notice};
 
-#[derive(sqlx::FromRow)]
-struct Facts {
-    uuid: Uuid,
-    booking_number: String,
-    status: String,
-    customer_id: i64,
-    therapist_user_id: Option<i64>,
-    therapist_name: Option<String>,
-    cancelled_by: Option<i64>,
-    cancellation_reason: Option<String>,
-    cancellation_fee: rust_decimal::Decimal,
-    total_amount: rust_decimal::Decimal,
-    provider_earnings: rust_decimal::Decimal,
-}
-
 /// Runs the consequences of the status the booking just moved to (read from the row, as the
 /// caller's `UPDATE` left it in this transaction).
 pub async fn on_booking_transition(tx: &mut PgConnection, booking_id: i64) -> Result<(), ApiError> {
-    let f: Facts = sqlx::query_as(
-        "SELECT b.uuid, b.booking_number, b.status::text AS status, b.customer_id, p.user_id AS therapist_user_id, \
-                u.first_name AS therapist_name, b.cancelled_by, b.cancellation_reason, \
-                COALESCE(b.cancellation_fee, 0) AS cancellation_fee, b.total_amount , b.provider_earnings \
-         FROM bookings b LEFT JOIN providers p ON p.id = b.provider_id LEFT JOIN users u ON u.id = p.user_id \
-         WHERE b.id = $1",
-    )
-    .bind(booking_id)
-    .fetch_one(&mut *tx)
-    .await
-    .context("loading the booking's effects")?;
+    let f = settlement::load(tx, booking_id)
+        .await
+        .context("loading the booking's effects")?;
     match f.status.as_str() {
-        "accepted" => settlement::on_accepted(tx, booking_id).await?,
-        "completed" => settlement::on_completed(tx, booking_id).await?,
-        "cancelled" | "no_show" => settlement::on_cancelled(tx, booking_id).await?,
+        "accepted" => settlement::on_accepted(tx, &f).await?,
+        "completed" => settlement::on_completed(tx, &f).await?,
+        "cancelled" | "no_show" => settlement::on_cancelled(tx, &f).await?,
         _ => {}
     }
     let therapist = f

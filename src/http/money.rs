@@ -277,9 +277,8 @@ pub struct WebhookAnswer {
     responses(
         (status = 200, description = "Processed (or already processed)", body = WebhookAnswer),
         (status = 400, description = "Malformed event", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Missing or forged signature, or signed outside the tolerance", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing or forged signature, signed outside the tolerance, or no gateway configured", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A replay of an event already received", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No gateway configured", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/payments/webhook")]
@@ -288,11 +287,11 @@ pub async fn gateway_webhook(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<web::Json<WebhookAnswer>, ApiError> {
-    let gateway = state
-        .payments
-        .gateway
-        .clone()
-        .ok_or_else(|| ApiError::NotFound("no payment gateway is configured".into()))?;
+    let gateway = state.payments.gateway.clone().ok_or_else(|| {
+        ApiError::Forbidden(
+            "no payment gateway is configured: its webhooks cannot be verified".into(),
+        )
+    })?;
     let signature = req
         .headers()
         .get(gateway.signature_header())

@@ -40,6 +40,10 @@ pub struct BookingMoney {
     pub promo_discount: Decimal,
     pub cancellation_fee: Decimal,
     pub tip_amount: Decimal,
+    /// For the parties' notifications.
+    pub therapist_name: Option<String>,
+    pub cancelled_by: Option<i64>,
+    pub cancellation_reason: Option<String>,
 }
 
 pub async fn load(tx: &mut PgConnection, booking_id: i64) -> sqlx::Result<BookingMoney> {
@@ -48,8 +52,10 @@ pub async fn load(tx: &mut PgConnection, booking_id: i64) -> sqlx::Result<Bookin
                 p.user_id AS therapist_user_id, b.payment_method, b.total_amount, b.provider_earnings, \
                 b.commission_amount, b.commission_rate, COALESCE(b.platform_fee, 0) AS platform_fee, \
                 COALESCE(b.promo_discount, 0) AS promo_discount, \
-                COALESCE(b.cancellation_fee, 0) AS cancellation_fee, COALESCE(b.tip_amount, 0) AS tip_amount \
-         FROM bookings b LEFT JOIN providers p ON p.id = b.provider_id WHERE b.id = $1",
+                COALESCE(b.cancellation_fee, 0) AS cancellation_fee, COALESCE(b.tip_amount, 0) AS tip_amount, \
+                u.first_name AS therapist_name, b.cancelled_by, b.cancellation_reason \
+         FROM bookings b LEFT JOIN providers p ON p.id = b.provider_id LEFT JOIN users u ON u.id = p.user_id \
+         WHERE b.id = $1",
     )
     .bind(booking_id)
     .fetch_one(tx)
@@ -86,10 +92,7 @@ async fn live_payment(
 }
 
 /// The therapist accepted: the price is final, so prepaid methods are charged now.
-pub async fn on_accepted(tx: &mut PgConnection, booking_id: i64) -> Result<(), ApiError> {
-    let b = load(tx, booking_id)
-        .await
-        .context("loading the booking's money")?;
+pub async fn on_accepted(tx: &mut PgConnection, b: &BookingMoney) -> Result<(), ApiError> {
     if b.payment_method == PaymentMethod::Cash
         || b.total_amount <= Decimal::ZERO
         || live_payment(tx, b.id)
@@ -167,10 +170,7 @@ pub async fn on_accepted(tx: &mut PgConnection, booking_id: i64) -> Result<(), A
 }
 
 /// The service is done: the payment is recorded, the therapist earns, the platform books its share.
-pub async fn on_completed(tx: &mut PgConnection, booking_id: i64) -> Result<(), ApiError> {
-    let b = load(tx, booking_id)
-        .await
-        .context("loading the booking's money")?;
+pub async fn on_completed(tx: &mut PgConnection, b: &BookingMoney) -> Result<(), ApiError> {
     let mut payment = live_payment(tx, b.id)
         .await
         .context("reading the payment")?
@@ -232,10 +232,7 @@ pub async fn on_completed(tx: &mut PgConnection, booking_id: i64) -> Result<(), 
 
 /// The booking was cancelled (or the customer did not show): the fee is kept or charged, the
 /// rest refunded, and the therapist compensated.
-pub async fn on_cancelled(tx: &mut PgConnection, booking_id: i64) -> Result<(), ApiError> {
-    let b = load(tx, booking_id)
-        .await
-        .context("loading the booking's money")?;
+pub async fn on_cancelled(tx: &mut PgConnection, b: &BookingMoney) -> Result<(), ApiError> {
     // A gateway payment the customer never completed is called off.
     sqlx::query(
         "UPDATE transactions SET status = 'failed', failed_at = now(), \

@@ -317,6 +317,9 @@ impl TherapistSession {
         match result {
             Ok(()) => Ok(()),
             Err(error) => {
+                if let crate::error::ApiError::Internal(cause) = &error {
+                    tracing::error!(error = ?cause, "a booking frame failed");
+                }
                 let problem = error.problem();
                 let code = problem.kind.trim_start_matches("/problems/").to_owned();
                 self.send(&ServerFrame::error(&code, problem.detail, None))
