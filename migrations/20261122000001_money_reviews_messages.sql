@@ -140,7 +140,8 @@ CREATE TABLE webhook_endpoints (
 );
 
 -- ---------------------------------------------------------------------------
--- The outbox: push notifications, operator webhooks and gateway refunds, delivered at least
+-- The outbox: booking events to fan out, push notifications, operator webhooks and gateway
+-- refunds, delivered at least
 -- once by workers on any node (rows are claimed with FOR UPDATE SKIP LOCKED and a lease).
 -- ---------------------------------------------------------------------------
 -- departs from seed: addition.
@@ -149,7 +150,7 @@ CREATE TYPE outbox_status AS ENUM ('pending', 'delivered', 'dead');
 CREATE TABLE outbox (
     id BIGSERIAL PRIMARY KEY,
     uuid UUID UNIQUE NOT NULL DEFAULT gen_random_uuid(), -- the message id receivers dedupe on
-    channel VARCHAR(20) NOT NULL CHECK (channel IN ('push', 'webhook', 'gateway')),
+    channel VARCHAR(20) NOT NULL CHECK (channel IN ('push', 'webhook', 'gateway', 'event')),
     -- Who receives it (an endpoint, a device, the gateway): each claim takes a few rows per
     -- target, so one slow or dead receiver holds up nobody else.
     target VARCHAR(100) NOT NULL,

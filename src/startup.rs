@@ -31,6 +31,9 @@ use crate::realtime::SocketCounter;
 use crate::state::AppState;
 use crate::{db, geo, http, ingest, partitions, telemetry};
 
+/// Connections the outbox worker (booking events, push, webhooks, refunds) may hold, apart from
+/// the request pool.
+pub const OUTBOX_DB_CONNECTIONS: u32 = 4;
 /// How long to wait for Redis at start-up before giving up with a clear error.
 pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -224,9 +227,14 @@ impl Application {
             state.ingest.clone(),
             shutdown.subscribe(),
         ));
+        // The outbox has its own few connections, so deliveries never starve requests.
+        let outbox_db = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(OUTBOX_DB_CONNECTIONS)
+            .acquire_timeout(crate::config::DB_ACQUIRE_TIMEOUT)
+            .connect_lazy_with((*state.db.connect_options()).clone());
         let outbox = tokio::spawn(crate::outbox::worker::run(
-            state.db.clone(),
-            couriers(&state),
+            outbox_db.clone(),
+            couriers(&state, &outbox_db),
             outbox_config(&state.settings),
             shutdown.subscribe(),
         ));
@@ -252,6 +260,7 @@ impl Application {
         drain(server_handle, server_task).await;
         let _ = writer.await;
         let _ = tokio::join!(maintenance, settings_refresh, gauges, outbox, reminders);
+        outbox_db.close().await;
         state.db.close().await;
         tracing::info!("hilot stopped");
         Ok(())
@@ -322,19 +331,25 @@ fn payments(settings: &Settings) -> crate::money::payments::Payments {
     crate::money::payments::Payments { gateway }
 }
 
-/// Who delivers each outbox channel: webhooks always; push when FCM is configured; refunds when
+/// Who delivers each outbox channel: booking events and webhooks always; push when FCM is configured; refunds when
 /// the gateway is. Jobs of a channel without a courier wait until one is configured.
-fn couriers(state: &AppState) -> crate::outbox::Couriers {
+fn couriers(state: &AppState, db: &sqlx::PgPool) -> crate::outbox::Couriers {
     use crate::outbox::Channel;
     let settings = &state.settings;
     let client = outside_client(settings);
-    let mut couriers: crate::outbox::Couriers = vec![(
-        Channel::Webhook,
-        Arc::new(crate::webhooks::WebhookCourier {
-            db: state.db.clone(),
-            client: client.clone(),
-        }),
-    )];
+    let mut couriers: crate::outbox::Couriers = vec![
+        (
+            Channel::Event,
+            Arc::new(crate::effects::EventCourier { db: db.clone() }),
+        ),
+        (
+            Channel::Webhook,
+            Arc::new(crate::webhooks::WebhookCourier {
+                db: db.clone(),
+                client: client.clone(),
+            }),
+        ),
+    ];
     if let Some(project) = settings
         .integrations
         .fcm_project_id
@@ -350,7 +365,7 @@ fn couriers(state: &AppState) -> crate::outbox::Couriers {
         couriers.push((
             Channel::Push,
             Arc::new(crate::notifications::push::PushCourier {
-                db: state.db.clone(),
+                db: db.clone(),
                 sender: Arc::new(sender),
             }),
         ));
@@ -359,7 +374,7 @@ fn couriers(state: &AppState) -> crate::outbox::Couriers {
         couriers.push((
             Channel::Gateway,
             Arc::new(crate::money::payments::RefundCourier {
-                db: state.db.clone(),
+                db: db.clone(),
                 gateway: gateway.clone(),
             }),
         ));

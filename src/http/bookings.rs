@@ -239,8 +239,8 @@ pub async fn create(
     let inserted: Option<i64> = sqlx::query_scalar(
         "INSERT INTO bookings (customer_id, service_id, type, booking_type, scheduled_at, status, service_price, \
              distance_surcharge, platform_fee, promo_discount, total_amount, provider_earnings, commission_amount, \
-             commission_rate, customer_notes, idempotency_key, idempotency_request_hash) \
-         VALUES ($1, $2, 'home_service', 'now', $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             commission_rate, customer_notes, idempotency_key, idempotency_request_hash, payment_method) \
+         VALUES ($1, $2, 'home_service', 'now', $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
          ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING id",
     )
@@ -258,6 +258,7 @@ pub async fn create(
     .bind(optional_text(&request.customer_notes))
     .bind(&key)
     .bind(&request_hash)
+    .bind(payment_method)
     .fetch_optional(&mut *tx)
     .await
     .context("creating the booking")?;
@@ -310,12 +311,6 @@ pub async fn create(
         .await
         .context("recording the promo code")?;
     }
-    sqlx::query("UPDATE bookings SET payment_method = $2 WHERE id = $1")
-        .bind(booking_id)
-        .bind(payment_method)
-        .execute(&mut *tx)
-        .await
-        .context("recording the payment method")?;
     crate::effects::emit_booking_event(&mut tx, booking_id, "booking.created").await?;
     let view = store::view(&mut tx, booking_id)
         .await

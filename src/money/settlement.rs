@@ -44,22 +44,27 @@ pub struct BookingMoney {
     pub therapist_name: Option<String>,
     pub cancelled_by: Option<i64>,
     pub cancellation_reason: Option<String>,
+    /// Whether any transaction names the booking yet (most transitions of a cash booking need
+    /// not look further).
+    pub has_transactions: bool,
 }
 
-pub async fn load(tx: &mut PgConnection, booking_id: i64) -> sqlx::Result<BookingMoney> {
-    sqlx::query_as(
-        "SELECT b.id, b.uuid, b.booking_number, b.status::text AS status, b.customer_id, \
+/// The money facts of booking `$1` (also run by the transition hook inside its statement).
+pub const LOAD_SQL: &str = "SELECT b.id, b.uuid, b.booking_number, b.status::text AS status, b.customer_id, \
                 p.user_id AS therapist_user_id, b.payment_method, b.total_amount, b.provider_earnings, \
                 b.commission_amount, b.commission_rate, COALESCE(b.platform_fee, 0) AS platform_fee, \
                 COALESCE(b.promo_discount, 0) AS promo_discount, \
                 COALESCE(b.cancellation_fee, 0) AS cancellation_fee, COALESCE(b.tip_amount, 0) AS tip_amount, \
-                u.first_name AS therapist_name, b.cancelled_by, b.cancellation_reason \
+                u.first_name AS therapist_name, b.cancelled_by, b.cancellation_reason, \
+                EXISTS (SELECT 1 FROM transactions t WHERE t.booking_id = b.id) AS has_transactions \
          FROM bookings b LEFT JOIN providers p ON p.id = b.provider_id LEFT JOIN users u ON u.id = p.user_id \
-         WHERE b.id = $1",
-    )
-    .bind(booking_id)
-    .fetch_one(tx)
-    .await
+         WHERE b.id = $1";
+
+pub async fn load(tx: &mut PgConnection, booking_id: i64) -> sqlx::Result<BookingMoney> {
+    sqlx::query_as(LOAD_SQL)
+        .bind(booking_id)
+        .fetch_one(tx)
+        .await
 }
 
 /// A cancellation fee split between the therapist who lost the job and the platform, which
@@ -95,10 +100,11 @@ async fn live_payment(
 pub async fn on_accepted(tx: &mut PgConnection, b: &BookingMoney) -> Result<(), ApiError> {
     if b.payment_method == PaymentMethod::Cash
         || b.total_amount <= Decimal::ZERO
-        || live_payment(tx, b.id)
-            .await
-            .context("reading the payment")?
-            .is_some()
+        || (b.has_transactions
+            && live_payment(tx, b.id)
+                .await
+                .context("reading the payment")?
+                .is_some())
     {
         return Ok(());
     }
@@ -171,10 +177,14 @@ pub async fn on_accepted(tx: &mut PgConnection, b: &BookingMoney) -> Result<(), 
 
 /// The service is done: the payment is recorded, the therapist earns, the platform books its share.
 pub async fn on_completed(tx: &mut PgConnection, b: &BookingMoney) -> Result<(), ApiError> {
-    let mut payment = live_payment(tx, b.id)
-        .await
-        .context("reading the payment")?
-        .map(|p| p.0);
+    let mut payment = if b.has_transactions {
+        live_payment(tx, b.id)
+            .await
+            .context("reading the payment")?
+            .map(|p| p.0)
+    } else {
+        None
+    };
     let Some(therapist) = b.therapist_user_id else {
         return Ok(());
     };
@@ -233,6 +243,9 @@ pub async fn on_completed(tx: &mut PgConnection, b: &BookingMoney) -> Result<(),
 /// The booking was cancelled (or the customer did not show): the fee is kept or charged, the
 /// rest refunded, and the therapist compensated.
 pub async fn on_cancelled(tx: &mut PgConnection, b: &BookingMoney) -> Result<(), ApiError> {
+    if !b.has_transactions && b.cancellation_fee <= Decimal::ZERO {
+        return Ok(()); // nothing was paid, nothing is owed
+    }
     // A gateway payment the customer never completed is called off.
     sqlx::query(
         "UPDATE transactions SET status = 'failed', failed_at = now(), \
@@ -251,7 +264,7 @@ pub async fn on_cancelled(tx: &mut PgConnection, b: &BookingMoney) -> Result<(),
     let (refund, fee_to_charge) = refund_and_fee(paid_amount, fee);
     if let Some((payment_id, method, _, _)) = paid {
         if refund > Decimal::ZERO {
-            issue_refund(tx, &b, payment_id, method, refund, "Booking cancelled").await?;
+            issue_refund(tx, b, payment_id, method, refund, "Booking cancelled").await?;
         }
     }
     if fee_to_charge > Decimal::ZERO {

@@ -23,6 +23,8 @@ pub enum Channel {
     Push,
     Webhook,
     Gateway,
+    /// A booking event to fan out into notifications and webhooks.
+    Event,
 }
 
 impl Channel {
@@ -31,6 +33,7 @@ impl Channel {
             Self::Push => "push",
             Self::Webhook => "webhook",
             Self::Gateway => "gateway",
+            Self::Event => "event",
         }
     }
 }

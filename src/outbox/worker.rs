@@ -17,6 +17,9 @@ use super::{Courier, Couriers, Failure, Job};
 const CLAIM_SQL: &str = include_str!("../../sql/outbox_claim.sql");
 /// Deliveries one claim takes per target, and the most a worker has in flight per target.
 pub const PER_TARGET_IN_FLIGHT: usize = 2;
+/// Booking events are fanned out (database work only) at most this many at a time per node, so
+/// a burst of transitions never competes with requests for the database.
+pub const EVENT_FAN_OUT_IN_FLIGHT: usize = 2;
 /// How often the backlog gauges are refreshed.
 pub const BACKLOG_GAUGE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -81,23 +84,24 @@ pub async fn run(
             .filter(|(_, n)| **n >= PER_TARGET_IN_FLIGHT)
             .map(|(t, _)| t.clone())
             .collect();
-        let claimed: Vec<Job> = if free == 0 {
-            Vec::new()
-        } else {
-            sqlx::query_as(CLAIM_SQL)
-                .bind(&channels)
-                .bind(&busy)
-                .bind(PER_TARGET_IN_FLIGHT as i64)
-                .bind(free as i64)
-                .bind(lease_s)
-                .fetch_all(&db)
-                .await
-                .unwrap_or_else(|error| {
-                    tracing::warn!(%error, "claiming outbox deliveries failed");
-                    Vec::new()
-                })
-        };
-        let full = !claimed.is_empty() && claimed.len() == free;
+        let events_in_flight: usize = in_flight
+            .lock()
+            .iter()
+            .filter(|(t, _)| t.starts_with("event:"))
+            .map(|(_, n)| *n)
+            .sum();
+        let event_room = EVENT_FAN_OUT_IN_FLIGHT
+            .saturating_sub(events_in_flight)
+            .min(free);
+        let others: Vec<&String> = channels.iter().filter(|c| c.as_str() != "event").collect();
+        let event_channel: Vec<&String> =
+            channels.iter().filter(|c| c.as_str() == "event").collect();
+        let mut claimed = claim(&db, &event_channel, &busy, event_room, lease_s).await;
+        let mut full = !claimed.is_empty() && claimed.len() == event_room;
+        let room = free - claimed.len();
+        let more = claim(&db, &others, &busy, room, lease_s).await;
+        full |= !more.is_empty() && more.len() == room;
+        claimed.extend(more);
         for job in claimed {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
@@ -133,6 +137,31 @@ pub async fn run(
         permits.acquire_many(config.concurrency.max(1) as u32),
     )
     .await;
+}
+
+/// Claims up to `limit` due deliveries of `channels` (see `sql/outbox_claim.sql`).
+async fn claim(
+    db: &PgPool,
+    channels: &[&String],
+    busy: &[String],
+    limit: usize,
+    lease_s: f64,
+) -> Vec<Job> {
+    if limit == 0 || channels.is_empty() {
+        return Vec::new();
+    }
+    sqlx::query_as(CLAIM_SQL)
+        .bind(channels)
+        .bind(busy)
+        .bind(PER_TARGET_IN_FLIGHT as i64)
+        .bind(limit as i64)
+        .bind(lease_s)
+        .fetch_all(db)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "claiming outbox deliveries failed");
+            Vec::new()
+        })
 }
 
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
@@ -228,7 +257,7 @@ async fn export_backlog(db: &PgPool) {
     .fetch_all(db)
     .await
     .unwrap_or_default();
-    for channel in ["push", "webhook", "gateway"] {
+    for channel in ["event", "push", "webhook", "gateway"] {
         for status in ["pending", "dead"] {
             let n = rows
                 .iter()

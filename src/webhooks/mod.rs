@@ -61,9 +61,14 @@ pub fn matches(patterns: &[String], event_type: &str) -> bool {
     })
 }
 
-/// The SQL condition "endpoint `e` subscribes to event `$1`" (mirrors [`matches`]).
-const SUBSCRIBED: &str = "e.is_active AND ('*' = ANY(e.events) OR $1 = ANY(e.events) \
-     OR split_part($1, '.', 1) || '.*' = ANY(e.events))";
+/// The SQL condition "endpoint `e` is active and subscribes to the event named by parameter
+/// `param`" (mirrors [`matches`]).
+pub fn subscribed_to(param: &str) -> String {
+    format!(
+        "e.is_active AND ('*' = ANY(e.events) OR {param} = ANY(e.events) \
+         OR split_part({param}, '.', 1) || '.*' = ANY(e.events))"
+    )
+}
 
 /// Queues `event_type` with `data` for every active endpoint subscribed to it, inside the
 /// transaction that made it happen (one statement; nothing when nobody subscribed).
@@ -71,32 +76,11 @@ pub async fn emit(tx: &mut PgConnection, event_type: &str, data: Value) -> sqlx:
     let body = json!({"type": event_type, "timestamp": Utc::now(), "data": data});
     sqlx::query(&format!(
         "INSERT INTO outbox (channel, target, endpoint_id, event_type, payload) \
-         SELECT 'webhook', 'webhook:' || e.id, e.id, $1, $2 FROM webhook_endpoints e WHERE {SUBSCRIBED}"
+         SELECT 'webhook', 'webhook:' || e.id, e.id, $1, $2 FROM webhook_endpoints e WHERE {}",
+        subscribed_to("$1")
     ))
     .bind(event_type)
     .bind(&body)
-    .execute(tx)
-    .await
-    .map(|_| ())
-}
-
-/// Like [`emit`], with `data` built by SQL (`data_sql`, a `jsonb` expression over `$3`) only
-/// when some endpoint subscribed: one statement, no work for deployments without webhooks.
-pub async fn emit_with(
-    tx: &mut PgConnection,
-    event_type: &str,
-    data_sql: &str,
-    id: i64,
-) -> sqlx::Result<()> {
-    sqlx::query(&format!(
-        "INSERT INTO outbox (channel, target, endpoint_id, event_type, payload) \
-         SELECT 'webhook', 'webhook:' || e.id, e.id, $1, \
-                jsonb_build_object('type', $1::text, 'timestamp', $2::timestamptz, 'data', ({data_sql})) \
-         FROM webhook_endpoints e WHERE {SUBSCRIBED}"
-    ))
-    .bind(event_type)
-    .bind(Utc::now())
-    .bind(id)
     .execute(tx)
     .await
     .map(|_| ())
