@@ -124,6 +124,19 @@ pub struct PaymentView {
     pub currency: String,
 }
 
+/// The payment of a booking nothing was charged for yet (pending).
+pub fn unpaid(method: PaymentMethod, amount: Decimal) -> PaymentView {
+    PaymentView {
+        method,
+        status: PaymentState::Pending,
+        amount,
+        paid_amount: Decimal::ZERO,
+        refunded_amount: Decimal::ZERO,
+        tip_amount: Decimal::ZERO,
+        currency: CURRENCY.to_owned(),
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct PaymentFacts {
     status: String,
