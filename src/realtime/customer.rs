@@ -35,13 +35,13 @@ pub async fn run(
                 break Some(CloseReason::from((CloseCode::Restart, "server restarting; reconnect")));
             }
             Some(frame) = inbox.recv() => {
-                if session.text(frame.to_string()).await.is_err() { break None; }
+                if super::send_text(&mut session, frame.to_string()).await.is_err() { break None; }
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > CLIENT_TIMEOUT {
                     break Some(CloseReason::from((CloseCode::Policy, "heartbeat timeout")));
                 }
-                if session.ping(b"").await.is_err() { break None; }
+                if super::send_ping(&mut session).await.is_err() { break None; }
             }
             message = stream.recv() => {
                 last_heard = Instant::now();
@@ -49,12 +49,12 @@ pub async fn run(
                     None | Some(Ok(AggregatedMessage::Close(_))) => break None,
                     Some(Err(_)) => break Some(CloseReason::from((CloseCode::Protocol, "protocol error"))),
                     Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                        if session.pong(&bytes).await.is_err() { break None; }
+                        if super::send_pong(&mut session, &bytes).await.is_err() { break None; }
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => {}
                     Some(Ok(AggregatedMessage::Text(_) | AggregatedMessage::Binary(_))) => {
                         let error = ServerFrame::error("unknown_type", "this socket only sends; it takes no frames", None);
-                        if session.text(error.to_text()).await.is_err() { break None; }
+                        if super::send_text(&mut session, error.to_text()).await.is_err() { break None; }
                     }
                 }
             }
@@ -62,6 +62,6 @@ pub async fn run(
     };
     state.bus.hub().unregister(user_id, id).await;
     if let Some(reason) = close_reason {
-        let _ = session.close(Some(reason)).await;
+        super::close(session, Some(reason)).await;
     }
 }

@@ -1,6 +1,13 @@
 //! WebSocket frames: one JSON object per text frame, always with a `"type"`.
+//!
+//! A frame is read straight into its typed struct: first its `type` and `seq` (borrowed from the
+//! text, the rest skipped), then the body. No `serde_json::Value` tree is built unless the frame
+//! is malformed, where the slow path finds the words for the error frame.
+
+use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -9,7 +16,7 @@ use serde_json::Value;
 #[serde(deny_unknown_fields)]
 pub struct LocationFrame {
     #[serde(rename = "type")]
-    pub _type: String,
+    pub _type: IgnoredAny,
     pub seq: i64,
     pub lat: f64,
     pub lng: f64,
@@ -24,7 +31,7 @@ pub struct LocationFrame {
 #[serde(deny_unknown_fields)]
 pub struct AvailabilityFrame {
     #[serde(rename = "type")]
-    pub _type: String,
+    pub _type: IgnoredAny,
     pub online: bool,
 }
 
@@ -33,7 +40,7 @@ pub struct AvailabilityFrame {
 #[serde(deny_unknown_fields)]
 pub struct BookingFrame {
     #[serde(rename = "type")]
-    pub _type: String,
+    pub _type: IgnoredAny,
     pub booking_id: uuid::Uuid,
     pub status: Option<crate::dispatch::lifecycle::BookingStatus>,
 }
@@ -42,8 +49,17 @@ pub struct BookingFrame {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "type")]
 pub enum ServerFrame {
+    /// `reason` only when the ping will never be stored (`refused_by_database`).
     #[serde(rename = "ack")]
-    Ack { seq: i64, stored: bool },
+    Ack {
+        seq: i64,
+        stored: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
+    },
+    /// How often the app should send its position, from now on.
+    #[serde(rename = "config")]
+    Config { ping_interval_s: u32 },
     #[serde(rename = "availability")]
     Availability {
         online: bool,
@@ -72,16 +88,38 @@ impl ServerFrame {
     }
 }
 
-/// A client frame split into its type and body, so errors can name the type and `seq` even
-/// when the rest of the frame is wrong.
-pub struct Envelope {
-    pub kind: String,
+/// A client frame's type and `seq`, with the text its body is read from.
+pub struct Envelope<'a> {
+    pub kind: Cow<'a, str>,
     pub seq: Option<i64>,
-    pub body: Value,
+    text: &'a str,
 }
 
-/// Parses the JSON object and reads `type` and `seq`; the error is ready for an error frame.
-pub fn open_envelope(text: &str) -> Result<Envelope, ServerFrame> {
+/// What the fast path reads first: unknown fields are skipped, not built.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    seq: Option<i64>,
+}
+
+/// Reads the frame's `type` and `seq`; the error is ready for an error frame.
+pub fn open_envelope(text: &str) -> Result<Envelope<'_>, ServerFrame> {
+    if text.trim_start().starts_with('{') {
+        if let Ok(Head {
+            kind: Some(kind),
+            seq,
+        }) = serde_json::from_str::<Head>(text)
+        {
+            return Ok(Envelope { kind, seq, text });
+        }
+    }
+    open_envelope_slowly(text)
+}
+
+/// The slow path, for frames the fast one could not read: says precisely what is wrong, or
+/// opens frames it was merely too strict for (a `seq` that is not an integer, a repeated key).
+fn open_envelope_slowly(text: &str) -> Result<Envelope<'_>, ServerFrame> {
     let body: Value = serde_json::from_str(text)
         .map_err(|e| ServerFrame::error("invalid_json", format!("frame is not JSON: {e}"), None))?;
     let seq = body.get("seq").and_then(Value::as_i64);
@@ -105,12 +143,17 @@ pub fn open_envelope(text: &str) -> Result<Envelope, ServerFrame> {
             ))
         }
     };
-    Ok(Envelope { kind, seq, body })
+    Ok(Envelope {
+        kind: Cow::Owned(kind),
+        seq,
+        text,
+    })
 }
 
 /// Reads an envelope's body as a frame of a known type; wrong fields become an error frame.
-pub fn read_body<T: serde::de::DeserializeOwned>(envelope: &Envelope) -> Result<T, ServerFrame> {
-    serde_path_to_error::deserialize(&envelope.body).map_err(|e| {
+pub fn read_body<'a, T: Deserialize<'a>>(envelope: &Envelope<'a>) -> Result<T, ServerFrame> {
+    let mut deserializer = serde_json::Deserializer::from_str(envelope.text);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
         let detail = if path == "." {
@@ -148,10 +191,18 @@ mod tests {
         assert_eq!(
             ServerFrame::Ack {
                 seq: 3,
-                stored: true
+                stored: true,
+                reason: None
             }
             .to_text(),
             r#"{"type":"ack","seq":3,"stored":true}"#
+        );
+        assert_eq!(
+            ServerFrame::Config {
+                ping_interval_s: 10
+            }
+            .to_text(),
+            r#"{"type":"config","ping_interval_s":10}"#
         );
     }
 }

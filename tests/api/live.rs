@@ -355,12 +355,14 @@ async fn nearby_answers_from_the_live_index_with_quotes_and_no_coordinates() {
     let distance = first["distance_m"].as_u64().unwrap();
     assert!((940..=950).contains(&distance), "{distance}");
     assert!(first["eta_seconds"].as_u64().unwrap() > 0);
-    // 945 m away with 1 km included: no surcharge; the far one (3.0 km) pays 3 started km × 20.
+    // 940 m away with 1 km included: no surcharge; the far one (2.99 km on the WGS84 ellipsoid,
+    // where a degree of latitude here is 0.5 % shorter than on the mean sphere) pays 2 started
+    // km × 20.
     assert_eq!(
         first["quote"],
         json!({"service_price": "800.00", "distance_surcharge": "0.00", "total_amount": "800.00", "currency": "PHP"})
     );
-    assert_eq!(therapists[1]["quote"]["distance_surcharge"], "60.00");
+    assert_eq!(therapists[1]["quote"]["distance_surcharge"], "40.00");
     let text = body.to_string();
     assert!(
         !text.contains("\"lat\"") && !text.contains("\"lng\""),
