@@ -847,6 +847,62 @@ mod tests {
     }
 
     #[test]
+    fn the_search_agrees_with_brute_force_geodesics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let index = LiveIndex::new(DEFAULT_PRESENCE_TTL);
+        let now = Utc::now();
+        let mut everyone = Vec::new();
+        for id in 1..=3000 {
+            let mut profile = therapist(id);
+            profile.service_radius_km = rng.gen_range(1..=10);
+            profile.online = rng.gen_bool(0.9);
+            index.upsert_profile(profile.clone());
+            let p = Point::new(
+                14.45 + rng.gen::<f64>() * 0.25,
+                120.95 + rng.gen::<f64>() * 0.15,
+            );
+            index.update_fix(id, fix(p.lat, p.lng, now));
+            everyone.push((id, p, profile));
+        }
+        for _ in 0..300 {
+            let here = Point::new(
+                14.45 + rng.gen::<f64>() * 0.25,
+                120.95 + rng.gen::<f64>() * 0.15,
+            );
+            let radius_m = rng.gen_range(300.0..12_000.0);
+            let limit = rng.gen_range(1..=25);
+            let mut expected: Vec<(f64, i64)> = everyone
+                .iter()
+                .filter(|(_, _, profile)| profile.online)
+                .map(|(id, p, profile)| (crate::geo::distance_m(here, *p), *id, profile))
+                .filter(|(d, _, profile)| {
+                    *d <= radius_m
+                        && *d <= f64::from(profile.service_radius_km) * 1000.0
+                        && *d <= 10_000.0
+                })
+                .map(|(d, id, _)| (d, id))
+                .collect();
+            expected.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            expected.truncate(limit);
+            let got: Vec<(f64, i64)> = index
+                .nearby(
+                    &NearbyQuery {
+                        point: here,
+                        service_id: 1,
+                        radius_m,
+                        limit,
+                    },
+                    now,
+                )
+                .iter()
+                .map(|h| (h.distance_m, h.provider_id))
+                .collect();
+            assert_eq!(got, expected, "{here:?} {radius_m} {limit}");
+        }
+    }
+
+    #[test]
     fn travel_limits_apply() {
         let index = LiveIndex::new(DEFAULT_PRESENCE_TTL);
         let now = Utc::now();

@@ -20,8 +20,8 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::frames::{open_envelope, read_body, ServerFrame};
-use super::{CLIENT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_FRAME_BYTES};
+use super::frames::{check_size, open_envelope, read_body, ServerFrame};
+use super::{CLIENT_TIMEOUT, HEARTBEAT_INTERVAL};
 use crate::geo::index::{LiveFix, LiveIndex, StateChange, TherapistState};
 use crate::geo::Point;
 use crate::state::AppState;
@@ -362,15 +362,9 @@ pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMe
     }
 }
 
-/// Handles a `subscribe` frame: sets the viewport and answers the snapshot inside it.
-async fn subscribe(state: &AppState, client: &Client, text: &str) -> Result<String, ServerFrame> {
-    if text.len() > MAX_FRAME_BYTES {
-        return Err(ServerFrame::error(
-            "frame_too_large",
-            format!("frames are at most {MAX_FRAME_BYTES} bytes"),
-            None,
-        ));
-    }
+/// Reads a dashboard's frame: `subscribe` with a valid box is all it may send.
+pub fn read_subscribe(text: &str) -> Result<Bbox, ServerFrame> {
+    check_size(text)?;
     let envelope = open_envelope(text)?;
     if envelope.kind != "subscribe" {
         return Err(ServerFrame::error(
@@ -381,8 +375,12 @@ async fn subscribe(state: &AppState, client: &Client, text: &str) -> Result<Stri
     }
     let frame: SubscribeFrame = read_body(&envelope)?;
     let [west, south, east, north] = frame.bbox;
-    let bbox = Bbox::new(west, south, east, north)
-        .map_err(|why| ServerFrame::error("invalid_bbox", why, None))?;
+    Bbox::new(west, south, east, north).map_err(|why| ServerFrame::error("invalid_bbox", why, None))
+}
+
+/// Handles a `subscribe` frame: sets the viewport and answers the snapshot inside it.
+async fn subscribe(state: &AppState, client: &Client, text: &str) -> Result<String, ServerFrame> {
+    let bbox = read_subscribe(text)?;
     let bookings = bookings_in(&state.db, bbox).await.map_err(|_| {
         ServerFrame::error(
             "unavailable",

@@ -45,6 +45,56 @@ pub struct BookingFrame {
     pub status: Option<crate::dispatch::lifecycle::BookingStatus>,
 }
 
+/// What a therapist app may send, read and checked.
+#[derive(Debug, Clone)]
+pub enum TherapistFrame {
+    Location(LocationFrame),
+    Availability(AvailabilityFrame),
+    Booking(BookingAction, BookingFrame),
+}
+
+/// `offer.accept`, `offer.decline` and `status`: the same operations as the HTTP calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookingAction {
+    Accept,
+    Decline,
+    Status,
+}
+
+/// Reads one text frame from a therapist app; anything wrong is an error frame for the app.
+pub fn read_therapist_frame(text: &str) -> Result<TherapistFrame, ServerFrame> {
+    check_size(text)?;
+    let envelope = open_envelope(text)?;
+    match envelope.kind.as_ref() {
+        "location" => read_body(&envelope).map(TherapistFrame::Location),
+        "availability" => read_body(&envelope).map(TherapistFrame::Availability),
+        "offer.accept" => read_body(&envelope).map(|f| TherapistFrame::Booking(BookingAction::Accept, f)),
+        "offer.decline" => {
+            read_body(&envelope).map(|f| TherapistFrame::Booking(BookingAction::Decline, f))
+        }
+        "status" => read_body(&envelope).map(|f| TherapistFrame::Booking(BookingAction::Status, f)),
+        other => Err(ServerFrame::error(
+            "unknown_type",
+            format!(
+                "unknown frame type {other:?}; expected location, availability, offer.accept, offer.decline or status"
+            ),
+            envelope.seq,
+        )),
+    }
+}
+
+/// A text frame longer than the protocol allows gets an error; the socket stays open.
+pub fn check_size(text: &str) -> Result<(), ServerFrame> {
+    if text.len() > super::MAX_FRAME_BYTES {
+        return Err(ServerFrame::error(
+            "frame_too_large",
+            format!("frames are at most {} bytes", super::MAX_FRAME_BYTES),
+            None,
+        ));
+    }
+    Ok(())
+}
+
 /// What the server sends.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "type")]
@@ -204,5 +254,155 @@ mod tests {
             .to_text(),
             r#"{"type":"config","ping_interval_s":10}"#
         );
+    }
+
+    mod fuzz {
+        //! Every socket's parser against arbitrary text and frame-shaped JSON: never a panic,
+        //! always either a frame or an error frame with a documented code.
+        use super::super::*;
+        use crate::realtime::dashboard::read_subscribe;
+        use proptest::prelude::*;
+
+        const CODES: &[&str] = &[
+            "invalid_json",
+            "invalid_frame",
+            "unknown_type",
+            "frame_too_large",
+            "invalid_bbox",
+        ];
+        const TYPES: &[&str] = &[
+            "location",
+            "availability",
+            "offer.accept",
+            "offer.decline",
+            "status",
+            "subscribe",
+            "ack",
+            "",
+        ];
+        const FIELDS: &[&str] = &[
+            "seq",
+            "lat",
+            "lng",
+            "accuracy_m",
+            "heading",
+            "speed_kmh",
+            "battery",
+            "recorded_at",
+            "online",
+            "booking_id",
+            "status",
+            "bbox",
+            "extra",
+        ];
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                (-200.0..200.0f64).prop_map(Value::from),
+                ".{0,12}".prop_map(Value::from),
+                Just(Value::from("2026-11-21T10:00:00Z")),
+                Just(Value::from("00000000-0000-0000-0000-000000000001")),
+                Just(Value::from("en_route")),
+            ];
+            leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                    prop::collection::btree_map(".{0,6}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Objects with a known or odd `type` and a handful of the fields frames use.
+        fn frame_shaped() -> impl Strategy<Value = String> {
+            (
+                prop_oneof![
+                    prop::sample::select(TYPES).prop_map(Value::from),
+                    json_value()
+                ],
+                prop::collection::btree_map(prop::sample::select(FIELDS), json_value(), 0..8),
+                any::<bool>(),
+            )
+                .prop_map(|(kind, fields, with_type)| {
+                    let mut object = serde_json::Map::new();
+                    if with_type {
+                        object.insert("type".into(), kind);
+                    }
+                    for (name, value) in fields {
+                        object.insert(name.to_owned(), value);
+                    }
+                    Value::Object(object).to_string()
+                })
+        }
+
+        fn documented(error: &ServerFrame) -> bool {
+            matches!(error, ServerFrame::Error { code, .. } if CODES.contains(&code.as_str()))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+            #[test]
+            fn arbitrary_text_never_panics(text in ".{0,300}") {
+                if let Err(error) = read_therapist_frame(&text) {
+                    prop_assert!(documented(&error), "{error:?}");
+                }
+                if let Err(error) = read_subscribe(&text) {
+                    prop_assert!(documented(&error), "{error:?}");
+                }
+            }
+
+            #[test]
+            fn frame_shaped_json_is_read_or_named(text in frame_shaped()) {
+                match read_therapist_frame(&text) {
+                    Ok(_) => {}
+                    Err(error) => prop_assert!(documented(&error), "{text}: {error:?}"),
+                }
+                match read_subscribe(&text) {
+                    Ok(bbox) => prop_assert!(bbox.west < bbox.east && bbox.south < bbox.north),
+                    Err(error) => prop_assert!(documented(&error), "{text}: {error:?}"),
+                }
+            }
+
+            #[test]
+            fn good_location_frames_are_read_exactly(
+                seq in any::<i64>(),
+                lat in -90.0..90.0f64,
+                lng in -180.0..180.0f64,
+                accuracy in 0.1..500.0f64,
+            ) {
+                let text = format!(
+                    r#"{{"type":"location","seq":{seq},"lat":{lat},"lng":{lng},"accuracy_m":{accuracy}}}"#
+                );
+                match read_therapist_frame(&text) {
+                    Ok(TherapistFrame::Location(frame)) => {
+                        // serde_json's fast float parsing may land one ulp away.
+                        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1.0);
+                        prop_assert_eq!(frame.seq, seq);
+                        prop_assert!(close(frame.lat, lat) && close(frame.lng, lng));
+                        prop_assert!(frame.accuracy_m.is_some_and(|a| close(a, accuracy)));
+                    }
+                    other => prop_assert!(false, "{text}: {other:?}"),
+                }
+            }
+
+            #[test]
+            fn a_wrong_field_names_the_field_and_keeps_the_seq(seq in any::<i64>(), bad in json_value()) {
+                prop_assume!(!bad.is_number());
+                let text = format!(r#"{{"type":"location","seq":{seq},"lat":{bad},"lng":121.0}}"#);
+                match read_therapist_frame(&text) {
+                    Err(ServerFrame::Error { code, detail, seq: got }) => {
+                        prop_assert_eq!(code, "invalid_frame");
+                        prop_assert_eq!(got, Some(seq));
+                        prop_assert!(detail.contains("lat"), "{detail}");
+                    }
+                    other => prop_assert!(false, "{text}: {other:?}"),
+                }
+            }
+        }
     }
 }

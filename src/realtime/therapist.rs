@@ -17,12 +17,12 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::frames::{
-    open_envelope, read_body, AvailabilityFrame, BookingFrame, Envelope, LocationFrame, ServerFrame,
+    read_therapist_frame, AvailabilityFrame, BookingAction, BookingFrame, LocationFrame,
+    ServerFrame, TherapistFrame,
 };
 use super::hub::MAILBOX_CAPACITY;
 use super::{
     Gone, ACK_DRAIN_TIMEOUT, CLIENT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_CONSECUTIVE_REFUSALS,
-    MAX_FRAME_BYTES,
 };
 use crate::geo::index::TherapistState;
 use crate::geo::{great_circle_m, Point};
@@ -333,35 +333,17 @@ impl TherapistSession {
                 .await;
         }
         self.consecutive_refusals = 0;
-        if text.len() > MAX_FRAME_BYTES {
-            let detail = format!("frames are at most {MAX_FRAME_BYTES} bytes");
-            return self
-                .send(&ServerFrame::error("frame_too_large", detail, None))
-                .await;
-        }
-        let envelope = match open_envelope(text) {
-            Ok(envelope) => envelope,
-            Err(error) => return self.send(&error).await,
-        };
-        match envelope.kind.as_ref() {
-            "location" => self.on_location(&envelope).await,
-            "availability" => self.on_availability(&envelope).await,
-            "offer.accept" | "offer.decline" | "status" => self.on_booking_frame(&envelope).await,
-            other => {
-                let detail = format!(
-                    "unknown frame type {other:?}; expected location, availability, offer.accept, offer.decline or status"
-                );
-                self.send(&ServerFrame::error("unknown_type", detail, envelope.seq))
-                    .await
+        match read_therapist_frame(text) {
+            Ok(TherapistFrame::Location(frame)) => self.on_location(frame).await,
+            Ok(TherapistFrame::Availability(frame)) => self.on_availability(frame).await,
+            Ok(TherapistFrame::Booking(action, frame)) => {
+                self.on_booking_frame(action, frame).await
             }
+            Err(error) => self.send(&error).await,
         }
     }
 
-    async fn on_location(&mut self, envelope: &Envelope<'_>) -> Result<(), Flow> {
-        let frame: LocationFrame = match read_body(envelope) {
-            Ok(frame) => frame,
-            Err(error) => return self.send(&error).await,
-        };
+    async fn on_location(&mut self, frame: LocationFrame) -> Result<(), Flow> {
         if let Some(pending) = self.pending.get_mut(&frame.seq) {
             // Resent while still queued: it will be acknowledged again once stored.
             pending.resent += 1;
@@ -411,23 +393,23 @@ impl TherapistSession {
 
     /// `offer.accept`, `offer.decline` and `status`: the same operations as the HTTP calls.
     /// Success shows up as the `booking.status` push; failure as an error frame.
-    async fn on_booking_frame(&mut self, envelope: &Envelope<'_>) -> Result<(), Flow> {
-        let frame: BookingFrame = match read_body(envelope) {
-            Ok(frame) => frame,
-            Err(error) => return self.send(&error).await,
-        };
+    async fn on_booking_frame(
+        &mut self,
+        action: BookingAction,
+        frame: BookingFrame,
+    ) -> Result<(), Flow> {
         let caller = dispatch::Caller {
             user_id: self.who.user_id,
             provider_id: Some(self.who.provider_id),
             is_admin: false,
         };
         let dispatcher = &self.state.dispatcher;
-        let result = match (envelope.kind.as_ref(), frame.status) {
-            ("offer.accept", _) => dispatcher
+        let result = match (action, frame.status) {
+            (BookingAction::Accept, _) => dispatcher
                 .accept(frame.booking_id, caller)
                 .await
                 .map(|_| ()),
-            ("offer.decline", _) => dispatcher.decline(frame.booking_id, caller).await,
+            (BookingAction::Decline, _) => dispatcher.decline(frame.booking_id, caller).await,
             (_, Some(status)) => dispatcher
                 .change_status(frame.booking_id, caller, status)
                 .await
@@ -445,11 +427,7 @@ impl TherapistSession {
         }
     }
 
-    async fn on_availability(&mut self, envelope: &Envelope<'_>) -> Result<(), Flow> {
-        let frame: AvailabilityFrame = match read_body(envelope) {
-            Ok(frame) => frame,
-            Err(error) => return self.send(&error).await,
-        };
+    async fn on_availability(&mut self, frame: AvailabilityFrame) -> Result<(), Flow> {
         let result = async {
             let provider = providers::own_therapist(&self.state.db, self.who.user_id).await?;
             providers::set_online(&self.state, &provider, frame.online).await

@@ -2,12 +2,15 @@
 
 mod accounts;
 mod admin;
+mod binary;
 mod bookings;
 mod cli;
 mod dashboard;
 mod durability;
+mod faults;
 mod health;
 mod helpers;
+mod lifecycle_model;
 mod live;
 mod partitions;
 mod schema;
