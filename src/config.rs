@@ -54,6 +54,8 @@ pub const DEFAULT_DASHBOARD_FLUSHES_PER_S: f64 = 20.0;
 /// WebSocket handshakes (token check, profile, upgrade) in progress at once; one more answers
 /// 503 with `Retry-After`, so a reconnect storm cannot starve the requests already admitted.
 pub const DEFAULT_MAX_PENDING_UPGRADES: usize = 64;
+/// Requests answered at once; one more gets 503 with `Retry-After` straight away.
+pub const DEFAULT_MAX_INFLIGHT_REQUESTS: usize = 256;
 /// Folder (at the repository root) where `scripts/dev-env` keeps the local PostgreSQL and Redis.
 pub const LOCAL_ENV_DIR: &str = ".hilot-local";
 
@@ -179,6 +181,10 @@ pub struct Settings {
     #[arg(long, global = true, env = "HILOT_PING_INTERVAL_ARRIVING_S", default_value_t = crate::ingest::cadence::DEFAULT_ARRIVING_S)]
     pub ping_interval_arriving_s: u32,
 
+    /// Requests answered at once before new ones get 503 (health and metrics are never refused).
+    #[arg(long, global = true, env = "HILOT_MAX_INFLIGHT_REQUESTS", default_value_t = DEFAULT_MAX_INFLIGHT_REQUESTS)]
+    pub max_inflight_requests: usize,
+
     /// WebSocket handshakes in progress at once before new ones get 503.
     #[arg(long, global = true, env = "HILOT_MAX_PENDING_UPGRADES", default_value_t = DEFAULT_MAX_PENDING_UPGRADES)]
     pub max_pending_upgrades: usize,
@@ -218,6 +224,7 @@ impl Default for Settings {
             ping_interval_active_s: crate::ingest::cadence::DEFAULT_ACTIVE_S,
             ping_interval_arriving_s: crate::ingest::cadence::DEFAULT_ARRIVING_S,
             max_pending_upgrades: DEFAULT_MAX_PENDING_UPGRADES,
+            max_inflight_requests: DEFAULT_MAX_INFLIGHT_REQUESTS,
         }
     }
 }

@@ -140,6 +140,9 @@ impl Application {
         let (active, pending) = dispatcher.resume().await.context("resuming dispatch")?;
         tracing::info!(active, pending, "bookings resumed");
         let upgrades = UpgradeGate::new(settings.max_pending_upgrades);
+        let requests = Arc::new(crate::http::limits::InFlight::new(
+            settings.max_inflight_requests,
+        ));
         let state = AppState {
             db: pool,
             background_db: background,
@@ -157,6 +160,7 @@ impl Application {
             ingest,
             sockets: SocketCounter::default(),
             upgrades,
+            requests,
             shutdown: shutdown_rx,
             dispatcher,
             bus,

@@ -40,6 +40,8 @@ pub struct AppState {
     pub sockets: SocketCounter,
     /// WebSocket handshakes in progress, bounded.
     pub upgrades: UpgradeGate,
+    /// Requests in progress, bounded.
+    pub requests: Arc<crate::http::limits::InFlight>,
     /// Book-now dispatch: offers, accepts, the lifecycle, live status.
     pub dispatcher: Dispatcher,
     /// Frames to users, on whichever node their sockets are.

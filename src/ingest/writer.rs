@@ -78,6 +78,17 @@ pub async fn run(
         if draining_since.is_none() && *shutdown.borrow() {
             draining_since = Some(Instant::now());
         }
+        // An idle writer sleeps until the first ping arrives; only then does the flush interval
+        // start (a timer every few milliseconds with nothing to write costs CPU for nothing).
+        if batch.is_empty() && draining_since.is_none() {
+            tokio::select! {
+                received = queue.recv() => match received {
+                    Some(record) => batch.push(record),
+                    None => draining_since = Some(Instant::now()),
+                },
+                _ = shutdown.changed() => draining_since = Some(Instant::now()),
+            }
+        }
         let tick = tokio::time::sleep(config.flush_interval);
         tokio::pin!(tick);
         // Collect until the batch is full or the flush interval passes.
