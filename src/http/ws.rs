@@ -41,6 +41,11 @@ pub fn upgrade(
 
 /// The therapist app's socket: location pings in, acks and offers out (see the API contract).
 /// Authenticate with `Authorization: Bearer` or `?token=`.
+///
+/// The server sends `{"type":"config","ping_interval_s":n}` at connect and whenever the interval
+/// changes (10 s idle, 2 s offered or on a booking, 1 s near the customer, longer under
+/// overload); apps ping at that interval. An ack is `{"type":"ack","seq":n,"stored":bool}`, with
+/// `"reason":"refused_by_database"` when the database refused the fix for good.
 #[utoipa::path(
     tag = "realtime",
     security(("bearer" = [])),
