@@ -340,8 +340,11 @@ fn render(results: &Path) -> anyhow::Result<String> {
         }
         writeln!(
             out,
-            "\nOther errors: {}. Latencies count from each request's scheduled time.\n",
-            fmt_num(num(o, "/error_total"), 0)
+            "\nOther errors: {}; requests the load generator could not send in time (its own \
+             limit of 1,024 outstanding): {}. Latencies count from each request's scheduled time, \
+             so a generator that falls behind shows up in them too.\n",
+            fmt_num(num(o, "/error_total"), 0),
+            fmt_num(num(o, "/not_sent"), 0)
         )?;
     }
 
