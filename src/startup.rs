@@ -27,7 +27,7 @@ use crate::ingest::{settings as ingest_settings, Ingest};
 use crate::realtime::bus::EventBus;
 use crate::realtime::dashboard::Dashboards;
 use crate::realtime::hub::Hub;
-use crate::realtime::SocketCounter;
+use crate::realtime::{SocketCounter, UpgradeGate};
 use crate::state::AppState;
 use crate::{db, geo, http, ingest, partitions, telemetry};
 
@@ -61,6 +61,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let _ = telemetry::metrics_handle();
         let pool = db::connect_and_migrate(&settings).await?;
+        let background = db::background_pool(&settings)?;
         partitions::ensure(&pool, Utc::now().date_naive(), settings.partitions_ahead)
             .await
             .context("creating location partitions at start-up")?;
@@ -113,7 +114,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let dashboards = Arc::new(Dashboards::default());
         let dispatcher = Dispatcher::new(
-            pool.clone(),
+            background.clone(),
             index.clone(),
             bus.clone(),
             dashboards.clone(),
@@ -132,22 +133,24 @@ impl Application {
             index.observe(Arc::new(move |change| observer.state_changed(change)));
             let dispatcher = dispatcher.clone();
             let dashboards = dashboards.clone();
-            let index = index.clone();
-            ingest.on_moved(Arc::new(move |provider_id, fix| {
+            ingest.on_moved(Arc::new(move |provider_id, fix, moved| {
                 dispatcher.on_fix(provider_id, fix);
                 if !dashboards.is_empty() {
-                    if let Some(entry) = index.map_entry(provider_id) {
-                        dashboards.moved(provider_id, entry.uuid, fix, entry.state);
-                    }
+                    dashboards.moved(provider_id, moved.uuid, fix, moved.state);
                 }
             }));
         }
         let (active, pending) = dispatcher.resume().await.context("resuming dispatch")?;
         tracing::info!(active, pending, "bookings resumed");
         let payments = payments(&settings);
+        let upgrades = UpgradeGate::new(settings.max_pending_upgrades);
+        let requests = Arc::new(crate::http::limits::InFlight::new(
+            settings.max_inflight_requests,
+        ));
         let state = AppState {
             payments,
             db: pool,
+            background_db: background,
             redis,
             login_limiter: Arc::new(login_limiter(&settings)),
             eta: EtaModel {
@@ -161,6 +164,8 @@ impl Application {
             index,
             ingest,
             sockets: SocketCounter::default(),
+            upgrades,
+            requests,
             shutdown: shutdown_rx,
             dispatcher,
             bus,
@@ -204,9 +209,8 @@ impl Application {
         let server_handle = server.handle();
         let mut server_task = tokio::spawn(server);
         let grace = Duration::from_secs(state.settings.shutdown_grace_s);
-        let writer_ingest = state.ingest.clone();
         let writer = tokio::spawn(ingest::writer::run(
-            state.db.clone(),
+            state.background_db.clone(),
             ping_queue,
             WriterConfig {
                 batch_max: state.settings.ping_batch_max.max(1),
@@ -214,16 +218,15 @@ impl Application {
                 drain_deadline: grace + Duration::from_secs(5),
             },
             state.sockets.shared(),
-            Arc::new(move |batch| writer_ingest.committed(batch)),
             shutdown.subscribe(),
         ));
         let maintenance = tokio::spawn(partitions::run_maintenance(
-            state.db.clone(),
+            state.background_db.clone(),
             state.settings.partitions_ahead,
             shutdown.subscribe(),
         ));
         let settings_refresh = tokio::spawn(ingest_settings::keep_policy_fresh(
-            state.db.clone(),
+            state.background_db.clone(),
             state.ingest.clone(),
             shutdown.subscribe(),
         ));
@@ -262,6 +265,7 @@ impl Application {
         let _ = tokio::join!(maintenance, settings_refresh, gauges, outbox, reminders);
         outbox_db.close().await;
         state.db.close().await;
+        state.background_db.close().await;
         tracing::info!("hilot stopped");
         Ok(())
     }

@@ -5,6 +5,7 @@
 
 mod compare;
 mod machine;
+mod overload;
 mod readme;
 mod scenario;
 
@@ -27,6 +28,8 @@ enum Command {
     Run(scenario::RunArgs),
     /// Nearby search and ping ingest: Hilot against Redis GEOSEARCH and PostGIS, same data.
     Compare(compare::CompareArgs),
+    /// Twice the load the server can take: admitted requests' latency, refusals, errors.
+    Overload(overload::OverloadArgs),
     /// Rewrites the README's Performance section from the benchmark JSON.
     Report(readme::ReportArgs),
 }
@@ -40,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Run(args) => scenario::run(args).await.map(|_| ()),
             Command::Compare(args) => compare::run(args).await,
+            Command::Overload(args) => overload::run(args).await.map(|_| ()),
             Command::Report(args) => readme::run(args),
         }
     })

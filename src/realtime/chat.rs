@@ -20,7 +20,11 @@ struct MessageFrame {
 
 /// Handles a `message` or `message.read` frame from `user_id`; answers an error frame to send
 /// back, if any.
-pub async fn on_frame(state: &AppState, user_id: i64, envelope: &Envelope) -> Option<ServerFrame> {
+pub async fn on_frame(
+    state: &AppState,
+    user_id: i64,
+    envelope: &Envelope<'_>,
+) -> Option<ServerFrame> {
     let frame: MessageFrame = match read_body(envelope) {
         Ok(frame) => frame,
         Err(error) => return Some(error),

@@ -2,15 +2,18 @@
 
 mod accounts;
 mod admin;
+mod binary;
 mod bookings;
 mod cli;
 mod dashboard;
 mod delivery;
 mod durability;
 mod fakes;
+mod faults;
 mod health;
 mod helpers;
 mod ledger_property;
+mod lifecycle_model;
 mod live;
 mod money;
 mod partitions;
