@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::binary::Binary;
 use crate::bookings::{book, booking_body, next_of, set_app_setting, therapist_at, MAKATI};
-use crate::durability::{free_port, start_server, wait_ready};
 use crate::helpers::{
     fresh_database, json_body, make_admin, register, spawn_app, spawn_app_in, test_settings,
     TestApp,
@@ -200,9 +200,8 @@ async fn lease_held(app: &TestApp) -> bool {
 async fn killing_the_node_that_holds_the_lease_hands_waiting_bookings_to_another() {
     // Node A: the real binary, which takes the region's lease first.
     let database = fresh_database().await;
-    let a_port = free_port();
-    let mut node_a = start_server(&database.1, a_port);
-    wait_ready(a_port).await;
+    let mut node_a = Binary::start(&database.1, &[]);
+    node_a.wait_ready().await;
     // Node B: an in-process app on the same database, standing by.
     let node_b = spawn_app_in(database, test_settings()).await;
     let mut held = false;
@@ -227,8 +226,8 @@ async fn killing_the_node_that_holds_the_lease_hands_waiting_bookings_to_another
         "A cannot see the therapist"
     );
 
-    node_a.kill().expect("kill node A");
-    let _ = node_a.wait();
+    node_a.kill9();
+    node_a.wait_exit().await;
     // B takes the lease (within seconds), reloads the waiting booking and offers it.
     let offer = next_of(&mut socket, "offer").await;
     assert_eq!(offer["booking_id"], booking.as_str());
