@@ -428,6 +428,8 @@ impl Matcher {
                     match store::facts_by_id(self.db(), booking_id).await {
                         Ok(Some(facts)) if facts.status == BookingStatus::Pending => {
                             self.admit(facts, Vec::new()).await;
+                            // It waits a whole window for the bookings arriving with it.
+                            self.new_since.get_or_insert_with(Instant::now);
                         }
                         Ok(_) => {}
                         Err(error) => {

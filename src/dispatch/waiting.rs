@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use h3o::{CellIndex, LatLng, Resolution};
+use rust_decimal::prelude::ToPrimitive;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::assignment::{self, BookingNeed, Edge};
@@ -348,6 +349,7 @@ impl WaitingBookings {
                     booking: b,
                     therapist: hit.provider_id,
                     eta_s: f64::from(eta.eta_seconds(hit.distance_m)),
+                    rating: hit.average_rating.to_f64().unwrap_or_default(),
                 });
                 hits_by_pair.insert((b, hit.provider_id), hit);
             }
