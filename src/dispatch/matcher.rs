@@ -20,7 +20,7 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -198,8 +198,15 @@ pub async fn run(dispatcher: Dispatcher, region: Region) {
 
 async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
     let db = dispatcher.inner.db.clone();
+    // The listener has a connection of its own (as the lease does), so it holds none of the
+    // pool that accepts and background work share.
+    let listen_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with(db.connect_options().as_ref().clone());
     // Listen before loading, so nothing said meanwhile is missed (duplicates are harmless).
-    let mut listener = match PgListener::connect_with(&db).await {
+    let mut listener = match PgListener::connect_with(&listen_pool).await {
         Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
             Ok(()) => listener,
             Err(error) => {
@@ -295,6 +302,8 @@ async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
             }
         }
     }
+    drop(listener);
+    listen_pool.close().await;
     lease.release().await;
     stop
 }
