@@ -74,6 +74,7 @@ fn rules() -> RoundRules {
         radius_step_m: 5_000.0,
         max_radius_m: 20_000.0,
         solve_budget: Duration::from_millis(20),
+        search_budget: Duration::from_secs(60),
     }
 }
 

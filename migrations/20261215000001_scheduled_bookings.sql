@@ -176,10 +176,13 @@ CREATE INDEX idx_reschedule_status ON booking_reschedule_requests (status);
 CREATE UNIQUE INDEX uq_reschedule_one_pending
     ON booking_reschedule_requests (booking_id) WHERE status = 'pending';
 
--- departs from seed: addition. Each reminder of a booking (60 and 15 minutes ahead by default)
--- reaches each party once, however many nodes sweep.
+-- departs from seed: addition. Each reminder of a booking (one per mark of
+-- scheduling.reminder_minutes, 60 and 15 minutes ahead by default) reaches each party once,
+-- however many nodes sweep. It replaces the one-reminder-per-booking index of the money
+-- migration, which allowed a single reminder.
+DROP INDEX IF EXISTS uq_notifications_one_reminder;
 CREATE UNIQUE INDEX uq_notifications_one_reminder_each
-    ON notifications (user_id, (action_data->>'booking_id'), (action_data->>'minutes_before'))
+    ON notifications (user_id, booking_id, (action_data->>'mark'))
     WHERE type = 'booking.reminder';
 
 -- ---------------------------------------------------------------------------

@@ -5,9 +5,10 @@ WITH customer AS (
     ON CONFLICT (phone) DO UPDATE SET first_name = EXCLUDED.first_name
     RETURNING id
 ), booked AS (
-    INSERT INTO bookings (customer_id, service_id, type, booking_type, service_price, total_amount)
+    INSERT INTO bookings (customer_id, service_id, type, booking_type, service_price,
+                          total_amount, provider_earnings, commission_amount, commission_rate)
     SELECT (SELECT id FROM customer), (SELECT id FROM services ORDER BY id LIMIT 1),
-           'home_service', 'now', 800, 800
+           'home_service', 'now', 800, 800, 680, 120, 15
     FROM generate_series(1, :count)
     RETURNING id
 )

@@ -39,12 +39,13 @@ impl ServiceCatalog {
         if let Some(minutes) = self.durations.read().get(&service_id) {
             return Ok(*minutes);
         }
-        let minutes: i32 = sqlx::query_scalar("SELECT duration_minutes FROM services WHERE id = $1")
-            .bind(service_id)
-            .fetch_optional(pool)
-            .await
-            .context("reading a service's duration")?
-            .unwrap_or(60);
+        let minutes: i32 =
+            sqlx::query_scalar("SELECT duration_minutes FROM services WHERE id = $1")
+                .bind(service_id)
+                .fetch_optional(pool)
+                .await
+                .context("reading a service's duration")?
+                .unwrap_or(60);
         self.durations.write().insert(service_id, minutes);
         Ok(minutes)
     }

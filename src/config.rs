@@ -7,10 +7,16 @@ use clap::Args;
 
 /// Where `hilot serve` listens when neither `--bind` nor `HILOT_BIND` is given.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
-/// Connections the server keeps to PostgreSQL. Requests, the ping writer and dispatch share them.
+/// Connections the server keeps to PostgreSQL for requests.
 pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 20;
-/// How long a request waits for a free database connection before answering 503.
-pub const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a free database connection before answering 503 with
+/// `Retry-After`: long enough to ride out a burst, short enough that an overloaded server
+/// refuses quickly instead of queueing work whose client has given up.
+pub const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the server's own work (dispatch, the ping writer) waits for one of its connections.
+pub const BACKGROUND_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections kept for the server's own work, besides the requests' pool.
+pub const DEFAULT_DB_BACKGROUND_CONNECTIONS: u32 = 8;
 /// How long SIGTERM waits for in-flight requests before closing them.
 pub const DEFAULT_SHUTDOWN_GRACE_S: u64 = 10;
 /// The largest JSON body any endpoint accepts.
@@ -45,6 +51,11 @@ pub const DEFAULT_ARRIVAL_RADIUS_M: f64 = 100.0;
 pub const DEFAULT_ARRIVAL_DWELL_S: u64 = 20;
 /// Most times a second a dashboard is sent the updates collected for it.
 pub const DEFAULT_DASHBOARD_FLUSHES_PER_S: f64 = 20.0;
+/// WebSocket handshakes (token check, profile, upgrade) in progress at once; one more answers
+/// 503 with `Retry-After`, so a reconnect storm cannot starve the requests already admitted.
+pub const DEFAULT_MAX_PENDING_UPGRADES: usize = 64;
+/// Requests answered at once; one more gets 503 with `Retry-After` straight away.
+pub const DEFAULT_MAX_INFLIGHT_REQUESTS: usize = 256;
 /// Folder (at the repository root) where `scripts/dev-env` keeps the local PostgreSQL and Redis.
 pub const LOCAL_ENV_DIR: &str = ".hilot-local";
 
@@ -65,6 +76,10 @@ pub struct Settings {
     /// Maximum PostgreSQL connections in the pool.
     #[arg(long, global = true, env = "HILOT_DB_MAX_CONNECTIONS", default_value_t = DEFAULT_DB_MAX_CONNECTIONS)]
     pub db_max_connections: u32,
+
+    /// PostgreSQL connections for dispatch, the ping writer and partition upkeep.
+    #[arg(long, global = true, env = "HILOT_DB_BACKGROUND_CONNECTIONS", default_value_t = DEFAULT_DB_BACKGROUND_CONNECTIONS)]
+    pub db_background_connections: u32,
 
     /// HTTP worker threads (default: one per core).
     #[arg(long, global = true, env = "HILOT_WORKERS")]
@@ -153,6 +168,29 @@ pub struct Settings {
     /// Most flushes per second to each dashboard (updates in between are coalesced).
     #[arg(long, global = true, env = "HILOT_DASHBOARD_FLUSHES_PER_S", default_value_t = DEFAULT_DASHBOARD_FLUSHES_PER_S)]
     pub dashboard_flushes_per_s: f64,
+
+    /// The payment gateway, push notifications and the delivery outbox.
+    #[command(flatten)]
+    pub integrations: IntegrationSettings,
+    /// Seconds between pings the server asks of an idle therapist app.
+    #[arg(long, global = true, env = "HILOT_PING_INTERVAL_IDLE_S", default_value_t = crate::ingest::cadence::DEFAULT_IDLE_S)]
+    pub ping_interval_idle_s: u32,
+
+    /// Seconds between pings while offered or on a booking.
+    #[arg(long, global = true, env = "HILOT_PING_INTERVAL_ACTIVE_S", default_value_t = crate::ingest::cadence::DEFAULT_ACTIVE_S)]
+    pub ping_interval_active_s: u32,
+
+    /// Seconds between pings while close to the customer's door.
+    #[arg(long, global = true, env = "HILOT_PING_INTERVAL_ARRIVING_S", default_value_t = crate::ingest::cadence::DEFAULT_ARRIVING_S)]
+    pub ping_interval_arriving_s: u32,
+
+    /// Requests answered at once before new ones get 503 (health and metrics are never refused).
+    #[arg(long, global = true, env = "HILOT_MAX_INFLIGHT_REQUESTS", default_value_t = DEFAULT_MAX_INFLIGHT_REQUESTS)]
+    pub max_inflight_requests: usize,
+
+    /// WebSocket handshakes in progress at once before new ones get 503.
+    #[arg(long, global = true, env = "HILOT_MAX_PENDING_UPGRADES", default_value_t = DEFAULT_MAX_PENDING_UPGRADES)]
+    pub max_pending_upgrades: usize,
 }
 
 impl Default for Settings {
@@ -162,6 +200,7 @@ impl Default for Settings {
             redis_url: None,
             bind: DEFAULT_BIND.to_owned(),
             db_max_connections: DEFAULT_DB_MAX_CONNECTIONS,
+            db_background_connections: DEFAULT_DB_BACKGROUND_CONNECTIONS,
             workers: None,
             shutdown_grace_s: DEFAULT_SHUTDOWN_GRACE_S,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -184,6 +223,118 @@ impl Default for Settings {
             arrival_radius_m: DEFAULT_ARRIVAL_RADIUS_M,
             arrival_dwell_s: DEFAULT_ARRIVAL_DWELL_S,
             dashboard_flushes_per_s: DEFAULT_DASHBOARD_FLUSHES_PER_S,
+            ping_interval_idle_s: crate::ingest::cadence::DEFAULT_IDLE_S,
+            ping_interval_active_s: crate::ingest::cadence::DEFAULT_ACTIVE_S,
+            ping_interval_arriving_s: crate::ingest::cadence::DEFAULT_ARRIVING_S,
+            max_pending_upgrades: DEFAULT_MAX_PENDING_UPGRADES,
+            max_inflight_requests: DEFAULT_MAX_INFLIGHT_REQUESTS,
+            integrations: IntegrationSettings::default(),
+        }
+    }
+}
+
+/// PayMongo's API (the gateway's default base URL).
+pub const DEFAULT_GATEWAY_URL: &str = "https://api.paymongo.com";
+/// A gateway webhook signed longer ago than this (either way) is refused.
+pub const DEFAULT_GATEWAY_WEBHOOK_TOLERANCE_S: u64 = 300;
+/// Firebase Cloud Messaging's HTTP v1 API.
+pub const DEFAULT_FCM_URL: &str = "https://fcm.googleapis.com";
+/// How often an idle outbox worker looks for due deliveries.
+pub const DEFAULT_OUTBOX_POLL_MS: u64 = 500;
+/// The first retry waits this long; each next one twice as long, up to the maximum.
+pub const DEFAULT_OUTBOX_BACKOFF_BASE_MS: u64 = 5_000;
+pub const DEFAULT_OUTBOX_BACKOFF_MAX_S: u64 = 3_600;
+/// Attempts before a delivery is dead-lettered.
+pub const DEFAULT_OUTBOX_MAX_ATTEMPTS: u32 = 12;
+/// One delivery attempt (an HTTP call) may take this long.
+pub const DEFAULT_OUTBOX_TIMEOUT_S: u64 = 10;
+/// Deliveries in flight at once on one node.
+pub const DEFAULT_OUTBOX_CONCURRENCY: usize = 16;
+
+/// Outside services: the payment gateway (PayMongo's API), push (FCM HTTP v1) and the outbox
+/// that delivers push notifications, operator webhooks and gateway refunds.
+#[derive(Debug, Clone, Args)]
+pub struct IntegrationSettings {
+    /// Base URL of the payment gateway (PayMongo's API shape).
+    #[arg(long, global = true, env = "HILOT_GATEWAY_URL", default_value = DEFAULT_GATEWAY_URL)]
+    pub gateway_url: String,
+
+    /// The gateway's secret API key. Without it, card, GCash and Maya payments are refused.
+    #[arg(
+        long,
+        global = true,
+        env = "HILOT_GATEWAY_SECRET_KEY",
+        hide_env_values = true
+    )]
+    pub gateway_secret_key: Option<String>,
+
+    /// The secret the gateway signs its webhooks with.
+    #[arg(
+        long,
+        global = true,
+        env = "HILOT_GATEWAY_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub gateway_webhook_secret: Option<String>,
+
+    /// Seconds a gateway webhook's signature time may differ from ours.
+    #[arg(long, global = true, env = "HILOT_GATEWAY_WEBHOOK_TOLERANCE_S", default_value_t = DEFAULT_GATEWAY_WEBHOOK_TOLERANCE_S)]
+    pub gateway_webhook_tolerance_s: u64,
+
+    /// Base URL of Firebase Cloud Messaging (HTTP v1).
+    #[arg(long, global = true, env = "HILOT_FCM_URL", default_value = DEFAULT_FCM_URL)]
+    pub fcm_url: String,
+
+    /// The Firebase project push notifications are sent through. Without it, push is off.
+    #[arg(long, global = true, env = "HILOT_FCM_PROJECT_ID")]
+    pub fcm_project_id: Option<String>,
+
+    /// A file holding a current OAuth 2 access token for FCM, re-read before each send (a
+    /// sidecar or workload identity keeps it fresh).
+    #[arg(long, global = true, env = "HILOT_FCM_ACCESS_TOKEN_FILE")]
+    pub fcm_access_token_file: Option<String>,
+
+    /// Milliseconds an idle outbox worker waits before looking for due deliveries again.
+    #[arg(long, global = true, env = "HILOT_OUTBOX_POLL_MS", default_value_t = DEFAULT_OUTBOX_POLL_MS)]
+    pub outbox_poll_ms: u64,
+
+    /// Milliseconds before the first retry of a failed delivery (doubling each time).
+    #[arg(long, global = true, env = "HILOT_OUTBOX_BACKOFF_BASE_MS", default_value_t = DEFAULT_OUTBOX_BACKOFF_BASE_MS)]
+    pub outbox_backoff_base_ms: u64,
+
+    /// Longest wait between two attempts, in seconds.
+    #[arg(long, global = true, env = "HILOT_OUTBOX_BACKOFF_MAX_S", default_value_t = DEFAULT_OUTBOX_BACKOFF_MAX_S)]
+    pub outbox_backoff_max_s: u64,
+
+    /// Attempts before a delivery is dead-lettered.
+    #[arg(long, global = true, env = "HILOT_OUTBOX_MAX_ATTEMPTS", default_value_t = DEFAULT_OUTBOX_MAX_ATTEMPTS)]
+    pub outbox_max_attempts: u32,
+
+    /// Seconds one delivery attempt may take.
+    #[arg(long, global = true, env = "HILOT_OUTBOX_TIMEOUT_S", default_value_t = DEFAULT_OUTBOX_TIMEOUT_S)]
+    pub outbox_timeout_s: u64,
+
+    /// Deliveries in flight at once on this node.
+    #[arg(long, global = true, env = "HILOT_OUTBOX_CONCURRENCY", default_value_t = DEFAULT_OUTBOX_CONCURRENCY)]
+    pub outbox_concurrency: usize,
+}
+
+impl Default for IntegrationSettings {
+    fn default() -> Self {
+        Self {
+            gateway_url: DEFAULT_GATEWAY_URL.to_owned(),
+            gateway_secret_key: None,
+            gateway_webhook_secret: None,
+            gateway_webhook_tolerance_s: DEFAULT_GATEWAY_WEBHOOK_TOLERANCE_S,
+            fcm_url: DEFAULT_FCM_URL.to_owned(),
+            fcm_project_id: None,
+            fcm_access_token_file: None,
+            outbox_poll_ms: DEFAULT_OUTBOX_POLL_MS,
+            outbox_backoff_base_ms: DEFAULT_OUTBOX_BACKOFF_BASE_MS,
+            outbox_backoff_max_s: DEFAULT_OUTBOX_BACKOFF_MAX_S,
+            outbox_max_attempts: DEFAULT_OUTBOX_MAX_ATTEMPTS,
+            outbox_timeout_s: DEFAULT_OUTBOX_TIMEOUT_S,
+            outbox_concurrency: DEFAULT_OUTBOX_CONCURRENCY,
         }
     }
 }
@@ -204,6 +355,16 @@ impl Settings {
 
     pub fn redis_url(&self) -> Option<&str> {
         self.redis_url.as_deref().filter(|u| !u.is_empty())
+    }
+
+    /// The ping intervals the server asks of therapist apps.
+    pub fn cadence(&self) -> crate::ingest::cadence::Cadence {
+        crate::ingest::cadence::Cadence {
+            idle_s: self.ping_interval_idle_s,
+            active_s: self.ping_interval_active_s,
+            arriving_s: self.ping_interval_arriving_s,
+            presence_ttl: Duration::from_secs(self.presence_ttl_s),
+        }
     }
 }
 

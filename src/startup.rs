@@ -13,7 +13,6 @@ use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use tracing_actix_web::TracingLogger;
 
-use crate::accounts::limits::{LimitRule, LoginLimiter};
 use crate::accounts::tokens::TokenCache;
 use crate::catalog::ServiceCatalog;
 use crate::config::Settings;
@@ -21,17 +20,21 @@ use crate::dispatch::{Dispatcher, Geofence};
 use crate::fanout::bus::EventBus;
 use crate::fanout::dashboard::Dashboards;
 use crate::fanout::hub::Hub;
-use crate::fanout::SocketCounter;
+use crate::fanout::{SocketCounter, UpgradeGate};
 use crate::geo::index::LiveIndex;
 use crate::geo::EtaModel;
 use crate::http::extract::BodyLimit;
 use crate::ingest::validate::PingLimits;
 use crate::ingest::writer::{PingRecord, WriterConfig};
 use crate::ingest::{settings as ingest_settings, Ingest};
+use crate::limits::{LimitRule, LoginLimiter};
 use crate::schedule::diary::Diary;
 use crate::state::AppState;
 use crate::{db, geo, http, ingest, partitions, telemetry};
 
+/// Connections the outbox worker (booking events, push, webhooks, refunds) may hold, apart from
+/// the request pool.
+pub const OUTBOX_DB_CONNECTIONS: u32 = 4;
 /// How long to wait for Redis at start-up before giving up with a clear error.
 pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -59,6 +62,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let _ = telemetry::metrics_handle();
         let pool = db::connect_and_migrate(&settings).await?;
+        let background = db::background_pool(&settings)?;
         partitions::ensure(&pool, Utc::now().date_naive(), settings.partitions_ahead)
             .await
             .context("creating location partitions at start-up")?;
@@ -117,7 +121,7 @@ impl Application {
             .context("loading therapists' calendars")?;
         tracing::info!(therapists = calendars, "calendars loaded");
         let dispatcher = Dispatcher::new(
-            pool.clone(),
+            background.clone(),
             index.clone(),
             bus.clone(),
             dashboards.clone(),
@@ -141,20 +145,22 @@ impl Application {
             }));
             let dispatcher = dispatcher.clone();
             let dashboards = dashboards.clone();
-            let index = index.clone();
-            ingest.on_moved(Arc::new(move |provider_id, fix| {
+            ingest.on_moved(Arc::new(move |provider_id, fix, moved| {
                 dispatcher.on_fix(provider_id, fix);
                 if !dashboards.is_empty() {
-                    if let Some(entry) = index.map_entry(provider_id) {
-                        dashboards.moved(provider_id, entry.uuid, fix, entry.state);
-                    }
+                    dashboards.moved(provider_id, moved.uuid, fix, moved.state);
                 }
             }));
         }
         let active = dispatcher.resume().await.context("resuming dispatch")?;
         tracing::info!(active, "active bookings resumed");
+        let payments = payments(&settings);
+        let upgrades = UpgradeGate::new(settings.max_pending_upgrades);
+        let requests = Arc::new(crate::limits::InFlight::new(settings.max_inflight_requests));
         let state = AppState {
+            payments,
             db: pool,
+            background_db: background,
             redis,
             login_limiter: Arc::new(login_limiter(&settings)),
             eta: EtaModel {
@@ -168,6 +174,8 @@ impl Application {
             index,
             ingest,
             sockets: SocketCounter::default(),
+            upgrades,
+            requests,
             shutdown: shutdown_rx,
             dispatcher,
             bus,
@@ -212,9 +220,8 @@ impl Application {
         let server_handle = server.handle();
         let mut server_task = tokio::spawn(server);
         let grace = Duration::from_secs(state.settings.shutdown_grace_s);
-        let writer_ingest = state.ingest.clone();
         let writer = tokio::spawn(ingest::writer::run(
-            state.db.clone(),
+            state.background_db.clone(),
             ping_queue,
             WriterConfig {
                 batch_max: state.settings.ping_batch_max.max(1),
@@ -222,16 +229,15 @@ impl Application {
                 drain_deadline: grace + Duration::from_secs(5),
             },
             state.sockets.shared(),
-            Arc::new(move |batch| writer_ingest.committed(batch)),
             shutdown.subscribe(),
         ));
         let maintenance = tokio::spawn(partitions::run_maintenance(
-            state.db.clone(),
+            state.background_db.clone(),
             state.settings.partitions_ahead,
             shutdown.subscribe(),
         ));
         let settings_refresh = tokio::spawn(ingest_settings::keep_policy_fresh(
-            state.db.clone(),
+            state.background_db.clone(),
             state.ingest.clone(),
             shutdown.subscribe(),
         ));
@@ -244,6 +250,17 @@ impl Application {
         ));
         let scheduled = tokio::spawn(crate::dispatch::scheduled::run(
             state.dispatcher.clone(),
+            shutdown.subscribe(),
+        ));
+        // The outbox has its own few connections, so deliveries never starve requests.
+        let outbox_db = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(OUTBOX_DB_CONNECTIONS)
+            .acquire_timeout(crate::config::DB_ACQUIRE_TIMEOUT)
+            .connect_lazy_with((*state.db.connect_options()).clone());
+        let outbox = tokio::spawn(crate::outbox::worker::run(
+            outbox_db.clone(),
+            couriers(&state, &outbox_db),
+            outbox_config(&state.settings),
             shutdown.subscribe(),
         ));
         let gauges = tokio::spawn(telemetry::export_gauges(
@@ -263,8 +280,18 @@ impl Application {
         let _ = shutdown.send(true);
         drain(server_handle, server_task).await;
         let _ = writer.await;
-        let _ = tokio::join!(maintenance, settings_refresh, gauges, matcher, diary, scheduled);
+        let _ = tokio::join!(
+            maintenance,
+            settings_refresh,
+            gauges,
+            outbox,
+            matcher,
+            diary,
+            scheduled
+        );
+        outbox_db.close().await;
         state.db.close().await;
+        state.background_db.close().await;
         tracing::info!("hilot stopped");
         Ok(())
     }
@@ -301,6 +328,100 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
         server = server.workers(workers);
     }
     Ok(server.run())
+}
+
+/// The HTTP client of outside calls (gateway, push, webhooks); each call is also bounded by the
+/// outbox's attempt timeout.
+fn outside_client(settings: &Settings) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(
+            settings.integrations.outbox_timeout_s.max(1),
+        ))
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("hilot/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
+fn payments(settings: &Settings) -> crate::money::payments::Payments {
+    let i = &settings.integrations;
+    let gateway = i
+        .gateway_secret_key
+        .as_deref()
+        .filter(|k| !k.is_empty())
+        .map(|key| {
+            Arc::new(crate::money::gateway::paymongo::PayMongo::new(
+                outside_client(settings),
+                &i.gateway_url,
+                key,
+                i.gateway_webhook_secret.clone().filter(|s| !s.is_empty()),
+                i.gateway_webhook_tolerance_s,
+            )) as Arc<dyn crate::money::gateway::Gateway>
+        });
+    crate::money::payments::Payments { gateway }
+}
+
+/// Who delivers each outbox channel: booking events and webhooks always; push when FCM is configured; refunds when
+/// the gateway is. Jobs of a channel without a courier wait until one is configured.
+fn couriers(state: &AppState, db: &sqlx::PgPool) -> crate::outbox::Couriers {
+    use crate::outbox::Channel;
+    let settings = &state.settings;
+    let client = outside_client(settings);
+    let mut couriers: crate::outbox::Couriers = vec![
+        (
+            Channel::Event,
+            Arc::new(crate::effects::EventCourier { db: db.clone() }),
+        ),
+        (
+            Channel::Webhook,
+            Arc::new(crate::webhooks::WebhookCourier {
+                db: db.clone(),
+                client: client.clone(),
+            }),
+        ),
+    ];
+    if let Some(project) = settings
+        .integrations
+        .fcm_project_id
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        let sender = crate::notifications::push::FcmSender::new(
+            client,
+            &settings.integrations.fcm_url,
+            project,
+            settings.integrations.fcm_access_token_file.clone(),
+        );
+        couriers.push((
+            Channel::Push,
+            Arc::new(crate::notifications::push::PushCourier {
+                db: db.clone(),
+                sender: Arc::new(sender),
+            }),
+        ));
+    }
+    if let Some(gateway) = &state.payments.gateway {
+        couriers.push((
+            Channel::Gateway,
+            Arc::new(crate::money::payments::RefundCourier {
+                db: db.clone(),
+                gateway: gateway.clone(),
+            }),
+        ));
+    }
+    couriers
+}
+
+fn outbox_config(settings: &Settings) -> crate::outbox::worker::WorkerConfig {
+    let i = &settings.integrations;
+    crate::outbox::worker::WorkerConfig {
+        poll: Duration::from_millis(i.outbox_poll_ms.max(10)),
+        backoff_base: Duration::from_millis(i.outbox_backoff_base_ms.max(1)),
+        backoff_max: Duration::from_secs(i.outbox_backoff_max_s.max(1)),
+        max_attempts: i.outbox_max_attempts.max(1),
+        attempt_timeout: Duration::from_secs(i.outbox_timeout_s.max(1)),
+        concurrency: i.outbox_concurrency.max(1),
+    }
 }
 
 fn login_limiter(settings: &Settings) -> LoginLimiter {

@@ -6,23 +6,28 @@ use std::time::Instant;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use crate::accounts::limits::LoginLimiter;
 use crate::accounts::tokens::TokenCache;
 use crate::catalog::ServiceCatalog;
 use crate::config::Settings;
 use crate::dispatch::Dispatcher;
 use crate::fanout::bus::EventBus;
 use crate::fanout::dashboard::Dashboards;
-use crate::fanout::SocketCounter;
+use crate::fanout::{SocketCounter, UpgradeGate};
 use crate::geo::index::LiveIndex;
 use crate::geo::EtaModel;
 use crate::ingest::Ingest;
+use crate::limits::LoginLimiter;
+use crate::messages::{ChatMessage, Parties, ReadReceipt, Side};
+use crate::money::payments::Payments;
 use crate::schedule::diary::Diary;
 
 /// Cheap to clone: everything inside is a handle.
 #[derive(Clone)]
 pub struct AppState {
+    /// Requests' connections: a request waits at most a second for one, then answers 503.
     pub db: PgPool,
+    /// The server's own work (dispatch, the ping writer, partition upkeep), never shed.
+    pub background_db: PgPool,
     /// Present only when `REDIS_URL` is configured (multi-node mode).
     pub redis: Option<redis::aio::ConnectionManager>,
     pub settings: Arc<Settings>,
@@ -36,6 +41,10 @@ pub struct AppState {
     pub ingest: Arc<Ingest>,
     pub eta: EtaModel,
     pub sockets: SocketCounter,
+    /// WebSocket handshakes in progress, bounded.
+    pub upgrades: UpgradeGate,
+    /// Requests in progress, bounded.
+    pub requests: Arc<crate::limits::InFlight>,
     /// Book-now dispatch: offers, accepts, the lifecycle, live status.
     pub dispatcher: Dispatcher,
     /// Frames to users, on whichever node their sockets are.
@@ -44,6 +53,8 @@ pub struct AppState {
     pub dashboards: Arc<Dashboards>,
     /// Every therapist's calendar, in memory (slots near a place, the matcher's eligibility).
     pub diary: Arc<Diary>,
+    /// The payment gateway, when configured.
+    pub payments: Payments,
     /// Flips to `true` once at shutdown; sockets and background tasks wind down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -67,5 +78,29 @@ impl AppState {
             );
         }
         self.diary.changed(&self.db, provider_id).await;
+    }
+
+    /// Sends a chat message to both parties' sockets (the sender's other devices see it too).
+    pub async fn deliver_message(&self, message: &ChatMessage, parties: &Parties) {
+        let frame: Arc<str> = message.frame().into();
+        for user_id in parties.users() {
+            self.bus.to_user(user_id, frame.clone()).await;
+        }
+    }
+
+    /// Tells the other party their messages were read.
+    pub async fn deliver_read_receipt(
+        &self,
+        receipt: &ReadReceipt,
+        reader: Side,
+        parties: &Parties,
+    ) {
+        if receipt.message_ids.is_empty() {
+            return;
+        }
+        let frame: Arc<str> = receipt.frame(reader).into();
+        for user_id in parties.users() {
+            self.bus.to_user(user_id, frame.clone()).await;
+        }
     }
 }

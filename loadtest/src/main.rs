@@ -5,6 +5,7 @@
 
 mod compare;
 mod machine;
+mod overload;
 mod quality;
 mod readme;
 mod scenario;
@@ -31,6 +32,8 @@ enum Command {
     /// Dispatch quality: one seeded request stream under first-come-nearest and batched
     /// assignment, at several shares of supply (in simulated time, through Hilot's matcher).
     Quality(quality::QualityArgs),
+    /// Twice the load the server can take: admitted requests' latency, refusals, errors.
+    Overload(overload::OverloadArgs),
     /// Rewrites the README's Performance section from the benchmark JSON.
     Report(readme::ReportArgs),
 }
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Run(args) => scenario::run(args).await.map(|_| ()),
             Command::Compare(args) => compare::run(args).await,
+            Command::Overload(args) => overload::run(args).await.map(|_| ()),
             Command::Report(args) => readme::run(args),
             Command::Quality(args) => quality::run(args),
         }

@@ -127,6 +127,7 @@ fn replay(
         radius_step_m: 5_000.0,
         max_radius_m: 20_000.0,
         solve_budget: Duration::from_millis(20),
+        search_budget: Duration::from_secs(60),
     };
     let filter = admit_all();
     let pending_timeout = chrono::Duration::seconds(args.pending_timeout_s as i64);

@@ -1,6 +1,5 @@
 //! Users, their roles and credentials.
 
-pub mod limits;
 pub mod password;
 pub mod phone;
 pub mod tokens;

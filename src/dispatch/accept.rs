@@ -2,7 +2,7 @@
 //!
 //! Accept locks the booking, then the caller's offer; checks that the offer is open and
 //! unexpired and that the therapist is eligible now (verified, active, holding the therapist
-//! role); then the compare-and-set `UPDATE` takes the booking, with the unique index on active
+//! role, still online, not holding an active booking), whatever node made the offer; then the compare-and-set `UPDATE` takes the booking, with the unique index on active
 //! bookings per therapist as the last word. The other open offers lose the race in the same
 //! transaction.
 
@@ -25,6 +25,8 @@ struct LockedOffer {
     expired: bool,
     distance_m: f64,
     eligible: bool,
+    online: bool,
+    busy: bool,
 }
 
 /// The therapist's terms for the booking's service, read inside the accept.
@@ -162,15 +164,31 @@ impl Dispatcher {
                 status.as_str()
             ))));
         }
-        if !offer.eligible {
+        // The therapist's eligibility, read now: the offer was made on what the matcher knew
+        // then, on whichever node; an ineligible therapist's offer is withdrawn, so the booking
+        // goes on to the next one.
+        let ineligible = if !offer.eligible {
+            Some(ApiError::Forbidden(
+                "only a verified, active therapist may accept offers".into(),
+            ))
+        } else if !offer.online {
+            Some(ApiError::Conflict(
+                "you are offline: go online to accept offers".into(),
+            ))
+        } else if offer.busy {
+            Some(ApiError::Conflict(
+                "you already have an active booking".into(),
+            ))
+        } else {
+            None
+        };
+        if let Some(error) = ineligible {
             offers::close(&mut *tx, booking.id, provider_id, Outcome::Withdrawn)
                 .await
                 .context("withdrawing the offer")?;
             tx.commit().await.context("withdrawing the offer")?;
             return Err(AcceptError::Closed(ClosedRefusal {
-                error: ApiError::Forbidden(
-                    "only a verified, active therapist may accept offers".into(),
-                ),
+                error,
                 reason: "not_eligible",
             }));
         }
@@ -211,7 +229,8 @@ impl Dispatcher {
             .await
             .context("marking the actor")?;
         let travel_minutes =
-            i32::try_from(self.inner.eta.eta_seconds(offer.distance_m).div_ceil(60)).unwrap_or(i32::MAX);
+            i32::try_from(self.inner.eta.eta_seconds(offer.distance_m).div_ceil(60))
+                .unwrap_or(i32::MAX);
         let updated = sqlx::query(include_str!("../../sql/accept_booking.sql"))
             .bind(booking.id)
             .bind(provider_id)

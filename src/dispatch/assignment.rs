@@ -11,6 +11,8 @@
 //! With equal waits that is the least total ETA. A booking that has waited longer may take a
 //! therapist up to that many seconds of ETA farther than a fresh one would, so scarce supply
 //! goes to the oldest bookings first and nobody starves behind a stream of nearer newcomers.
+//! Between therapists whose costs are equal (to the tenth of a second), the better-rated one
+//! wins: the rating is a tie-break, worth less than any difference in cost.
 //!
 //! The candidate graph is sparse (each booking's k nearest eligible therapists). It is split
 //! into connected components; each small enough is solved exactly with the Kuhn–Munkres
@@ -32,6 +34,11 @@ pub const WAIT_CREDIT_CAP_S: f64 = 600.0;
 pub const EXACT_WORK_LIMIT: usize = 2_000_000;
 /// Costs are compared in tenths of a second.
 const COST_UNITS_PER_S: f64 = 10.0;
+/// Each tenth of a second of cost is split into this many steps, below which the rating
+/// (0.00 to 5.00, in hundredths: 0 to 500 steps) breaks ties.
+const RATING_STEPS_PER_UNIT: i64 = 1024;
+/// The best rating there is.
+const MAX_RATING: f64 = 5.0;
 /// Weight of making a booking's first offer, and of each extra offer when `batch_size` > 1:
 /// both dwarf any difference in cost, so cardinality comes first.
 const FIRST_OFFER_WEIGHT: i64 = 1 << 50;
@@ -47,12 +54,14 @@ pub struct BookingNeed {
     pub waited_s: f64,
 }
 
-/// A candidate pair: `booking` (index into the needs) and `therapist` (any id), with the ETA.
+/// A candidate pair: `booking` (index into the needs) and `therapist` (any id), with the ETA
+/// and the therapist's average rating (0 to 5; the tie-break).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Edge {
     pub booking: usize,
     pub therapist: i64,
     pub eta_s: f64,
+    pub rating: f64,
 }
 
 /// What a round decided, and how.
@@ -74,8 +83,12 @@ pub fn edge_cost(eta_s: f64, waited_s: f64) -> f64 {
     eta_s - waiting_credit(waited_s)
 }
 
-fn cost_units(eta_s: f64, waited_s: f64) -> i64 {
-    (edge_cost(eta_s, waited_s) * COST_UNITS_PER_S).round() as i64
+/// The edge's cost in integer steps: the cost in tenths of a second, then the rating's
+/// shortfall from the best (in hundredths) below it.
+fn cost_units(edge: &Edge, waited_s: f64) -> i64 {
+    let cost = (edge_cost(edge.eta_s, waited_s) * COST_UNITS_PER_S).round() as i64;
+    let shortfall = ((MAX_RATING - edge.rating.clamp(0.0, MAX_RATING)) * 100.0).round() as i64;
+    cost * RATING_STEPS_PER_UNIT + shortfall
 }
 
 /// Connected components of the candidate graph, as lists of edge indices (union–find over
@@ -174,7 +187,7 @@ fn solve_exact(needs: &[BookingNeed], comp: &[Edge]) -> Option<Vec<(usize, i64)>
         .collect();
     for edge in comp {
         let need = &needs[edge.booking];
-        let cost = cost_units(edge.eta_s, need.waited_s);
+        let cost = cost_units(edge, need.waited_s);
         let first = first_slot_row[&edge.booking];
         for s in 0..need.slots.max(1) {
             weights[(first + s) * m + column(edge.therapist)] = slot_weight(need, s) - cost;
@@ -208,8 +221,8 @@ fn solve_exact(needs: &[BookingNeed], comp: &[Edge]) -> Option<Vec<(usize, i64)>
 pub fn solve_greedy(needs: &[BookingNeed], comp: &[Edge]) -> Vec<(usize, i64)> {
     let mut order: Vec<&Edge> = comp.iter().collect();
     order.sort_by(|a, b| {
-        let ca = cost_units(a.eta_s, needs[a.booking].waited_s);
-        let cb = cost_units(b.eta_s, needs[b.booking].waited_s);
+        let ca = cost_units(a, needs[a.booking].waited_s);
+        let cb = cost_units(b, needs[b.booking].waited_s);
         ca.cmp(&cb)
             .then(a.booking.cmp(&b.booking))
             .then(a.therapist.cmp(&b.therapist))
@@ -255,6 +268,29 @@ mod tests {
             booking,
             therapist,
             eta_s,
+            rating: 4.0,
+        }
+    }
+
+    #[test]
+    fn at_equal_cost_the_better_rated_therapist_wins_and_rating_never_outweighs_a_second() {
+        let rated = |therapist, eta_s, rating| Edge {
+            rating,
+            ..edge(0, therapist, eta_s)
+        };
+        for budget in [Duration::from_secs(1), Duration::ZERO] {
+            let tie = assign(
+                &[need(0.0)],
+                &[rated(1, 300.0, 4.0), rated(2, 300.0, 5.0)],
+                budget,
+            );
+            assert_eq!(tie.pairs, [(0, 2)]);
+            let nearer = assign(
+                &[need(0.0)],
+                &[rated(1, 299.0, 0.0), rated(2, 300.0, 5.0)],
+                budget,
+            );
+            assert_eq!(nearer.pairs, [(0, 1)]);
         }
     }
 

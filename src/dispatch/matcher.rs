@@ -20,7 +20,7 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -30,14 +30,14 @@ use super::lifecycle::BookingStatus;
 use super::notify::frame;
 use super::offers::{self, Outcome};
 use super::settings::DispatchSettings;
-use crate::schedule::diary::Job;
-use crate::schedule::slots::Session;
-use crate::schedule::SchedulingSettings;
 use super::store::{self, LocationView, ServiceRef};
 use super::waiting::{PlannedOffer, RoundRules, WaitingBooking, WaitingBookings};
 use super::{pricing, Dispatcher};
 use crate::geo::index::TherapistState;
 use crate::geo::Point;
+use crate::schedule::diary::Job;
+use crate::schedule::slots::Session;
+use crate::schedule::SchedulingSettings;
 
 /// The PostgreSQL channel matcher events travel on between nodes.
 pub const NOTIFY_CHANNEL: &str = "hilot_dispatch";
@@ -50,6 +50,8 @@ pub const SOLVE_BUDGET: Duration = Duration::from_millis(20);
 /// An accept asked for up to this long after its offer's expiry still counts (the offer and
 /// the accept take time on the way), and the matcher closes an offer as expired only then.
 pub const ACCEPT_GRACE: chrono::Duration = chrono::Duration::milliseconds(500);
+/// Time one round may spend finding candidates; the rest wait for the next round.
+pub const SEARCH_BUDGET: Duration = Duration::from_millis(50);
 /// Everything pending is compared with the database this often, in case a `NOTIFY` was lost.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -120,16 +122,22 @@ pub async fn notify_remote(db: &PgPool, event: &MatchEvent) -> sqlx::Result<()> 
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    OfferExpiry { booking_id: i64, provider_id: i64 },
-    Deadline { booking_id: i64 },
+    OfferExpiry {
+        booking_id: i64,
+        provider_id: i64,
+    },
+    Deadline {
+        booking_id: i64,
+    },
     /// An open scheduled booking nobody has taken yet: its customer is told before it would be
     /// cancelled.
-    Warning { booking_id: i64 },
+    Warning {
+        booking_id: i64,
+    },
 }
 
-/// What an offer frame says about its booking, loaded once.
+/// What an offer frame says about its booking, read once, when it is first offered.
 struct BookingContext {
-    uuid: Uuid,
     service: ServiceRef,
     location: Option<LocationView>,
 }
@@ -138,6 +146,8 @@ struct Matcher {
     dispatcher: Dispatcher,
     waiting: WaitingBookings,
     contexts: FxHashMap<i64, BookingContext>,
+    /// Public ids of the waiting bookings (for withdrawal frames).
+    uuids: FxHashMap<i64, Uuid>,
     timers: BinaryHeap<Reverse<(DateTime<Utc>, Timer)>>,
     settings: DispatchSettings,
     scheduling: SchedulingSettings,
@@ -202,8 +212,15 @@ pub async fn run(dispatcher: Dispatcher, region: Region) {
 
 async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
     let db = dispatcher.inner.db.clone();
+    // The listener has a connection of its own (as the lease does), so it holds none of the
+    // pool that accepts and background work share.
+    let listen_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with(db.connect_options().as_ref().clone());
     // Listen before loading, so nothing said meanwhile is missed (duplicates are harmless).
-    let mut listener = match PgListener::connect_with(&db).await {
+    let mut listener = match PgListener::connect_with(&listen_pool).await {
         Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
             Ok(()) => listener,
             Err(error) => {
@@ -224,6 +241,7 @@ async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
         dispatcher: dispatcher.clone(),
         waiting: WaitingBookings::default(),
         contexts: FxHashMap::default(),
+        uuids: FxHashMap::default(),
         timers: BinaryHeap::new(),
         settings: DispatchSettings::load(&db).await,
         scheduling: SchedulingSettings::load(&db).await,
@@ -299,6 +317,8 @@ async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
             }
         }
     }
+    drop(listener);
+    listen_pool.close().await;
     lease.release().await;
     stop
 }
@@ -429,16 +449,8 @@ impl Matcher {
                 Some(_) => {}
             }
         }
-        if let Ok(view) = store::view_without_timeline(self.db(), facts.id).await {
-            self.contexts.insert(
-                facts.id,
-                BookingContext {
-                    uuid: facts.uuid,
-                    service: view.service,
-                    location: view.location,
-                },
-            );
-        }
+        // What offer frames say about the booking is read when it is first offered.
+        self.uuids.insert(facts.id, facts.uuid);
         self.timers.push(Reverse((
             deadline,
             Timer::Deadline {
@@ -451,6 +463,7 @@ impl Matcher {
     /// Forgets a booking that left `pending`, freeing the therapists it held in the index.
     fn forget(&mut self, booking_id: i64) {
         self.contexts.remove(&booking_id);
+        self.uuids.remove(&booking_id);
         if let Some(booking) = self.waiting.remove(booking_id) {
             for provider in booking.open.keys() {
                 self.dispatcher.inner.index.release_offer(*provider);
@@ -471,6 +484,8 @@ impl Matcher {
                     match store::facts_by_id(self.db(), booking_id).await {
                         Ok(Some(facts)) if facts.status == BookingStatus::Pending => {
                             self.admit(facts, Vec::new()).await;
+                            // It waits a whole window for the bookings arriving with it.
+                            self.new_since.get_or_insert_with(Instant::now);
                         }
                         Ok(_) => {}
                         Err(error) => {
@@ -507,7 +522,7 @@ impl Matcher {
                         Ok(true) => {
                             self.waiting.offer_closed(booking_id, provider_id, true);
                             index.release_offer(provider_id);
-                            if let Some(uuid) = self.contexts.get(&booking_id).map(|c| c.uuid) {
+                            if let Some(uuid) = self.uuids.get(&booking_id).copied() {
                                 self.dispatcher
                                     .tell_withdrawn(uuid, &[provider_id], "offline")
                                     .await;
@@ -573,7 +588,7 @@ impl Matcher {
                     for (booking_id, provider_id) in closed {
                         self.waiting.offer_closed(booking_id, provider_id, true);
                         self.dispatcher.inner.index.release_offer(provider_id);
-                        if let Some(uuid) = self.contexts.get(&booking_id).map(|c| c.uuid) {
+                        if let Some(uuid) = self.uuids.get(&booking_id).copied() {
                             self.dispatcher
                                 .tell_withdrawn(uuid, &[provider_id], "expired")
                                 .await;
@@ -641,6 +656,7 @@ impl Matcher {
             radius_step_m: self.settings.radius_step_m,
             max_radius_m: self.settings.max_radius_m,
             solve_budget: SOLVE_BUDGET,
+            search_budget: SEARCH_BUDGET,
         };
         let inner = self.dispatcher.inner.clone();
         let (planned, report) =
@@ -718,10 +734,28 @@ impl Matcher {
         }
     }
 
-    async fn send_offer(&self, offer: &PlannedOffer, expires_at: DateTime<Utc>) {
-        let Some(context) = self.contexts.get(&offer.booking_id) else {
+    async fn send_offer(&mut self, offer: &PlannedOffer, expires_at: DateTime<Utc>) {
+        let Some(uuid) = self.uuids.get(&offer.booking_id).copied() else {
             return;
         };
+        if !self.contexts.contains_key(&offer.booking_id) {
+            match store::view_without_timeline(self.db(), offer.booking_id).await {
+                Ok(view) => {
+                    self.contexts.insert(
+                        offer.booking_id,
+                        BookingContext {
+                            service: view.service,
+                            location: view.location,
+                        },
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(booking_id = offer.booking_id, %error, "reading a booking for its offer failed");
+                    return;
+                }
+            }
+        }
+        let context = &self.contexts[&offer.booking_id];
         let Some(user_id) = self.dispatcher.provider_user(offer.provider_id).await else {
             return;
         };
@@ -742,7 +776,7 @@ impl Matcher {
                 user_id,
                 frame(json!({
                     "type": "offer",
-                    "booking_id": context.uuid,
+                    "booking_id": uuid,
                     "service": context.service,
                     "location": context.location,
                     "distance_m": offer.distance_m.round() as u64,

@@ -26,12 +26,12 @@ pub mod notify;
 pub mod offers;
 pub mod pricing;
 pub mod ranking;
+pub mod reschedule;
+pub mod scheduled;
 pub mod settings;
 pub mod store;
 pub mod transitions;
 pub mod trips;
-pub mod reschedule;
-pub mod scheduled;
 pub mod waiting;
 
 use std::sync::Arc;

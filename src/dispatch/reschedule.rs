@@ -164,7 +164,16 @@ impl Dispatcher {
             request.new_scheduled_at.format("%Y-%m-%d %H:%M UTC"),
             request.status
         );
-        if let Err(error) = notice(&self.inner.db, user_id, event::RESCHEDULE, title, &body, &payload).await {
+        if let Err(error) = notice(
+            &self.inner.db,
+            user_id,
+            event::RESCHEDULE,
+            title,
+            &body,
+            &payload,
+        )
+        .await
+        {
             tracing::warn!(%error, "writing a reschedule notification failed");
         }
         self.inner.bus.to_user(user_id, frame(payload)).await;
@@ -213,14 +222,24 @@ impl Dispatcher {
         let now = Utc::now();
         check_time("scheduled_at", new_at, now, &settings)?;
         if new_at == original {
-            return Err(ApiError::invalid("scheduled_at", "is the booking's current time"));
+            return Err(ApiError::invalid(
+                "scheduled_at",
+                "is the booking's current time",
+            ));
         }
-        let provider_id = booking.provider_id.ok_or_else(|| ApiError::not_found("booking"))?;
+        let provider_id = booking
+            .provider_id
+            .ok_or_else(|| ApiError::not_found("booking"))?;
         let session = Session::minutes(
             i64::from(booking.duration_minutes.unwrap_or(60)),
             i64::from(booking.buffer_minutes),
         );
-        let mut tx = self.inner.db.begin().await.context("starting the reschedule")?;
+        let mut tx = self
+            .inner
+            .db
+            .begin()
+            .await
+            .context("starting the reschedule")?;
         let fits = match schedule::store::schedule_of(&mut tx, provider_id)
             .await
             .context("reading the schedule")?
@@ -246,7 +265,9 @@ impl Dispatcher {
                 "is not a free slot of the therapist (see GET /v1/therapists/{provider_id}/slots)",
             ));
         }
-        let expires_at = (now + settings.reschedule_timeout).min(original.min(new_at) - settings.lead).max(now);
+        let expires_at = (now + settings.reschedule_timeout)
+            .min(original.min(new_at) - settings.lead)
+            .max(now);
         let inserted: Result<i64, sqlx::Error> = sqlx::query_scalar(
             "INSERT INTO booking_reschedule_requests \
                  (booking_id, requested_by, original_scheduled_at, new_scheduled_at, reason, expires_at) \
@@ -270,11 +291,14 @@ impl Dispatcher {
             }
             Err(error) => return Err(ApiError::from(error)),
         };
-        let request = view(&mut tx, request_id).await.context("loading the request")?;
+        let request = view(&mut tx, request_id)
+            .await
+            .context("loading the request")?;
         tx.commit().await.context("committing the request")?;
         metrics::counter!("hilot_reschedules_total", "outcome" => "proposed").increment(1);
         if let Some(other) = self.other_side(&booking, caller.user_id).await {
-            self.tell_reschedule(other, &request, "Reschedule requested").await;
+            self.tell_reschedule(other, &request, "Reschedule requested")
+                .await;
         }
         Ok(request)
     }
@@ -286,11 +310,12 @@ impl Dispatcher {
         caller: Caller,
     ) -> Result<Vec<RescheduleView>, ApiError> {
         let booking = self.visible_booking(booking_uuid, caller).await?;
-        let rows: Vec<Row> = sqlx::query_as(&format!("{VIEW_SQL} WHERE r.booking_id = $1 ORDER BY r.id"))
-            .bind(booking.id)
-            .fetch_all(&self.inner.db)
-            .await
-            .context("listing reschedule requests")?;
+        let rows: Vec<Row> =
+            sqlx::query_as(&format!("{VIEW_SQL} WHERE r.booking_id = $1 ORDER BY r.id"))
+                .bind(booking.id)
+                .fetch_all(&self.inner.db)
+                .await
+                .context("listing reschedule requests")?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
@@ -329,7 +354,9 @@ impl Dispatcher {
         .fetch_optional(&mut *tx)
         .await
         .context("locking the request")?;
-        let Some((request_id, requested_by, request_status, original, new_at, expires_at)) = request else {
+        let Some((request_id, requested_by, request_status, original, new_at, expires_at)) =
+            request
+        else {
             return Err(ApiError::not_found("reschedule request"));
         };
         if requested_by == caller.user_id {
@@ -340,7 +367,11 @@ impl Dispatcher {
         if request_status != "pending" || expires_at < Utc::now() {
             return Err(ApiError::Conflict(format!(
                 "the request is no longer open ({})",
-                if request_status == "pending" { "expired" } else { &request_status }
+                if request_status == "pending" {
+                    "expired"
+                } else {
+                    &request_status
+                }
             )));
         }
         if approve {
@@ -364,7 +395,8 @@ impl Dispatcher {
                 Ok(_) => {}
                 Err(error) if exclusion_violation(&error).is_some() => {
                     return Err(ApiError::Conflict(
-                        "the new time is no longer free: the therapist has another booking then".into(),
+                        "the new time is no longer free: the therapist has another booking then"
+                            .into(),
                     ))
                 }
                 Err(error) => return Err(ApiError::from(error)),
@@ -386,6 +418,8 @@ impl Dispatcher {
             .execute(&mut *tx)
             .await
             .context("recording the reschedule")?;
+            // No status change, so no money moves: only the event (webhooks) is queued.
+            crate::effects::emit_booking_event(&mut tx, booking.id, "booking.rescheduled").await?;
         }
         sqlx::query(
             "UPDATE booking_reschedule_requests SET status = $2::reschedule_status, responded_by = $3, \
@@ -398,7 +432,9 @@ impl Dispatcher {
         .execute(&mut *tx)
         .await
         .context("answering the request")?;
-        let answered = view(&mut tx, request_id).await.context("loading the request")?;
+        let answered = view(&mut tx, request_id)
+            .await
+            .context("loading the request")?;
         tx.commit().await.context("committing the answer")?;
         metrics::counter!("hilot_reschedules_total", "outcome" => if approve { "approved" } else { "rejected" })
             .increment(1);
@@ -407,8 +443,16 @@ impl Dispatcher {
                 self.inner.diary.changed(&self.inner.db, provider_id).await;
             }
         }
-        self.tell_reschedule(requested_by, &answered, if approve { "Reschedule approved" } else { "Reschedule rejected" })
-            .await;
+        self.tell_reschedule(
+            requested_by,
+            &answered,
+            if approve {
+                "Reschedule approved"
+            } else {
+                "Reschedule rejected"
+            },
+        )
+        .await;
         Ok(answered)
     }
 
@@ -423,14 +467,16 @@ impl Dispatcher {
         for id in expired {
             let mut conn = self.inner.db.acquire().await?;
             let request = view(&mut conn, id).await?;
-            let requested_by: i64 =
-                sqlx::query_scalar("SELECT requested_by FROM booking_reschedule_requests WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(&mut *conn)
-                    .await?;
+            let requested_by: i64 = sqlx::query_scalar(
+                "SELECT requested_by FROM booking_reschedule_requests WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
             drop(conn);
             metrics::counter!("hilot_reschedules_total", "outcome" => "expired").increment(1);
-            self.tell_reschedule(requested_by, &request, "Reschedule expired").await;
+            self.tell_reschedule(requested_by, &request, "Reschedule expired")
+                .await;
         }
         Ok(())
     }
@@ -448,7 +494,15 @@ mod tests {
             Err(ApiError::Validation { errors, .. }) => errors[0].field.clone(),
             other => panic!("{other:?}"),
         };
-        assert_eq!(field(check_time("scheduled_at", now - chrono::Duration::minutes(1), now, &settings)), "scheduled_at");
+        assert_eq!(
+            field(check_time(
+                "scheduled_at",
+                now - chrono::Duration::minutes(1),
+                now,
+                &settings
+            )),
+            "scheduled_at"
+        );
         assert!(check_time("x", now + chrono::Duration::minutes(30), now, &settings).is_err());
         assert!(check_time("x", now + chrono::Duration::days(31), now, &settings).is_err());
         assert!(check_time("x", now + chrono::Duration::hours(2), now, &settings).is_ok());

@@ -287,7 +287,8 @@ impl Dispatcher {
         .await?;
         for (id, uuid, therapist, scheduled_at) in due {
             if let Some(user_id) = therapist {
-                let payload = json!({"type": event::DUE, "booking_id": uuid, "scheduled_at": scheduled_at});
+                let payload =
+                    json!({"type": event::DUE, "booking_id": uuid, "scheduled_at": scheduled_at});
                 notice(
                     &self.inner.db,
                     user_id,
@@ -304,57 +305,18 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Reminders before each accepted scheduled booking (`scheduling.reminder_minutes`, 60 and
-    /// 15 by default), to both sides, once each: the unique index
-    /// `uq_notifications_one_reminder_each` decides. Only the nearest reminder due is sent, so a
-    /// booking accepted ten minutes ahead gets the 15-minute one and not both at once.
+    /// Reminders before each accepted scheduled booking (`crate::notifications::reminders`
+    /// writes them, once each), told on both parties' sockets too.
     async fn send_reminders(&self, settings: &SchedulingSettings) -> anyhow::Result<()> {
-        let Some(widest) = settings.reminder_minutes.iter().copied().max() else {
-            return Ok(());
-        };
-        let upcoming: Vec<(Uuid, String, DateTime<Utc>, i64, i64)> = sqlx::query_as(
-            "SELECT b.uuid, b.booking_number, b.scheduled_at, b.customer_id, p.user_id \
-             FROM bookings b JOIN providers p ON p.id = b.provider_id \
-             WHERE b.booking_type = 'scheduled' AND b.status IN ('accepted', 'en_route') \
-               AND b.scheduled_at > now() AND b.scheduled_at <= now() + make_interval(mins => $1)",
-        )
-        .bind(widest as i32)
-        .fetch_all(&self.inner.db)
-        .await?;
-        let now = Utc::now();
-        for (uuid, number, scheduled_at, customer, therapist) in upcoming {
-            let left = scheduled_at - now;
-            let Some(minutes_before) = settings
-                .reminder_minutes
-                .iter()
-                .copied()
-                .filter(|m| left <= chrono::Duration::minutes(*m))
-                .min()
-            else {
-                continue;
-            };
-            let payload = json!({
-                "type": event::REMINDER,
-                "booking_id": uuid,
-                "scheduled_at": scheduled_at,
-                "minutes_before": minutes_before,
-            });
-            let body = format!("Booking {number} starts in {minutes_before} minutes");
-            for user_id in [customer, therapist] {
-                if notice(
-                    &self.inner.db,
-                    user_id,
-                    event::REMINDER,
-                    "Booking reminder",
-                    &body,
-                    &payload,
-                )
-                .await?
-                {
-                    metrics::counter!("hilot_booking_reminders_total").increment(1);
-                    self.inner.bus.to_user(user_id, frame(payload.clone())).await;
-                }
-            }
+        let written =
+            crate::notifications::reminders::due(&self.inner.db, &settings.reminder_minutes)
+                .await?;
+        for reminder in written {
+            metrics::counter!("hilot_booking_reminders_total").increment(1);
+            self.inner
+                .bus
+                .to_user(reminder.user_id, frame(reminder.payload))
+                .await;
         }
         Ok(())
     }
@@ -364,7 +326,10 @@ impl Dispatcher {
 pub async fn run(dispatcher: Dispatcher, mut shutdown: watch::Receiver<bool>) {
     loop {
         if let Err(error) = dispatcher.sweep_scheduled().await {
-            tracing::warn!(error = format!("{error:#}"), "the scheduled bookings sweep failed");
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "the scheduled bookings sweep failed"
+            );
         }
         tokio::select! {
             _ = tokio::time::sleep(SWEEP_INTERVAL) => {}

@@ -96,6 +96,8 @@ pub struct BookingView {
     pub request_expires_at: Option<DateTime<Utc>>,
     /// The session's length.
     pub duration_minutes: Option<i32>,
+    /// How the booking is paid, and where the payment stands (`null` in lists).
+    pub payment: Option<crate::money::views::PaymentView>,
 }
 
 /// The internal facts about a booking that decisions need.
@@ -216,6 +218,7 @@ struct ViewRow {
     requested_rating: Option<Decimal>,
     request_expires_at: Option<DateTime<Utc>>,
     duration_minutes: Option<i32>,
+    payment_method: crate::money::PaymentMethod,
 }
 
 const VIEW_SQL: &str = "SELECT b.uuid, b.booking_number, b.status, b.type::text AS kind, b.booking_type::text AS booking_type, \
@@ -225,7 +228,7 @@ const VIEW_SQL: &str = "SELECT b.uuid, b.booking_number, b.status, b.type::text 
         b.total_amount, s.currency, b.cancellation_fee, b.customer_notes, b.requested_at, b.scheduled_at, \
         b.accepted_at, b.started_at, b.completed_at, b.cancelled_at, b.cancellation_reason, \
         rp.uuid AS requested_uuid, rpu.first_name AS requested_first_name, rp.average_rating AS requested_rating, \
-        b.request_expires_at, b.duration_minutes \
+        b.request_expires_at, b.duration_minutes, b.payment_method \
      FROM bookings b JOIN services s ON s.id = b.service_id \
      LEFT JOIN providers p ON p.id = b.provider_id LEFT JOIN users pu ON pu.id = p.user_id \
      LEFT JOIN providers rp ON rp.id = b.requested_provider_id LEFT JOIN users rpu ON rpu.id = rp.user_id \
@@ -282,6 +285,9 @@ fn into_view(row: ViewRow, timeline: Vec<TimelineEntry>) -> BookingView {
         }),
         request_expires_at: row.request_expires_at,
         duration_minutes: row.duration_minutes,
+        // Nothing is charged before a therapist accepts: a pending booking's payment needs no query.
+        payment: (row.status == BookingStatus::Pending)
+            .then(|| crate::money::views::unpaid(row.payment_method, row.total_amount)),
     }
 }
 
@@ -296,7 +302,11 @@ pub async fn view(db: &mut PgConnection, booking_id: i64) -> sqlx::Result<Bookin
     .bind(booking_id)
     .fetch_all(&mut *db)
     .await?;
-    Ok(into_view(row, timeline))
+    let mut view = into_view(row, timeline);
+    if view.payment.is_none() {
+        view.payment = Some(crate::money::views::payment(db, booking_id).await?);
+    }
+    Ok(view)
 }
 
 /// The booking as clients see it, without its timeline (one query).
@@ -328,7 +338,14 @@ pub async fn list_for_user(
     .bind(limit)
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(|r| into_view(r, Vec::new())).collect())
+    // Lists leave out payments (one query each); the booking's own answer has it.
+    Ok(rows
+        .into_iter()
+        .map(|r| BookingView {
+            payment: None,
+            ..into_view(r, Vec::new())
+        })
+        .collect())
 }
 
 /// Marks who is changing a booking (and why) for the timeline trigger, for this transaction.

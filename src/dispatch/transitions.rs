@@ -44,7 +44,8 @@ impl Dispatcher {
     /// Commits a transition: the one place every booking transition goes through.
     ///
     /// Inside the transaction: a booking leaving `pending` closes its open offers (`lost_race`
-    /// when accepted, `withdrawn` otherwise); a completed booking adds to the therapist's totals.
+    /// when accepted, `withdrawn` otherwise); a completed booking adds to the therapist's totals;
+    /// money settles and the transition's outbox event is written (`effects`).
     /// After the commit: the matcher hears, the therapists whose offers closed are told, trips
     /// start or end, and the customer, the therapist and the dashboards get the status.
     pub(super) async fn commit_transition(
@@ -73,6 +74,8 @@ impl Dispatcher {
                 .await
                 .context("updating the provider's statistics")?;
         }
+        // Money and the outbox event of the transition, in the same transaction.
+        crate::effects::on_booking_transition(&mut tx, booking.id).await?;
         let view = store::view(&mut tx, booking.id)
             .await
             .context("loading the booking")?;
@@ -292,7 +295,12 @@ impl Dispatcher {
         note: &str,
         by: Option<i64>,
     ) -> Result<Option<BookingView>, ApiError> {
-        let mut tx = self.inner.db.begin().await.context("starting a cancellation")?;
+        let mut tx = self
+            .inner
+            .db
+            .begin()
+            .await
+            .context("starting a cancellation")?;
         store::set_actor(&mut tx, by, note)
             .await
             .context("marking the actor")?;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use h3o::{CellIndex, LatLng, Resolution};
+use rust_decimal::prelude::ToPrimitive;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::assignment::{self, BookingNeed, Edge};
@@ -23,6 +24,8 @@ pub const BOOKING_CELL_RESOLUTION: Resolution = Resolution::Six;
 /// Each booking's candidates in a round: its k nearest eligible therapists (more when it wants
 /// a larger batch). Keeps the assignment graph sparse.
 pub const CANDIDATES_PER_BOOKING: usize = 6;
+/// Bookings a round always searches before its search budget may defer the rest.
+pub const MIN_SEARCHED_PER_ROUND: usize = 32;
 /// Cells vary in size; bounding distances with a fraction of the average edge keeps the reach
 /// lookup conservative everywhere.
 const EDGE_SAFETY_FACTOR: f64 = 0.6;
@@ -107,6 +110,10 @@ pub struct RoundRules {
     pub max_radius_m: f64,
     /// Time the exact solver may take before the rest of the round goes greedy.
     pub solve_budget: Duration,
+    /// Time the round may spend finding candidates; bookings not reached wait for the next
+    /// round (proving a wide empty radius empty is the index's costliest search, and a round
+    /// must not hold its thread for long).
+    pub search_budget: Duration,
 }
 
 /// One offer a round decided to make; the therapist is already reserved in the index.
@@ -290,13 +297,23 @@ impl WaitingBookings {
         filter: &EligibilityFilter,
         now: DateTime<Utc>,
     ) -> (Vec<PlannedOffer>, RoundReport) {
+        let started = std::time::Instant::now();
         let mut ids: Vec<i64> = self.dirty.drain().collect();
         ids.sort_unstable();
+        let mut ids = ids.into_iter();
+        let mut searched = 0usize;
         let mut needs: Vec<BookingNeed> = Vec::new();
         let mut edges: Vec<Edge> = Vec::new();
         let mut round_bookings: Vec<i64> = Vec::new();
         let mut hits_by_pair: FxHashMap<(usize, i64), NearbyHit> = FxHashMap::default();
-        for id in ids {
+        while let Some(id) = ids.next() {
+            // The budget only splits backlogs (a takeover, a burst): a round of a few bookings
+            // is always assigned whole, and every round makes progress.
+            if searched >= MIN_SEARCHED_PER_ROUND && started.elapsed() > rules.search_budget {
+                self.dirty.insert(id);
+                self.dirty.extend(ids.by_ref());
+                break;
+            }
             let Some(booking) = self.bookings.get_mut(&id) else {
                 continue;
             };
@@ -304,6 +321,7 @@ impl WaitingBookings {
             if slots == 0 || now >= booking.deadline {
                 continue;
             }
+            searched += 1;
             let wanted = CANDIDATES_PER_BOOKING.max(2 * slots);
             let candidates = loop {
                 let hits = index.nearby(
@@ -350,6 +368,7 @@ impl WaitingBookings {
                     booking: b,
                     therapist: hit.provider_id,
                     eta_s: f64::from(eta.eta_seconds(hit.distance_m)),
+                    rating: hit.average_rating.to_f64().unwrap_or_default(),
                 });
                 hits_by_pair.insert((b, hit.provider_id), hit);
             }
@@ -461,6 +480,7 @@ mod tests {
             radius_step_m: 5_000.0,
             max_radius_m: 20_000.0,
             solve_budget: Duration::from_millis(20),
+            search_budget: Duration::from_secs(5),
         }
     }
 
@@ -560,6 +580,27 @@ mod tests {
         let (planned, _) =
             waiting.plan_round(&index, EtaModel::default(), &rules(), &only_even, now);
         assert_eq!(pairs(&planned), [(10, 2)]);
+    }
+
+    #[test]
+    fn a_spent_search_budget_leaves_the_rest_for_the_next_round() {
+        let now = Utc::now();
+        let index = LiveIndex::new(DEFAULT_PRESENCE_TTL);
+        let mut waiting = WaitingBookings::default();
+        let backlog = MIN_SEARCHED_PER_ROUND as i64 + 2;
+        for id in 1..=backlog {
+            waiting.insert(booking(id, MAKATI, now));
+        }
+        let mut tight = rules();
+        tight.search_budget = Duration::ZERO;
+        tight.max_radius_m = 5_000.0;
+        waiting.plan_round(&index, EtaModel::default(), &tight, &admit_all(), now);
+        assert!(
+            waiting.has_dirty(),
+            "the minimum searched, two left for later"
+        );
+        waiting.plan_round(&index, EtaModel::default(), &tight, &admit_all(), now);
+        assert!(!waiting.has_dirty());
     }
 
     #[test]

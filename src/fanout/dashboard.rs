@@ -74,14 +74,15 @@ impl Bbox {
     }
 }
 
-/// The state a dashboard shows: offline when the therapist has no fresh fix.
+/// The state a dashboard shows: offline when nothing was heard from the therapist within the
+/// presence TTL (by the server's clock: `received_at`).
 pub fn shown_state(
     state: TherapistState,
-    fix_at: DateTime<Utc>,
+    received_at: DateTime<Utc>,
     now: DateTime<Utc>,
     ttl: Duration,
 ) -> TherapistState {
-    let fresh = (now - fix_at).to_std().map_or(true, |age| age <= ttl);
+    let fresh = (now - received_at).to_std().map_or(true, |age| age <= ttl);
     if fresh {
         state
     } else {
@@ -104,6 +105,8 @@ pub enum Update {
         uuid: Uuid,
         fix: LiveFix,
         state: TherapistState,
+        /// When the server received the fix: freshness follows the server's clock.
+        received_at: DateTime<Utc>,
     },
     Status {
         uuid: Uuid,
@@ -177,13 +180,21 @@ impl Dashboards {
 
     /// A therapist's live position moved.
     pub fn moved(&self, provider_id: i64, uuid: Uuid, fix: LiveFix, state: TherapistState) {
+        let received_at = Utc::now();
         for client in self.clients.read().values() {
             let mut view = client.view.lock();
             let Some(bbox) = view.bbox else { continue };
             if bbox.contains(fix.point) {
                 view.visible.insert(provider_id);
-                view.pending
-                    .insert(provider_id, Update::Moved { uuid, fix, state });
+                view.pending.insert(
+                    provider_id,
+                    Update::Moved {
+                        uuid,
+                        fix,
+                        state,
+                        received_at,
+                    },
+                );
             } else if view.visible.remove(&provider_id) {
                 view.pending.insert(provider_id, Update::Left { uuid });
             } else {
@@ -276,7 +287,7 @@ pub fn providers_in(index: &LiveIndex, bbox: Bbox, now: DateTime<Utc>) -> Vec<(i
         .map_entries(|p| bbox.contains(p))
         .into_iter()
         .map(|e| {
-            let state = shown_state(e.state, e.fix.at, now, ttl);
+            let state = shown_state(e.state, e.received_at, now, ttl);
             (
                 e.provider_id,
                 json!({

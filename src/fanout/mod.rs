@@ -45,3 +45,30 @@ impl Drop for OpenSocket {
         metrics::gauge!("hilot_open_sockets", "kind" => self.kind).decrement(1.0);
     }
 }
+
+/// Bounds the WebSocket handshakes in progress: beyond the limit a new one is refused at once
+/// (503 with `Retry-After`) instead of queueing behind the rest.
+#[derive(Debug, Clone)]
+pub struct UpgradeGate {
+    permits: Arc<tokio::sync::Semaphore>,
+    limit: usize,
+}
+
+impl UpgradeGate {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(limit.max(1))),
+            limit: limit.max(1),
+        }
+    }
+
+    /// A place for one handshake, held until it is done; `None` when all are taken.
+    pub fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Every place is taken.
+    pub fn saturated(&self) -> bool {
+        self.permits.available_permits() == 0 && self.limit > 0
+    }
+}

@@ -8,13 +8,19 @@ pub mod catalog;
 pub mod dispatch_map;
 pub mod extract;
 pub mod health;
+pub mod messages;
+pub mod money;
 pub mod nearby;
+pub mod notifications;
 pub mod offers;
 pub mod openapi;
 pub mod operations;
 pub mod page;
+pub mod reschedules;
+pub mod reviews;
 pub mod schedule;
 pub mod therapist;
+pub mod webhooks;
 pub mod ws;
 
 use std::time::Instant;
@@ -73,10 +79,36 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(bookings::change_status)
         .service(bookings::cancel)
         .service(bookings::track)
-        .service(bookings::propose_reschedule)
-        .service(bookings::list_reschedules)
-        .service(bookings::approve_reschedule)
-        .service(bookings::reject_reschedule)
+        .service(reschedules::propose)
+        .service(reschedules::list)
+        .service(reschedules::approve)
+        .service(reschedules::reject)
+        .service(money::wallet)
+        .service(money::wallet_transactions)
+        .service(money::topup)
+        .service(money::pay_booking)
+        .service(money::tip)
+        .service(money::gateway_webhook)
+        .service(money::run_payouts)
+        .service(money::list_payouts)
+        .service(money::payout_status)
+        .service(money::ledger_check)
+        .service(reviews::create)
+        .service(reviews::of_booking)
+        .service(reviews::of_therapist)
+        .service(reviews::list_for_moderation)
+        .service(reviews::moderate)
+        .service(messages::list)
+        .service(messages::send)
+        .service(messages::mark_read)
+        .service(notifications::list)
+        .service(notifications::mark_read)
+        .service(notifications::register_device)
+        .service(webhooks::create)
+        .service(webhooks::list)
+        .service(webhooks::deactivate)
+        .service(webhooks::deliveries)
+        .service(webhooks::redeliver)
         .service(dispatch_map::dashboard_socket)
         .service(dispatch_map::live)
         .service(dispatch_map::stats)
@@ -106,33 +138,44 @@ pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiE
 /// Sets `x-request-id` on every answer and records request metrics by route pattern.
 pub async fn observe(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
+    let state = req.app_data::<web::Data<crate::state::AppState>>().cloned();
+    let operations = req.path().starts_with("/health") || req.path() == "/metrics";
+    let _admitted = match state.as_ref().filter(|_| !operations) {
+        Some(state) => match state.requests.admit() {
+            Some(admitted) => Some(admitted),
+            None => {
+                metrics::counter!("hilot_requests_shed_total", "reason" => "in_flight")
+                    .increment(1);
+                let refusal = ApiError::Unavailable("the server is busy; retry shortly".into());
+                return Ok(req.error_response(refusal).map_into_right_body());
+            }
+        },
+        None => None,
+    };
     let request_id = req.extensions().get::<RequestId>().map(|id| id.to_string());
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
     let mut response = next.call(req).await?;
-    let status_code = response.status().as_u16();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed_ms = elapsed * 1000.0;
     if route.starts_with("/health") || route == "/metrics" {
-        tracing::debug!(%method, %route, status = status_code, elapsed_ms, "request");
+        tracing::debug!(%method, %route, status, elapsed_ms, "request");
     } else {
-        tracing::info!(%method, %route, status = status_code, elapsed_ms, "request");
+        tracing::info!(%method, %route, status, elapsed_ms, "request");
     }
-    let status = status_code.to_string();
-    metrics::counter!("hilot_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("hilot_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    crate::telemetry::record_request(&method, &route, status, elapsed);
     if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
         response
             .headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), id);
     }
-    Ok(response)
+    Ok(response.map_into_left_body())
 }
 
 /// actix's built-in `Path` errors, rendered as our 404 (a malformed id names nothing).

@@ -6,8 +6,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    accounts, admin, bookings, catalog, dispatch_map, health, nearby, offers, operations, page,
-    schedule, therapist, ws,
+    accounts, admin, bookings, catalog, dispatch_map, health, messages, money, nearby,
+    notifications, offers, operations, page, reschedules, reviews, schedule, therapist, webhooks,
+    ws,
 };
 use crate::error::{FieldError, Problem};
 
@@ -32,10 +33,18 @@ use crate::error::{FieldError, Problem};
         nearby::nearby, ws::therapist_socket, ws::customer_socket,
         bookings::create, bookings::list, bookings::get_booking, bookings::accept, bookings::decline,
         bookings::change_status, bookings::cancel, bookings::track,
-        bookings::propose_reschedule, bookings::list_reschedules, bookings::approve_reschedule,
-        bookings::reject_reschedule,
+        reschedules::propose, reschedules::list, reschedules::approve, reschedules::reject,
         dispatch_map::dashboard_socket, dispatch_map::live, dispatch_map::stats, dispatch_map::hexes,
         page::index, page::asset,
+        money::wallet, money::wallet_transactions, money::topup, money::pay_booking, money::tip,
+        money::gateway_webhook, money::run_payouts, money::list_payouts, money::payout_status,
+        money::ledger_check,
+        reviews::create, reviews::of_booking, reviews::of_therapist, reviews::list_for_moderation,
+        reviews::moderate,
+        messages::list, messages::send, messages::mark_read,
+        notifications::list, notifications::mark_read, notifications::register_device,
+        webhooks::create, webhooks::list, webhooks::deactivate, webhooks::deliveries,
+        webhooks::redeliver,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -49,6 +58,11 @@ use crate::error::{FieldError, Problem};
         (name = "matching", description = "Nearest therapists, from the live index"),
         (name = "bookings", description = "Book now, offers, the lifecycle and live tracking"),
         (name = "dispatch", description = "The live dispatch map and its data (admins)"),
+        (name = "money", description = "Wallets, paying through the gateway, tips, the gateway's webhook"),
+        (name = "reviews", description = "Reviews of both parties of a completed booking"),
+        (name = "messages", description = "The in-booking chat between customer and therapist"),
+        (name = "notifications", description = "The caller's notifications and push devices"),
+        (name = "webhooks", description = "Operator webhooks, signed per Standard Webhooks (admins)"),
         (name = "realtime", description = "WebSocket endpoints; frames are described in the API contract"),
     )
 )]

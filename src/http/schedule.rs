@@ -332,7 +332,10 @@ pub async fn therapist_slots(
         .await?
         .ok_or_else(|| ApiError::FieldNotFound(FieldError::new("service_id", "no such service")))?;
     let bookable = bookable_therapist(&state, path.into_inner(), service_id).await?;
-    let duration = state.catalog.duration_minutes(&state.db, service_id).await?;
+    let duration = state
+        .catalog
+        .duration_minutes(&state.db, service_id)
+        .await?;
     let session = Session::minutes(i64::from(duration), settings.travel_buffer_minutes);
     let now = Utc::now();
     let mut conn = state.db.acquire().await.context("reading the calendar")?;
@@ -343,9 +346,15 @@ pub async fn therapist_slots(
     let day_start = weekly::local_instant(schedule.tz, date, 0).unwrap_or(now);
     let day_end = weekly::local_instant(schedule.tz, date, weekly::MINUTES_PER_DAY).unwrap_or(now);
     let margin = chrono::Duration::hours(6);
-    let calendar = store::calendar_of(&mut conn, bookable, day_start - margin, day_end + margin, None)
-        .await
-        .context("reading the calendar")?;
+    let calendar = store::calendar_of(
+        &mut conn,
+        bookable,
+        day_start - margin,
+        day_end + margin,
+        None,
+    )
+    .await
+    .context("reading the calendar")?;
     let starts = slots::for_day(
         &schedule,
         &calendar,
@@ -371,7 +380,7 @@ pub async fn therapist_slots(
 
 /// The internal id of a verified, active therapist who offers the service at home; 404 otherwise
 /// (a therapist nobody may book is not revealed).
-async fn bookable_therapist(
+pub(super) async fn bookable_therapist(
     state: &AppState,
     provider_uuid: Uuid,
     service_id: i64,
@@ -455,7 +464,10 @@ pub async fn slots_near(
     let tz = match params.timezone.as_deref() {
         None => weekly::DEFAULT_TIMEZONE,
         Some(name) => weekly::parse_timezone(name).unwrap_or_else(|| {
-            errors.push(FieldError::new("timezone", "must be an IANA time zone name such as Asia/Manila"));
+            errors.push(FieldError::new(
+                "timezone",
+                "must be an IANA time zone name such as Asia/Manila",
+            ));
             weekly::DEFAULT_TIMEZONE
         }),
     };
@@ -468,7 +480,10 @@ pub async fn slots_near(
         .service_id(&state.db, params.service_id)
         .await?
         .ok_or_else(|| ApiError::FieldNotFound(FieldError::new("service_id", "no such service")))?;
-    let duration = state.catalog.duration_minutes(&state.db, service_id).await?;
+    let duration = state
+        .catalog
+        .duration_minutes(&state.db, service_id)
+        .await?;
     let max_radius_km = providers::service_radius_max_km(&state.db).await?;
     let now = Utc::now();
     let session = Session::minutes(i64::from(duration), settings.travel_buffer_minutes);
@@ -507,3 +522,24 @@ pub async fn slots_near(
     }))
 }
 
+/// Whether a therapist's schedule has room for the session at `start` (schedule, blocked
+/// times, other bookings with their buffers).
+pub(super) async fn therapist_free_at(
+    state: &AppState,
+    provider_id: i64,
+    session: Session,
+    start: DateTime<Utc>,
+) -> Result<bool, ApiError> {
+    let mut conn = state.db.acquire().await.context("reading the calendar")?;
+    let Some(schedule) = store::schedule_of(&mut conn, provider_id)
+        .await
+        .context("reading the schedule")?
+    else {
+        return Ok(false);
+    };
+    let busy = session.busy_from(start);
+    let calendar = store::calendar_of(&mut conn, provider_id, busy.start, busy.end, None)
+        .await
+        .context("reading the calendar")?;
+    Ok(slots::fits(&schedule, &calendar, session, start))
+}

@@ -9,6 +9,15 @@ use crate::providers;
 use crate::realtime::{customer, therapist, MAX_WIRE_FRAME_BYTES};
 use crate::state::AppState;
 
+/// A place among the handshakes in progress, or 503 with `Retry-After` when every place is
+/// taken: under a reconnect storm the server refuses quickly instead of queueing.
+pub fn admit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    state.upgrades.admit().ok_or_else(|| {
+        metrics::counter!("hilot_requests_shed_total", "reason" => "upgrades").increment(1);
+        ApiError::Unavailable("too many connections are being set up; retry shortly".into())
+    })
+}
+
 /// Completes the WebSocket handshake with Hilot's frame limits.
 pub fn upgrade(
     req: &HttpRequest,
@@ -32,6 +41,11 @@ pub fn upgrade(
 
 /// The therapist app's socket: location pings in, acks and offers out (see the API contract).
 /// Authenticate with `Authorization: Bearer` or `?token=`.
+///
+/// The server sends `{"type":"config","ping_interval_s":n}` at connect and whenever the interval
+/// changes (10 s idle, 2 s offered or on a booking, 1 s near the customer, longer under
+/// overload); apps ping at that interval. An ack is `{"type":"ack","seq":n,"stored":bool}`, with
+/// `"reason":"refused_by_database"` when the database refused the fix for good.
 #[utoipa::path(
     tag = "realtime",
     security(("bearer" = [])),
@@ -42,6 +56,7 @@ pub fn upgrade(
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a therapist", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No therapist profile yet", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many connections being set up, or the database is unavailable; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/ws/therapist")]
@@ -50,6 +65,7 @@ pub async fn therapist_socket(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let _admitted = admit(&state)?;
     let caller = authenticate(&state, bearer_token(&req, true)).await?;
     caller.require(Role::Therapist)?;
     let provider = providers::own_therapist(&state.db, caller.user_id()).await?;
@@ -77,6 +93,7 @@ pub async fn therapist_socket(
         (status = 400, description = "Not a WebSocket handshake", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a customer", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many connections being set up, or the database is unavailable; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/ws/customer")]
@@ -85,6 +102,7 @@ pub async fn customer_socket(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let _admitted = admit(&state)?;
     let caller = authenticate(&state, bearer_token(&req, true)).await?;
     caller.require(Role::Customer)?;
     let (response, session, stream) = upgrade(&req, body)?;

@@ -1,5 +1,6 @@
 //! The customer socket: `booking.status` on every change of their bookings and
-//! `provider.location` while their therapist is on the way. Customers send nothing but pings.
+//! `provider.location` while their therapist is on the way, and the booking chat (`message`
+//! frames both ways).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -35,13 +36,13 @@ pub async fn run(
                 break Some(CloseReason::from((CloseCode::Restart, "server restarting; reconnect")));
             }
             Some(frame) = inbox.recv() => {
-                if session.text(frame.to_string()).await.is_err() { break None; }
+                if super::send_text(&mut session, frame.to_string()).await.is_err() { break None; }
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > CLIENT_TIMEOUT {
                     break Some(CloseReason::from((CloseCode::Policy, "heartbeat timeout")));
                 }
-                if session.ping(b"").await.is_err() { break None; }
+                if super::send_ping(&mut session).await.is_err() { break None; }
             }
             message = stream.recv() => {
                 last_heard = Instant::now();
@@ -49,12 +50,17 @@ pub async fn run(
                     None | Some(Ok(AggregatedMessage::Close(_))) => break None,
                     Some(Err(_)) => break Some(CloseReason::from((CloseCode::Protocol, "protocol error"))),
                     Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                        if session.pong(&bytes).await.is_err() { break None; }
+                        if super::send_pong(&mut session, &bytes).await.is_err() { break None; }
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => {}
-                    Some(Ok(AggregatedMessage::Text(_) | AggregatedMessage::Binary(_))) => {
-                        let error = ServerFrame::error("unknown_type", "this socket only sends; it takes no frames", None);
-                        if session.text(error.to_text()).await.is_err() { break None; }
+                    Some(Ok(AggregatedMessage::Text(text))) => {
+                        if let Some(error) = on_text(&state, user_id, &text).await {
+                            if super::send_text(&mut session, error.to_text()).await.is_err() { break None; }
+                        }
+                    }
+                    Some(Ok(AggregatedMessage::Binary(_))) => {
+                        let error = ServerFrame::error("unsupported_frame", "send JSON text frames", None);
+                        if super::send_text(&mut session, error.to_text()).await.is_err() { break None; }
                     }
                 }
             }
@@ -62,6 +68,25 @@ pub async fn run(
     };
     state.bus.hub().unregister(user_id, id).await;
     if let Some(reason) = close_reason {
-        let _ = session.close(Some(reason)).await;
+        super::close(session, Some(reason)).await;
+    }
+}
+
+/// A customer frame: chat (`message`, `message.read`); anything else is refused.
+async fn on_text(state: &AppState, user_id: i64, text: &str) -> Option<ServerFrame> {
+    if let Err(error) = super::frames::check_size(text) {
+        return Some(error);
+    }
+    let envelope = match super::frames::open_envelope(text) {
+        Ok(envelope) => envelope,
+        Err(error) => return Some(error),
+    };
+    match envelope.kind.as_ref() {
+        "message" | "message.read" => super::chat::on_frame(state, user_id, &envelope).await,
+        other => Some(ServerFrame::error(
+            "unknown_type",
+            format!("unknown frame type {other:?}; this socket takes message and message.read"),
+            envelope.seq,
+        )),
     }
 }

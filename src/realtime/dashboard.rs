@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::frames::{open_envelope, read_body, ServerFrame};
-use super::{CLIENT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_FRAME_BYTES};
+use super::frames::{check_size, open_envelope, read_body, ServerFrame};
+use super::{CLIENT_TIMEOUT, HEARTBEAT_INTERVAL};
 use crate::fanout::dashboard::{
     bookings_in, providers_in, shown_state, state_name, Bbox, Client, Update,
 };
@@ -56,7 +56,7 @@ pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMe
                 if last_heard.elapsed() > CLIENT_TIMEOUT {
                     break Some(CloseReason::from((CloseCode::Policy, "heartbeat timeout")));
                 }
-                if session.ping(b"").await.is_err() { break None; }
+                if super::send_ping(&mut session).await.is_err() { break None; }
             }
             message = stream.recv() => {
                 last_heard = Instant::now();
@@ -64,7 +64,7 @@ pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMe
                     None | Some(Ok(AggregatedMessage::Close(_))) => break None,
                     Some(Err(_)) => break Some(CloseReason::from((CloseCode::Protocol, "protocol error"))),
                     Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                        if session.pong(&bytes).await.is_err() { break None; }
+                        if super::send_pong(&mut session, &bytes).await.is_err() { break None; }
                         continue;
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => continue,
@@ -74,7 +74,7 @@ pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMe
                         Err(error) => error.to_text(),
                     },
                 };
-                if session.text(reply).await.is_err() { break None; }
+                if super::send_text(&mut session, reply).await.is_err() { break None; }
             }
             // Last: a dashboard with updates always pending must still hear its client (pongs,
             // new viewports) and keep its heartbeat, or it would be closed as unresponsive.
@@ -91,19 +91,13 @@ pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMe
     };
     state.dashboards.unregister(id);
     if let Some(reason) = close_reason {
-        let _ = session.close(Some(reason)).await;
+        super::close(session, Some(reason)).await;
     }
 }
 
-/// Handles a `subscribe` frame: sets the viewport and answers the snapshot inside it.
-async fn subscribe(state: &AppState, client: &Client, text: &str) -> Result<String, ServerFrame> {
-    if text.len() > MAX_FRAME_BYTES {
-        return Err(ServerFrame::error(
-            "frame_too_large",
-            format!("frames are at most {MAX_FRAME_BYTES} bytes"),
-            None,
-        ));
-    }
+/// Reads a dashboard's frame: `subscribe` with a valid box is all it may send.
+pub fn read_subscribe(text: &str) -> Result<Bbox, ServerFrame> {
+    check_size(text)?;
     let envelope = open_envelope(text)?;
     if envelope.kind != "subscribe" {
         return Err(ServerFrame::error(
@@ -114,8 +108,12 @@ async fn subscribe(state: &AppState, client: &Client, text: &str) -> Result<Stri
     }
     let frame: SubscribeFrame = read_body(&envelope)?;
     let [west, south, east, north] = frame.bbox;
-    let bbox = Bbox::new(west, south, east, north)
-        .map_err(|why| ServerFrame::error("invalid_bbox", why, None))?;
+    Bbox::new(west, south, east, north).map_err(|why| ServerFrame::error("invalid_bbox", why, None))
+}
+
+/// Handles a `subscribe` frame: sets the viewport and answers the snapshot inside it.
+async fn subscribe(state: &AppState, client: &Client, text: &str) -> Result<String, ServerFrame> {
+    let bbox = read_subscribe(text)?;
     let bookings = bookings_in(&state.db, bbox).await.map_err(|_| {
         ServerFrame::error(
             "unavailable",
@@ -133,21 +131,26 @@ async fn flush(
     state: &AppState,
     client: &Client,
     session: &mut Session,
-) -> Result<(), actix_ws::Closed> {
+) -> Result<(), super::Gone> {
     let (updates, bookings) = client.take_pending();
     let now = Utc::now();
     let ttl = state.index.presence_ttl();
     for (_, update) in updates {
         let frame = match update {
             // The busiest frame by far: serialised straight from a struct, not through a Value.
-            Update::Moved { uuid, fix, state } => {
+            Update::Moved {
+                uuid,
+                fix,
+                state,
+                received_at,
+            } => {
                 let moved = MovedFrame {
                     kind: "provider.moved",
                     provider_id: uuid,
                     lat: fix.point.lat,
                     lng: fix.point.lng,
                     heading: fix.heading,
-                    status: state_name(shown_state(state, fix.at, now, ttl)),
+                    status: state_name(shown_state(state, received_at, now, ttl)),
                     at: fix.at,
                 };
                 serde_json::to_string(&moved).expect("plain struct serialises")
@@ -160,10 +163,10 @@ async fn flush(
                 json!({"type": "provider.left", "provider_id": uuid}).to_string()
             }
         };
-        session.text(frame).await?;
+        super::send_text(session, frame).await?;
     }
     for frame in bookings {
-        session.text(frame.to_string()).await?;
+        super::send_text(session, frame.to_string()).await?;
     }
     Ok(())
 }

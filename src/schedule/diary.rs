@@ -68,7 +68,11 @@ impl Entry {
     pub fn reach_from_base(&self, offer: &ServiceOffer, place: Point) -> Option<f64> {
         let base = self.base?;
         let d = distance_m(base, place);
-        let limit_km = f64::from(self.profile.service_radius_km.min(offer.max_travel_distance_km));
+        let limit_km = f64::from(
+            self.profile
+                .service_radius_km
+                .min(offer.max_travel_distance_km),
+        );
         (d <= limit_km * 1000.0).then_some(d)
     }
 
@@ -80,7 +84,11 @@ impl Entry {
     }
 
     /// Whether a `now` job leaves them time for what they have booked later.
-    pub fn now_job_fits(&self, job: &NowJob, travel_between: impl Fn(Point, Point) -> chrono::Duration) -> bool {
+    pub fn now_job_fits(
+        &self,
+        job: &NowJob,
+        travel_between: impl Fn(Point, Point) -> chrono::Duration,
+    ) -> bool {
         slots::now_job_fits(&self.calendar, job, travel_between)
     }
 }
@@ -124,7 +132,10 @@ pub enum Job {
     /// Book now at `place`: travel there, do the session, and still make what comes next.
     Now { session: Session, place: Point },
     /// A scheduled session starting at `start`.
-    Later { start: DateTime<Utc>, session: Session },
+    Later {
+        start: DateTime<Utc>,
+        session: Session,
+    },
 }
 
 /// One start time near a place: how many therapists can come, and the cheapest quote.
@@ -327,7 +338,11 @@ impl Diary {
     /// full reload heals them.
     pub async fn changed(&self, db: &PgPool, provider_id: i64) {
         if let Err(error) = self.reload(db, provider_id).await {
-            tracing::warn!(provider_id, error = format!("{error:#}"), "reloading a calendar failed");
+            tracing::warn!(
+                provider_id,
+                error = format!("{error:#}"),
+                "reloading a calendar failed"
+            );
         }
         if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(NOTIFY_CHANNEL)

@@ -117,7 +117,12 @@ impl SchedulingSettings {
                 DEFAULT_TRAVEL_BUFFER_MINUTES,
                 240,
             ),
-            lead: chrono::Duration::minutes(minutes(s, "lead_minutes", DEFAULT_LEAD_MINUTES, 7 * 24 * 60)),
+            lead: chrono::Duration::minutes(minutes(
+                s,
+                "lead_minutes",
+                DEFAULT_LEAD_MINUTES,
+                7 * 24 * 60,
+            )),
             horizon: chrono::Duration::days(
                 minutes(s, "horizon_days", DEFAULT_HORIZON_DAYS, 366).max(1),
             ),
@@ -134,13 +139,15 @@ impl SchedulingSettings {
                 DEFAULT_UNMATCHED_WARNING_MINUTES,
                 7 * 24 * 60,
             )),
-            reschedule_timeout: chrono::Duration::seconds(minutes(
-                s,
-                "reschedule_timeout_s",
-                DEFAULT_RESCHEDULE_TIMEOUT.as_secs() as i64,
-                30 * 86_400,
-            )
-            .max(1)),
+            reschedule_timeout: chrono::Duration::seconds(
+                minutes(
+                    s,
+                    "reschedule_timeout_s",
+                    DEFAULT_RESCHEDULE_TIMEOUT.as_secs() as i64,
+                    30 * 86_400,
+                )
+                .max(1),
+            ),
             request_timeout: chrono::Duration::seconds(request_s.clamp(1, 30 * 86_400)),
             reminder_minutes,
         }
@@ -155,14 +162,19 @@ mod tests {
     #[test]
     fn the_seeded_settings_and_the_defaults_agree() {
         let seeded = SchedulingSettings::from_values(
-            Some(json!({"slot_step_minutes": 15, "travel_buffer_minutes": 15, "lead_minutes": 60,
+            Some(
+                json!({"slot_step_minutes": 15, "travel_buffer_minutes": 15, "lead_minutes": 60,
                         "horizon_days": 30, "max_ranges_per_day": 6, "unmatched_warning_minutes": 60,
-                        "reschedule_timeout_s": 86400})),
+                        "reschedule_timeout_s": 86400}),
+            ),
             Some(json!(1800)),
         );
         assert_eq!(seeded, SchedulingSettings::default());
         assert_eq!(seeded.reminder_minutes, [60, 15]);
-        let odd = SchedulingSettings::from_values(Some(json!({"slot_step_minutes": "x", "lead_minutes": -5})), Some(json!("90")));
+        let odd = SchedulingSettings::from_values(
+            Some(json!({"slot_step_minutes": "x", "lead_minutes": -5})),
+            Some(json!("90")),
+        );
         assert_eq!(odd.slot_step, chrono::Duration::minutes(15));
         assert_eq!(odd.lead, chrono::Duration::minutes(60));
         assert_eq!(odd.request_timeout, chrono::Duration::seconds(90));

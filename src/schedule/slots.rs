@@ -118,7 +118,8 @@ pub fn for_day(
         let Some(end) = super::weekly::local_instant(schedule.tz, date, range.end) else {
             continue;
         };
-        let first_minute = (i64::from(range.start) + step_minutes - 1) / step_minutes * step_minutes;
+        let first_minute =
+            (i64::from(range.start) + step_minutes - 1) / step_minutes * step_minutes;
         let Some(mut start) = u16::try_from(first_minute)
             .ok()
             .and_then(|m| super::weekly::local_instant(schedule.tz, date, m))
@@ -222,8 +223,14 @@ mod tests {
     fn schedule() -> WeeklySchedule {
         let mut s = WeeklySchedule::empty(DEFAULT_TIMEZONE);
         s.days[1] = vec![
-            DayRange { start: 540, end: 720 },
-            DayRange { start: 840, end: 1080 },
+            DayRange {
+                start: 540,
+                end: 720,
+            },
+            DayRange {
+                start: 840,
+                end: 1080,
+            },
         ];
         s
     }
@@ -262,14 +269,25 @@ mod tests {
         let session = Session::minutes(60, 15);
         let booked = manila(2026, 12, 7, 15, 0);
         let calendar = Calendar {
-            blocked: vec![Interval::new(manila(2026, 12, 7, 9, 0), manila(2026, 12, 7, 10, 0))],
+            blocked: vec![Interval::new(
+                manila(2026, 12, 7, 9, 0),
+                manila(2026, 12, 7, 10, 0),
+            )],
             commitments: vec![Commitment {
                 busy: session.busy_from(booked),
                 session_start: booked,
                 place: None,
             }],
         };
-        let slots = for_day(&schedule(), &calendar, session, monday(), Duration::minutes(15), from, to);
+        let slots = for_day(
+            &schedule(),
+            &calendar,
+            session,
+            monday(),
+            Duration::minutes(15),
+            from,
+            to,
+        );
         // The blocked hour removes 09:00–09:45; the 15:00 booking busies 14:45–16:15, so a new
         // session's busy range (start − 15 .. start + 75) must end by 14:45 or start at 16:15.
         assert!(!slots.contains(&manila(2026, 12, 7, 9, 45)));
@@ -286,10 +304,28 @@ mod tests {
         let session = Session::minutes(90, 15);
         let cal = Calendar::default();
         assert!(fits(&schedule(), &cal, session, manila(2026, 12, 7, 14, 0)));
-        assert!(!fits(&schedule(), &cal, session, manila(2026, 12, 7, 11, 0)), "runs past 12:00");
-        assert!(!fits(&schedule(), &cal, session, manila(2026, 12, 8, 14, 0)), "a Tuesday");
-        assert!(on_grid(&schedule(), &cal, session, manila(2026, 12, 7, 14, 15), Duration::minutes(15)));
-        assert!(!on_grid(&schedule(), &cal, session, manila(2026, 12, 7, 14, 10), Duration::minutes(15)));
+        assert!(
+            !fits(&schedule(), &cal, session, manila(2026, 12, 7, 11, 0)),
+            "runs past 12:00"
+        );
+        assert!(
+            !fits(&schedule(), &cal, session, manila(2026, 12, 8, 14, 0)),
+            "a Tuesday"
+        );
+        assert!(on_grid(
+            &schedule(),
+            &cal,
+            session,
+            manila(2026, 12, 7, 14, 15),
+            Duration::minutes(15)
+        ));
+        assert!(!on_grid(
+            &schedule(),
+            &cal,
+            session,
+            manila(2026, 12, 7, 14, 10),
+            Duration::minutes(15)
+        ));
     }
 
     #[test]
@@ -297,17 +333,31 @@ mod tests {
         let ny: chrono_tz::Tz = "America/New_York".parse().unwrap();
         let mut s = WeeklySchedule::empty(ny);
         for day in 0..7 {
-            s.days[day] = vec![DayRange { start: 60, end: 300 }]; // 01:00–05:00 daily
+            s.days[day] = vec![DayRange {
+                start: 60,
+                end: 300,
+            }]; // 01:00–05:00 daily
         }
         let (from, to) = all_day();
         let session = Session::minutes(60, 0);
         let count = |d: u32| {
-            for_day(&s, &Calendar::default(), session, NaiveDate::from_ymd_opt(2026, 3, d).unwrap(), Duration::minutes(60), from, to)
+            for_day(
+                &s,
+                &Calendar::default(),
+                session,
+                NaiveDate::from_ymd_opt(2026, 3, d).unwrap(),
+                Duration::minutes(60),
+                from,
+                to,
+            )
         };
         assert_eq!(count(7).len(), 4, "a normal Saturday: 01, 02, 03, 04");
         let sunday = count(8);
         assert_eq!(sunday.len(), 3, "02:00 does not exist on the change day");
-        assert_eq!(sunday[1].with_timezone(&ny).format("%H:%M").to_string(), "03:00");
+        assert_eq!(
+            sunday[1].with_timezone(&ny).format("%H:%M").to_string(),
+            "03:00"
+        );
         assert_eq!(count(9).len(), 4);
     }
 
@@ -334,24 +384,51 @@ mod tests {
         };
         let travel = |_: Point, _: Point| Duration::minutes(40);
         // 13:00 + 20 travel + 90 session = 14:50, + 40 travel = 15:30 ≤ 16:00: fits.
-        assert!(now_job_fits(&calendar, &job(manila(2026, 12, 7, 13, 0), 20), travel));
+        assert!(now_job_fits(
+            &calendar,
+            &job(manila(2026, 12, 7, 13, 0), 20),
+            travel
+        ));
         // 14:00 + 20 + 90 = 15:50: no room to travel 40 minutes to the 16:00 booking.
-        assert!(!now_job_fits(&calendar, &job(manila(2026, 12, 7, 14, 0), 20), travel));
+        assert!(!now_job_fits(
+            &calendar,
+            &job(manila(2026, 12, 7, 14, 0), 20),
+            travel
+        ));
         // Nearly next door, still the buffers must not overlap (14:00 + 10 + 90 + 15 > 15:45).
         let next_door = |_: Point, _: Point| Duration::minutes(1);
-        assert!(!now_job_fits(&calendar, &job(manila(2026, 12, 7, 14, 0), 10), next_door));
+        assert!(!now_job_fits(
+            &calendar,
+            &job(manila(2026, 12, 7, 14, 0), 10),
+            next_door
+        ));
         // Past commitments do not matter.
-        assert!(now_job_fits(&calendar, &job(manila(2026, 12, 7, 18, 0), 20), travel));
+        assert!(now_job_fits(
+            &calendar,
+            &job(manila(2026, 12, 7, 18, 0), 20),
+            travel
+        ));
     }
 
     #[test]
     fn a_now_job_may_not_run_into_time_off() {
         let calendar = Calendar {
-            blocked: vec![Interval::new(manila(2026, 12, 7, 15, 0), manila(2026, 12, 7, 20, 0))],
+            blocked: vec![Interval::new(
+                manila(2026, 12, 7, 15, 0),
+                manila(2026, 12, 7, 20, 0),
+            )],
             commitments: vec![],
         };
         let travel = |_: Point, _: Point| Duration::zero();
-        assert!(!now_job_fits(&calendar, &job(manila(2026, 12, 7, 14, 0), 10), travel));
-        assert!(now_job_fits(&calendar, &job(manila(2026, 12, 7, 13, 0), 10), travel));
+        assert!(!now_job_fits(
+            &calendar,
+            &job(manila(2026, 12, 7, 14, 0), 10),
+            travel
+        ));
+        assert!(now_job_fits(
+            &calendar,
+            &job(manila(2026, 12, 7, 13, 0), 10),
+            travel
+        ));
     }
 }

@@ -220,10 +220,7 @@ pub async fn calendars(
 }
 
 /// Therapists' base locations (where scheduled work is priced and reached from).
-pub async fn bases(
-    db: &sqlx::PgPool,
-    only: Option<i64>,
-) -> sqlx::Result<FxHashMap<i64, Point>> {
+pub async fn bases(db: &sqlx::PgPool, only: Option<i64>) -> sqlx::Result<FxHashMap<i64, Point>> {
     let rows: Vec<(i64, f64, f64)> = sqlx::query_as(
         "SELECT provider_id, base_location_latitude::float8, base_location_longitude::float8 \
          FROM therapist_profiles \

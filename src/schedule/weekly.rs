@@ -183,14 +183,23 @@ pub fn validate(
             let start = parse_time(&range.start, false);
             let end = parse_time(&range.end, true);
             if start.is_none() {
-                errors.push(FieldError::new(field("start"), "must be a time HH:MM from 00:00 to 23:59"));
+                errors.push(FieldError::new(
+                    field("start"),
+                    "must be a time HH:MM from 00:00 to 23:59",
+                ));
             }
             if end.is_none() {
-                errors.push(FieldError::new(field("end"), "must be a time HH:MM from 00:01 to 24:00"));
+                errors.push(FieldError::new(
+                    field("end"),
+                    "must be a time HH:MM from 00:01 to 24:00",
+                ));
             }
             if let (Some(start), Some(end)) = (start, end) {
                 if start >= end {
-                    errors.push(FieldError::new(field("end"), "must be after start, within the same day"));
+                    errors.push(FieldError::new(
+                        field("end"),
+                        "must be after start, within the same day",
+                    ));
                 } else {
                     parsed.push((i, DayRange { start, end }));
                 }
@@ -272,7 +281,16 @@ mod tests {
         assert_eq!(schedule.tz, DEFAULT_TIMEZONE);
         assert_eq!(
             schedule.days[1],
-            [DayRange { start: 480, end: 720 }, DayRange { start: 840, end: 1080 }]
+            [
+                DayRange {
+                    start: 480,
+                    end: 720
+                },
+                DayRange {
+                    start: 840,
+                    end: 1080
+                }
+            ]
         );
     }
 
@@ -294,17 +312,25 @@ mod tests {
         assert!(fields.contains(&"weekly.funday"), "{fields:?}");
         let too_many = BTreeMap::from([(
             "friday".to_owned(),
-            (0..7).map(|h| range(&format!("0{h}:00"), &format!("0{h}:30"))).collect(),
+            (0..7)
+                .map(|h| range(&format!("0{h}:00"), &format!("0{h}:30")))
+                .collect(),
         )]);
-        assert_eq!(validate(None, &too_many, 6).unwrap_err()[0].field, "weekly.friday");
+        assert_eq!(
+            validate(None, &too_many, 6).unwrap_err()[0].field,
+            "weekly.friday"
+        );
     }
 
     #[test]
     fn ranges_become_instants_across_daylight_saving() {
         let ny: Tz = "America/New_York".parse().unwrap();
         let mut schedule = WeeklySchedule::empty(ny);
-        schedule.days[0] = vec![DayRange { start: 60, end: 300 }]; // Sundays 01:00–05:00
-        // 2026-03-08: clocks jump from 02:00 to 03:00 — the range is three hours long.
+        schedule.days[0] = vec![DayRange {
+            start: 60,
+            end: 300,
+        }]; // Sundays 01:00–05:00
+            // 2026-03-08: clocks jump from 02:00 to 03:00 — the range is three hours long.
         let spring = schedule.ranges_on(NaiveDate::from_ymd_opt(2026, 3, 8).unwrap());
         assert_eq!(spring[0].1 - spring[0].0, Duration::hours(3));
         // 2026-11-01: 01:00–02:00 happens twice — the range is five hours long.

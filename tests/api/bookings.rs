@@ -135,6 +135,9 @@ async fn the_happy_path_from_booking_to_completion() {
         "{offer}"
     );
     assert_eq!(offer["location"]["address"], "6750 Ayala Ave, Makati");
+    // The app was asked to ping every 10 s while idle, every 2 s once offered.
+    assert_eq!(near_socket.next_config().await["ping_interval_s"], 10);
+    assert_eq!(near_socket.next_config().await["ping_interval_s"], 2);
 
     near_socket
         .send_json(&json!({"type": "offer.accept", "booking_id": id}))
@@ -177,6 +180,8 @@ async fn the_happy_path_from_booking_to_completion() {
         etas[1] < etas[0],
         "ETA falls as the therapist approaches: {etas:?}"
     );
+    // Within a kilometre of the door: every second.
+    assert_eq!(near_socket.next_config().await["ping_interval_s"], 1);
     let track = json_body(
         app.get_as(&customer, &format!("/v1/bookings/{id}/track"))
             .await,
@@ -425,17 +430,20 @@ async fn two_accepts_racing_for_one_booking_exactly_one_wins() {
 async fn fifty_bookings_against_twenty_therapists_never_double_book() {
     let app = spawn_app().await;
     // The pending timeout bounds how long the twenty matches may take; it leaves room for a
-    // machine busy with the rest of the suite (at 10 s, two therapists once went unmatched).
+    // machine busy with the rest of the suite (at 10 s, two therapists once went unmatched; at
+    // 20 s, a few did on a 2-core machine shared by four test suites).
     set_app_setting(
         &app,
         "booking_timeout",
-        json!({"pending": 20, "accepted": 1800}),
+        json!({"pending": 30, "accepted": 1800}),
     )
     .await;
+    // Therapists answer at once; the offer timeout only has to outlast an accept's round trip on
+    // a loaded machine (at 2 s, accepts arriving after their offer expired left therapists idle).
     set_app_setting(
         &app,
         "dispatch",
-        json!({"offer_timeout_s": 2, "batch_size": 2, "initial_radius_km": 5, "radius_step_km": 5}),
+        json!({"offer_timeout_s": 5, "batch_size": 2, "initial_radius_km": 5, "radius_step_km": 5}),
     )
     .await;
     let admin = make_admin(&app).await;
@@ -467,10 +475,24 @@ async fn fifty_bookings_against_twenty_therapists_never_double_book() {
         let body = booking_body(&service, MAKATI.0 + 0.0001 * i as f64, MAKATI.1);
         let app = &app;
         async move {
-            book(app, token, &format!("load-{i}"), &body)
-                .await
-                .status()
-                .as_u16()
+            // Fifty at once on a busy machine may meet the server shedding load (503 with
+            // Retry-After when no database connection frees up in time); an app retries with
+            // the same Idempotency-Key, which makes the retry safe.
+            let key = format!("load-{i}");
+            for _ in 0..20 {
+                let response = book(app, token, &key, &body).await;
+                if response.status() != 503 {
+                    return response.status().as_u16();
+                }
+                let wait_s = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1);
+                tokio::time::sleep(Duration::from_secs(wait_s.clamp(1, 5))).await;
+            }
+            503
         }
     });
     let statuses = futures_util::future::join_all(requests).await;
@@ -478,7 +500,7 @@ async fn fifty_bookings_against_twenty_therapists_never_double_book() {
 
     // Everything settles within the pending timeout.
     let mut settled = false;
-    for _ in 0..300 {
+    for _ in 0..450 {
         let pending: i64 =
             sqlx::query_scalar("SELECT count(*) FROM bookings WHERE status = 'pending'")
                 .fetch_one(&app.db)

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::binary::Binary;
 use crate::bookings::{book, booking_body, next_of, set_app_setting, therapist_at, MAKATI};
-use crate::durability::{free_port, start_server, wait_ready};
 use crate::helpers::{
     fresh_database, json_body, make_admin, register, spawn_app, spawn_app_in, test_settings,
     TestApp,
@@ -184,6 +184,91 @@ async fn the_loser_of_an_accept_race_is_offered_the_next_booking() {
     app.shutdown().await;
 }
 
+/// A therapist's eligibility is read again inside the accept, whatever node made the offer or
+/// last heard them: one who went offline, or took another booking, since the offer is refused,
+/// their offer is withdrawn (they are told), and the booking goes on to the next therapist.
+#[tokio::test]
+async fn an_accept_rechecks_that_the_therapist_is_still_online_and_free() {
+    let app = spawn_app().await;
+    set_app_setting(
+        &app,
+        "dispatch",
+        json!({"offer_timeout_s": 30, "batch_size": 1, "initial_radius_km": 5, "radius_step_km": 5, "batch_window_ms": 200}),
+    )
+    .await;
+    let admin = make_admin(&app).await;
+    let (near, mut near_socket, service) =
+        therapist_at(&app, &admin, MAKATI.0 + 0.001, MAKATI.1).await;
+    let (next, mut next_socket, _) = therapist_at(&app, &admin, MAKATI.0 + 0.01, MAKATI.1).await;
+    let (customer, _) = register(&app, "customer").await;
+    let booking = create(&app, &customer, &service, MAKATI, "k").await;
+    assert_eq!(
+        next_of(&mut near_socket, "offer").await["booking_id"],
+        booking.as_str()
+    );
+
+    // Another node turned the nearest therapist's availability off; this node has not heard.
+    sqlx::query("UPDATE providers SET is_available = false WHERE uuid = $1::uuid")
+        .bind(&near.provider_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let path = format!("/v1/bookings/{booking}/accept");
+    let refused = json_body(app.post_as(&near.token, &path, &json!({})).await, 409).await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains("offline"),
+        "{refused}"
+    );
+    assert_eq!(
+        next_of(&mut near_socket, "offer.withdrawn").await["reason"],
+        "not_eligible"
+    );
+    // The booking goes on to the next therapist.
+    assert_eq!(
+        next_of(&mut next_socket, "offer").await["booking_id"],
+        booking.as_str()
+    );
+
+    // Meanwhile another node gave that therapist a booking of its own.
+    let (other_customer, _) = register(&app, "customer").await;
+    let elsewhere = create(&app, &other_customer, &service, (14.8, 121.3), "elsewhere").await;
+    sqlx::query(
+        "UPDATE bookings SET status = 'accepted', accepted_at = now(), \
+             provider_id = (SELECT id FROM providers WHERE uuid = $2::uuid) WHERE uuid = $1::uuid",
+    )
+    .bind(&elsewhere)
+    .bind(&next.provider_id)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let refused = json_body(app.post_as(&next.token, &path, &json!({})).await, 409).await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already have an active booking"),
+        "{refused}"
+    );
+    assert_eq!(
+        next_of(&mut next_socket, "offer.withdrawn").await["reason"],
+        "not_eligible"
+    );
+    let outcomes: Vec<Value> = offers_of(&app, &admin, &booking)
+        .await
+        .iter()
+        .map(|o| o["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, [json!("withdrawn"), json!("withdrawn")]);
+    let shown = json_body(
+        app.get_as(&customer, &format!("/v1/bookings/{booking}"))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(shown["status"], "pending", "nobody took the booking");
+    app.shutdown().await;
+}
+
 /// Whether some session holds an advisory lock in `db_url`'s database.
 async fn lease_held(app: &TestApp) -> bool {
     sqlx::query_scalar::<_, i64>(
@@ -200,9 +285,8 @@ async fn lease_held(app: &TestApp) -> bool {
 async fn killing_the_node_that_holds_the_lease_hands_waiting_bookings_to_another() {
     // Node A: the real binary, which takes the region's lease first.
     let database = fresh_database().await;
-    let a_port = free_port();
-    let mut node_a = start_server(&database.1, a_port);
-    wait_ready(a_port).await;
+    let mut node_a = Binary::start(&database.1, &[]);
+    node_a.wait_ready().await;
     // Node B: an in-process app on the same database, standing by.
     let node_b = spawn_app_in(database, test_settings()).await;
     let mut held = false;
@@ -227,8 +311,8 @@ async fn killing_the_node_that_holds_the_lease_hands_waiting_bookings_to_another
         "A cannot see the therapist"
     );
 
-    node_a.kill().expect("kill node A");
-    let _ = node_a.wait();
+    node_a.kill9();
+    node_a.wait_exit().await;
     // B takes the lease (within seconds), reloads the waiting booking and offers it.
     let offer = next_of(&mut socket, "offer").await;
     assert_eq!(offer["booking_id"], booking.as_str());

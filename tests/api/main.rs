@@ -2,16 +2,25 @@
 
 mod accounts;
 mod admin;
+mod binary;
 mod bookings;
 mod cli;
 mod dashboard;
+mod delivery;
 mod dispatch;
 mod durability;
+mod fakes;
+mod faults;
 mod health;
 mod helpers;
 mod layering;
+mod ledger_property;
+mod lifecycle_model;
 mod live;
+mod money;
 mod partitions;
+mod ranking_rating;
+mod reviews_chat;
 mod schema;
 mod simulator;
 mod sockets;
