@@ -226,12 +226,7 @@ pub async fn create(
         (BookingKind::Scheduled, Some(provider_uuid), Some(at)) => {
             let provider_id =
                 super::schedule::bookable_therapist(&state, provider_uuid, service_id).await?;
-            if !super::schedule::therapist_free_at(&state, provider_id, session, at).await? {
-                return Err(ApiError::invalid(
-                    "scheduled_at",
-                    "is not one of the therapist's free slots (see GET /v1/therapists/{provider_id}/slots)",
-                ));
-            }
+            super::schedule::check_therapist_free(&state, provider_id, session, at).await?;
             Some(provider_id)
         }
         _ => None,

@@ -522,24 +522,42 @@ pub async fn slots_near(
     }))
 }
 
-/// Whether a therapist's schedule has room for the session at `start` (schedule, blocked
-/// times, other bookings with their buffers).
-pub(super) async fn therapist_free_at(
+/// Whether a therapist can take the session at `start`: `Ok(())`, a 422 naming `scheduled_at`
+/// when it lies outside their schedule or in blocked time, or a 409 when another booking (with
+/// its travel buffers) holds the time: two customers racing for one slot see the same 409
+/// whether the loser is stopped here or by the exclusion constraint.
+pub(super) async fn check_therapist_free(
     state: &AppState,
     provider_id: i64,
     session: Session,
     start: DateTime<Utc>,
-) -> Result<bool, ApiError> {
+) -> Result<(), ApiError> {
     let mut conn = state.db.acquire().await.context("reading the calendar")?;
-    let Some(schedule) = store::schedule_of(&mut conn, provider_id)
+    let schedule = store::schedule_of(&mut conn, provider_id)
         .await
-        .context("reading the schedule")?
-    else {
-        return Ok(false);
-    };
+        .context("reading the schedule")?;
     let busy = session.busy_from(start);
     let calendar = store::calendar_of(&mut conn, provider_id, busy.start, busy.end, None)
         .await
         .context("reading the calendar")?;
-    Ok(slots::fits(&schedule, &calendar, session, start))
+    let open = slots::Calendar {
+        blocked: calendar.blocked.clone(),
+        commitments: Vec::new(),
+    };
+    match schedule {
+        Some(schedule) if slots::fits(&schedule, &open, session, start) => {}
+        _ => {
+            return Err(ApiError::invalid(
+                "scheduled_at",
+                "is outside the therapist's schedule or in their time off (see GET /v1/therapists/{provider_id}/slots)",
+            ))
+        }
+    }
+    if !slots::is_clear(&calendar, session, start) {
+        return Err(ApiError::FieldConflict(FieldError::new(
+            "scheduled_at",
+            "the therapist is already booked then: choose another slot",
+        )));
+    }
+    Ok(())
 }
