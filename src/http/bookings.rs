@@ -234,7 +234,7 @@ pub async fn create(
     let request_expires_at = requested_provider.and(request.scheduled_at).map(|at| {
         (now + scheduling.request_timeout)
             .min(at - scheduling.lead)
-            .max(now + chrono::Duration::minutes(1))
+            .max(now + chrono::Duration::seconds(1))
     });
     let place = match (&request.address_id, &request.location) {
         (Some(address_id), _) => saved_address(&state, user_id, *address_id).await?,
@@ -289,8 +289,8 @@ pub async fn create(
         "INSERT INTO bookings (customer_id, service_id, type, booking_type, scheduled_at, status, service_price, \
              distance_surcharge, platform_fee, promo_discount, total_amount, provider_earnings, commission_amount, \
              commission_rate, customer_notes, idempotency_key, idempotency_request_hash, payment_method, \
-             booking_type, requested_provider_id, request_expires_at, duration_minutes, buffer_minutes) \
-         VALUES ($1, $2, 'home_service', $16::booking_type, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+             requested_provider_id, request_expires_at, duration_minutes, buffer_minutes) \
+         VALUES ($1, $2, 'home_service', $16::booking_schedule_type, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
              $17, $18, $19, $20) \
          ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING id",

@@ -21,6 +21,7 @@ mod money;
 mod partitions;
 mod ranking_rating;
 mod reviews_chat;
+mod scheduled;
 mod schema;
 mod simulator;
 mod sockets;
