@@ -102,6 +102,8 @@ pub struct Caller {
 }
 
 impl Dispatcher {
+    // Each argument is a distinct shared handle the dispatcher keeps; a bundle would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: PgPool,
         index: Arc<LiveIndex>,

@@ -19,6 +19,16 @@ use crate::error::{exclusion_violation, unique_violation, ApiError, Context as _
 use crate::schedule::slots::Session;
 use crate::schedule::{self, SchedulingSettings};
 
+/// A request as its answer locks it: id, requested_by, status, original and new times, expiry.
+type LockedRequest = (
+    i64,
+    i64,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+
 /// A reschedule request as both sides see it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RescheduleView {
@@ -345,7 +355,7 @@ impl Dispatcher {
                 .fetch_one(&mut *tx)
                 .await
                 .context("locking the booking")?;
-        let request: Option<(i64, i64, String, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        let request: Option<LockedRequest> = sqlx::query_as(
             "SELECT id, requested_by, status::text, original_scheduled_at, new_scheduled_at, expires_at \
              FROM booking_reschedule_requests WHERE uuid = $1 AND booking_id = $2 FOR UPDATE",
         )
