@@ -805,3 +805,67 @@ async fn slots_follow_a_schedule_across_a_daylight_saving_change() {
     assert_eq!(firsts, ["14:00", "13:00", "13:00"]);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn book_now_skips_a_therapist_whose_next_booking_leaves_no_room() {
+    let app = spawn_app().await;
+    short_scheduling(&app, json!({})).await;
+    let admin = make_admin(&app).await;
+    // The nearer therapist has a scheduled booking soon: a 60-minute session now would run into
+    // it. The farther one is free.
+    let (busy_later, mut busy_socket, service) =
+        therapist_at(&app, &admin, MAKATI.0 + 0.001, MAKATI.1).await;
+    put_schedule(&app, &busy_later, "Asia/Manila", "00:00", "24:00").await;
+    let (customer, _) = register(&app, "customer").await;
+    accepted_request(
+        &app,
+        &customer,
+        &busy_later,
+        &service,
+        Utc::now() + chrono::Duration::minutes(20),
+        "soon",
+    )
+    .await;
+    let (free, mut free_socket, _) = therapist_at(&app, &admin, MAKATI.0 + 0.01, MAKATI.1).await;
+
+    let (other, _) = register(&app, "customer").await;
+    let created = json_body(
+        book(
+            &app,
+            &other,
+            "now",
+            &booking_body(&service, MAKATI.0, MAKATI.1),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    let offer = next_of(&mut free_socket, "offer").await;
+    assert_eq!(offer["booking_id"], id);
+    let offers = json_body(
+        app.get_as(&admin, &format!("/v1/admin/bookings/{id}/offers"))
+            .await,
+        200,
+    )
+    .await;
+    let offered: Vec<&str> = offers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["provider"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(offered, [free.provider_id.as_str()], "{offers}");
+    // The nearer therapist heard nothing of it.
+    busy_socket
+        .send_json(&crate::live::ping(2, MAKATI.0 + 0.001, MAKATI.1))
+        .await;
+    loop {
+        let frame = busy_socket.next_json().await;
+        assert_ne!(frame["type"], "offer", "{frame}");
+        if frame["type"] == "ack" {
+            break;
+        }
+    }
+    app.shutdown().await;
+}
