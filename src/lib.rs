@@ -16,6 +16,8 @@
 //! - [`ingest`]: location pings: validation, storage policy, the batched writer.
 //! - [`dispatch`]: book now: offers, atomic accept, the booking lifecycle, geofence arrival.
 //! - [`realtime`]: WebSocket sessions (one task per socket), the hub, the event bus.
+//! - [`stores`]: wellness centres: profiles, opening hours, rooms, nearby stores, in-store
+//!   bookings.
 //! - [`partitions`]: the monthly `provider_locations` partition manager.
 //! - [`simulator`]: simulated therapists, customers and dispatchers for `hilot demo` and the
 //!   load test, speaking only the public API.
@@ -40,4 +42,5 @@ pub mod realtime;
 pub mod simulator;
 pub mod startup;
 pub mod state;
+pub mod stores;
 pub mod telemetry;

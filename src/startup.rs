@@ -225,6 +225,18 @@ impl Application {
             state.ingest.clone(),
             shutdown.subscribe(),
         ));
+        let visits = {
+            let dispatcher = state.dispatcher.clone();
+            tokio::spawn(crate::stores::visits::run_sweeper(
+                state.background_db.clone(),
+                Duration::from_secs(state.settings.watch_interval_s.max(1)),
+                move |booking_id| {
+                    let dispatcher = dispatcher.clone();
+                    async move { dispatcher.announce(booking_id).await }
+                },
+                shutdown.subscribe(),
+            ))
+        };
         let gauges = tokio::spawn(telemetry::export_gauges(
             state.clone(),
             shutdown.subscribe(),
@@ -242,7 +254,7 @@ impl Application {
         let _ = shutdown.send(true);
         drain(server_handle, server_task).await;
         let _ = writer.await;
-        let _ = tokio::join!(maintenance, settings_refresh, gauges);
+        let _ = tokio::join!(maintenance, settings_refresh, gauges, visits);
         state.db.close().await;
         state.background_db.close().await;
         tracing::info!("hilot stopped");

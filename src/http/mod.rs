@@ -13,6 +13,7 @@ pub mod nearby;
 pub mod openapi;
 pub mod operations;
 pub mod page;
+pub mod stores;
 pub mod therapist;
 pub mod ws;
 
@@ -64,6 +65,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(bookings::change_status)
         .service(bookings::cancel)
         .service(bookings::track)
+        .service(stores::put_profile)
+        .service(stores::get_profile)
+        .service(stores::put_service)
+        .service(stores::delete_service)
+        .service(stores::list_bookings)
+        .service(stores::confirm)
+        .service(stores::decline)
+        .service(stores::change_status)
+        .service(stores::check_in)
+        .service(stores::nearby)
+        .service(stores::get_store)
         .service(dispatch_map::dashboard_socket)
         .service(dispatch_map::live)
         .service(dispatch_map::stats)

@@ -6,8 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    accounts, admin, bookings, catalog, dispatch_map, health, nearby, operations, page, therapist,
-    ws,
+    accounts, admin, bookings, catalog, dispatch_map, health, nearby, operations, page, stores,
+    therapist, ws,
 };
 use crate::error::{FieldError, Problem};
 
@@ -31,6 +31,9 @@ use crate::error::{FieldError, Problem};
         bookings::change_status, bookings::cancel, bookings::track,
         dispatch_map::dashboard_socket, dispatch_map::live, dispatch_map::stats, dispatch_map::hexes,
         page::index, page::asset,
+        stores::put_profile, stores::get_profile, stores::put_service, stores::delete_service,
+        stores::list_bookings, stores::confirm, stores::decline, stores::change_status,
+        stores::check_in, stores::nearby, stores::get_store,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -42,6 +45,7 @@ use crate::error::{FieldError, Problem};
         (name = "admin", description = "Verification and roles (admins only)"),
         (name = "matching", description = "Nearest therapists, from the live index"),
         (name = "bookings", description = "Book now, offers, the lifecycle and live tracking"),
+        (name = "stores", description = "Wellness centres: set-up, opening hours and rooms, nearby stores, in-store bookings"),
         (name = "dispatch", description = "The live dispatch map and its data (admins)"),
         (name = "realtime", description = "WebSocket endpoints; frames are described in the API contract"),
     )
