@@ -358,7 +358,10 @@ async fn create_in_store(
     let now = Utc::now();
     let mut errors = Vec::new();
     if request.store_id.is_none() {
-        errors.push(FieldError::new("store_id", "is required for in_store bookings"));
+        errors.push(FieldError::new(
+            "store_id",
+            "is required for in_store bookings",
+        ));
     }
     if request.address_id.is_some() || request.location.is_some() {
         errors.push(FieldError::new(
@@ -409,14 +412,16 @@ async fn create_in_store(
             state.dispatcher.announce(booking_id).await;
             Ok(HttpResponse::Created().json(view))
         }
-        crate::stores::visits::Created::KeyTaken => match replay(state, user_id, key, request_hash).await? {
-            Some(existing) => Ok(HttpResponse::Created()
-                .insert_header(("Idempotent-Replayed", "true"))
-                .json(existing)),
-            None => Err(ApiError::Conflict(
-                "a booking with this Idempotency-Key is being created; retry".into(),
-            )),
-        },
+        crate::stores::visits::Created::KeyTaken => {
+            match replay(state, user_id, key, request_hash).await? {
+                Some(existing) => Ok(HttpResponse::Created()
+                    .insert_header(("Idempotent-Replayed", "true"))
+                    .json(existing)),
+                None => Err(ApiError::Conflict(
+                    "a booking with this Idempotency-Key is being created; retry".into(),
+                )),
+            }
+        }
     }
 }
 
@@ -452,7 +457,11 @@ async fn replay(
                 let view = crate::stores::visits::view(&state.db, id).await?;
                 Ok(Some(Replayed::InStore(Box::new(view))))
             } else {
-                state.dispatcher.view(id).await.map(|v| Some(Replayed::Home(v)))
+                state
+                    .dispatcher
+                    .view(id)
+                    .await
+                    .map(|v| Some(Replayed::Home(v)))
             }
         }
         Some(_) => Err(ApiError::Conflict(

@@ -349,7 +349,14 @@ pub async fn confirm(
     caller: Caller,
     path: web::Path<Uuid>,
 ) -> Result<web::Json<InStoreBooking>, ApiError> {
-    store_moves(&state, &caller, path.into_inner(), BookingStatus::Accepted, None).await
+    store_moves(
+        &state,
+        &caller,
+        path.into_inner(),
+        BookingStatus::Accepted,
+        None,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

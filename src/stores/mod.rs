@@ -88,7 +88,13 @@ pub fn validate(input: &StoreProfileInput) -> Result<ValidProfile<'_>, ApiError>
     check_text(&mut errors, "address_line1", &input.address_line1, 1, 255);
     check_text(&mut errors, "city", &input.city, 1, 100);
     check_lat_lng(&mut errors, "lat", "lng", input.lat, input.lng);
-    check_range(&mut errors, "number_of_rooms", input.number_of_rooms, 1, MAX_ROOMS);
+    check_range(
+        &mut errors,
+        "number_of_rooms",
+        input.number_of_rooms,
+        1,
+        MAX_ROOMS,
+    );
     for (field, value, max) in [
         ("description", &input.description, 4000),
         ("address_line2", &input.address_line2, 255),
@@ -351,9 +357,8 @@ pub async fn save_profile(
     .await
     .context("finding the store's provider")?;
     let list = |v: &Option<Vec<String>>| {
-        v.as_ref().map(|items| {
-            serde_json::json!(items.iter().map(|s| s.trim()).collect::<Vec<_>>())
-        })
+        v.as_ref()
+            .map(|items| serde_json::json!(items.iter().map(|s| s.trim()).collect::<Vec<_>>()))
     };
     sqlx::query(include_str!("../../sql/store_profile_upsert.sql"))
         .bind(provider_id)
@@ -414,14 +419,19 @@ pub async fn set_service(
 }
 
 /// Stops selling a service in store; `false` when the store did not sell it.
-pub async fn remove_service(pool: &PgPool, provider_id: i64, service_id: i64) -> Result<bool, ApiError> {
-    let removed = sqlx::query("DELETE FROM provider_services WHERE provider_id = $1 AND service_id = $2")
-        .bind(provider_id)
-        .bind(service_id)
-        .execute(pool)
-        .await
-        .context("removing the store's service")?
-        .rows_affected();
+pub async fn remove_service(
+    pool: &PgPool,
+    provider_id: i64,
+    service_id: i64,
+) -> Result<bool, ApiError> {
+    let removed =
+        sqlx::query("DELETE FROM provider_services WHERE provider_id = $1 AND service_id = $2")
+            .bind(provider_id)
+            .bind(service_id)
+            .execute(pool)
+            .await
+            .context("removing the store's service")?
+            .rows_affected();
     Ok(removed > 0)
 }
 

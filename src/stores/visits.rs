@@ -120,7 +120,9 @@ impl InStoreSettings {
                 .and_then(|v| v.get(name))
                 .and_then(setting_as_f64)
                 .filter(|m| m.is_finite() && *m >= 0.0)
-                .map_or(default, |m| Duration::seconds((m.min(1440.0) * 60.0) as i64))
+                .map_or(default, |m| {
+                    Duration::seconds((m.min(1440.0) * 60.0) as i64)
+                })
         };
         Self {
             no_show_grace: minutes("no_show_grace_minutes", DEFAULT_NO_SHOW_GRACE),
@@ -257,7 +259,10 @@ pub async fn create(
         promo: request.promo.map(|(_, terms)| terms),
     });
 
-    let mut tx = pool.begin().await.context("starting the in-store booking")?;
+    let mut tx = pool
+        .begin()
+        .await
+        .context("starting the in-store booking")?;
     sqlx::query(
         "UPDATE bookings SET idempotency_key = NULL WHERE customer_id = $1 AND idempotency_key = $2 AND created_at < $3",
     )
@@ -349,7 +354,9 @@ pub async fn create(
         .await
         .context("recording the promo code")?;
     }
-    tx.commit().await.context("committing the in-store booking")?;
+    tx.commit()
+        .await
+        .context("committing the in-store booking")?;
     metrics::counter!("hilot_bookings_created_total").increment(1);
     Ok(Created::New(booking_id))
 }
@@ -379,12 +386,17 @@ const VISIT_SQL: &str = "SELECT b.id AS booking_id, b.uuid AS booking_uuid, b.st
      FROM store_visits v JOIN bookings b ON b.id = v.booking_id \
      JOIN providers p ON p.id = v.store_provider_id JOIN store_profiles sp ON sp.provider_id = p.id";
 
-pub async fn facts_by_uuid(db: &PgPool, booking_uuid: Uuid) -> Result<Option<VisitFacts>, ApiError> {
-    sqlx::query_as(&format!("{VISIT_SQL} WHERE b.uuid = $1 AND b.deleted_at IS NULL"))
-        .bind(booking_uuid)
-        .fetch_optional(db)
-        .await
-        .context("loading the in-store booking")
+pub async fn facts_by_uuid(
+    db: &PgPool,
+    booking_uuid: Uuid,
+) -> Result<Option<VisitFacts>, ApiError> {
+    sqlx::query_as(&format!(
+        "{VISIT_SQL} WHERE b.uuid = $1 AND b.deleted_at IS NULL"
+    ))
+    .bind(booking_uuid)
+    .fetch_optional(db)
+    .await
+    .context("loading the in-store booking")
 }
 
 /// The booking and its visit, as answered to clients.

@@ -16,4 +16,5 @@ mod partitions;
 mod schema;
 mod simulator;
 mod sockets;
+mod stores;
 mod therapist;
