@@ -14,6 +14,7 @@
 //! - [`catalog`]: the service catalog's ids, cached in memory.
 //! - [`geo`]: great-circle distance, ETAs, and the live H3 index of therapists.
 //! - [`ingest`]: location pings: validation, storage policy, the batched writer.
+//! - [`console`]: the dispatch console: booking detail, search, alerts, trip replay.
 //! - [`dispatch`]: book now: offers, atomic accept, the booking lifecycle, geofence arrival.
 //! - [`realtime`]: WebSocket sessions (one task per socket), the hub, the event bus.
 //! - [`stores`]: wellness centres: profiles, opening hours, rooms, nearby stores, in-store
@@ -29,6 +30,7 @@ pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod dispatch;
 pub mod domain;

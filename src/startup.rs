@@ -57,6 +57,7 @@ impl StopHandle {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let _ = telemetry::metrics_handle();
+        let base_map = Arc::new(http::map::BaseMap::from_settings(&settings)?);
         let pool = db::connect_and_migrate(&settings).await?;
         let background = db::background_pool(&settings)?;
         partitions::ensure(&pool, Utc::now().date_naive(), settings.partitions_ahead)
@@ -165,6 +166,7 @@ impl Application {
             dispatcher,
             bus,
             dashboards,
+            base_map,
         };
         let server = http_server(state.clone(), listener)?;
         Ok(Self {

@@ -5,10 +5,12 @@ pub mod admin;
 pub mod auth;
 pub mod bookings;
 pub mod catalog;
+pub mod console;
 pub mod dispatch_map;
 pub mod extract;
 pub mod health;
 pub mod limits;
+pub mod map;
 pub mod nearby;
 pub mod openapi;
 pub mod operations;
@@ -76,6 +78,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(stores::check_in)
         .service(stores::nearby)
         .service(stores::get_store)
+        .service(console::booking_trip)
+        .service(console::booking_detail)
+        .service(console::find)
+        .service(console::list_alerts)
+        .service(console::map_stores)
+        .service(map::base_map)
+        .service(map::pmtiles)
         .service(dispatch_map::dashboard_socket)
         .service(dispatch_map::live)
         .service(dispatch_map::stats)

@@ -6,8 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    accounts, admin, bookings, catalog, dispatch_map, health, nearby, operations, page, stores,
-    therapist, ws,
+    accounts, admin, bookings, catalog, console, dispatch_map, health, map, nearby, operations,
+    page, stores, therapist, ws,
 };
 use crate::error::{FieldError, Problem};
 
@@ -34,6 +34,8 @@ use crate::error::{FieldError, Problem};
         stores::put_profile, stores::get_profile, stores::put_service, stores::delete_service,
         stores::list_bookings, stores::confirm, stores::decline, stores::change_status,
         stores::check_in, stores::nearby, stores::get_store,
+        console::booking_trip, console::booking_detail, console::find, console::list_alerts,
+        console::map_stores, map::base_map, map::pmtiles,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),

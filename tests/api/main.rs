@@ -5,6 +5,7 @@ mod admin;
 mod binary;
 mod bookings;
 mod cli;
+mod console;
 mod dashboard;
 mod durability;
 mod faults;
