@@ -239,6 +239,17 @@ impl Application {
                 shutdown.subscribe(),
             ))
         };
+        let alerts = {
+            let listening = state.dashboards.clone();
+            let audience = state.dashboards.clone();
+            tokio::spawn(crate::console::alerts::watch(
+                state.background_db.clone(),
+                Duration::from_secs(state.settings.watch_interval_s.max(1)),
+                move || !listening.is_empty(),
+                move |frame| audience.broadcast(&frame),
+                shutdown.subscribe(),
+            ))
+        };
         let gauges = tokio::spawn(telemetry::export_gauges(
             state.clone(),
             shutdown.subscribe(),
@@ -256,7 +267,7 @@ impl Application {
         let _ = shutdown.send(true);
         drain(server_handle, server_task).await;
         let _ = writer.await;
-        let _ = tokio::join!(maintenance, settings_refresh, gauges, visits);
+        let _ = tokio::join!(maintenance, settings_refresh, gauges, visits, alerts);
         state.db.close().await;
         state.background_db.close().await;
         tracing::info!("hilot stopped");

@@ -299,7 +299,9 @@ fn urlencode(text: &str) -> String {
 
 #[tokio::test]
 async fn alerts_name_waiting_bookings_silent_therapists_and_overrunning_sessions() {
-    let app = spawn_app().await;
+    let mut settings = test_settings();
+    settings.watch_interval_s = 1;
+    let app = spawn_app_with(settings).await;
     sqlx::query(
         "UPDATE app_settings SET value = '{\"pending_wait_s\": 1, \"silent_s\": 2, \"overrun_margin_s\": 0}' WHERE key = 'alerts'",
     )
@@ -308,6 +310,11 @@ async fn alerts_name_waiting_bookings_silent_therapists_and_overrunning_sessions
     .unwrap();
     let admin = make_admin(&app).await;
     let (customer, _) = register(&app, "customer").await;
+    let mut dashboard = connect(&app, "/v1/ws/dashboard", &admin).await;
+    dashboard
+        .send_json(&json!({"type": "subscribe", "bbox": [120.9, 14.4, 121.2, 14.7]}))
+        .await;
+    next_matching(&mut dashboard, "the snapshot", |f| f["type"] == "snapshot").await;
 
     // A booking nobody can take (no therapist near the far north).
     let swedish = crate::helpers::service_id(&app, "swedish-massage").await;
