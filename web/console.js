@@ -423,7 +423,7 @@
         mover.getElement()?.setAttribute('data-at', new Date(times[times.length - 1]).toISOString());
         status.dataset.state = 'done';
         status.textContent = `Replayed ${latlngs.length} positions, ${Math.round(line.properties.distance_m)} m, ` +
-          `${time(line.properties.from)}–${time(line.properties.to)}.`;
+          `${time(line.properties.from)} to ${line.properties.to ? time(line.properties.to) : 'now'}.`;
         return;
       }
       i = Math.max(1, i);

@@ -498,3 +498,43 @@ async fn the_detail_panel_shows_parties_timeline_trip_and_visit() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn stores_in_view_show_their_rooms_in_use() {
+    let app = spawn_app().await;
+    let admin = make_admin(&app).await;
+    let store = verified_store(&app, &admin, "Map Spa", (14.556, 121.02), 3, always_open()).await;
+    let (customer, _) = register(&app, "customer").await;
+    json_body(
+        book_in_store(&app, &customer, &store.store_id, None).await,
+        201,
+    )
+    .await;
+    let shown = json_body(
+        app.get_as(&admin, "/v1/dispatch/stores?bbox=121.0,14.5,121.1,14.6")
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(shown[0]["store_id"], store.store_id.as_str());
+    assert_eq!(shown[0]["rooms_in_use"], 1);
+    assert_eq!(shown[0]["number_of_rooms"], 3);
+    let elsewhere = json_body(
+        app.get_as(&admin, "/v1/dispatch/stores?bbox=120.0,14.5,120.1,14.6")
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(elsewhere, json!([]));
+    problem(
+        app.get_as(&admin, "/v1/dispatch/stores?bbox=1,2,3").await,
+        422,
+    )
+    .await;
+    problem(
+        app.get_as(&customer, "/v1/dispatch/stores?bbox=121.0,14.5,121.1,14.6")
+            .await,
+        403,
+    )
+    .await;
+}
