@@ -496,6 +496,9 @@ impl Dispatcher {
             return Ok(()); // accepted or cancelled meanwhile
         }
         release_promo(&mut tx, booking.id).await?;
+        crate::effects::on_booking_transition(&mut tx, booking.id)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         tx.commit().await?;
         metrics::counter!("hilot_bookings_expired_total").increment(1);
         self.push_status(booking.id, Some(NO_THERAPIST_AVAILABLE))
@@ -676,6 +679,7 @@ impl Dispatcher {
             .execute(&mut *tx)
             .await
             .context("recording the promo discount")?;
+        crate::effects::on_booking_transition(&mut tx, booking.id).await?;
         let view = store::view(&mut tx, booking.id)
             .await
             .context("loading the booking")?;
@@ -811,6 +815,7 @@ impl Dispatcher {
             .await
             .context("updating the provider's statistics")?;
         }
+        crate::effects::on_booking_transition(&mut tx, booking.id).await?;
         let view = store::view(&mut tx, booking.id)
             .await
             .context("loading the booking")?;
@@ -889,6 +894,7 @@ impl Dispatcher {
                 .await
                 .context("releasing the promo code")?;
         }
+        crate::effects::on_booking_transition(&mut tx, booking.id).await?;
         let view = store::view(&mut tx, booking.id)
             .await
             .context("loading the booking")?;

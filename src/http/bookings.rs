@@ -73,6 +73,10 @@ pub struct CreateBooking {
     pub location: Option<NewLocation>,
     pub customer_notes: Option<String>,
     pub promo_code: Option<String>,
+    /// `cash` (default, paid to the therapist at the end), `wallet` (charged when a therapist
+    /// accepts; the balance must cover the estimate), or `card`, `gcash`, `paymaya` (paid through
+    /// the gateway once accepted: `POST /v1/bookings/{id}/payment`).
+    pub payment_method: Option<crate::money::PaymentMethod>,
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
@@ -241,6 +245,11 @@ pub async fn create(
         promo: promo.as_ref().map(|p| p.terms),
     });
 
+    let payment_method = request
+        .payment_method
+        .unwrap_or(crate::money::PaymentMethod::Cash);
+    check_payment_method(&state, user_id, payment_method, estimate.total_amount).await?;
+
     let mut tx = state.db.begin().await.context("starting the booking")?;
     // A key older than the window may be used again: free it.
     sqlx::query(
@@ -255,8 +264,8 @@ pub async fn create(
     let inserted: Option<i64> = sqlx::query_scalar(
         "INSERT INTO bookings (customer_id, service_id, type, booking_type, scheduled_at, status, service_price, \
              distance_surcharge, platform_fee, promo_discount, total_amount, provider_earnings, commission_amount, \
-             commission_rate, customer_notes, idempotency_key, idempotency_request_hash) \
-         VALUES ($1, $2, 'home_service', 'now', $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             commission_rate, customer_notes, idempotency_key, idempotency_request_hash, payment_method) \
+         VALUES ($1, $2, 'home_service', 'now', $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
          ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING id",
     )
@@ -274,6 +283,7 @@ pub async fn create(
     .bind(optional_text(&request.customer_notes))
     .bind(&key)
     .bind(&request_hash)
+    .bind(payment_method)
     .fetch_optional(&mut *tx)
     .await
     .context("creating the booking")?;
@@ -326,6 +336,7 @@ pub async fn create(
         .await
         .context("recording the promo code")?;
     }
+    crate::effects::emit_booking_event(&mut tx, booking_id, "booking.created").await?;
     let view = store::view(&mut tx, booking_id)
         .await
         .context("loading the booking")?;
@@ -396,7 +407,14 @@ async fn create_in_store(
         Some(code) => Some(find_promo(state, user_id, code, service_id, now).await?),
         None => None,
     };
+    let payment_method = request
+        .payment_method
+        .unwrap_or(crate::money::PaymentMethod::Cash);
+    // The store's price is known once the store is; a wallet that falls short when the store
+    // confirms switches the booking to cash, as for home services.
+    check_payment_method(state, user_id, payment_method, Decimal::ZERO).await?;
     let visit = crate::stores::visits::VisitRequest {
+        payment_method,
         customer_id: user_id,
         store_uuid: request.store_id.expect("checked above"),
         service_id,
@@ -431,6 +449,37 @@ async fn create_in_store(
 enum Replayed {
     Home(BookingView),
     InStore(Box<crate::stores::visits::InStoreBooking>),
+}
+
+/// A wallet must cover the estimate; card and e-wallets need a configured gateway.
+async fn check_payment_method(
+    state: &AppState,
+    user_id: i64,
+    method: crate::money::PaymentMethod,
+    estimate: Decimal,
+) -> Result<(), ApiError> {
+    use crate::money::PaymentMethod;
+    match method {
+        PaymentMethod::Cash => Ok(()),
+        PaymentMethod::Wallet => {
+            let balance = crate::money::views::wallet(&state.db, user_id)
+                .await
+                .context("reading the wallet")?
+                .map_or(Decimal::ZERO, |w| w.balance);
+            if balance < estimate {
+                return Err(ApiError::invalid(
+                    "payment_method",
+                    format!(
+                        "the wallet balance ({}) does not cover the estimated {}; top up or choose another method",
+                        crate::money::ledger::money_text(balance),
+                        crate::money::ledger::money_text(estimate)
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        _ => state.payments.gateway().map(|_| ()),
+    }
 }
 
 /// The booking an earlier request with this key created, if any (409 if its body differed).

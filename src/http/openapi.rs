@@ -6,8 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    accounts, admin, bookings, catalog, console, dispatch_map, health, map, nearby, operations,
-    page, stores, therapist, ws,
+    accounts, admin, bookings, catalog, console, dispatch_map, health, map, messages, money,
+    nearby, notifications, operations, page, reviews, stores, therapist, webhooks, ws,
 };
 use crate::error::{FieldError, Problem};
 
@@ -36,6 +36,15 @@ use crate::error::{FieldError, Problem};
         stores::check_in, stores::nearby, stores::get_store,
         console::booking_trip, console::booking_detail, console::find, console::list_alerts,
         console::map_stores, map::base_map, map::pmtiles,
+        money::wallet, money::wallet_transactions, money::topup, money::pay_booking, money::tip,
+        money::gateway_webhook, money::run_payouts, money::list_payouts, money::payout_status,
+        money::ledger_check,
+        reviews::create, reviews::of_booking, reviews::of_therapist, reviews::list_for_moderation,
+        reviews::moderate,
+        messages::list, messages::send, messages::mark_read,
+        notifications::list, notifications::mark_read, notifications::register_device,
+        webhooks::create, webhooks::list, webhooks::deactivate, webhooks::deliveries,
+        webhooks::redeliver,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -49,6 +58,11 @@ use crate::error::{FieldError, Problem};
         (name = "bookings", description = "Book now, offers, the lifecycle and live tracking"),
         (name = "stores", description = "Wellness centres: set-up, opening hours and rooms, nearby stores, in-store bookings"),
         (name = "dispatch", description = "The live dispatch map and its data (admins)"),
+        (name = "money", description = "Wallets, paying through the gateway, tips, the gateway's webhook"),
+        (name = "reviews", description = "Reviews of both parties of a completed booking"),
+        (name = "messages", description = "The in-booking chat between customer and therapist"),
+        (name = "notifications", description = "The caller's notifications and push devices"),
+        (name = "webhooks", description = "Operator webhooks, signed per Standard Webhooks (admins)"),
         (name = "realtime", description = "WebSocket endpoints; frames are described in the API contract"),
     )
 )]

@@ -160,6 +160,7 @@ pub struct VisitRequest<'a> {
     pub scheduled_at: Option<DateTime<Utc>>,
     pub customer_notes: Option<&'a str>,
     pub promo: Option<(i64, PromoTerms)>,
+    pub payment_method: crate::money::PaymentMethod,
     pub idempotency_key: &'a str,
     pub request_hash: &'a str,
 }
@@ -275,8 +276,9 @@ pub async fn create(
     let inserted: Option<i64> = sqlx::query_scalar(
         "INSERT INTO bookings (customer_id, provider_id, service_id, type, booking_type, scheduled_at, status, \
              service_price, distance_surcharge, platform_fee, promo_discount, total_amount, provider_earnings, \
-             commission_amount, commission_rate, customer_notes, idempotency_key, idempotency_request_hash) \
-         VALUES ($1, $2, $3, 'in_store', $4::booking_schedule_type, $5, 'pending', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             commission_amount, commission_rate, customer_notes, idempotency_key, idempotency_request_hash, \
+             payment_method) \
+         VALUES ($1, $2, $3, 'in_store', $4::booking_schedule_type, $5, 'pending', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
          ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING id",
     )
@@ -296,6 +298,7 @@ pub async fn create(
     .bind(request.customer_notes)
     .bind(request.idempotency_key)
     .bind(request.request_hash)
+    .bind(request.payment_method)
     .fetch_optional(&mut *tx)
     .await
     .context("creating the in-store booking")?;
@@ -518,6 +521,8 @@ pub async fn transition(
     if to == BookingStatus::Cancelled && facts.status == BookingStatus::Pending {
         release_promo(&mut tx, facts.booking_id).await?;
     }
+    // Money and notifications move with the status, in the same transaction.
+    crate::effects::on_booking_transition(&mut tx, facts.booking_id).await?;
     let view = view_in(&mut tx, facts.booking_id, settings).await?;
     tx.commit().await.context("committing the change")?;
     Ok(view)
@@ -614,8 +619,11 @@ pub async fn sweep(db: &PgPool, now: DateTime<Utc>) -> Result<Vec<i64>, ApiError
     .fetch_all(&mut *tx)
     .await
     .context("marking no-shows")?;
-    tx.commit().await.context("committing the visit sweep")?;
     changed.extend(no_shows);
+    for booking_id in &changed {
+        crate::effects::on_booking_transition(&mut tx, *booking_id).await?;
+    }
+    tx.commit().await.context("committing the visit sweep")?;
     Ok(changed)
 }
 
