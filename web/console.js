@@ -316,7 +316,14 @@
     if (d.visit) facts.push(['Visit', `${time(d.visit.starts_at)}–${time(d.visit.ends_at)}` +
       (d.visit.checked_in_at ? `, checked in ${time(d.visit.checked_in_at)}` : '')]);
     if (b.cancellation_reason) facts.push(['Reason', `${b.cancellation_reason} (fee ${b.cancellation_fee})`]);
-    if (d.payment) facts.push(['Payment', `${d.payment.method} · ${human(d.payment.status)} · ${d.payment.amount}`]);
+    const pay = d.payment;
+    if (pay) {
+      const extra = [];
+      if (Number(pay.refunded_amount) > 0) extra.push(`refunded ${pay.refunded_amount}`);
+      if (Number(pay.tip_amount) > 0) extra.push(`tip ${pay.tip_amount}`);
+      facts.push(['Payment', `${human(pay.method)} · ${human(pay.status)} · paid ${pay.paid_amount} of ${pay.amount} ${pay.currency}` +
+        (extra.length ? ` (${extra.join(', ')})` : '')]);
+    }
     $('detail-facts').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', null, k), el('dd', null, v)]));
 
     $('detail-timeline').replaceChildren(...b.timeline.map((t) => {
@@ -340,9 +347,12 @@
     $('detail-messages-section').hidden = !d.messages;
     $('detail-messages').replaceChildren(...messages.map((m) => {
       const li = el('li', null);
-      li.append(el('span', 'when', time(m.at)), el('span', 'what', `${m.from}: ${m.body}`));
+      li.dataset.from = m.from;
+      const who = m.from === 'customer' ? d.customer.name : (d.provider ? d.provider.name : m.from);
+      li.append(el('span', 'when', time(m.at)), el('span', 'what', `${who}: ${m.body}` + (m.read_at ? ' ✓' : '')));
       return li;
     }));
+    if (d.messages && messages.length === 0) $('detail-messages').append(el('li', 'muted', 'No messages.'));
 
     const trip = d.trip;
     $('detail-trip').textContent = trip

@@ -1,5 +1,6 @@
-//! A booking as a dispatcher sees it: the booking and its timeline, both parties with their
-//! phones, the store visit, the trip so far, and every dispatcher action taken on it.
+//! A booking as a dispatcher sees it: the booking and its timeline, its payment, both parties
+//! with their phones, the store visit, the trip so far, the parties' messages, and every
+//! dispatcher action taken on it.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -10,6 +11,11 @@ use uuid::Uuid;
 
 use crate::dispatch::store::{self, BookingView};
 use crate::error::{ApiError, Context as _};
+use crate::messages::ChatMessage;
+use crate::money::views::PaymentView;
+
+/// The most messages the panel shows (the latest ones).
+const PANEL_MESSAGES: i64 = 200;
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Party {
@@ -60,12 +66,17 @@ pub struct VisitSlot {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BookingDetail {
     pub booking: BookingView,
+    /// Where the payment stands (the same as `booking.payment`, which lists leave out).
+    pub payment: PaymentView,
     pub customer: Party,
     pub provider: Option<ProviderParty>,
     /// The store visit of an in-store booking.
     pub visit: Option<VisitSlot>,
     /// The trip so far; the positions are at `GET /v1/bookings/{id}/trip`.
     pub trip: Option<TripSummary>,
+    /// The chat between the customer and the therapist, oldest first (the latest 200). Reading
+    /// them here marks nothing read.
+    pub messages: Vec<ChatMessage>,
     /// Dispatcher actions on this booking, oldest first.
     pub audit: Vec<AuditEntry>,
 }
@@ -146,6 +157,15 @@ pub async fn detail(db: &PgPool, booking_uuid: Uuid) -> Result<BookingDetail, Ap
         ),
         _ => None,
     };
+    let payment = match &booking.payment {
+        Some(payment) => payment.clone(),
+        None => crate::money::views::payment(&mut conn, facts.id)
+            .await
+            .context("loading the payment")?,
+    };
+    let messages = crate::messages::for_dispatcher(&mut conn, facts.id, PANEL_MESSAGES)
+        .await
+        .context("loading the messages")?;
     let audit: Vec<AuditEntry> = sqlx::query_as(
         "SELECT a.action, u.first_name || ' ' || u.last_name AS actor_name, a.created_at AS at, \
                 a.old_values, a.new_values, host(a.ip_address) AS ip_address \
@@ -158,6 +178,7 @@ pub async fn detail(db: &PgPool, booking_uuid: Uuid) -> Result<BookingDetail, Ap
     .context("loading the booking's audit trail")?;
     Ok(BookingDetail {
         booking,
+        payment,
         customer,
         provider: provider.map(|(id, kind, name, phone, store_name)| ProviderParty {
             id,
@@ -167,6 +188,7 @@ pub async fn detail(db: &PgPool, booking_uuid: Uuid) -> Result<BookingDetail, Ap
         }),
         visit,
         trip,
+        messages,
         audit,
     })
 }

@@ -447,7 +447,7 @@ async fn create_in_store(
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 enum Replayed {
-    Home(BookingView),
+    Home(Box<BookingView>),
     InStore(Box<crate::stores::visits::InStoreBooking>),
 }
 
@@ -510,7 +510,7 @@ async fn replay(
                     .dispatcher
                     .view(id)
                     .await
-                    .map(|v| Some(Replayed::Home(v)))
+                    .map(|v| Some(Replayed::Home(Box::new(v))))
             }
         }
         Some(_) => Err(ApiError::Conflict(

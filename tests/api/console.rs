@@ -440,6 +440,21 @@ async fn the_detail_panel_shows_parties_timeline_trip_and_visit() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     socket.send_json(&ping(2, MAKATI.0 + 0.003, MAKATI.1)).await;
     stored_ack(&mut socket, 2).await;
+    for (token, body) in [
+        (&customer, "The gate is the blue one"),
+        (&therapist.token, "Ten minutes away"),
+    ] {
+        json_body(
+            app.post_as(
+                token,
+                &format!("/v1/bookings/{id}/messages"),
+                &json!({ "body": body }),
+            )
+            .await,
+            201,
+        )
+        .await;
+    }
 
     let detail = json_body(
         app.get_as(&admin, &format!("/v1/admin/bookings/{id}"))
@@ -461,6 +476,34 @@ async fn the_detail_panel_shows_parties_timeline_trip_and_visit() {
     assert_eq!(detail["provider"]["kind"], "therapist");
     assert!(detail["trip"]["points"].as_i64().unwrap() >= 1, "{detail}");
     assert!(detail["visit"].is_null());
+    // The payment as the money modules see it: cash, due once a therapist accepted.
+    assert_eq!(detail["payment"]["method"], "cash");
+    assert_eq!(detail["payment"]["status"], "due_in_cash");
+    assert_eq!(detail["payment"]["paid_amount"], "0.00");
+    assert_eq!(
+        detail["payment"]["amount"],
+        detail["booking"]["pricing"]["total_amount"]
+    );
+    assert_eq!(detail["payment"], detail["booking"]["payment"]);
+    // The parties' chat, oldest first; a dispatcher reading it marks nothing read.
+    let messages = detail["messages"].as_array().unwrap();
+    let said: Vec<(&str, &str)> = messages
+        .iter()
+        .map(|m| (m["from"].as_str().unwrap(), m["body"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("customer", "The gate is the blue one"),
+            ("therapist", "Ten minutes away")
+        ]
+    );
+    assert!(messages.iter().all(|m| m["read_at"].is_null()), "{detail}");
+    let unread: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE is_read IS NOT TRUE")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(unread, 2);
 
     let store = verified_store(&app, &admin, "Panel Spa", (14.57, 121.02), 1, always_open()).await;
     let visit = json_body(
@@ -481,6 +524,8 @@ async fn the_detail_panel_shows_parties_timeline_trip_and_visit() {
     assert_eq!(in_store["provider"]["name"], "Panel Spa");
     assert!(in_store["visit"]["starts_at"].is_string());
     assert!(in_store["trip"].is_null());
+    assert_eq!(in_store["payment"]["status"], "pending");
+    assert_eq!(in_store["messages"], json!([]));
 
     problem(
         app.get_as(&customer, &format!("/v1/admin/bookings/{id}"))

@@ -226,10 +226,14 @@ step('a booking shows up and follows accepted, then en_route', 5 * WAIT_MS, asyn
   assert.ok(await page.locator('path.booking-link').count() >= 1, 'no line from the booking to its therapist');
   run.booking = booking;
   run.assigned = therapist;
+  run.customer = customer;
 });
 
 step('a click on the booking opens its detail with the timeline', WAIT_MS, async () => {
   const { page, booking } = run;
+  await api('POST', `/v1/bookings/${booking.id}/messages`, {
+    token: run.customer.token, body: { body: 'The gate is the blue one' },
+  });
   await page.locator(`.booking-marker[data-booking-id="${booking.id}"]`).click();
   const detail = page.locator(`#detail[data-booking-id="${booking.id}"][data-state="ready"]`);
   await expectVisible(detail, 'the detail panel did not open');
@@ -239,6 +243,11 @@ step('a click on the booking opens its detail with the timeline', WAIT_MS, async
   const statuses = await page.locator('#detail-timeline li').evaluateAll((items) => items.map((li) => li.dataset.status));
   assert.deepEqual(statuses.slice(0, 3), ['pending', 'accepted', 'en_route']);
   assert.match(await page.textContent('#detail-facts'), /Ana Reyes/, 'the customer is not named');
+  // The payment (cash, due once accepted) and the parties' messages.
+  assert.match(await page.textContent('#detail-facts'), /cash · due in cash · paid 0\.00 of \d+\.\d\d PHP/,
+    'the payment state is not shown');
+  await expectVisible(page.locator('#detail-messages li[data-from="customer"]'), 'the customer\'s message is not shown');
+  assert.match(await page.textContent('#detail-messages'), /Ana Reyes: The gate is the blue one/);
   await snap('detail');
 });
 
