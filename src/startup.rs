@@ -60,6 +60,7 @@ impl StopHandle {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let _ = telemetry::metrics_handle();
+        let base_map = Arc::new(crate::console::basemap::BaseMap::from_settings(&settings)?);
         let pool = db::connect_and_migrate(&settings).await?;
         let background = db::background_pool(&settings)?;
         partitions::ensure(&pool, Utc::now().date_naive(), settings.partitions_ahead)
@@ -172,6 +173,7 @@ impl Application {
             dispatcher,
             bus,
             dashboards,
+            base_map,
         };
         let server = http_server(state.clone(), listener)?;
         Ok(Self {
@@ -234,6 +236,29 @@ impl Application {
         ));
         // Pending bookings are the matcher's: it reloads them once this node holds the lease.
         let matcher = state.dispatcher.start_matching();
+        let visits = {
+            let dispatcher = state.dispatcher.clone();
+            tokio::spawn(crate::stores::visits::run_sweeper(
+                state.background_db.clone(),
+                Duration::from_secs(state.settings.watch_interval_s.max(1)),
+                move |booking_id| {
+                    let dispatcher = dispatcher.clone();
+                    async move { dispatcher.announce(booking_id).await }
+                },
+                shutdown.subscribe(),
+            ))
+        };
+        let alerts = {
+            let listening = state.dashboards.clone();
+            let audience = state.dashboards.clone();
+            tokio::spawn(crate::console::alerts::watch(
+                state.background_db.clone(),
+                Duration::from_secs(state.settings.watch_interval_s.max(1)),
+                move || !listening.is_empty(),
+                move |frame| audience.broadcast(&frame),
+                shutdown.subscribe(),
+            ))
+        };
         // The outbox has its own few connections, so deliveries never starve requests.
         let outbox_db = sqlx::postgres::PgPoolOptions::new()
             .max_connections(OUTBOX_DB_CONNECTIONS)
@@ -272,7 +297,9 @@ impl Application {
             gauges,
             outbox,
             reminders,
-            matcher
+            matcher,
+            visits,
+            alerts
         );
         outbox_db.close().await;
         state.db.close().await;
