@@ -16,10 +16,13 @@
 //!   therapist's day (scheduled bookings and book-now feasibility).
 //! - [`geo`]: great-circle distance, ETAs, and the live H3 index of therapists.
 //! - [`ingest`]: location pings: validation, storage policy, the batched writer.
+//! - [`console`]: the dispatch console: booking detail, search, alerts, trip replay.
 //! - [`dispatch`]: book now: offers, atomic accept, the booking lifecycle, geofence arrival.
 //! - [`fanout`]: delivery below dispatch: the event bus, this node's hub, the dashboard feed.
 //! - [`realtime`]: WebSocket sessions (one task per socket).
 //! - [`shutdown`]: the signal every task watches.
+//! - [`stores`]: wellness centres: profiles, opening hours, rooms, nearby stores, in-store
+//!   bookings.
 //! - [`partitions`]: the monthly `provider_locations` partition manager.
 //! - [`money`]: the ledger (transactions, wallets, the platform's side), settlement, the
 //!   payment gateway (PayMongo), tips and payouts.
@@ -41,6 +44,7 @@ pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod dispatch;
 pub mod domain;
@@ -64,5 +68,6 @@ pub mod shutdown;
 pub mod simulator;
 pub mod startup;
 pub mod state;
+pub mod stores;
 pub mod telemetry;
 pub mod webhooks;

@@ -53,6 +53,8 @@ pub struct AppState {
     pub dashboards: Arc<Dashboards>,
     /// Every therapist's calendar, in memory (slots near a place, the matcher's eligibility).
     pub diary: Arc<Diary>,
+    /// The dispatch page's base map (tiles, a PMTiles archive, or none), checked at start-up.
+    pub base_map: Arc<crate::console::basemap::BaseMap>,
     /// The payment gateway, when configured.
     pub payments: Payments,
     /// Flips to `true` once at shutdown; sockets and background tasks wind down.

@@ -169,12 +169,15 @@ pub async fn facts_by_id(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Optio
 }
 
 /// Facts of bookings in the given statuses (start-up: resume dispatch, mark therapists busy).
+/// The home-service bookings in these statuses: dispatch's own (in-store bookings are the
+/// stores', and never offered to therapists).
 pub async fn facts_in_status(
     db: impl PgExecutor<'_>,
     statuses: &[BookingStatus],
 ) -> sqlx::Result<Vec<BookingFacts>> {
     sqlx::query_as(&format!(
-        "{FACTS_SQL} WHERE b.status = ANY($1) AND b.deleted_at IS NULL ORDER BY b.id"
+        "{FACTS_SQL} WHERE b.status = ANY($1) AND b.type = 'home_service' AND b.deleted_at IS NULL \
+         ORDER BY b.id"
     ))
     .bind(statuses)
     .fetch_all(db)
