@@ -137,9 +137,22 @@ pub async fn revoke(pool: &PgPool, token_id: i64) -> sqlx::Result<()> {
         .map(|_| ())
 }
 
+/// Revokes every token of a user (an admin's revocation, or the account's deactivation);
+/// answers how many there were.
+pub async fn revoke_all(db: impl sqlx::PgExecutor<'_>, user_id: i64) -> sqlx::Result<u64> {
+    sqlx::query(
+        "DELETE FROM personal_access_tokens WHERE tokenable_type = $1 AND tokenable_id = $2",
+    )
+    .bind(USER_MODEL_TYPE)
+    .bind(user_id)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected())
+}
+
 /// Recently verified tokens, so hot endpoints do not query the database on every call.
-/// Entries live at most [`TOKEN_CACHE_TTL`]; logout and role changes evict at once on this
-/// node (another node may honour a revoked token for up to the TTL).
+/// Entries live at most [`TOKEN_CACHE_TTL`]; logout, revocation, deactivation and role changes
+/// evict at once on every node (through the control events of the event bus).
 pub struct TokenCache {
     entries:
         parking_lot::RwLock<std::collections::HashMap<String, (TokenOwner, std::time::Instant)>>,

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::extract::{Json, Query};
+use super::extract::{Json, Query, RawBody};
 use crate::accounts::Role;
 use crate::dispatch::lifecycle::BookingStatus;
 use crate::dispatch::pricing::{self, Discount, PromoTerms};
@@ -117,7 +117,7 @@ pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Bytes,
+    RawBody(body): RawBody,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Customer)?;
     let key = idempotency_key(&req)?;

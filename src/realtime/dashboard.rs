@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::frames::{open_envelope, read_body, ServerFrame};
+use super::guard::{protocol_close, Admission, FrameLimiter, SocketGuard};
 use super::{CLIENT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_FRAME_BYTES};
 use crate::geo::index::{LiveFix, LiveIndex, StateChange, TherapistState};
 use crate::geo::Point;
@@ -293,8 +294,18 @@ struct MovedFrame {
 }
 
 /// Runs one dashboard socket.
-pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMessageStream) {
+pub async fn run(
+    state: AppState,
+    mut guard: SocketGuard,
+    mut session: Session,
+    mut stream: AggregatedMessageStream,
+) {
     let (id, client) = state.dashboards.register();
+    // Each subscribe reads the database: a bucket of its own, stricter than the frame bucket.
+    let mut subscribes = FrameLimiter::new(
+        state.settings.dashboard_subscribes_per_s,
+        state.settings.dashboard_subscribe_burst,
+    );
     let _open = state.sockets.open("dashboard");
     let min_interval =
         Duration::from_secs_f64(1.0 / state.settings.dashboard_flushes_per_s.max(0.1));
@@ -308,6 +319,7 @@ pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMe
             _ = super::stopped(&mut shutdown) => {
                 break Some(CloseReason::from((CloseCode::Restart, "server restarting; reconnect")));
             }
+            ending = guard.ended() => break Some(ending.close_reason()),
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > CLIENT_TIMEOUT {
                     break Some(CloseReason::from((CloseCode::Policy, "heartbeat timeout")));
@@ -316,9 +328,23 @@ pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMe
             }
             message = stream.recv() => {
                 last_heard = Instant::now();
+                if let Some(Ok(message)) = &message {
+                    let admission = match guard.admit(message) {
+                        Admission::Admit if matches!(message, AggregatedMessage::Text(_)) => subscribes.admit("subscribe frames"),
+                        other => other,
+                    };
+                    match admission {
+                        Admission::Admit => {}
+                        Admission::Refuse(error) => {
+                            if session.text(error.to_text()).await.is_err() { break None; }
+                            continue;
+                        }
+                        Admission::Close(reason) => break Some(reason),
+                    }
+                }
                 let reply = match message {
                     None | Some(Ok(AggregatedMessage::Close(_))) => break None,
-                    Some(Err(_)) => break Some(CloseReason::from((CloseCode::Protocol, "protocol error"))),
+                    Some(Err(error)) => break Some(protocol_close(&error)),
                     Some(Ok(AggregatedMessage::Ping(bytes))) => {
                         if session.pong(&bytes).await.is_err() { break None; }
                         continue;

@@ -4,6 +4,7 @@ pub mod bus;
 pub mod customer;
 pub mod dashboard;
 pub mod frames;
+pub mod guard;
 pub mod hub;
 pub mod therapist;
 

@@ -2,22 +2,18 @@
 //! client frames, acks of stored pings, the heartbeat and shutdown.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 
 use super::frames::{
     open_envelope, read_body, AvailabilityFrame, BookingFrame, Envelope, LocationFrame, ServerFrame,
 };
+use super::guard::{protocol_close, Admission, SocketGuard};
 use super::hub::MAILBOX_CAPACITY;
-use super::{
-    ACK_DRAIN_TIMEOUT, CLIENT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_CONSECUTIVE_REFUSALS,
-    MAX_FRAME_BYTES,
-};
+use super::{ACK_DRAIN_TIMEOUT, CLIENT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_FRAME_BYTES};
 use crate::ingest::validate::RawPing;
 use crate::ingest::writer::StoredAck;
 use crate::ingest::PingOutcome;
@@ -46,8 +42,6 @@ struct TherapistSession {
     who: TherapistIdentity,
     connection: u64,
     session: Session,
-    limiter: DefaultDirectRateLimiter,
-    consecutive_refusals: u32,
     pending: HashMap<i64, PendingPing>,
     acks: mpsc::UnboundedSender<StoredAck>,
 }
@@ -56,21 +50,18 @@ struct TherapistSession {
 pub async fn run(
     state: AppState,
     who: TherapistIdentity,
+    mut guard: SocketGuard,
     session: Session,
     mut stream: AggregatedMessageStream,
 ) {
     let (acks, mut ack_rx) = mpsc::unbounded_channel();
     let (mailbox, mut inbox) = mpsc::channel(MAILBOX_CAPACITY);
-    let per_second = NonZeroU32::new(state.settings.socket_frames_per_s.max(1)).expect("max(1)");
-    let burst = NonZeroU32::new(state.settings.socket_frame_burst.max(1)).expect("max(1)");
     let mut shutdown = state.shutdown.clone();
     let mut me = TherapistSession {
-        limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
         state,
         who,
         connection: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
         session,
-        consecutive_refusals: 0,
         pending: HashMap::new(),
         acks,
     };
@@ -98,6 +89,8 @@ pub async fn run(
             Some(frame) = inbox.recv() => {
                 if me.session.text(frame.to_string()).await.is_err() { break None; }
             }
+            // Credentials ended (or a newer socket replaced this one): offers must stop now.
+            ending = guard.ended() => break Some(ending.close_reason()),
             changed = shutdown.changed(), if draining_since.is_none() => {
                 // Stop taking frames; wait (bounded) for the acks of pings already queued.
                 let _ = changed;
@@ -114,17 +107,25 @@ pub async fn run(
             }
             message = stream.recv(), if draining_since.is_none() => {
                 last_heard = Instant::now();
+                if let Some(Ok(message)) = &message {
+                    match guard.admit(message) {
+                        Admission::Admit => {}
+                        Admission::Refuse(error) => {
+                            if me.send(&error).await.is_err() { break None; }
+                            continue;
+                        }
+                        Admission::Close(reason) => break Some(reason),
+                    }
+                }
                 match message {
                     None => break None,
                     Some(Err(error)) => {
                         tracing::debug!(%error, "therapist socket protocol error");
-                        break Some(CloseReason::from((CloseCode::Protocol, "protocol error")));
+                        break Some(protocol_close(&error));
                     }
                     Some(Ok(AggregatedMessage::Text(text))) => {
-                        match me.on_text(&text).await {
-                            Ok(()) => {}
-                            Err(Flow::Closed) => break None,
-                            Err(Flow::Flooding) => break Some(CloseReason::from((CloseCode::Policy, "too many frames"))),
+                        if let Err(Flow::Closed) = me.on_text(&text).await {
+                            break None;
                         }
                     }
                     Some(Ok(AggregatedMessage::Binary(_))) => {
@@ -153,8 +154,6 @@ pub async fn run(
 enum Flow {
     /// The client is gone.
     Closed,
-    /// The client keeps sending above its limit.
-    Flooding,
 }
 
 impl TherapistSession {
@@ -188,22 +187,6 @@ impl TherapistSession {
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), Flow> {
-        if self.limiter.check().is_err() {
-            self.consecutive_refusals += 1;
-            metrics::counter!("hilot_socket_frames_refused_total", "reason" => "rate_limited")
-                .increment(1);
-            if self.consecutive_refusals > MAX_CONSECUTIVE_REFUSALS {
-                return Err(Flow::Flooding);
-            }
-            let detail = format!(
-                "more than {} frames per second (burst {}); frame dropped",
-                self.state.settings.socket_frames_per_s, self.state.settings.socket_frame_burst
-            );
-            return self
-                .send(&ServerFrame::error("rate_limited", detail, None))
-                .await;
-        }
-        self.consecutive_refusals = 0;
         if text.len() > MAX_FRAME_BYTES {
             let detail = format!("frames are at most {MAX_FRAME_BYTES} bytes");
             return self
