@@ -1,5 +1,7 @@
 //! PostgreSQL: the pool, migrations, and the version checks made when the pool is built.
 
+pub mod settings;
+
 use std::time::Duration;
 
 use anyhow::Context as _;

@@ -352,9 +352,13 @@ async fn nearby_answers_from_the_live_index_with_quotes_and_no_coordinates() {
     let first = &therapists[0];
     assert_eq!(first["provider_id"], near.provider_id.as_str());
     assert_eq!(therapists[1]["provider_id"], far.provider_id.as_str());
-    let distance = first["distance_m"].as_u64().unwrap();
-    assert!((940..=950).contains(&distance), "{distance}");
+    // Customers see distances to 100 m and ETAs to the minute; admins see them exact.
+    assert_eq!(first["distance_m"], 900, "945 m shows as 900 m");
+    assert_eq!(first["eta_seconds"].as_u64().unwrap() % 60, 0);
     assert!(first["eta_seconds"].as_u64().unwrap() > 0);
+    let exact = json_body(app.get_as(&admin, &path).await, 200).await;
+    let distance = exact["therapists"][0]["distance_m"].as_u64().unwrap();
+    assert!((940..=950).contains(&distance), "{distance}");
     // 945 m away with 1 km included: no surcharge; the far one (3.0 km) pays 3 started km × 20.
     assert_eq!(
         first["quote"],
@@ -521,7 +525,8 @@ async fn nearby_returns_exactly_what_brute_force_postgis_returns() {
 
     // The index is rebuilt from the database at start-up.
     let app = crate::helpers::spawn_app_in(database, test_settings()).await;
-    let (customer, _) = crate::helpers::register(&app, "customer").await;
+    // An admin sees exact distances, and is not limited in searches.
+    let admin = make_admin(&app).await;
     let service_uuid: String = sqlx::query_scalar("SELECT uuid::text FROM services WHERE id = $1")
         .bind(swedish)
         .fetch_one(&db)
@@ -534,7 +539,7 @@ async fn nearby_returns_exactly_what_brute_force_postgis_returns() {
         let radius_m: u32 = rng.gen_range(300..=12_000);
         let limit: u32 = rng.gen_range(1..=25);
         let path = format!("/v1/therapists/nearby?lat={lat}&lng={lng}&service_id={service_uuid}&radius_m={radius_m}&limit={limit}");
-        let served = answer(&json_body(app.get_as(&customer, &path).await, 200).await);
+        let served = answer(&json_body(app.get_as(&admin, &path).await, 200).await);
         let expected: Vec<(String, f64)> =
             sqlx::query_as(include_str!("fixtures/nearby_brute_force.sql"))
                 .bind(lng)
