@@ -7,6 +7,7 @@ mod compare;
 mod machine;
 mod readme;
 mod scenario;
+mod storm;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,9 @@ enum Command {
     Run(scenario::RunArgs),
     /// Nearby search and ping ingest: Hilot against Redis GEOSEARCH and PostGIS, same data.
     Compare(compare::CompareArgs),
+    /// Concurrent registrations, then concurrent logins, while a client reads: server RSS and
+    /// the authenticated read's latency.
+    Storm(storm::StormArgs),
     /// Rewrites the README's Performance section from the benchmark JSON.
     Report(readme::ReportArgs),
 }
@@ -40,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Run(args) => scenario::run(args).await.map(|_| ()),
             Command::Compare(args) => compare::run(args).await,
+            Command::Storm(args) => storm::run(args).await.map(|_| ()),
             Command::Report(args) => readme::run(args),
         }
     })
