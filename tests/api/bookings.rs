@@ -16,7 +16,7 @@ use crate::sockets::{connect, Socket};
 const MAKATI: (f64, f64) = (14.5547, 121.0244);
 
 /// A therapist online at (`lat`, `lng`), with their socket open.
-async fn therapist_at(
+pub async fn therapist_at(
     app: &TestApp,
     admin: &str,
     lat: f64,
@@ -29,7 +29,7 @@ async fn therapist_at(
     (therapist, socket, service)
 }
 
-fn booking_body(service: &str, lat: f64, lng: f64) -> Value {
+pub fn booking_body(service: &str, lat: f64, lng: f64) -> Value {
     json!({
         "service_id": service,
         "booking_type": "now",
@@ -38,7 +38,7 @@ fn booking_body(service: &str, lat: f64, lng: f64) -> Value {
     })
 }
 
-async fn book(app: &TestApp, token: &str, key: &str, body: &Value) -> reqwest::Response {
+pub async fn book(app: &TestApp, token: &str, key: &str, body: &Value) -> reqwest::Response {
     app.client
         .post(app.url("/v1/bookings"))
         .bearer_auth(token)
@@ -49,7 +49,7 @@ async fn book(app: &TestApp, token: &str, key: &str, body: &Value) -> reqwest::R
         .expect("request reaches the server")
 }
 
-async fn set_app_setting(app: &TestApp, key: &str, value: Value) {
+pub async fn set_app_setting(app: &TestApp, key: &str, value: Value) {
     sqlx::query("UPDATE app_settings SET value = $2 WHERE key = $1")
         .bind(key)
         .bind(value)
@@ -59,7 +59,7 @@ async fn set_app_setting(app: &TestApp, key: &str, value: Value) {
 }
 
 /// Reads frames until one of type `kind` arrives (within 15 s); returns it.
-async fn next_of(socket: &mut Socket, kind: &str) -> Value {
+pub async fn next_of(socket: &mut Socket, kind: &str) -> Value {
     let wait = async {
         loop {
             let frame = socket.next_json().await;
@@ -73,12 +73,12 @@ async fn next_of(socket: &mut Socket, kind: &str) -> Value {
         .unwrap_or_else(|_| panic!("no {kind} frame within 15 s"))
 }
 
-async fn booking_status(app: &TestApp, token: &str, id: &str) -> Value {
+pub async fn booking_status(app: &TestApp, token: &str, id: &str) -> Value {
     json_body(app.get_as(token, &format!("/v1/bookings/{id}")).await, 200).await
 }
 
 /// Waits (bounded) until the booking reaches `status`.
-async fn wait_for_status(app: &TestApp, token: &str, id: &str, status: &str) -> Value {
+pub async fn wait_for_status(app: &TestApp, token: &str, id: &str, status: &str) -> Value {
     for _ in 0..100 {
         let booking = booking_status(app, token, id).await;
         if booking["status"] == status {

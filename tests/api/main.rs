@@ -1,14 +1,18 @@
 //! End-to-end tests: the real server, real PostGIS, real Redis.
 
+mod abuse;
 mod accounts;
 mod admin;
 mod bookings;
 mod cli;
+mod credentials;
 mod dashboard;
 mod durability;
 mod health;
 mod helpers;
 mod live;
+mod logs;
+mod money;
 mod partitions;
 mod schema;
 mod simulator;
