@@ -283,7 +283,7 @@ async fn a_fourth_socket_of_one_user_and_kind_replaces_the_oldest() {
 async fn every_frame_counts_on_every_socket_kind_and_oversized_frames_close_with_1009() {
     let mut settings = test_settings();
     settings.socket_frames_per_s = 1;
-    settings.socket_frame_burst = 2;
+    settings.socket_frame_burst = 5;
     settings.dashboard_subscribes_per_s = 1;
     settings.dashboard_subscribe_burst = 1;
     let app = spawn_app_with(settings).await;
