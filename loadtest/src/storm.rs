@@ -90,7 +90,7 @@ fn password(i: usize) -> String {
 
 async fn register(http: &reqwest::Client, url: &str, phone: &str, i: usize) -> (String, Value) {
     let body = json!({
-        "phone": phone, "password": password(i), "first_name": "Storm", "last_name": "Tester",
+        "phone": phone, "password": password(i), "first_name": "Ana", "last_name": "Reyes",
         "role": "customer",
     });
     answer(http.post(format!("{url}/v1/auth/register")).json(&body)).await

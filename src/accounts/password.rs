@@ -1,6 +1,8 @@
 //! Password policy and Argon2id hashing (PHC string form).
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, Output, ParamsString, PasswordHash, PasswordHasher, SaltString,
+};
 use argon2::{Algorithm, Argon2, Params, PasswordVerifier, Version};
 use tokio::sync::oneshot;
 
@@ -39,13 +41,7 @@ pub struct PersonalData<'a> {
 /// Length (8 to 128 characters), then the account's own data (its phone number in any format,
 /// its names), then guessability by zxcvbn, whose dictionaries hold the most common passwords.
 pub fn check_password_policy(password: &str, personal: PersonalData<'_>) -> Result<(), String> {
-    let chars = password.chars().count();
-    if chars < MIN_PASSWORD_CHARS {
-        return Err(format!("must be at least {MIN_PASSWORD_CHARS} characters"));
-    }
-    if chars > MAX_PASSWORD_CHARS {
-        return Err(format!("must be at most {MAX_PASSWORD_CHARS} characters"));
-    }
+    check_password_length(password)?;
     if personal
         .phone
         .is_some_and(|phone| contains_phone(password, phone))
@@ -69,6 +65,18 @@ pub fn check_password_policy(password: &str, personal: PersonalData<'_>) -> Resu
             .map(|w| format!(" ({})", w.to_string().trim_end_matches('.').to_lowercase()))
             .unwrap_or_default();
         return Err(format!("is too easy to guess{why}"));
+    }
+    Ok(())
+}
+
+/// The cheap part of the policy: 8 to 128 characters.
+pub fn check_password_length(password: &str) -> Result<(), String> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(format!("must be at least {MIN_PASSWORD_CHARS} characters"));
+    }
+    if chars > MAX_PASSWORD_CHARS {
+        return Err(format!("must be at most {MAX_PASSWORD_CHARS} characters"));
     }
     Ok(())
 }
@@ -112,8 +120,18 @@ pub enum PoolError {
     Stopped,
 }
 
+/// What a new password hashes to, or why the policy refuses it.
+pub type Checked = Result<String, String>;
+
 enum Job {
     Hash(String, oneshot::Sender<anyhow::Result<String>>),
+    /// The policy (zxcvbn is CPU work too), then the hash.
+    CheckAndHash {
+        password: String,
+        phone: Option<String>,
+        names: Vec<String>,
+        reply: oneshot::Sender<anyhow::Result<Checked>>,
+    },
     Verify(String, String, oneshot::Sender<bool>),
 }
 
@@ -138,19 +156,39 @@ impl HashPool {
             let receiver = receiver.clone();
             std::thread::Builder::new()
                 .name(format!("hilot-hash-{n}"))
-                .spawn(move || loop {
-                    let job = match receiver.lock() {
-                        Ok(receiver) => receiver.recv(),
-                        Err(_) => return,
-                    };
-                    match job {
-                        Ok(Job::Hash(password, reply)) => {
-                            let _ = reply.send(hash_password(&password));
+                .spawn(move || {
+                    let mut memory = ArgonMemory::new();
+                    loop {
+                        let job = match receiver.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(Job::Hash(password, reply)) => {
+                                let _ = reply.send(memory.hash(&password));
+                            }
+                            Ok(Job::Verify(password, phc, reply)) => {
+                                let _ = reply.send(memory.verify(&password, &phc));
+                            }
+                            Ok(Job::CheckAndHash {
+                                password,
+                                phone,
+                                names,
+                                reply,
+                            }) => {
+                                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                                let personal = PersonalData {
+                                    phone: phone.as_deref(),
+                                    names: &names,
+                                };
+                                let checked = match check_password_policy(&password, personal) {
+                                    Ok(()) => memory.hash(&password).map(Ok),
+                                    Err(why) => Ok(Err(why)),
+                                };
+                                let _ = reply.send(checked);
+                            }
+                            Err(_) => return, // every sender dropped
                         }
-                        Ok(Job::Verify(password, phc, reply)) => {
-                            let _ = reply.send(verify_password(&password, &phc));
-                        }
-                        Err(_) => return, // every sender dropped
                     }
                 })
                 .expect("spawning a hashing thread");
@@ -179,11 +217,111 @@ impl HashPool {
         answer.await.map_err(|_| PoolError::Stopped)
     }
 
+    /// Checks a new password against the policy and hashes it, on the pool (both are CPU work
+    /// that must not run on the request threads); `Busy` when the queue is full.
+    pub async fn check_and_hash(
+        &self,
+        password: &str,
+        personal: PersonalData<'_>,
+    ) -> Result<anyhow::Result<Checked>, PoolError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::CheckAndHash {
+            password: password.to_owned(),
+            phone: personal.phone.map(str::to_owned),
+            names: personal.names.iter().map(|n| (*n).to_owned()).collect(),
+            reply,
+        })?;
+        answer.await.map_err(|_| PoolError::Stopped)
+    }
+
     /// Verifies on the pool; `Busy` when the queue is full.
     pub async fn verify(&self, password: &str, phc: &str) -> Result<bool, PoolError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Verify(password.to_owned(), phc.to_owned(), reply))?;
         answer.await.map_err(|_| PoolError::Stopped)
+    }
+}
+
+/// One hashing thread's Argon2 memory, allocated once and reused by every hash it computes, so
+/// the memory hashing holds is `threads` × 19 MiB however many passwords go through (a fresh
+/// 19 MiB per hash is what the allocator may keep per thread long after).
+struct ArgonMemory {
+    /// Allocated on the first hash, so an idle server holds none.
+    blocks: Vec<argon2::Block>,
+}
+
+impl ArgonMemory {
+    fn new() -> Self {
+        Self { blocks: Vec::new() }
+    }
+
+    fn blocks(&mut self) -> &mut [argon2::Block] {
+        if self.blocks.is_empty() {
+            self.blocks = vec![argon2::Block::default(); ARGON2_MEMORY_KIB as usize];
+        }
+        &mut self.blocks
+    }
+
+    /// The same PHC string as [`hash_password`], computed in this thread's memory.
+    fn hash(&mut self, password: &str) -> anyhow::Result<String> {
+        let salt = SaltString::generate(&mut OsRng);
+        let mut salt_buffer = [0u8; 64];
+        let salt_bytes = salt
+            .decode_b64(&mut salt_buffer)
+            .map_err(|e| anyhow::anyhow!("decoding a salt: {e}"))?;
+        let argon = hasher();
+        let blocks = self.blocks();
+        let output = Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
+            argon
+                .hash_password_into_with_memory(password.as_bytes(), salt_bytes, out, &mut *blocks)
+                .map_err(|_| argon2::password_hash::Error::Crypto)
+        })
+        .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))?;
+        let params = ParamsString::try_from(argon.params())
+            .map_err(|e| anyhow::anyhow!("formatting Argon2 parameters: {e}"))?;
+        Ok(PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params,
+            salt: Some(salt.as_salt()),
+            hash: Some(output),
+        }
+        .to_string())
+    }
+
+    /// [`verify_password`] in this thread's memory (hashes made with more memory than ours,
+    /// none so far, take the allocating path).
+    fn verify(&mut self, password: &str, phc: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(phc) else {
+            return false;
+        };
+        let (Ok(params), Some(salt), Some(expected)) =
+            (Params::try_from(&parsed), parsed.salt, parsed.hash)
+        else {
+            return false;
+        };
+        if parsed.algorithm != Algorithm::Argon2id.ident()
+            || params.block_count() > ARGON2_MEMORY_KIB as usize
+        {
+            return verify_password(password, phc);
+        }
+        let version = parsed
+            .version
+            .and_then(|v| Version::try_from(v).ok())
+            .unwrap_or(Version::V0x13);
+        let mut salt_buffer = [0u8; 64];
+        let Ok(salt_bytes) = salt.decode_b64(&mut salt_buffer) else {
+            return false;
+        };
+        let argon = Argon2::new(Algorithm::Argon2id, version, params);
+        let blocks = self.blocks();
+        let computed = Output::init_with(expected.len(), |out| {
+            argon
+                .hash_password_into_with_memory(password.as_bytes(), salt_bytes, out, &mut *blocks)
+                .map_err(|_| argon2::password_hash::Error::Crypto)
+        });
+        // `Output`'s equality is constant-time.
+        computed.is_ok_and(|computed| computed == expected)
     }
 }
 
@@ -222,6 +360,21 @@ mod tests {
         phone: None,
         names: &[],
     };
+
+    #[test]
+    fn the_pools_reused_memory_hashes_and_verifies_like_the_library() {
+        let mut memory = ArgonMemory::new();
+        let ours = memory.hash("correct horse battery").unwrap();
+        assert!(
+            ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{ours}"
+        );
+        assert!(verify_password("correct horse battery", &ours));
+        let theirs = hash_password("correct horse battery").unwrap();
+        assert!(memory.verify("correct horse battery", &theirs));
+        assert!(!memory.verify("wrong horse battery", &theirs));
+        assert!(!memory.verify("x", "not a phc string"));
+    }
 
     #[test]
     fn policy_refuses_short_long_common_and_repetitive() {

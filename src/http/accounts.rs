@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::auth::Caller;
 use super::extract::Json;
-use crate::accounts::password::{check_password_policy, dummy_hash, PersonalData, PoolError};
+use crate::accounts::password::{check_password_length, dummy_hash, PersonalData, PoolError};
 use crate::accounts::phone::normalize_phone;
 use crate::accounts::users::{self, NewUser, UserProfile};
 use crate::accounts::{tokens, Role};
@@ -100,7 +100,8 @@ pub async fn register(
         phone: phone.as_deref(),
         names: &[body.first_name.trim(), body.last_name.trim(), email_local],
     };
-    if let Err(why) = check_password_policy(&body.password, personal) {
+    // The length now; the rest of the policy (zxcvbn is CPU work) on the hashing pool.
+    if let Err(why) = check_password_length(&body.password) {
         errors.push(FieldError::new("password", why));
     }
     check_text(&mut errors, "first_name", &body.first_name, 1, 100);
@@ -112,12 +113,13 @@ pub async fn register(
         }
     }
     ApiError::check(errors)?;
-    let phone = phone.expect("validated above");
     let hash = state
         .hashes
-        .hash(&body.password)
+        .check_and_hash(&body.password, personal)
         .await
-        .map_err(hashing_busy)??;
+        .map_err(hashing_busy)??
+        .map_err(|why| ApiError::invalid("password", why))?;
+    let phone = phone.expect("validated above");
 
     let role = match body.role {
         SelfServiceRole::Customer => Role::Customer,
