@@ -58,6 +58,9 @@ pub const DEFAULT_REGISTER_REPLENISH_PER_ADDRESS_S: u64 = 10;
 /// `GET /v1/therapists/nearby` calls per user (admins excepted): a burst, then one per interval.
 pub const DEFAULT_NEARBY_BURST_PER_USER: u32 = 20;
 pub const DEFAULT_NEARBY_REPLENISH_PER_USER_S: u64 = 3;
+/// Seconds between the checks of every open socket's credentials (events close sockets at
+/// once; this catches what no event said, such as a change made by hand in the database).
+pub const DEFAULT_CREDENTIAL_SWEEP_S: u64 = 30;
 /// A request body must have arrived this long after the request began, or the answer is 408.
 pub const DEFAULT_BODY_TIMEOUT_S: u64 = 10;
 /// Folder (at the repository root) where `scripts/dev-env` keeps the local PostgreSQL and Redis.
@@ -205,6 +208,10 @@ pub struct Settings {
     #[arg(long, global = true, env = "HILOT_NEARBY_REPLENISH_PER_USER_S", default_value_t = DEFAULT_NEARBY_REPLENISH_PER_USER_S)]
     pub nearby_replenish_per_user_s: u64,
 
+    /// Seconds between checks of every open socket's credentials in one query.
+    #[arg(long, global = true, env = "HILOT_CREDENTIAL_SWEEP_S", default_value_t = DEFAULT_CREDENTIAL_SWEEP_S)]
+    pub credential_sweep_s: u64,
+
     /// Seconds a request body may take to arrive (then 408).
     #[arg(long, global = true, env = "HILOT_BODY_TIMEOUT_S", default_value_t = DEFAULT_BODY_TIMEOUT_S)]
     pub body_timeout_s: u64,
@@ -249,6 +256,7 @@ impl Default for Settings {
             nearby_burst_per_user: DEFAULT_NEARBY_BURST_PER_USER,
             nearby_replenish_per_user_s: DEFAULT_NEARBY_REPLENISH_PER_USER_S,
             body_timeout_s: DEFAULT_BODY_TIMEOUT_S,
+            credential_sweep_s: DEFAULT_CREDENTIAL_SWEEP_S,
         }
     }
 }

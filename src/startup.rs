@@ -233,6 +233,11 @@ impl Application {
             state.ingest.clone(),
             shutdown.subscribe(),
         ));
+        let sweep = {
+            let state = state.clone();
+            let shutdown = shutdown.subscribe();
+            tokio::spawn(async move { state.sweep_credentials(shutdown).await })
+        };
         let gauges = tokio::spawn(telemetry::export_gauges(
             state.clone(),
             shutdown.subscribe(),
@@ -250,7 +255,7 @@ impl Application {
         let _ = shutdown.send(true);
         drain(server_handle, server_task).await;
         let _ = writer.await;
-        let _ = tokio::join!(maintenance, settings_refresh, gauges);
+        let _ = tokio::join!(maintenance, settings_refresh, gauges, sweep);
         state.db.close().await;
         tracing::info!("hilot stopped");
         Ok(())

@@ -91,6 +91,44 @@ impl AppState {
         }
     }
 
+    /// The safety net under the credential events: every `HILOT_CREDENTIAL_SWEEP_S`, one
+    /// query checks the tokens of every socket on this node, and sockets whose token ended or
+    /// whose user lost the role close. It catches what an event could not say: a publish lost
+    /// while Redis was away, or a change made in the database by hand.
+    pub async fn sweep_credentials(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        use crate::realtime::guard::Ending;
+        let interval = std::time::Duration::from_secs(self.settings.credential_sweep_s.max(1));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let sockets = self.socket_registry.snapshot();
+            if sockets.is_empty() {
+                continue;
+            }
+            let mut tokens: Vec<i64> = sockets.iter().map(|(_, token, _)| *token).collect();
+            tokens.sort_unstable();
+            tokens.dedup();
+            let valid = match crate::accounts::tokens::still_valid(&self.db, &tokens).await {
+                Ok(valid) => valid,
+                Err(error) => {
+                    tracing::warn!(%error, "checking the credentials of open sockets failed");
+                    continue;
+                }
+            };
+            for (id, token, kind) in sockets {
+                match valid.get(&token) {
+                    None => self.socket_registry.end_socket(id, Ending::Revoked),
+                    Some(roles) if !kind.allowed(roles) => {
+                        self.socket_registry.end_socket(id, Ending::RoleRemoved)
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
     /// Reloads the user's therapist (if any) into the live index.
     pub async fn user_changed(&self, user_id: i64) {
         let provider: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(

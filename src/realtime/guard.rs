@@ -268,6 +268,21 @@ impl SocketRegistry {
         candidates.len()
     }
 
+    /// Every open socket's id, token and kind (for the periodic credential check).
+    pub fn snapshot(&self) -> Vec<(u64, i64, SocketKind)> {
+        self.sockets
+            .lock()
+            .entries
+            .iter()
+            .map(|(id, e)| (*id, e.token_id, e.kind))
+            .collect()
+    }
+
+    /// Tells one socket to close.
+    pub fn end_socket(&self, id: u64, ending: Ending) {
+        self.sockets.lock().end(id, ending);
+    }
+
     /// Open sockets of one user and kind on this node.
     pub fn count(&self, user_id: i64, kind: SocketKind) -> usize {
         self.sockets

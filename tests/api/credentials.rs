@@ -377,3 +377,19 @@ async fn offers_reach_only_therapists_who_still_qualify() {
     assert_eq!(assigned, 0);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_token_deleted_by_hand_still_closes_its_socket_at_the_next_check() {
+    let mut settings = test_settings();
+    settings.credential_sweep_s = 1;
+    let app = spawn_app_with(settings).await;
+    let (customer, _) = register(&app, "customer").await;
+    let mut socket = connect(&app, "/v1/ws/customer", &customer).await;
+    // No event: an operator deletes the token in psql.
+    sqlx::query("DELETE FROM personal_access_tokens")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    expect_closed(&mut socket, 4001, "revoked").await;
+    app.shutdown().await;
+}
