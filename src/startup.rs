@@ -149,7 +149,11 @@ impl Application {
             login_limiter: Arc::new(login_limiter(&settings)),
             limits: Arc::new(request_limits(&settings)),
             hashes: Arc::new(HashPool::new(settings.hash_threads(), settings.hash_queue)),
-            socket_registry: Arc::new(SocketRegistry::new(settings.sockets_per_user)),
+            socket_registry: Arc::new(if settings.redis_url().is_some() {
+                SocketRegistry::clustered(settings.sockets_per_user, bus.clone())
+            } else {
+                SocketRegistry::new(settings.sockets_per_user)
+            }),
             eta: EtaModel {
                 road_circuity: settings.road_circuity,
                 speed_kmh: settings.travel_speed_kmh,

@@ -47,7 +47,7 @@ pub async fn dashboard_socket(
     let caller = super::ws::socket_caller(&req, &state).await?;
     caller.require_admin()?;
     let (response, session, stream) = super::ws::upgrade(&req, body)?;
-    let guard = super::ws::socket_guard(&state, SocketKind::Dashboard, &caller);
+    let guard = super::ws::socket_guard(&state, SocketKind::Dashboard, &caller).await;
     actix_web::rt::spawn(dashboard::run(
         state.get_ref().clone(),
         guard,

@@ -35,16 +35,24 @@ pub async fn socket_caller(req: &HttpRequest, state: &AppState) -> Result<Caller
 }
 
 /// The guard a new socket of `kind` runs under: registered (so ended credentials close it, and
-/// a fourth socket of the same user and kind replaces the oldest) with its frame bucket.
-pub fn socket_guard(state: &AppState, kind: SocketKind, caller: &Caller) -> SocketGuard {
+/// a fourth socket of the same user and kind, on any node, replaces the oldest) with its frame
+/// bucket.
+pub async fn socket_guard(state: &AppState, kind: SocketKind, caller: &Caller) -> SocketGuard {
+    let credentials = Credentials {
+        user_id: caller.user_id(),
+        token_id: caller.0.token_id,
+        expires_at: caller.0.expires_at,
+    };
+    let (lease, replaced) = state
+        .socket_registry
+        .register_everywhere(kind, credentials)
+        .await;
+    for event in replaced {
+        state.credentials_ended(event).await;
+    }
     SocketGuard::new(
-        &state.socket_registry,
-        kind,
-        Credentials {
-            user_id: caller.user_id(),
-            token_id: caller.0.token_id,
-            expires_at: caller.0.expires_at,
-        },
+        lease,
+        credentials,
         FrameLimiter::new(
             state.settings.socket_frames_per_s,
             state.settings.socket_frame_burst,
@@ -111,7 +119,7 @@ pub async fn therapist_socket(
         user_id: caller.user_id(),
         provider_id: provider.id,
     };
-    let guard = socket_guard(&state, SocketKind::Therapist, &caller);
+    let guard = socket_guard(&state, SocketKind::Therapist, &caller).await;
     actix_web::rt::spawn(therapist::run(
         state.get_ref().clone(),
         who,
@@ -146,7 +154,7 @@ pub async fn customer_socket(
     let caller = socket_caller(&req, &state).await?;
     caller.require(Role::Customer)?;
     let (response, session, stream) = upgrade(&req, body)?;
-    let guard = socket_guard(&state, SocketKind::Customer, &caller);
+    let guard = socket_guard(&state, SocketKind::Customer, &caller).await;
     actix_web::rt::spawn(customer::run(
         state.get_ref().clone(),
         caller.user_id(),

@@ -27,6 +27,9 @@ struct ControlEnvelope {
     payload: String,
 }
 
+/// A socket set left behind (a node that died without cleaning up) expires after a day.
+const SLOT_TTL_S: i64 = 24 * 3600;
+
 /// Handles a control event (a JSON payload) on this node.
 pub type ControlHandler = Arc<dyn Fn(String) + Send + Sync>;
 
@@ -121,6 +124,61 @@ impl EventBus {
             control,
             origin,
         })
+    }
+
+    /// Counts a socket in a cluster-wide set (`key`, under this deployment's prefix) holding at
+    /// most `keep` members, newest last; answers the members pushed out (oldest first). With no
+    /// Redis there is no cluster: nothing is counted and nothing pushed out.
+    pub async fn claim_slot(&self, key: &str, member: &str, keep: usize) -> Vec<String> {
+        let Some((publisher, channel)) = &self.redis else {
+            return Vec::new();
+        };
+        let key = format!("{channel}:{key}");
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut connection = publisher.clone();
+        // Add, then take out everything but the newest `keep`, in one round trip.
+        let claimed: redis::RedisResult<(i64, bool, Vec<String>, i64)> = redis::pipe()
+            .atomic()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg(now_ms)
+            .arg(member)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(SLOT_TTL_S)
+            .cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-(keep as i64) - 1)
+            .cmd("ZREMRANGEBYRANK")
+            .arg(&key)
+            .arg(0)
+            .arg(-(keep as i64) - 1)
+            .query_async(&mut connection)
+            .await;
+        match claimed {
+            Ok((_, _, evicted, _)) => evicted,
+            Err(error) => {
+                tracing::warn!(%error, "counting a socket in the cluster failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Takes a closed socket out of its cluster-wide set.
+    pub fn release_slot(&self, key: &str, member: &str) {
+        let Some((publisher, channel)) = &self.redis else {
+            return;
+        };
+        let key = format!("{channel}:{key}");
+        let (mut connection, member) = (publisher.clone(), member.to_owned());
+        tokio::spawn(async move {
+            let _: redis::RedisResult<i64> = redis::cmd("ZREM")
+                .arg(key)
+                .arg(member)
+                .query_async(&mut connection)
+                .await;
+        });
     }
 
     pub fn hub(&self) -> &Hub {

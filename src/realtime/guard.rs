@@ -114,6 +114,12 @@ pub enum CredentialEvent {
     /// The user's therapist provider may no longer work (suspended, rejected, deactivated):
     /// their therapist sockets close.
     ProviderEnded { user_id: i64, reason: Ending },
+    /// Newer sockets of the user on other nodes pushed this one (on node `node`) out.
+    SocketReplaced {
+        user_id: i64,
+        node: u64,
+        socket: u64,
+    },
 }
 
 impl CredentialEvent {
@@ -122,13 +128,18 @@ impl CredentialEvent {
             Self::TokenEnded { user_id, .. }
             | Self::UserEnded { user_id, .. }
             | Self::RolesChanged { user_id, .. }
-            | Self::ProviderEnded { user_id, .. } => *user_id,
+            | Self::ProviderEnded { user_id, .. }
+            | Self::SocketReplaced { user_id, .. } => *user_id,
         }
     }
 
-    /// Why a socket of `kind` opened with `token_id` must close, if it must.
-    fn ends(&self, kind: SocketKind, token_id: i64) -> Option<Ending> {
+    /// Why the socket `id` on node `node`, of `kind`, opened with `token_id`, must close, if it
+    /// must.
+    fn ends(&self, node: u64, id: u64, kind: SocketKind, token_id: i64) -> Option<Ending> {
         match self {
+            Self::SocketReplaced {
+                node: on, socket, ..
+            } => (*on == node && *socket == id).then_some(Ending::Replaced),
             Self::TokenEnded {
                 token_id: ended,
                 reason,
@@ -192,6 +203,10 @@ impl Sockets {
 pub struct SocketRegistry {
     sockets: Mutex<Sockets>,
     per_user: usize,
+    /// This node, in cluster-wide socket sets.
+    node: u64,
+    /// Where sockets are counted across nodes (Redis, when configured).
+    cluster: Option<super::bus::EventBus>,
 }
 
 impl SocketRegistry {
@@ -199,7 +214,54 @@ impl SocketRegistry {
         Self {
             sockets: Mutex::new(Sockets::default()),
             per_user: per_user.max(1),
+            node: rand::random(),
+            cluster: None,
         }
+    }
+
+    /// A registry that also counts its sockets across the cluster, through the event bus.
+    pub fn clustered(per_user: usize, bus: super::bus::EventBus) -> Self {
+        Self {
+            cluster: Some(bus),
+            ..Self::new(per_user)
+        }
+    }
+
+    fn slot(user_id: i64, kind: SocketKind) -> String {
+        format!("sockets:{user_id}:{}", kind.as_str())
+    }
+
+    /// Registers a socket here and in the cluster: the oldest of the user's sockets of this kind
+    /// beyond the limit, on any node, are told to close (`replaced`).
+    pub async fn register_everywhere(
+        self: &Arc<Self>,
+        kind: SocketKind,
+        credentials: Credentials,
+    ) -> (SocketLease, Vec<CredentialEvent>) {
+        let lease = self.register(kind, credentials);
+        let Some(bus) = &self.cluster else {
+            return (lease, Vec::new());
+        };
+        let member = format!("{}:{}", self.node, lease.id);
+        let evicted = bus
+            .claim_slot(
+                &Self::slot(credentials.user_id, kind),
+                &member,
+                self.per_user,
+            )
+            .await;
+        let replaced = evicted
+            .iter()
+            .filter_map(|m| {
+                let (node, socket) = m.split_once(':')?;
+                Some(CredentialEvent::SocketReplaced {
+                    user_id: credentials.user_id,
+                    node: node.parse().ok()?,
+                    socket: socket.parse().ok()?,
+                })
+            })
+            .collect();
+        (lease, replaced)
     }
 
     /// Registers a socket; the oldest of the user's sockets of this kind beyond the limit are
@@ -259,7 +321,9 @@ impl SocketRegistry {
         })
         .filter_map(|id| {
             let entry = sockets.entries.get(&id)?;
-            event.ends(entry.kind, entry.token_id).map(|e| (id, e))
+            event
+                .ends(self.node, id, entry.kind, entry.token_id)
+                .map(|e| (id, e))
         })
         .collect();
         for (id, ending) in &candidates {
@@ -293,9 +357,14 @@ impl SocketRegistry {
     }
 
     fn unregister(&self, id: u64, user_id: i64, kind: SocketKind) {
-        let mut sockets = self.sockets.lock();
-        if sockets.entries.remove(&id).is_some() {
-            sockets.forget(user_id, kind, id);
+        {
+            let mut sockets = self.sockets.lock();
+            if sockets.entries.remove(&id).is_some() {
+                sockets.forget(user_id, kind, id);
+            }
+        }
+        if let Some(bus) = &self.cluster {
+            bus.release_slot(&Self::slot(user_id, kind), &format!("{}:{id}", self.node));
         }
     }
 }
@@ -382,17 +451,12 @@ pub struct SocketGuard {
 const NEVER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 impl SocketGuard {
-    pub fn new(
-        registry: &Arc<SocketRegistry>,
-        kind: SocketKind,
-        credentials: Credentials,
-        frames: FrameLimiter,
-    ) -> Self {
+    pub fn new(lease: SocketLease, credentials: Credentials, frames: FrameLimiter) -> Self {
         let until_expiry = credentials
             .expires_at
             .map_or(NEVER, |at| (at - Utc::now()).to_std().unwrap_or_default());
         Self {
-            lease: registry.register(kind, credentials),
+            lease,
             expiry: Box::pin(tokio::time::sleep(until_expiry.min(NEVER))),
             frames,
         }

@@ -280,6 +280,20 @@ async fn a_fourth_socket_of_one_user_and_kind_replaces_the_oldest() {
 }
 
 #[tokio::test]
+async fn the_socket_limit_holds_across_nodes() {
+    let (a, b) = two_nodes().await;
+    let (customer, _) = register(&a, "customer").await;
+    let mut oldest = connect(&a, "/v1/ws/customer", &customer).await;
+    let _second = connect(&a, "/v1/ws/customer", &customer).await;
+    let _third = connect(&b, "/v1/ws/customer", &customer).await;
+    // The fourth, on B, pushes out the oldest, on A.
+    let _fourth = connect(&b, "/v1/ws/customer", &customer).await;
+    expect_closed(&mut oldest, 4000, "replaced").await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
 async fn every_frame_counts_on_every_socket_kind_and_oversized_frames_close_with_1009() {
     let mut settings = test_settings();
     settings.socket_frames_per_s = 1;
