@@ -62,6 +62,7 @@ pub async fn limit_bodies(
                 inner: payload,
                 deadline: Box::pin(tokio::time::sleep(limits.deadline)),
                 limit: limits.deadline,
+                looked_again: false,
                 expired: false,
             }),
         });
@@ -76,6 +77,7 @@ struct DeadlinePayload {
     inner: Payload,
     deadline: Pin<Box<tokio::time::Sleep>>,
     limit: Duration,
+    looked_again: bool,
     expired: bool,
 }
 
@@ -110,6 +112,13 @@ impl Stream for DeadlinePayload {
             return Poll::Ready(item);
         }
         if self.deadline.as_mut().poll(cx).is_ready() {
+            // The bytes may be waiting in the socket, unread only because this worker was busy
+            // (the connection reads them when this returns): look once more before giving up.
+            if !self.looked_again {
+                self.looked_again = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             self.expired = true;
             metrics::counter!("hilot_request_bodies_timed_out_total").increment(1);
             let error =

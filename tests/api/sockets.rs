@@ -87,8 +87,14 @@ impl Socket {
 
     /// The next JSON frame, skipping protocol pings; `None` when the server closed the socket.
     pub async fn next_json_or_close(&mut self) -> Option<Value> {
+        self.next_json_within(FRAME_TIMEOUT).await
+    }
+
+    /// Like [`Socket::next_json_or_close`], waiting up to `patience` (for sockets that may
+    /// rightly hear nothing for a while, such as a therapist waiting for offers).
+    pub async fn next_json_within(&mut self, patience: Duration) -> Option<Value> {
         loop {
-            let message = tokio::time::timeout(FRAME_TIMEOUT, self.inner.next())
+            let message = tokio::time::timeout(patience, self.inner.next())
                 .await
                 .expect("a frame arrives in time")?;
             match message {
