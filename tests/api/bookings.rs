@@ -449,20 +449,31 @@ async fn fifty_bookings_against_twenty_therapists_never_double_book() {
     let mut service = String::new();
     let mut drivers = Vec::new();
     for i in 0..20 {
-        let (therapist, mut socket, s) =
-            therapist_at(&app, &admin, MAKATI.0 + 0.0005 * i as f64, MAKATI.1).await;
+        let lat = MAKATI.0 + 0.0005 * i as f64;
+        let (therapist, mut socket, s) = therapist_at(&app, &admin, lat, MAKATI.1).await;
         service = s;
-        // Each simulated therapist accepts every offer (over the socket) and keeps the job.
+        // Each simulated therapist pings like an app (so a slow set-up on a busy machine does
+        // not age their fix out of matching), accepts every offer over the socket and keeps
+        // the job.
         drivers.push(tokio::spawn(async move {
             let _keep = therapist;
-            // Offers may be a while coming on a busy machine; the test ends the driver.
-            while let Some(frame) = socket.next_json_within(Duration::from_secs(120)).await {
-                if frame["type"] == "offer" {
-                    socket
-                        .send_json(
-                            &json!({"type": "offer.accept", "booking_id": frame["booking_id"]}),
-                        )
-                        .await;
+            let mut pings = tokio::time::interval(Duration::from_secs(5));
+            let mut seq = 1;
+            loop {
+                tokio::select! {
+                    _ = pings.tick() => {
+                        seq += 1;
+                        socket.send_json(&ping(seq, lat, MAKATI.1)).await;
+                    }
+                    // Offers may be a while coming on a busy machine; the test ends the driver.
+                    frame = socket.next_json_within(Duration::from_secs(120)) => {
+                        let Some(frame) = frame else { break };
+                        if frame["type"] == "offer" {
+                            socket
+                                .send_json(&json!({"type": "offer.accept", "booking_id": frame["booking_id"]}))
+                                .await;
+                        }
+                    }
                 }
             }
         }));
