@@ -7,10 +7,16 @@ use clap::Args;
 
 /// Where `hilot serve` listens when neither `--bind` nor `HILOT_BIND` is given.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
-/// Connections the server keeps to PostgreSQL. Requests, the ping writer and dispatch share them.
+/// Connections the server keeps to PostgreSQL for requests.
 pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 20;
-/// How long a request waits for a free database connection before answering 503.
-pub const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a free database connection before answering 503 with
+/// `Retry-After`: long enough to ride out a burst, short enough that an overloaded server
+/// refuses quickly instead of queueing work whose client has given up.
+pub const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the server's own work (dispatch, the ping writer) waits for one of its connections.
+pub const BACKGROUND_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections kept for the server's own work, besides the requests' pool.
+pub const DEFAULT_DB_BACKGROUND_CONNECTIONS: u32 = 8;
 /// How long SIGTERM waits for in-flight requests before closing them.
 pub const DEFAULT_SHUTDOWN_GRACE_S: u64 = 10;
 /// The largest JSON body any endpoint accepts.
@@ -63,6 +69,11 @@ pub const DEFAULT_NEARBY_REPLENISH_PER_USER_S: u64 = 3;
 pub const DEFAULT_CREDENTIAL_SWEEP_S: u64 = 30;
 /// A request body must have arrived this long after the request began, or the answer is 408.
 pub const DEFAULT_BODY_TIMEOUT_S: u64 = 10;
+/// WebSocket handshakes (token check, profile, upgrade) in progress at once; one more answers
+/// 503 with `Retry-After`, so a reconnect storm cannot starve the requests already admitted.
+pub const DEFAULT_MAX_PENDING_UPGRADES: usize = 64;
+/// Requests answered at once; one more gets 503 with `Retry-After` straight away.
+pub const DEFAULT_MAX_INFLIGHT_REQUESTS: usize = 256;
 /// Folder (at the repository root) where `scripts/dev-env` keeps the local PostgreSQL and Redis.
 pub const LOCAL_ENV_DIR: &str = ".hilot-local";
 
@@ -83,6 +94,10 @@ pub struct Settings {
     /// Maximum PostgreSQL connections in the pool.
     #[arg(long, global = true, env = "HILOT_DB_MAX_CONNECTIONS", default_value_t = DEFAULT_DB_MAX_CONNECTIONS)]
     pub db_max_connections: u32,
+
+    /// PostgreSQL connections for dispatch, the ping writer and partition upkeep.
+    #[arg(long, global = true, env = "HILOT_DB_BACKGROUND_CONNECTIONS", default_value_t = DEFAULT_DB_BACKGROUND_CONNECTIONS)]
+    pub db_background_connections: u32,
 
     /// HTTP worker threads (default: one per core).
     #[arg(long, global = true, env = "HILOT_WORKERS")]
@@ -215,6 +230,25 @@ pub struct Settings {
     /// Seconds a request body may take to arrive (then 408).
     #[arg(long, global = true, env = "HILOT_BODY_TIMEOUT_S", default_value_t = DEFAULT_BODY_TIMEOUT_S)]
     pub body_timeout_s: u64,
+    /// Seconds between pings the server asks of an idle therapist app.
+    #[arg(long, global = true, env = "HILOT_PING_INTERVAL_IDLE_S", default_value_t = crate::ingest::cadence::DEFAULT_IDLE_S)]
+    pub ping_interval_idle_s: u32,
+
+    /// Seconds between pings while offered or on a booking.
+    #[arg(long, global = true, env = "HILOT_PING_INTERVAL_ACTIVE_S", default_value_t = crate::ingest::cadence::DEFAULT_ACTIVE_S)]
+    pub ping_interval_active_s: u32,
+
+    /// Seconds between pings while close to the customer's door.
+    #[arg(long, global = true, env = "HILOT_PING_INTERVAL_ARRIVING_S", default_value_t = crate::ingest::cadence::DEFAULT_ARRIVING_S)]
+    pub ping_interval_arriving_s: u32,
+
+    /// Requests answered at once before new ones get 503 (health and metrics are never refused).
+    #[arg(long, global = true, env = "HILOT_MAX_INFLIGHT_REQUESTS", default_value_t = DEFAULT_MAX_INFLIGHT_REQUESTS)]
+    pub max_inflight_requests: usize,
+
+    /// WebSocket handshakes in progress at once before new ones get 503.
+    #[arg(long, global = true, env = "HILOT_MAX_PENDING_UPGRADES", default_value_t = DEFAULT_MAX_PENDING_UPGRADES)]
+    pub max_pending_upgrades: usize,
 }
 
 impl Default for Settings {
@@ -224,6 +258,7 @@ impl Default for Settings {
             redis_url: None,
             bind: DEFAULT_BIND.to_owned(),
             db_max_connections: DEFAULT_DB_MAX_CONNECTIONS,
+            db_background_connections: DEFAULT_DB_BACKGROUND_CONNECTIONS,
             workers: None,
             shutdown_grace_s: DEFAULT_SHUTDOWN_GRACE_S,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -257,6 +292,11 @@ impl Default for Settings {
             nearby_replenish_per_user_s: DEFAULT_NEARBY_REPLENISH_PER_USER_S,
             body_timeout_s: DEFAULT_BODY_TIMEOUT_S,
             credential_sweep_s: DEFAULT_CREDENTIAL_SWEEP_S,
+            ping_interval_idle_s: crate::ingest::cadence::DEFAULT_IDLE_S,
+            ping_interval_active_s: crate::ingest::cadence::DEFAULT_ACTIVE_S,
+            ping_interval_arriving_s: crate::ingest::cadence::DEFAULT_ARRIVING_S,
+            max_pending_upgrades: DEFAULT_MAX_PENDING_UPGRADES,
+            max_inflight_requests: DEFAULT_MAX_INFLIGHT_REQUESTS,
         }
     }
 }
@@ -284,6 +324,16 @@ impl Settings {
 
     pub fn redis_url(&self) -> Option<&str> {
         self.redis_url.as_deref().filter(|u| !u.is_empty())
+    }
+
+    /// The ping intervals the server asks of therapist apps.
+    pub fn cadence(&self) -> crate::ingest::cadence::Cadence {
+        crate::ingest::cadence::Cadence {
+            idle_s: self.ping_interval_idle_s,
+            active_s: self.ping_interval_active_s,
+            arriving_s: self.ping_interval_arriving_s,
+            presence_ttl: Duration::from_secs(self.presence_ttl_s),
+        }
     }
 }
 

@@ -10,6 +10,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
+/// `Retry-After` (seconds) on every 503.
+pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 1;
 
 /// One invalid field of a request, named the way the client spelled it (`location.lat`).
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
@@ -205,6 +207,10 @@ impl ResponseError for ApiError {
             // The rest of the body may still be on its way: do not read it as the next request.
             response.insert_header((header::CONNECTION, "close"));
         }
+        if let Self::Unavailable(_) = self {
+            // Overload and outages both pass: a client retries after a second, not at once.
+            response.insert_header((header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_S.to_string()));
+        }
         if let Self::Unauthorized = self {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
@@ -215,13 +221,28 @@ impl ResponseError for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                if matches!(error, sqlx::Error::PoolTimedOut) {
+                    metrics::counter!("hilot_requests_shed_total", "reason" => "database_pool")
+                        .increment(1);
+                }
+                tracing::warn!(%error, "database unavailable");
+                Self::Unavailable("the database is unavailable, try again shortly".into())
+            }
+            sqlx::Error::Database(db) if db.code().as_deref().is_some_and(database_went_away) => {
                 tracing::warn!(%error, "database unavailable");
                 Self::Unavailable("the database is unavailable, try again shortly".into())
             }
             _ => Self::Internal(anyhow::Error::new(error)),
         }
     }
+}
+
+/// SQLSTATEs of a database that is restarting, shutting down or out of connections: class 08
+/// (connection exceptions), 57P01–57P03 (shutdown, crash recovery) and 53300 (too many
+/// connections). They pass; the client is told to retry.
+fn database_went_away(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
 /// Adds "while doing X" to an unexpected error, so logs say which operation failed.

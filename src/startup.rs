@@ -29,7 +29,7 @@ use crate::realtime::bus::EventBus;
 use crate::realtime::dashboard::Dashboards;
 use crate::realtime::guard::SocketRegistry;
 use crate::realtime::hub::Hub;
-use crate::realtime::SocketCounter;
+use crate::realtime::{SocketCounter, UpgradeGate};
 use crate::state::AppState;
 use crate::{db, geo, http, ingest, partitions, telemetry};
 
@@ -60,6 +60,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let _ = telemetry::metrics_handle();
         let pool = db::connect_and_migrate(&settings).await?;
+        let background = db::background_pool(&settings)?;
         partitions::ensure(&pool, Utc::now().date_naive(), settings.partitions_ahead)
             .await
             .context("creating location partitions at start-up")?;
@@ -112,7 +113,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let dashboards = Arc::new(Dashboards::default());
         let dispatcher = Dispatcher::new(
-            pool.clone(),
+            background.clone(),
             index.clone(),
             bus.clone(),
             dashboards.clone(),
@@ -131,20 +132,22 @@ impl Application {
             index.observe(Arc::new(move |change| observer.state_changed(change)));
             let dispatcher = dispatcher.clone();
             let dashboards = dashboards.clone();
-            let index = index.clone();
-            ingest.on_moved(Arc::new(move |provider_id, fix| {
+            ingest.on_moved(Arc::new(move |provider_id, fix, moved| {
                 dispatcher.on_fix(provider_id, fix);
                 if !dashboards.is_empty() {
-                    if let Some(entry) = index.map_entry(provider_id) {
-                        dashboards.moved(provider_id, entry.uuid, fix, entry.state);
-                    }
+                    dashboards.moved(provider_id, moved.uuid, fix, moved.state);
                 }
             }));
         }
         let (active, pending) = dispatcher.resume().await.context("resuming dispatch")?;
         tracing::info!(active, pending, "bookings resumed");
+        let upgrades = UpgradeGate::new(settings.max_pending_upgrades);
+        let requests = Arc::new(crate::http::limits::InFlight::new(
+            settings.max_inflight_requests,
+        ));
         let state = AppState {
             db: pool,
+            background_db: background,
             redis,
             login_limiter: Arc::new(login_limiter(&settings)),
             limits: Arc::new(request_limits(&settings)),
@@ -165,6 +168,8 @@ impl Application {
             index,
             ingest,
             sockets: SocketCounter::default(),
+            upgrades,
+            requests,
             shutdown: shutdown_rx,
             dispatcher,
             bus,
@@ -214,9 +219,8 @@ impl Application {
         let server_handle = server.handle();
         let mut server_task = tokio::spawn(server);
         let grace = Duration::from_secs(state.settings.shutdown_grace_s);
-        let writer_ingest = state.ingest.clone();
         let writer = tokio::spawn(ingest::writer::run(
-            state.db.clone(),
+            state.background_db.clone(),
             ping_queue,
             WriterConfig {
                 batch_max: state.settings.ping_batch_max.max(1),
@@ -224,16 +228,15 @@ impl Application {
                 drain_deadline: grace + Duration::from_secs(5),
             },
             state.sockets.shared(),
-            Arc::new(move |batch| writer_ingest.committed(batch)),
             shutdown.subscribe(),
         ));
         let maintenance = tokio::spawn(partitions::run_maintenance(
-            state.db.clone(),
+            state.background_db.clone(),
             state.settings.partitions_ahead,
             shutdown.subscribe(),
         ));
         let settings_refresh = tokio::spawn(ingest_settings::keep_policy_fresh(
-            state.db.clone(),
+            state.background_db.clone(),
             state.ingest.clone(),
             shutdown.subscribe(),
         ));
@@ -261,6 +264,7 @@ impl Application {
         let _ = writer.await;
         let _ = tokio::join!(maintenance, settings_refresh, gauges, sweep);
         state.db.close().await;
+        state.background_db.close().await;
         tracing::info!("hilot stopped");
         Ok(())
     }

@@ -18,12 +18,15 @@ use crate::ingest::Ingest;
 use crate::realtime::bus::EventBus;
 use crate::realtime::dashboard::Dashboards;
 use crate::realtime::guard::{CredentialEvent, SocketRegistry};
-use crate::realtime::SocketCounter;
+use crate::realtime::{SocketCounter, UpgradeGate};
 
 /// Cheap to clone: everything inside is a handle.
 #[derive(Clone)]
 pub struct AppState {
+    /// Requests' connections: a request waits at most a second for one, then answers 503.
     pub db: PgPool,
+    /// The server's own work (dispatch, the ping writer, partition upkeep), never shed.
+    pub background_db: PgPool,
     /// Present only when `REDIS_URL` is configured (multi-node mode).
     pub redis: Option<redis::aio::ConnectionManager>,
     pub settings: Arc<Settings>,
@@ -43,6 +46,10 @@ pub struct AppState {
     pub ingest: Arc<Ingest>,
     pub eta: EtaModel,
     pub sockets: SocketCounter,
+    /// WebSocket handshakes in progress, bounded.
+    pub upgrades: UpgradeGate,
+    /// Requests in progress, bounded.
+    pub requests: Arc<crate::http::limits::InFlight>,
     /// Book-now dispatch: offers, accepts, the lifecycle, live status.
     pub dispatcher: Dispatcher,
     /// Frames to users, on whichever node their sockets are.

@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{fmt, EnvFilter};
 
@@ -15,9 +16,18 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// Keeps the log writer's thread alive; dropping it flushes the lines still queued.
+pub type LogGuard = Option<tracing_appender::non_blocking::WorkerGuard>;
+
+/// Log lines queued for the writer thread; beyond this a line is dropped (and counted by the
+/// writer) rather than making a request wait for stdout.
+const LOG_QUEUE_LINES: usize = 64 * 1024;
+
 /// Installs the global subscriber: JSON lines when stdout is not a terminal (or
-/// `HILOT_LOG_FORMAT=json`), human-readable text otherwise. Safe to call more than once.
-pub fn init_logging() {
+/// `HILOT_LOG_FORMAT=json`), human-readable text otherwise. Lines are written by a thread of
+/// their own, so no request or socket ever waits on stdout (the access log is one line per
+/// request). Keep the guard until exit. Safe to call more than once.
+pub fn init_logging() -> LogGuard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let json = match std::env::var("HILOT_LOG_FORMAT").as_deref() {
@@ -25,8 +35,15 @@ pub fn init_logging() {
         Ok("text") | Ok("pretty") => false,
         _ => !std::io::stdout().is_terminal(),
     };
-    let builder = fmt().with_env_filter(filter).with_target(true);
-    let _ = if json {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .lossy(true)
+        .finish(std::io::stdout());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .with_writer(writer);
+    let installed = if json {
         builder
             .json()
             .flatten_event(true)
@@ -36,6 +53,7 @@ pub fn init_logging() {
     } else {
         builder.compact().try_init()
     };
+    installed.ok().map(|_| guard)
 }
 
 /// The process-wide Prometheus recorder; every `metrics::counter!` etc. lands here.
@@ -74,6 +92,67 @@ pub fn record_process_memory() {
     }
 }
 
+/// Sets `process_cpu_seconds_total` (user + system time of the whole process, all threads)
+/// from `/proc/self/stat` (Linux; elsewhere a no-op), as Prometheus's process collectors do, so
+/// a load test can divide the server's CPU by the work it did.
+pub fn record_process_cpu() {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    if let Some(seconds) = cpu_seconds_from_stat(&stat) {
+        metrics::gauge!("process_cpu_seconds_total").set(seconds);
+    }
+}
+
+/// Clock ticks per second of `/proc` times (`USER_HZ`: 100 on every Linux the server runs on).
+const USER_HZ: f64 = 100.0;
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line, in seconds. The command name
+/// (field 2) may hold spaces and parentheses, so fields are counted after its last `)`.
+fn cpu_seconds_from_stat(stat: &str) -> Option<f64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / USER_HZ)
+}
+
+/// Counts one answered request and records its latency, by route template, method and status.
+/// Each combination's counter and histogram are resolved once and kept: a labelled `counter!`
+/// would allocate its labels and hash them on every request.
+pub fn record_request(method: &actix_web::http::Method, route: &str, status: u16, seconds: f64) {
+    type Key = (actix_web::http::Method, u16);
+    /// Per route template: each method and status seen, with its counter and histogram.
+    type ByRoute = std::collections::HashMap<String, Vec<(Key, Counter, Histogram)>>;
+    static HANDLES: OnceLock<parking_lot::RwLock<ByRoute>> = OnceLock::new();
+    let handles = HANDLES.get_or_init(Default::default);
+    let find = |list: &Vec<(Key, Counter, Histogram)>| {
+        list.iter()
+            .find(|((m, s), _, _)| m == method && *s == status)
+            .map(|(_, c, h)| (c.clone(), h.clone()))
+    };
+    let known = handles.read().get(route).and_then(find);
+    let (counter, histogram) = match known {
+        Some(found) => found,
+        None => {
+            let mut map = handles.write();
+            let list = map.entry(route.to_owned()).or_default();
+            match find(list) {
+                Some(found) => found,
+                None => {
+                    let (m, r) = (method.to_string(), route.to_owned());
+                    let counter = metrics::counter!("hilot_http_requests_total", "method" => m.clone(), "route" => r.clone(), "status" => status.to_string());
+                    let histogram = metrics::histogram!("hilot_http_request_duration_seconds", "method" => m, "route" => r);
+                    list.push(((method.clone(), status), counter.clone(), histogram.clone()));
+                    (counter, histogram)
+                }
+            }
+        }
+    };
+    counter.increment(1);
+    histogram.record(seconds);
+}
+
 /// How often the gauges that are read rather than counted (index size, queue depth) refresh.
 pub const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -96,5 +175,17 @@ pub async fn export_gauges(
             _ = tokio::time::sleep(GAUGE_INTERVAL) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_after_the_command_name() {
+        let stat = "4242 (hilot (serve)) S 1 4242 4242 0 -1 4194560 9000 0 0 0 250 75 0 0 20 0 9 0";
+        assert_eq!(cpu_seconds_from_stat(stat), Some(3.25));
+        assert_eq!(cpu_seconds_from_stat("garbage"), None);
     }
 }

@@ -9,7 +9,8 @@
 //!   dedicated Redis loaded with the same points;
 //! - `postgis_seed_6_1`: the schema document's nearby query (section 6.1), `ST_DWithin` and
 //!   `ORDER BY distance`;
-//! - `postgis_knn_prepared`: the best PostGIS form, a KNN (`<->`) index scan, prepared.
+//! - `postgis_knn_prepared`: the best PostGIS form: a table of latest positions (one row per
+//!   therapist, a GiST index, no joins) and a prepared KNN (`<->`) query, as pgbench runs it.
 //!
 //! Each runs closed-loop (every task issues its next query as soon as the previous answered)
 //! for a fixed time at concurrency 1 and 8, after a short unrecorded warm-up on the same
@@ -54,7 +55,7 @@ use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 use crate::machine::Machine;
-use crate::scenario::rss_mib;
+use crate::scenario::{rss_mib, server_cpu_s};
 
 /// Therapists in the city.
 const THERAPISTS: usize = 100_000;
@@ -117,35 +118,45 @@ WHERE p.type = 'therapist' AND p.is_available = TRUE AND p.verification_status =
   AND ST_DWithin(tp.base_location, ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography, 5000)
 ORDER BY distance_km ASC LIMIT 10";
 
-/// The best PostGIS form: a KNN index scan, stopped after 10 rows; the radius is applied to
-/// the 10 (client side). Its plan on 100k therapists (PostgreSQL 15, PostGIS 3.3):
+/// The table of latest positions the best PostGIS form reads: one row per therapist, their
+/// latest fix, a GiST index; what a PostGIS-only dispatch would keep up to date on each ping.
+const LATEST_POSITIONS_SQL: &[&str] = &[
+    "DROP TABLE IF EXISTS bench_latest_positions",
+    "CREATE TABLE bench_latest_positions (provider_id bigint PRIMARY KEY, location geography(Point, 4326) NOT NULL)",
+    "INSERT INTO bench_latest_positions \
+       SELECT DISTINCT ON (provider_id) provider_id, location FROM provider_locations \
+       WHERE location IS NOT NULL ORDER BY provider_id, created_at DESC",
+    "CREATE INDEX bench_latest_positions_location ON bench_latest_positions USING gist (location)",
+    "VACUUM (ANALYZE) bench_latest_positions",
+];
+
+/// The best PostGIS form: a KNN index scan over the latest positions, stopped after 10 rows,
+/// no joins (every therapist in the city is eligible); the radius is applied to the 10 (client
+/// side). Its plan on 100k therapists (PostgreSQL 15, PostGIS 3.3):
 ///
 /// ```text
 /// Limit (actual rows=10)
-///   ->  Nested Loop (actual rows=10)
-///         ->  Index Scan using idx_therapist_profiles_base_location on therapist_profiles tp (actual rows=10)
-///               Order By: (base_location <-> '0101000020E6...'::geography)
-///         ->  Index Only Scan using idx_providers_available_therapists on providers p (actual rows=1 loops=10)
-///               Index Cond: (id = tp.provider_id)
+///   ->  Index Scan using bench_latest_positions_location on bench_latest_positions (actual rows=10)
+///         Order By: (location <-> '0101000020E6...'::geography)
 /// ```
 ///
 /// so the GiST index is walked in distance order and about `k` entries are read whatever the
 /// density. `run` checks the plan again (`knn_plan_uses_gist_index` in the JSON). sqlx
-/// prepares the statement once per connection and reuses it.
+/// prepares the statement once per connection and reuses it; `scripts/bench` runs the same
+/// statement through `pgbench -M prepared` as a cross-check.
 const KNN_SQL: &str = "\
-SELECT tp.provider_id, ST_Distance(tp.base_location, ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography) AS d
-FROM therapist_profiles tp JOIN providers p ON p.id = tp.provider_id
-WHERE p.type = 'therapist' AND p.is_available AND p.verification_status = 'verified'
-ORDER BY tp.base_location <-> ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography
+SELECT provider_id, ST_Distance(location, ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography) AS d
+FROM bench_latest_positions
+ORDER BY location <-> ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography
 LIMIT 10";
 
-/// [`KNN_SQL`] with the public id too, for the agreement check.
+/// [`KNN_SQL`] with the public id too, for the agreement check (not timed).
 const KNN_CHECK_SQL: &str = "\
-SELECT tp.provider_id, p.uuid, ST_Distance(tp.base_location, ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography) AS d
-FROM therapist_profiles tp JOIN providers p ON p.id = tp.provider_id
-WHERE p.type = 'therapist' AND p.is_available AND p.verification_status = 'verified'
-ORDER BY tp.base_location <-> ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography
-LIMIT 10";
+SELECT l.provider_id, p.uuid, ST_Distance(l.location, ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography) AS d
+FROM (SELECT provider_id, location FROM bench_latest_positions
+      ORDER BY location <-> ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography LIMIT 10) l
+JOIN providers p ON p.id = l.provider_id
+ORDER BY l.location <-> ST_SetSRID(ST_MakePoint($1, $2), 4326)::geography";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum HttpClient {
@@ -208,6 +219,11 @@ pub struct CompareArgs {
     /// criterion's `estimates.json` of `nearby_100k_5km_k10`, for the in-process figure.
     #[arg(long)]
     pub criterion_json: Option<PathBuf>,
+    /// Write the inputs of the cross-checks into this folder: `nearby.lua` (wrk: Hilot's nearby
+    /// on the same query points), `knn.pgbench` (pgbench: the same KNN statement on random
+    /// points of the same city) and `redis-points.txt` (redis-benchmark: GEOSEARCH points).
+    #[arg(long)]
+    pub tool_inputs: Option<PathBuf>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -232,10 +248,15 @@ struct Report {
     ingest: IngestReport,
     agreement: Agreement,
     knn_plan_uses_gist_index: bool,
+    /// What the PostGIS KNN contender reads: `latest_positions` (one row per therapist, no
+    /// joins). Reports of earlier runs, made on the joined profile tables, lack it.
+    knn_form: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
 struct NearbyResult {
+    #[serde(skip)]
+    all_queries: u64,
     contender: &'static str,
     concurrency: usize,
     qps: f64,
@@ -247,6 +268,9 @@ struct NearbyResult {
     errors: u64,
     /// Therapists per answer (within 5 km), on average: 10 on this data.
     mean_results: f64,
+    /// Hilot only: the server's CPU per query (warm-up included), from its
+    /// `process_cpu_seconds_total`.
+    server_cpu_us_per_query: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -280,6 +304,8 @@ struct IngestReport {
     hilot_per_second: Vec<u64>,
     /// Error frames by code, plus `lost` (no ack within 10 s) and `socket_closed`.
     errors: BTreeMap<String, u64>,
+    /// The server's CPU per ping acknowledged (every ack, warm-up included).
+    server_cpu_us_per_ping: Option<f64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -359,6 +385,15 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
         loaded.as_secs_f64()
     );
 
+    for statement in LATEST_POSITIONS_SQL {
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .with_context(|| format!("preparing the latest positions: {statement}"))?;
+    }
+    if let Some(dir) = &args.tool_inputs {
+        write_tool_inputs(dir, &ctx)?;
+    }
     let knn_plan_uses_gist_index = explain_plans(&pool).await?;
 
     let bases: HashMap<Uuid, Point> = city
@@ -384,13 +419,21 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
                 WARMUP.as_secs(),
                 args.seconds
             );
-            let result = measure(
+            let cpu_before = match contender {
+                Contender::HilotHttp => server_cpu_s(&server).await,
+                _ => None,
+            };
+            let mut result = measure(
                 contender,
                 &ctx,
                 concurrency,
                 Duration::from_secs(args.seconds),
             )
             .await?;
+            if let (Some(before), Some(after)) = (cpu_before, server_cpu_s(&server).await) {
+                result.server_cpu_us_per_query = (result.all_queries > 0)
+                    .then(|| round((after - before) * 1e6 / result.all_queries as f64, 1));
+            }
             eprintln!(
                 "  {:.0} q/s, p50 {} ms, p99 {} ms, {} errors",
                 result.qps, result.p50_ms, result.p99_ms, result.errors
@@ -440,6 +483,7 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
         ingest,
         agreement,
         knn_plan_uses_gist_index,
+        knn_form: "latest_positions",
     };
     print_report(&report);
     if let Some(parent) = args.json.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -990,6 +1034,8 @@ fn parse_head(buf: &[u8]) -> anyhow::Result<Option<(u16, usize, usize, bool)>> {
 struct Tally {
     histogram: Histogram<u64>,
     queries: u64,
+    /// Every answered query, warm-up included (for CPU per query).
+    all_queries: u64,
     results: u64,
     errors: u64,
     first_error: Option<String>,
@@ -1000,6 +1046,7 @@ impl Tally {
         Self {
             histogram: new_histogram(),
             queries: 0,
+            all_queries: 0,
             results: 0,
             errors: 0,
             first_error: None,
@@ -1011,6 +1058,7 @@ impl Tally {
             .add(&other.histogram)
             .expect("histograms of equal bounds add");
         self.queries += other.queries;
+        self.all_queries += other.all_queries;
         self.results += other.results;
         self.errors += other.errors;
         if self.first_error.is_none() {
@@ -1056,12 +1104,13 @@ async fn measure(
                 let measured = start >= warm_end && done <= end;
                 match result {
                     Ok(found) if measured => {
+                        tally.all_queries += 1;
                         let us = (done - start).as_micros() as u64;
                         tally.histogram.saturating_record(us.max(1));
                         tally.queries += 1;
                         tally.results += found as u64;
                     }
-                    Ok(_) => {}
+                    Ok(_) => tally.all_queries += 1,
                     Err(error) => {
                         tally.errors += u64::from(measured);
                         tally
@@ -1104,6 +1153,8 @@ async fn measure(
         } else {
             round(total.results as f64 / total.queries as f64, 2)
         },
+        server_cpu_us_per_query: None,
+        all_queries: total.all_queries,
     })
 }
 
@@ -1208,8 +1259,8 @@ async fn explain_plans(pool: &PgPool) -> anyhow::Result<bool> {
         }
         if sql == KNN_SQL {
             let text = plan.join("\n");
-            uses_gist = text.contains("Index Scan using idx_therapist")
-                && text.contains("Order By: (base_location <->");
+            uses_gist = text.contains("Index Scan using bench_latest_positions_location")
+                && text.contains("Order By: (location <->");
             if !uses_gist {
                 eprintln!("warning: the KNN query does not walk the GiST index in distance order");
             }
@@ -1298,6 +1349,71 @@ async fn check_agreement(ctx: &Ctx, bases: &HashMap<Uuid, Point>) -> anyhow::Res
     Ok(agreement)
 }
 
+/// The cross-checks' inputs: wrk's Lua script over the same query points and token, pgbench's
+/// script of the same KNN statement on random points of the same city, and the points
+/// redis-benchmark asks GEOSEARCH about.
+fn write_tool_inputs(dir: &std::path::Path, ctx: &Ctx) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut lua = String::from(
+        "-- Generated by `loadtest compare`: Hilot's nearby on the benchmark's query points.\n\
+         -- wrk -t2 -c8 -d8s --latency -s nearby.lua http://127.0.0.1:PORT\nlocal paths = {\n",
+    );
+    for p in &ctx.points {
+        let _ = writeln!(lua, "  \"{}\",", ctx.nearby_path(*p));
+    }
+    let _ = write!(
+        lua,
+        "}}\nlocal i = 0\nwrk.headers[\"Authorization\"] = \"Bearer {}\"\n\
+         request = function()\n  i = i % #paths + 1\n  return wrk.format(\"GET\", paths[i])\nend\n",
+        ctx.token
+    );
+    write_private(&dir.join("nearby.lua"), &lua)?;
+    let (a, span_lat, span_lng) = (
+        METRO_MANILA,
+        METRO_MANILA.north - METRO_MANILA.south,
+        METRO_MANILA.east - METRO_MANILA.west,
+    );
+    let pgbench =
+        format!(
+        "-- Generated by `loadtest compare`: the KNN statement on uniform points of the city.\n\
+         -- pgbench -n -M prepared -c 8 -j 2 -T 8 -f knn.pgbench DATABASE_URL\n\
+         \\set lat {south} + random(0, 1000000) * {dlat}\n\
+         \\set lng {west} + random(0, 1000000) * {dlng}\n{sql};\n",
+        south = a.south,
+        west = a.west,
+        dlat = span_lat / 1e6,
+        dlng = span_lng / 1e6,
+        sql = KNN_SQL.replace("$1", ":lng").replace("$2", ":lat").replace('\n', " "),
+    );
+    std::fs::write(dir.join("knn.pgbench"), pgbench)?;
+    let points: String = ctx
+        .points
+        .iter()
+        .take(REDIS_BENCHMARK_POINTS)
+        .map(|p| format!("{} {}\n", p.lng, p.lat))
+        .collect();
+    std::fs::write(dir.join("redis-points.txt"), points)?;
+    Ok(())
+}
+
+/// Query points redis-benchmark asks about (it cannot vary arguments per request).
+const REDIS_BENCHMARK_POINTS: usize = 5;
+
+/// Writes a file only its owner may read (it holds a bearer token).
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
 /// criterion's mean for one query (`mean.point_estimate`, ns), in µs.
 fn criterion_mean_us(path: &std::path::Path) -> Option<f64> {
     let text = match std::fs::read_to_string(path) {
@@ -1332,6 +1448,8 @@ struct IngestClock {
 #[derive(Default)]
 struct SocketTally {
     histogram: Option<Histogram<u64>>,
+    /// Every ack, warm-up and drain included (for CPU per ping).
+    acked_all: u64,
     stored: u64,
     not_stored: u64,
     sent: u64,
@@ -1345,6 +1463,7 @@ impl SocketTally {
             (mine @ None, theirs) => *mine = theirs,
             (Some(_), None) => {}
         }
+        self.acked_all += other.acked_all;
         self.stored += other.stored;
         self.not_stored += other.not_stored;
         self.sent += other.sent;
@@ -1442,6 +1561,7 @@ async fn hilot_ingest(
         per_second: (0..measured.as_secs()).map(|_| AtomicU64::new(0)).collect(),
     });
     let opened = sockets.len();
+    let cpu_before = server_cpu_s(server).await;
     let mut streaming = JoinSet::new();
     for (socket, base) in sockets {
         streaming.spawn(stream_pings(socket, base, Arc::clone(&clock)));
@@ -1452,8 +1572,13 @@ async fn hilot_ingest(
     while let Some(joined) = streaming.join_next().await {
         total.merge(joined.context("a socket task panicked")?);
     }
+    let cpu_after = server_cpu_s(server).await;
     let histogram = total.histogram.unwrap_or_else(new_histogram);
     let acks = total.stored + total.not_stored;
+    let server_cpu_us_per_ping = cpu_before
+        .zip(cpu_after)
+        .filter(|_| total.acked_all > 0)
+        .map(|(before, after)| round((after - before) * 1e6 / total.acked_all as f64, 1));
     let report = IngestReport {
         hilot_rows_per_s: round(total.stored as f64 / measured.as_secs_f64(), 0),
         ack_p50_ms: quantile_ms(&histogram, 0.5),
@@ -1480,6 +1605,7 @@ async fn hilot_ingest(
             .map(|c| c.load(Ordering::Relaxed))
             .collect(),
         errors: total.errors,
+        server_cpu_us_per_ping,
         ..IngestReport::default()
     };
     eprintln!(
@@ -1601,6 +1727,7 @@ fn on_server_frame(
             let Some(sent) = sent else {
                 return; // a duplicate ack
             };
+            tally.acked_all += 1;
             let now = Instant::now();
             if now < clock.warm_end || now >= clock.end {
                 return;

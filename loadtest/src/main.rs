@@ -5,6 +5,7 @@
 
 mod compare;
 mod machine;
+mod overload;
 mod readme;
 mod scenario;
 mod storm;
@@ -31,6 +32,8 @@ enum Command {
     /// Concurrent registrations, then concurrent logins, while a client reads: server RSS and
     /// the authenticated read's latency.
     Storm(storm::StormArgs),
+    /// Twice the load the server can take: admitted requests' latency, refusals, errors.
+    Overload(overload::OverloadArgs),
     /// Rewrites the README's Performance section from the benchmark JSON.
     Report(readme::ReportArgs),
 }
@@ -45,6 +48,7 @@ fn main() -> anyhow::Result<()> {
             Command::Run(args) => scenario::run(args).await.map(|_| ()),
             Command::Compare(args) => compare::run(args).await,
             Command::Storm(args) => storm::run(args).await.map(|_| ()),
+            Command::Overload(args) => overload::run(args).await.map(|_| ()),
             Command::Report(args) => readme::run(args),
         }
     })

@@ -106,7 +106,9 @@ fn contender_name(id: &str) -> &str {
         "postgis_seed_6_1" => {
             "PostGIS, the seed's §6.1 query (`ST_DWithin` + `ORDER BY ST_Distance`)"
         }
-        "postgis_knn_prepared" => "PostGIS KNN `ORDER BY location <-> point LIMIT 10`, prepared",
+        "postgis_knn_prepared" => {
+            "PostGIS: latest-positions table (GiST, no joins), KNN `ORDER BY location <-> point LIMIT 10`, prepared"
+        }
         other => other,
     }
 }
@@ -232,6 +234,11 @@ fn render(results: &Path) -> anyhow::Result<String> {
         fmt_num(num(ingest, "/rss_mib_after"), 0)
     )?;
 
+    // What each unit of work costs the server.
+    render_costs(&mut out, &compare, &scenario)?;
+    // The same figures from the standard tools.
+    render_cross_checks(&mut out, results, rows)?;
+
     // Load test scenarios.
     writeln!(
         out,
@@ -294,6 +301,50 @@ fn render(results: &Path) -> anyhow::Result<String> {
             fmt_num(num(s, "/throughput_per_s/dashboard_moves"), 0),
             errors,
             fmt_num(num(s, "/server_rss_mib/max"), 0)
+        )?;
+    }
+
+    // Overload.
+    let overload = read_json(&results.join("overload.json")).ok();
+    if let Some(o) = &overload {
+        writeln!(
+            out,
+            "#### Overload (`loadtest overload`): {}× the capacity of `GET /v1/bookings`\n",
+            fmt_num(num(o, "/scenario/factor"), 1)
+        )?;
+        out.push_str(
+            "| requests | per second | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|\n",
+        );
+        writeln!(
+            out,
+            "| capacity (closed loop, 16 clients) | {} | | | |",
+            fmt_num(num(o, "/capacity_per_s"), 0)
+        )?;
+        writeln!(
+            out,
+            "| offered (open loop) | {} | | | |",
+            fmt_num(num(o, "/offered_per_s"), 0)
+        )?;
+        for (label, key) in [
+            ("admitted (2xx)", "admitted"),
+            ("refused (503, `Retry-After`)", "refused"),
+        ] {
+            writeln!(
+                out,
+                "| {label} | {} | {} | {} | {} |",
+                fmt_num(num(o, &format!("/{key}_per_s")), 0),
+                fmt_num(num(o, &format!("/{key}_ms/p50_ms")), 1),
+                fmt_num(num(o, &format!("/{key}_ms/p99_ms")), 1),
+                fmt_num(num(o, &format!("/{key}_ms/max_ms")), 1)
+            )?;
+        }
+        writeln!(
+            out,
+            "\nOther errors: {}; requests the load generator could not send in time (its own \
+             limit of 1,024 outstanding): {}. Latencies count from each request's scheduled time, \
+             so a generator that falls behind shows up in them too.\n",
+            fmt_num(num(o, "/error_total"), 0),
+            fmt_num(num(o, "/not_sent"), 0)
         )?;
     }
 
@@ -387,8 +438,196 @@ fn render(results: &Path) -> anyhow::Result<String> {
         writeln!(out, "| {} | {} | {} |", t.what, t.measured, t.verdict)?;
     }
     out.push('\n');
+
+    // Targets of issue 14: cost, not only latency. The PostGIS ratio counts only against the
+    // latest-positions form (runs before it compared a KNN over joined tables).
+    let costs = unit_costs(&compare, &scenario);
+    let latest_positions = compare["knn_form"] == "latest_positions";
+    let targets = [
+        at_most(
+            "server CPU per idle ping, frame to ack ≤ 20 µs",
+            costs.ping_us,
+            20.0,
+            " µs",
+        ),
+        at_most("in-process nearby ≤ 10 µs", in_process, 10.0, " µs"),
+        at_least(
+            "nearby over HTTP ≥ 3× PostGIS latest-positions KNN (8 clients)",
+            ratio_over("postgis_knn_prepared", 8).filter(|_| latest_positions),
+            3.0,
+            "×",
+        ),
+        at_most(
+            "nearby over HTTP, 8 clients, default log level: p99 ≤ 1 ms",
+            p99_8.filter(|_| latest_positions),
+            1.0,
+            " ms",
+        ),
+        at_most(
+            "overload at 2× capacity: admitted p99 ≤ 250 ms",
+            overload
+                .as_ref()
+                .and_then(|o| num(o, "/admitted_ms/p99_ms"))
+                .filter(|_| {
+                    overload.as_ref().and_then(|o| num(o, "/admitted_ms/count")) > Some(0.0)
+                }),
+            250.0,
+            " ms",
+        ),
+    ];
+    out.push_str("#### Targets (issue 14)\n\n| target | measured | verdict |\n|---|---:|---|\n");
+    for t in targets {
+        writeln!(out, "| {} | {} | {} |", t.what, t.measured, t.verdict)?;
+    }
+    out.push('\n');
     out.push_str(&crate::storm::render_section(results)?);
     Ok(out)
+}
+
+/// The server's CPU per unit of work, in µs. Each comes from the run where that work is what
+/// the server does, less the pings it handled meanwhile (at the idle ping's cost).
+#[derive(Debug, Default, Clone, Copy)]
+struct UnitCosts {
+    ping_us: Option<f64>,
+    dashboard_move_us: Option<f64>,
+    booking_us: Option<f64>,
+    nearby_us: Option<f64>,
+    stored_ping_us: Option<f64>,
+}
+
+fn unit_costs<'a>(compare: &Value, scenario: &impl Fn(&str) -> Option<&'a Value>) -> UnitCosts {
+    let ping_us = scenario("pings-idle").and_then(|s| num(s, "/server_cpu/us_per_ping_acked"));
+    // CPU left once the run's pings are paid for, per unit of `work`.
+    let marginal = |name: &str, work: &str| -> Option<f64> {
+        let s = scenario(name)?;
+        let cpu_us = num(s, "/server_cpu/seconds")? * 1e6;
+        let pings = num(s, "/counts/pings_acked").unwrap_or(0.0);
+        let units = num(s, &format!("/counts/{work}"))?;
+        let ping_us = ping_us?;
+        (units > 0.0).then(|| ((cpu_us - pings * ping_us) / units).max(0.0))
+    };
+    let nearby_us = compare["nearby"].as_array().and_then(|rows| {
+        rows.iter()
+            .find(|r| r["contender"] == "hilot_http" && r["concurrency"].as_u64() == Some(8))
+            .and_then(|r| r["server_cpu_us_per_query"].as_f64())
+    });
+    UnitCosts {
+        ping_us,
+        dashboard_move_us: marginal("dashboards-50", "dashboard_moves"),
+        booking_us: marginal("bookings", "bookings_created"),
+        nearby_us,
+        stored_ping_us: num(compare, "/ingest/server_cpu_us_per_ping"),
+    }
+}
+
+fn render_costs<'a>(
+    out: &mut String,
+    compare: &Value,
+    scenario: &impl Fn(&str) -> Option<&'a Value>,
+) -> anyhow::Result<()> {
+    let c = unit_costs(compare, scenario);
+    writeln!(
+        out,
+        "\n#### Server CPU per unit of work (from its `process_cpu_seconds_total`)\n"
+    )?;
+    out.push_str("| work | µs of server CPU | measured in |\n|---|---:|---|\n");
+    for (what, value, source) in [
+        (
+            "idle ping, frame to ack",
+            c.ping_us,
+            "`pings-idle`: therapists pinging, nothing else",
+        ),
+        (
+            "ping stored (every fix kept)",
+            c.stored_ping_us,
+            "`compare` ingest",
+        ),
+        (
+            "dashboard move delivered",
+            c.dashboard_move_us,
+            "`dashboards-50`, less its pings",
+        ),
+        (
+            "booking, created to completed",
+            c.booking_us,
+            "`bookings`, less its pings",
+        ),
+        (
+            "nearby query over HTTP",
+            c.nearby_us,
+            "`compare`, Hilot at 8 clients",
+        ),
+    ] {
+        writeln!(out, "| {what} | {} | {source} |", fmt_num(value, 1))?;
+    }
+    Ok(())
+}
+
+/// wrk, pgbench and redis-benchmark on the same data (`bench/tools.json`, written by
+/// `scripts/bench`) beside `loadtest compare`'s own figures.
+fn render_cross_checks(out: &mut String, results: &Path, rows: &[Value]) -> anyhow::Result<()> {
+    let Ok(tools) = read_json(&results.join("tools.json")) else {
+        return Ok(());
+    };
+    let qps = |contender: &str| {
+        rows.iter()
+            .find(|r| r["contender"] == contender && r["concurrency"].as_u64() == Some(8))
+            .and_then(|r| r["qps"].as_f64())
+    };
+    writeln!(
+        out,
+        "\n#### Cross-checks with the standard tools (8 connections, same data)\n"
+    )?;
+    out.push_str("| what | tool | tool's figure | `loadtest compare` | tool ÷ loadtest |\n|---|---|---:|---:|---:|\n");
+    for (what, tool, key, contender) in [
+        (
+            "Hilot nearby, q/s",
+            "`wrk -t2 -c8 --latency -s nearby.lua`",
+            "/wrk/rps",
+            "hilot_http",
+        ),
+        (
+            "PostGIS KNN, q/s",
+            "`pgbench -M prepared -c 8 -j 2 -f knn.pgbench`",
+            "/pgbench/tps",
+            "postgis_knn_prepared",
+        ),
+        (
+            "Redis GEOSEARCH, q/s",
+            "`redis-benchmark -c 8 GEOSEARCH …`",
+            "/redis_benchmark/rps",
+            "redis_geosearch",
+        ),
+    ] {
+        let theirs = num(&tools, key);
+        let ours = qps(contender);
+        let ratio = theirs
+            .zip(ours)
+            .filter(|(_, o)| *o > 0.0)
+            .map(|(t, o)| t / o);
+        writeln!(
+            out,
+            "| {what} | {tool} | {} | {} | {} |",
+            fmt_num(theirs, 0),
+            fmt_num(ours, 0),
+            ratio
+                .map(|r| format!("{r:.2}"))
+                .unwrap_or_else(|| "–".into())
+        )?;
+    }
+    if let Some(p99) = num(&tools, "/wrk/p99_ms") {
+        writeln!(
+            out,
+            "\nwrk's p99 for Hilot's nearby: {} ms.",
+            fmt_num(Some(p99), 2)
+        )?;
+    }
+    writeln!(
+        out,
+        "\nRe-run them by hand: `scripts/bench` leaves the inputs in `target/bench-tools/` \
+         (`nearby.lua`, `knn.pgbench`, `redis-points.txt`, with the commands in their first lines)."
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -103,6 +103,21 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     pub error_total: u64,
     pub server_rss_mib: RssReport,
+    /// The server's CPU over the hold, all threads, from its `process_cpu_seconds_total`.
+    pub server_cpu: Option<CpuReport>,
+}
+
+/// What the server's CPU did during the hold, and that CPU divided by each kind of work (all
+/// of the server's CPU over each count, so in a scenario with one kind of work it is that
+/// work's cost; `loadtest report` separates the kinds across scenarios).
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct CpuReport {
+    pub seconds: f64,
+    /// Cores kept busy on average (seconds of CPU per second of hold).
+    pub cores: f64,
+    pub us_per_ping_acked: Option<f64>,
+    pub us_per_booking: Option<f64>,
+    pub us_per_dashboard_move: Option<f64>,
 }
 
 #[derive(Debug, Default, Clone, Copy, Serialize)]
@@ -181,11 +196,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
             .progress_chars("=> "),
     );
     bar.set_prefix("ramp");
+    let mut cpu_at_hold = None;
+    if args.ramp_s == 0 {
+        cpu_at_hold = server_cpu_s(&server).await;
+    }
     for second in 1..=total {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if second == args.ramp_s {
             stats.reset();
             rss.reset_max();
+            cpu_at_hold = server_cpu_s(&server).await;
             bar.set_prefix("hold");
         }
         bar.set_position(second);
@@ -193,6 +213,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     }
     bar.finish_and_clear();
     let measured = stats.snapshot();
+    let cpu_at_end = server_cpu_s(&server).await;
     eprintln!("stopping: waiting for acknowledgements still owed ...");
     let stats = simulation.stop(Duration::from_secs(20)).await;
     // Pings lost at the stop count against the run too.
@@ -231,6 +252,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
             max: rss.max().max(end),
             end,
         },
+        server_cpu: None,
+    };
+    let report = Report {
+        server_cpu: cpu_at_hold
+            .zip(cpu_at_end)
+            .map(|(start, end)| cpu_report(end - start, hold, &report.counts)),
+        ..report
     };
     print_report(&report);
     std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)
@@ -286,6 +314,17 @@ fn print_report(report: &Report) {
         "server RSS: {:.0} MiB before, {:.0} MiB max, {:.0} MiB at the end",
         report.server_rss_mib.before, report.server_rss_mib.max, report.server_rss_mib.end
     );
+    if let Some(cpu) = &report.server_cpu {
+        let us = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.1} µs"));
+        println!(
+            "server CPU: {:.2} s ({:.2} cores); per ping acked {}, per booking {}, per dashboard move {}",
+            cpu.seconds,
+            cpu.cores,
+            us(cpu.us_per_ping_acked),
+            us(cpu.us_per_booking),
+            us(cpu.us_per_dashboard_move)
+        );
+    }
     if report.errors.is_empty() {
         println!("errors: none");
     } else {
@@ -293,6 +332,31 @@ fn print_report(report: &Report) {
             println!("error {kind}: {count}");
         }
     }
+}
+
+/// The server's CPU time so far (user + system, all threads), from its `/metrics`.
+pub async fn server_cpu_s(server: &Server) -> Option<f64> {
+    server.metric("process_cpu_seconds_total").await
+}
+
+/// `seconds` of server CPU over `hold` seconds, per unit of each kind of work counted.
+pub fn cpu_report(seconds: f64, hold: f64, counts: &BTreeMap<String, u64>) -> CpuReport {
+    let per = |name: &str| {
+        let n = counts.get(name).copied().unwrap_or(0);
+        (n > 0).then(|| round(seconds * 1e6 / n as f64, 1))
+    };
+    CpuReport {
+        seconds: round(seconds, 2),
+        cores: round(seconds / hold.max(1e-9), 3),
+        us_per_ping_acked: per("pings_acked"),
+        us_per_booking: per("bookings_created"),
+        us_per_dashboard_move: per("dashboard_moves"),
+    }
+}
+
+fn round(x: f64, decimals: i32) -> f64 {
+    let f = 10f64.powi(decimals);
+    (x * f).round() / f
 }
 
 /// The server's RSS in MiB, from its `/metrics`.

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use crate::config::{Settings, DB_ACQUIRE_TIMEOUT};
+use crate::config::{Settings, BACKGROUND_ACQUIRE_TIMEOUT, DB_ACQUIRE_TIMEOUT};
 
 /// The oldest PostGIS major version the schema and queries are written for.
 pub const MIN_POSTGIS_MAJOR: u32 = 3;
@@ -33,6 +33,17 @@ pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     url.parse::<PgConnectOptions>()
         .map(|o| o.application_name("hilot"))
         .with_context(|| "DATABASE_URL is not a valid PostgreSQL URL")
+}
+
+/// The pool of the server's own work (dispatch, the ping writer, partition upkeep): separate
+/// from the requests' pool, so shedding requests under overload never stalls matching or
+/// storage, and its waits may be longer. Connects lazily.
+pub fn background_pool(settings: &Settings) -> anyhow::Result<PgPool> {
+    let url = settings.resolved_database_url()?;
+    Ok(pool_options(settings)
+        .max_connections(settings.db_background_connections.max(1))
+        .acquire_timeout(BACKGROUND_ACQUIRE_TIMEOUT)
+        .connect_lazy_with(connect_options(&url)?))
 }
 
 /// Connects, checks PostGIS, and applies pending migrations.

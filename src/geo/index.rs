@@ -1,8 +1,14 @@
 //! The live index of therapists: H3 cell → therapists in it, and per therapist the latest fix,
 //! state, verification, services and travel limits. Answers "who is near here" from memory.
 //!
-//! One `RwLock` guards the whole index: pings take the write lock for about a microsecond,
+//! One `RwLock` guards the whole index: pings take the write lock once, for about a microsecond,
 //! searches take the read lock for a few; on a handful of cores that beats sharding.
+//!
+//! Distances are WGS84 geodesics ([`super::distance_m`]). Searches prune on the mean sphere
+//! (chords between unit vectors: a few multiplications) with a margin for the sphere's error,
+//! and compute the geodesic only for eligible therapists, nearest first, until the answer is
+//! proven. Presence follows the server's clock: a therapist is matched while their last fix
+//! was *received* within the presence TTL, whatever the phone's clock says.
 
 use std::collections::HashMap;
 
@@ -17,7 +23,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Point, EARTH_RADIUS_M};
+use super::{distance_m, Point, EARTH_RADIUS_M, SPHERE_RELATIVE_ERROR};
 
 /// H3 resolution of the index. At resolution 9 a cell is about 0.1 km² (edge ≈ 174 m): a
 /// nearest-10 search in a dense city touches two or three rings of cells, a few hundred
@@ -27,6 +33,10 @@ pub const H3_RESOLUTION: Resolution = Resolution::Nine;
 pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(60);
 /// The widest search `nearby` accepts.
 pub const MAX_SEARCH_RADIUS_M: f64 = 50_000.0;
+/// Most cells plus therapists one search may look at, whatever its radius. A wide search over an
+/// empty service, or over a dense city, stops there and answers the nearest therapists it could
+/// prove nearest (possibly fewer than asked for): a few hundred microseconds at worst.
+pub const SEARCH_BUDGET: usize = 20_000;
 /// Cells vary in size across the globe (up to about 2× in area); bounding unexplored rings with
 /// a fraction of the average edge keeps the search exact everywhere.
 const EDGE_SAFETY_FACTOR: f64 = 0.6;
@@ -88,6 +98,8 @@ struct Entry {
     /// Offered/Busy come from dispatch; otherwise derived from `profile.online`.
     dispatch_state: Option<TherapistState>,
     live: Option<(LiveFix, CellIndex)>,
+    /// When the server received the live fix (its clock, not the phone's): presence.
+    received_at: DateTime<Utc>,
 }
 
 impl Entry {
@@ -138,12 +150,19 @@ pub struct NearbyHit {
 /// What became of a fix handed to [`LiveIndex::update_fix`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FixOutcome {
-    /// The live position moved to this fix.
-    Moved,
+    /// The live position moved to this fix; who moved, and their state, read under the same lock.
+    Moved(Moved),
     /// Older than the live position: kept out of it, so the map never goes backwards in time.
     OlderThanLive,
     /// The therapist is not in the index.
     Unknown,
+}
+
+/// A therapist whose live position just moved, as the hooks that follow a fix need them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    pub uuid: Uuid,
+    pub state: TherapistState,
 }
 
 /// A therapist as the map shows it.
@@ -153,6 +172,8 @@ pub struct MapEntry {
     pub uuid: Uuid,
     pub state: TherapistState,
     pub fix: LiveFix,
+    /// When the server received the fix (presence follows this, not `fix.at`).
+    pub received_at: DateTime<Utc>,
 }
 
 /// A therapist's state as the map shows it changed.
@@ -247,6 +268,7 @@ impl LiveIndex {
                         profile,
                         dispatch_state: None,
                         live: None,
+                        received_at: DateTime::<Utc>::MIN_UTC,
                     },
                 );
             }
@@ -263,8 +285,20 @@ impl LiveIndex {
         }
     }
 
-    /// Moves the therapist to `fix` unless the index already holds a newer one.
+    /// Moves the therapist to `fix`, received now, unless the index already holds a newer one.
     pub fn update_fix(&self, provider_id: i64, fix: LiveFix) -> FixOutcome {
+        self.record_fix(provider_id, fix, Utc::now())
+    }
+
+    /// Moves the therapist to `fix`, received by the server at `received_at`, unless the index
+    /// already holds a fix the phone took later. One write lock, which also reads who moved and
+    /// their state for the hooks that follow.
+    pub fn record_fix(
+        &self,
+        provider_id: i64,
+        fix: LiveFix,
+        received_at: DateTime<Utc>,
+    ) -> FixOutcome {
         let cell = match LatLng::new(fix.point.lat, fix.point.lng) {
             Ok(latlng) => latlng.to_cell(H3_RESOLUTION),
             Err(_) => return FixOutcome::Unknown,
@@ -280,6 +314,11 @@ impl LiveIndex {
             None => None,
         };
         entry.live = Some((fix, cell));
+        entry.received_at = received_at;
+        let moved = Moved {
+            uuid: entry.profile.uuid,
+            state: entry.state(),
+        };
         let occupant = Occupant {
             provider_id,
             unit: unit_vector(fix.point),
@@ -298,7 +337,7 @@ impl LiveIndex {
             }
             None => inner.cells.entry(cell).or_default().push(occupant),
         }
-        FixOutcome::Moved
+        FixOutcome::Moved(moved)
     }
 
     /// Sets (or with `None`, clears) the dispatch state: Offered or Busy.
@@ -359,6 +398,7 @@ impl LiveIndex {
             uuid: entry.profile.uuid,
             state: entry.state(),
             fix,
+            received_at: entry.received_at,
         })
     }
 
@@ -392,6 +432,7 @@ impl LiveIndex {
                     uuid: e.profile.uuid,
                     state: e.state(),
                     fix,
+                    received_at: e.received_at,
                 })
             })
             .collect()
@@ -402,9 +443,7 @@ impl LiveIndex {
         let inner = self.inner.read();
         let mut counts = HashMap::new();
         for entry in inner.entries.values() {
-            let fresh = entry
-                .live
-                .is_some_and(|(fix, _)| is_fresh(fix.at, now, self.presence_ttl));
+            let fresh = entry.live.is_some() && is_fresh(entry.received_at, now, self.presence_ttl);
             let state = if fresh {
                 entry.state()
             } else {
@@ -415,16 +454,20 @@ impl LiveIndex {
         counts
     }
 
-    /// The `limit` nearest eligible therapists within `radius_m`, nearest first, ties by id.
+    /// The `limit` nearest eligible therapists within `radius_m` (WGS84 geodesic), nearest
+    /// first, ties by id.
     ///
     /// Eligible: verified, active, online and not holding an offer or booking, with a fix
-    /// younger than the presence TTL, offering the service with home service enabled, and the
-    /// customer within both their service radius and the service's maximum travel distance.
+    /// received within the presence TTL, offering the service with home service enabled, and
+    /// the customer within both their service radius and the service's maximum travel distance.
     ///
-    /// Rings of cells are visited outwards. Candidates are ordered by chord length between unit
-    /// vectors (monotone in great-circle distance, and a few multiplications instead of trig),
-    /// and checked for eligibility nearest first, only once no unvisited cell can hold anyone
-    /// nearer; so a dense city costs a few hundred vector distances and about `limit` lookups.
+    /// Rings of cells are visited outwards. Candidates are first ordered by chord length between
+    /// unit vectors (monotone in great-circle distance, a few multiplications), which is within
+    /// [`SPHERE_RELATIVE_ERROR`] of the geodesic; the geodesic is computed lazily, nearest on the
+    /// sphere first and only for eligible therapists, and an answer is given once no unmeasured
+    /// candidate and no unvisited cell can be nearer. A dense city costs a few hundred chords
+    /// and about `limit` geodesics. The search stops after [`SEARCH_BUDGET`] cells and
+    /// therapists, answering what it proved so far.
     pub fn nearby(&self, query: &NearbyQuery, now: DateTime<Utc>) -> Vec<NearbyHit> {
         if query.limit == 0 || !query.point.is_valid() {
             return Vec::new();
@@ -435,21 +478,28 @@ impl LiveIndex {
         let origin = origin.to_cell(H3_RESOLUTION);
         let here = unit_vector(query.point);
         let radius = query.radius_m.clamp(0.0, MAX_SEARCH_RADIUS_M);
-        let radius_chord2 = chord2_for_distance(radius);
+        // Anyone within `radius` on the ellipsoid is within this on the sphere.
+        let sphere_radius = radius / (1.0 - SPHERE_RELATIVE_ERROR);
+        let radius_chord2 = chord2_for_distance(sphere_radius);
         let edge_m = H3_RESOLUTION.edge_length_km() * 1000.0 * EDGE_SAFETY_FACTOR;
         let inner = self.inner.read();
-        // Candidates within the radius not yet checked, as (chord², provider). Pushing to a Vec
-        // and sorting only the few that a ring makes safe is cheaper than a heap of them all.
+        // Candidates on the sphere as (chord², provider): `unchecked` lie beyond the band the
+        // visited rings cover; `band` within it, sorted, measured from `next` on.
         let mut unchecked: Vec<(f64, i64)> = Vec::new();
-        let mut safe: Vec<(f64, i64)> = Vec::new();
+        let mut band: Vec<(f64, i64)> = Vec::new();
+        // Eligible, measured, not yet answered: (geodesic metres, provider), sorted.
+        let mut measured: Vec<(f64, i64)> = Vec::new();
         let mut found: Vec<(f64, i64)> = Vec::with_capacity(query.limit);
         let mut ring_cells = Vec::new();
+        let mut budget = SEARCH_BUDGET;
         'rings: for k in 0u32.. {
             ring(origin, k, &mut ring_cells);
             for cell in &ring_cells {
+                budget = budget.saturating_sub(1);
                 let Some(bucket) = inner.cells.get(cell) else {
                     continue;
                 };
+                budget = budget.saturating_sub(bucket.len());
                 for occupant in bucket {
                     let c2 = chord2(&here, &occupant.unit);
                     if c2 <= radius_chord2 {
@@ -457,36 +507,80 @@ impl LiveIndex {
                     }
                 }
             }
-            // Cells not yet visited are at grid distance ≥ k + 1; nothing in them is nearer.
+            // Cells not yet visited are at grid distance ≥ k + 1: at least this far on the
+            // sphere, and `proven_m` on the ellipsoid.
             let unexplored_from = ((1.5 * f64::from(k + 1)) - 2.0) * edge_m;
-            let everything_seen = unexplored_from > radius;
-            let safe_chord2 = if everything_seen {
-                f64::INFINITY
+            let exhausted = budget == 0;
+            let everything_seen = unexplored_from > sphere_radius || exhausted;
+            let (band_chord2, proven_m) = if everything_seen && !exhausted {
+                (f64::INFINITY, f64::INFINITY)
             } else {
-                chord2_for_distance(unexplored_from.max(0.0))
+                let sphere = unexplored_from.max(0.0);
+                (
+                    chord2_for_distance(sphere),
+                    sphere * (1.0 - SPHERE_RELATIVE_ERROR),
+                )
             };
-            safe.clear();
             unchecked.retain(|&candidate| {
-                let is_safe = candidate.0 < safe_chord2;
-                if is_safe {
-                    safe.push(candidate);
+                let inside = candidate.0 < band_chord2;
+                if inside {
+                    band.push(candidate);
                 }
-                !is_safe
+                !inside
             });
-            safe.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            for &(c2, provider_id) in &safe {
-                let d = distance_from_chord2(c2);
-                let Some(entry) = inner.entries.get(&provider_id) else {
-                    continue;
-                };
-                if eligible_offer(entry, query.service_id, d, now, self.presence_ttl).is_some() {
-                    found.push((d, provider_id));
-                    if found.len() == query.limit {
-                        break 'rings;
+            band.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let mut next = 0;
+            loop {
+                // The nearest any unmeasured candidate can be on the ellipsoid.
+                let unmeasured_from = band.get(next).map_or(f64::INFINITY, |&(c2, _)| {
+                    distance_from_chord2(c2) * (1.0 - SPHERE_RELATIVE_ERROR)
+                });
+                match measured.first() {
+                    Some(&(d, provider_id)) if d <= unmeasured_from => {
+                        if d > proven_m {
+                            break; // an unvisited cell may still hold someone nearer
+                        }
+                        measured.remove(0);
+                        found.push((d, provider_id));
+                        if found.len() == query.limit {
+                            break 'rings;
+                        }
+                    }
+                    _ => {
+                        let Some(&(_, provider_id)) = band.get(next) else {
+                            break;
+                        };
+                        next += 1;
+                        let Some(entry) = inner.entries.get(&provider_id) else {
+                            continue;
+                        };
+                        // Everything but the distance first: no geodesic for the ineligible.
+                        if self
+                            .eligible_offer(entry, query.service_id, 0.0, now)
+                            .is_none()
+                        {
+                            continue;
+                        }
+                        let Some((fix, _)) = entry.live else { continue };
+                        let d = distance_m(query.point, fix.point);
+                        if d <= radius
+                            && self
+                                .eligible_offer(entry, query.service_id, d, now)
+                                .is_some()
+                        {
+                            let at = measured.partition_point(|&(m, id)| {
+                                m.total_cmp(&d).then(id.cmp(&provider_id)).is_lt()
+                            });
+                            measured.insert(at, (d, provider_id));
+                        }
                     }
                 }
             }
+            band.drain(..next);
             if everything_seen {
+                if exhausted {
+                    metrics::counter!("hilot_nearby_searches_capped_total").increment(1);
+                }
                 break;
             }
         }
@@ -494,8 +588,7 @@ impl LiveIndex {
             .into_iter()
             .filter_map(|(distance_m, provider_id)| {
                 let entry = inner.entries.get(&provider_id)?;
-                let offer =
-                    eligible_offer(entry, query.service_id, distance_m, now, self.presence_ttl)?;
+                let offer = self.eligible_offer(entry, query.service_id, distance_m, now)?;
                 Some(NearbyHit {
                     provider_id,
                     uuid: entry.profile.uuid,
@@ -506,6 +599,32 @@ impl LiveIndex {
                 })
             })
             .collect()
+    }
+
+    /// The therapist's offer for the service if they may take this customer at `distance_m`.
+    fn eligible_offer<'e>(
+        &self,
+        entry: &'e Entry,
+        service_id: i64,
+        distance_m: f64,
+        now: DateTime<Utc>,
+    ) -> Option<&'e ServiceOffer> {
+        let profile = &entry.profile;
+        if !(profile.verified && profile.active) || entry.state() != TherapistState::Available {
+            return None;
+        }
+        if entry.live.is_none() || !is_fresh(entry.received_at, now, self.presence_ttl) {
+            return None;
+        }
+        if distance_m > f64::from(profile.service_radius_km) * 1000.0 {
+            return None;
+        }
+        profile.services.iter().find(|offer| {
+            offer.service_id == service_id
+                && offer.available
+                && offer.home_service_enabled
+                && distance_m <= f64::from(offer.max_travel_distance_km) * 1000.0
+        })
     }
 }
 
@@ -535,33 +654,6 @@ fn distance_from_chord2(c2: f64) -> f64 {
 
 fn is_fresh(at: DateTime<Utc>, now: DateTime<Utc>, ttl: Duration) -> bool {
     (now - at).to_std().map_or(true, |age| age <= ttl)
-}
-
-/// The therapist's offer for the service if they may take this customer at `distance_m`.
-fn eligible_offer(
-    entry: &Entry,
-    service_id: i64,
-    distance_m: f64,
-    now: DateTime<Utc>,
-    ttl: Duration,
-) -> Option<&ServiceOffer> {
-    let profile = &entry.profile;
-    if !(profile.verified && profile.active) || entry.state() != TherapistState::Available {
-        return None;
-    }
-    let (fix, _) = entry.live?;
-    if !is_fresh(fix.at, now, ttl) {
-        return None;
-    }
-    if distance_m > f64::from(profile.service_radius_km) * 1000.0 {
-        return None;
-    }
-    profile.services.iter().find(|offer| {
-        offer.service_id == service_id
-            && offer.available
-            && offer.home_service_enabled
-            && distance_m <= f64::from(offer.max_travel_distance_km) * 1000.0
-    })
 }
 
 /// Cells at grid distance exactly `k` from `origin`, into `out`.
@@ -663,10 +755,11 @@ mod tests {
         index.update_fix(3, fix(14.5560, 121.0244, now)); // ~145 m
         index.update_fix(1, fix(14.5560, 121.0244, now)); // same spot: tie, lower id first
         index.update_fix(2, fix(14.5600, 121.0244, now)); // ~590 m
-        index.update_fix(
+        index.record_fix(
             4,
             fix(14.5548, 121.0244, now - ChronoDuration::seconds(120)),
-        ); // stale
+            now - ChronoDuration::seconds(120),
+        ); // received two minutes ago: stale
         let mut offline = therapist(5);
         offline.online = false;
         index.upsert_profile(offline);
@@ -703,10 +796,13 @@ mod tests {
         let index = LiveIndex::new(DEFAULT_PRESENCE_TTL);
         let now = Utc::now();
         index.upsert_profile(therapist(1));
-        assert_eq!(
+        assert!(matches!(
             index.update_fix(1, fix(14.56, 121.02, now)),
-            FixOutcome::Moved
-        );
+            FixOutcome::Moved(Moved {
+                state: TherapistState::Available,
+                ..
+            })
+        ));
         assert_eq!(
             index.update_fix(1, fix(14.50, 121.00, now - ChronoDuration::seconds(5))),
             FixOutcome::OlderThanLive
@@ -716,6 +812,94 @@ mod tests {
             index.update_fix(99, fix(14.56, 121.02, now)),
             FixOutcome::Unknown
         );
+    }
+
+    #[test]
+    fn presence_follows_the_servers_clock_not_the_phones() {
+        let index = LiveIndex::new(DEFAULT_PRESENCE_TTL);
+        let now = Utc::now();
+        index.upsert_profile(therapist(1));
+        // A phone whose clock is 61 s slow, heard just now: matched.
+        index.update_fix(1, fix(14.5550, 121.0244, now - ChronoDuration::seconds(61)));
+        assert_eq!(index.nearby(&query(10), now).len(), 1);
+        // Nothing heard for longer than the TTL: not matched, whatever the fix says.
+        assert!(index
+            .nearby(&query(10), now + ChronoDuration::seconds(61))
+            .is_empty());
+    }
+
+    #[test]
+    fn distances_are_geodesics_and_wide_searches_stop_at_the_budget() {
+        let index = LiveIndex::new(DEFAULT_PRESENCE_TTL);
+        let now = Utc::now();
+        index.upsert_profile(therapist(1));
+        index.update_fix(1, fix(14.5600, 121.0244, now));
+        let hit = &index.nearby(&query(10), now)[0];
+        let geodesic = crate::geo::distance_m(query(1).point, Point::new(14.5600, 121.0244));
+        assert_eq!(hit.distance_m, geodesic);
+        // An empty service over the widest radius ends (at the budget) with nothing.
+        let wide = NearbyQuery {
+            service_id: 99,
+            radius_m: MAX_SEARCH_RADIUS_M,
+            ..query(50)
+        };
+        assert!(index.nearby(&wide, now).is_empty());
+    }
+
+    #[test]
+    fn the_search_agrees_with_brute_force_geodesics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let index = LiveIndex::new(DEFAULT_PRESENCE_TTL);
+        let now = Utc::now();
+        let mut everyone = Vec::new();
+        for id in 1..=3000 {
+            let mut profile = therapist(id);
+            profile.service_radius_km = rng.gen_range(1..=10);
+            profile.online = rng.gen_bool(0.9);
+            index.upsert_profile(profile.clone());
+            let p = Point::new(
+                14.45 + rng.gen::<f64>() * 0.25,
+                120.95 + rng.gen::<f64>() * 0.15,
+            );
+            index.update_fix(id, fix(p.lat, p.lng, now));
+            everyone.push((id, p, profile));
+        }
+        for _ in 0..300 {
+            let here = Point::new(
+                14.45 + rng.gen::<f64>() * 0.25,
+                120.95 + rng.gen::<f64>() * 0.15,
+            );
+            let radius_m = rng.gen_range(300.0..12_000.0);
+            let limit = rng.gen_range(1..=25);
+            let mut expected: Vec<(f64, i64)> = everyone
+                .iter()
+                .filter(|(_, _, profile)| profile.online)
+                .map(|(id, p, profile)| (crate::geo::distance_m(here, *p), *id, profile))
+                .filter(|(d, _, profile)| {
+                    *d <= radius_m
+                        && *d <= f64::from(profile.service_radius_km) * 1000.0
+                        && *d <= 10_000.0
+                })
+                .map(|(d, id, _)| (d, id))
+                .collect();
+            expected.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            expected.truncate(limit);
+            let got: Vec<(f64, i64)> = index
+                .nearby(
+                    &NearbyQuery {
+                        point: here,
+                        service_id: 1,
+                        radius_m,
+                        limit,
+                    },
+                    now,
+                )
+                .iter()
+                .map(|h| (h.distance_m, h.provider_id))
+                .collect();
+            assert_eq!(got, expected, "{here:?} {radius_m} {limit}");
+        }
     }
 
     #[test]

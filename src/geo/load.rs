@@ -180,8 +180,12 @@ async fn load_fixes(
         .fetch_all(pool)
         .await
         .context("loading latest fixes")?;
+    let now = Utc::now();
     for f in fixes {
-        index.update_fix(
+        // The server heard this fix when it stored it, at the latest at its fix time; a fix
+        // stamped ahead of the server's clock counts as heard now.
+        let received_at = f.at.min(now);
+        index.record_fix(
             f.provider_id,
             LiveFix {
                 point: Point::new(f.lat, f.lng),
@@ -190,6 +194,7 @@ async fn load_fixes(
                 accuracy_m: f.accuracy,
                 at: f.at,
             },
+            received_at,
         );
     }
     Ok(())

@@ -36,6 +36,7 @@ pub const HEX_RESOLUTION: Resolution = Resolution::Eight;
         (status = 400, description = "Not a WebSocket handshake", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token or ticket", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many connections being set up, or the database is unavailable; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/ws/dashboard")]
@@ -44,6 +45,7 @@ pub async fn dashboard_socket(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let _admitted = super::ws::admit(&state)?;
     let caller = super::ws::socket_caller(&req, &state).await?;
     caller.require_admin()?;
     let (response, session, stream) = super::ws::upgrade(&req, body)?;

@@ -1,5 +1,5 @@
 //! Abuse limits: token buckets per phone number, client address or user (login, registration,
-//! nearby searches).
+//! nearby searches), and the bound on requests in progress that sheds load under overload.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -88,9 +88,53 @@ pub struct Limits {
     pub nearby_per_user: KeyedLimiter<i64>,
 }
 
+/// Requests being answered at once. Past the limit a request is refused at once with 503 and
+/// `Retry-After` instead of queueing: under twice the load the server can take, the requests it
+/// admits are still answered promptly and the rest learn so in microseconds.
+#[derive(Debug)]
+pub struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    limit: usize,
+}
+
+/// Holds a place among the requests in progress until dropped.
+pub struct Admitted<'a>(&'a InFlight);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl InFlight {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            count: std::sync::atomic::AtomicUsize::new(0),
+            limit: limit.max(1),
+        }
+    }
+
+    /// A place for one more request, or `None` when every place is taken.
+    pub fn admit(&self) -> Option<Admitted<'_>> {
+        let before = self.count.fetch_add(1, Ordering::AcqRel);
+        let admitted = Admitted(self);
+        (before < self.limit).then_some(admitted)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_past_the_limit_are_refused_until_one_finishes() {
+        let gate = InFlight::new(2);
+        let a = gate.admit().expect("first");
+        let _b = gate.admit().expect("second");
+        assert!(gate.admit().is_none());
+        drop(a);
+        assert!(gate.admit().is_some());
+    }
 
     #[test]
     fn the_burst_is_allowed_then_429_with_a_retry_after() {

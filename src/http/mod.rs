@@ -132,33 +132,44 @@ impl RootSpanBuilder for AccessSpan {
 /// Sets `x-request-id` on every answer and records request metrics by route pattern.
 pub async fn observe(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
+    let state = req.app_data::<web::Data<crate::state::AppState>>().cloned();
+    let operations = req.path().starts_with("/health") || req.path() == "/metrics";
+    let _admitted = match state.as_ref().filter(|_| !operations) {
+        Some(state) => match state.requests.admit() {
+            Some(admitted) => Some(admitted),
+            None => {
+                metrics::counter!("hilot_requests_shed_total", "reason" => "in_flight")
+                    .increment(1);
+                let refusal = ApiError::Unavailable("the server is busy; retry shortly".into());
+                return Ok(req.error_response(refusal).map_into_right_body());
+            }
+        },
+        None => None,
+    };
     let request_id = req.extensions().get::<RequestId>().map(|id| id.to_string());
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
     let mut response = next.call(req).await?;
-    let status_code = response.status().as_u16();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed_ms = elapsed * 1000.0;
     if route.starts_with("/health") || route == "/metrics" {
-        tracing::debug!(%method, %route, status = status_code, elapsed_ms, "request");
+        tracing::debug!(%method, %route, status, elapsed_ms, "request");
     } else {
-        tracing::info!(%method, %route, status = status_code, elapsed_ms, "request");
+        tracing::info!(%method, %route, status, elapsed_ms, "request");
     }
-    let status = status_code.to_string();
-    metrics::counter!("hilot_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("hilot_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    crate::telemetry::record_request(&method, &route, status, elapsed);
     if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
         response
             .headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), id);
     }
-    Ok(response)
+    Ok(response.map_into_left_body())
 }
 
 /// actix's built-in `Path` errors, rendered as our 404 (a malformed id names nothing).

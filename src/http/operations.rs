@@ -15,6 +15,7 @@ pub async fn metrics() -> HttpResponse {
     let handle = telemetry::metrics_handle();
     handle.run_upkeep();
     telemetry::record_process_memory();
+    telemetry::record_process_cpu();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(handle.render())

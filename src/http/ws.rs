@@ -64,6 +64,15 @@ const TICKET_PARAM: &str = "One-use ticket from `POST /v1/ws/tickets` (browsers)
 const TOKEN_PARAM: &str =
     "Bearer token, for existing clients that cannot set headers (prefer a ticket)";
 
+/// A place among the handshakes in progress, or 503 with `Retry-After` when every place is
+/// taken: under a reconnect storm the server refuses quickly instead of queueing.
+pub fn admit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    state.upgrades.admit().ok_or_else(|| {
+        metrics::counter!("hilot_requests_shed_total", "reason" => "upgrades").increment(1);
+        ApiError::Unavailable("too many connections are being set up; retry shortly".into())
+    })
+}
+
 /// Completes the WebSocket handshake with Hilot's frame limits.
 pub fn upgrade(
     req: &HttpRequest,
@@ -87,6 +96,11 @@ pub fn upgrade(
 
 /// The therapist app's socket: location pings in, acks and offers out (see the API contract).
 /// Authenticate with `Authorization: Bearer`, `?ticket=` or `?token=`.
+///
+/// The server sends `{"type":"config","ping_interval_s":n}` at connect and whenever the interval
+/// changes (10 s idle, 2 s offered or on a booking, 1 s near the customer, longer under
+/// overload); apps ping at that interval. An ack is `{"type":"ack","seq":n,"stored":bool}`, with
+/// `"reason":"refused_by_database"` when the database refused the fix for good.
 #[utoipa::path(
     tag = "realtime",
     security(("bearer" = [])),
@@ -100,6 +114,7 @@ pub fn upgrade(
         (status = 401, description = "Missing or invalid token or ticket", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a therapist, or the therapist is suspended or rejected", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No therapist profile yet", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many connections being set up, or the database is unavailable; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/ws/therapist")]
@@ -108,6 +123,7 @@ pub async fn therapist_socket(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let _admitted = admit(&state)?;
     let caller = socket_caller(&req, &state).await?;
     caller.require(Role::Therapist)?;
     let provider = providers::own_therapist(&state.db, caller.user_id()).await?;
@@ -143,6 +159,7 @@ pub async fn therapist_socket(
         (status = 400, description = "Not a WebSocket handshake", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token or ticket", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a customer", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many connections being set up, or the database is unavailable; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/ws/customer")]
@@ -151,6 +168,7 @@ pub async fn customer_socket(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let _admitted = admit(&state)?;
     let caller = socket_caller(&req, &state).await?;
     caller.require(Role::Customer)?;
     let (response, session, stream) = upgrade(&req, body)?;

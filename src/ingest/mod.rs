@@ -1,63 +1,101 @@
 //! Location pings: validate, move the live index, decide storage, batch into provider_locations.
 
+pub mod cadence;
 pub mod policy;
 pub mod settings;
 pub mod validate;
 pub mod writer;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use metrics::Counter;
 use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 
-use crate::geo::index::{FixOutcome, LiveFix, LiveIndex, TherapistState};
+use crate::geo::index::{FixOutcome, LiveFix, LiveIndex, Moved, TherapistState};
 use crate::geo::Point;
-use policy::StoragePolicy;
+use policy::{StoragePolicy, StoreReason};
 use validate::{PingLimits, RawPing, Rejection};
 use writer::{AckSender, PingRecord};
 
-/// Outcomes remembered per therapist so a resent ping is acknowledged again, never stored twice.
-pub const DEDUPE_MEMORY: usize = 512;
+/// Decided pings remembered per therapist (by seq, in a ring), so a resent ping is acknowledged
+/// again and never stored twice. Apps resend what is still unacknowledged, a few pings back.
+pub const DEDUPE_WINDOW: usize = 32;
 
 /// How a resent ping is recognised: by its fix time when the app sent one (stable across
 /// reconnects), otherwise only within the same connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum DedupeKey {
+pub enum DedupeKey {
     Fix { seq: i64, recorded_at_ms: i64 },
     Connection { seq: i64, connection: u64 },
 }
 
-#[derive(Debug, Default)]
-struct TherapistMemo {
+impl DedupeKey {
+    fn of(raw: &RawPing, connection: u64) -> Self {
+        match raw.recorded_at {
+            Some(at) => Self::Fix {
+                seq: raw.seq,
+                recorded_at_ms: at.timestamp_millis(),
+            },
+            None => Self::Connection {
+                seq: raw.seq,
+                connection,
+            },
+        }
+    }
+
+    fn seq(self) -> i64 {
+        match self {
+            Self::Fix { seq, .. } | Self::Connection { seq, .. } => seq,
+        }
+    }
+}
+
+/// What the server remembers of one therapist's pings while they are connected.
+#[derive(Debug)]
+struct PingMemo {
     /// The newest accepted fix, for the jump check.
     last_accepted: Option<(Point, DateTime<Utc>)>,
     /// The newest stored (or queued) fix, for the storage policy.
     last_stored: Option<(Point, DateTime<Utc>)>,
-    /// Recently decided pings and whether they were stored.
-    recent: VecDeque<(DedupeKey, bool)>,
+    /// The highest seq decided: anything `DEDUPE_WINDOW` below it is no longer remembered.
+    high_water: i64,
+    /// Decided pings, in the slot `seq mod DEDUPE_WINDOW`: an O(1) look-up, no scan.
+    window: [Option<(DedupeKey, bool)>; DEDUPE_WINDOW],
 }
 
-impl TherapistMemo {
+impl Default for PingMemo {
+    fn default() -> Self {
+        Self {
+            last_accepted: None,
+            last_stored: None,
+            high_water: i64::MIN,
+            window: [None; DEDUPE_WINDOW],
+        }
+    }
+}
+
+impl PingMemo {
+    fn slot(seq: i64) -> usize {
+        seq.rem_euclid(DEDUPE_WINDOW as i64) as usize
+    }
+
     fn remember(&mut self, key: DedupeKey, stored: bool) {
-        if let Some(slot) = self.recent.iter_mut().find(|(k, _)| *k == key) {
-            slot.1 = stored;
-            return;
-        }
-        if self.recent.len() >= DEDUPE_MEMORY {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((key, stored));
+        self.high_water = self.high_water.max(key.seq());
+        self.window[Self::slot(key.seq())] = Some((key, stored));
     }
 
     fn recall(&self, key: DedupeKey) -> Option<bool> {
-        self.recent
-            .iter()
-            .rev()
-            .find(|(k, _)| *k == key)
-            .map(|(_, s)| *s)
+        if key.seq() <= self.high_water.saturating_sub(DEDUPE_WINDOW as i64) {
+            return None;
+        }
+        match self.window[Self::slot(key.seq())] {
+            Some((k, stored)) if k == key => Some(stored),
+            _ => None,
+        }
     }
 }
 
@@ -73,16 +111,59 @@ pub enum PingOutcome {
 }
 
 /// Told about every fix that moved a therapist's live position (dispatch: geofence, the
-/// customer's live view).
-pub type MovedHook = Arc<dyn Fn(i64, LiveFix) + Send + Sync>;
+/// customer's live view; the dashboards), with who moved and their state.
+pub type MovedHook = Arc<dyn Fn(i64, LiveFix, Moved) + Send + Sync>;
+
+/// Counters bumped on every ping, resolved once (a labelled `counter!` hashes its key each time).
+struct PingCounters {
+    duplicate: Counter,
+    not_stored: Counter,
+    queued: [Counter; StoreReason::ALL.len()],
+}
+
+impl PingCounters {
+    fn new() -> Self {
+        Self {
+            duplicate: metrics::counter!("hilot_pings_total", "outcome" => "duplicate"),
+            not_stored: metrics::counter!("hilot_pings_total", "outcome" => "not_stored"),
+            queued: StoreReason::ALL.map(|reason| {
+                metrics::counter!("hilot_pings_total", "outcome" => "queued", "reason" => reason.label())
+            }),
+        }
+    }
+}
 
 pub struct Ingest {
     index: Arc<LiveIndex>,
-    moved: std::sync::OnceLock<MovedHook>,
+    moved: OnceLock<MovedHook>,
     queue: mpsc::Sender<PingRecord>,
-    memos: Mutex<HashMap<i64, TherapistMemo>>,
+    /// Each connected therapist's memo, shared by their sockets. Locked only when a socket opens
+    /// or closes; pings lock their own therapist's memo.
+    memos: Mutex<FxHashMap<i64, Arc<Mutex<PingMemo>>>>,
     policy: RwLock<StoragePolicy>,
+    counters: PingCounters,
     pub limits: PingLimits,
+}
+
+/// One socket's hold on its therapist's ping memo: the memo is forgotten when the therapist's
+/// last socket closes (a reconnect starts afresh; the database still stores a resent fix once).
+pub struct TherapistPings {
+    ingest: Arc<Ingest>,
+    provider_id: i64,
+    memo: Option<Arc<Mutex<PingMemo>>>,
+}
+
+impl Drop for TherapistPings {
+    fn drop(&mut self) {
+        let mut memos = self.ingest.memos.lock();
+        drop(self.memo.take());
+        if memos
+            .get(&self.provider_id)
+            .is_some_and(|memo| Arc::strong_count(memo) == 1)
+        {
+            memos.remove(&self.provider_id);
+        }
+    }
 }
 
 impl Ingest {
@@ -94,10 +175,11 @@ impl Ingest {
     ) -> Self {
         Self {
             index,
-            moved: std::sync::OnceLock::new(),
+            moved: OnceLock::new(),
             queue,
-            memos: Mutex::new(HashMap::new()),
+            memos: Mutex::new(FxHashMap::default()),
             policy: RwLock::new(policy),
+            counters: PingCounters::new(),
             limits,
         }
     }
@@ -120,35 +202,51 @@ impl Ingest {
         self.queue.max_capacity() - self.queue.capacity()
     }
 
-    /// Handles one location frame from therapist `provider_id` on connection `connection`.
+    /// How full the storage queue is, from 0 to 1 (a sign of overload).
+    pub fn queue_fill(&self) -> f64 {
+        self.queue_depth() as f64 / self.queue.max_capacity().max(1) as f64
+    }
+
+    /// Therapists with an open socket whose pings are remembered.
+    pub fn connected_therapists(&self) -> usize {
+        self.memos.lock().len()
+    }
+
+    /// A socket of therapist `provider_id` opens: its hold on their ping memo.
+    pub fn join(self: &Arc<Self>, provider_id: i64) -> TherapistPings {
+        let memo = self.memos.lock().entry(provider_id).or_default().clone();
+        TherapistPings {
+            ingest: self.clone(),
+            provider_id,
+            memo: Some(memo),
+        }
+    }
+}
+
+impl TherapistPings {
+    fn memo(&self) -> &Mutex<PingMemo> {
+        self.memo.as_deref().expect("held until drop")
+    }
+
+    /// Records what became of a queued ping once the writer answered.
+    pub fn settled(&self, key: DedupeKey, stored: bool) {
+        self.memo().lock().remember(key, stored);
+    }
+
+    /// Handles one location frame from this therapist on connection `connection`.
     /// Waits (backpressure) when the storage queue is full.
-    pub async fn accept(
-        &self,
-        provider_id: i64,
-        connection: u64,
-        raw: RawPing,
-        ack: &AckSender,
-    ) -> PingOutcome {
+    pub async fn accept(&self, connection: u64, raw: RawPing, ack: &AckSender) -> PingOutcome {
+        let ingest = &*self.ingest;
+        let provider_id = self.provider_id;
         let now = Utc::now();
-        let key = match raw.recorded_at {
-            Some(at) => DedupeKey::Fix {
-                seq: raw.seq,
-                recorded_at_ms: at.timestamp_millis(),
-            },
-            None => DedupeKey::Connection {
-                seq: raw.seq,
-                connection,
-            },
-        };
-        let on_booking = self.index.state(provider_id) == Some(TherapistState::Busy);
-        let (ping, reason) = {
-            let mut memos = self.memos.lock();
-            let memo = memos.entry(provider_id).or_default();
+        let key = DedupeKey::of(&raw, connection);
+        let (ping, reason, moved) = {
+            let mut memo = self.memo().lock();
             if let Some(stored) = memo.recall(key) {
-                metrics::counter!("hilot_pings_total", "outcome" => "duplicate").increment(1);
+                ingest.counters.duplicate.increment(1);
                 return PingOutcome::Ack { stored };
             }
-            let ping = match validate::validate(&raw, memo.last_accepted, now, &self.limits) {
+            let ping = match validate::validate(&raw, memo.last_accepted, now, &ingest.limits) {
                 Ok(ping) => ping,
                 Err(rejection) => {
                     metrics::counter!("hilot_pings_rejected_total", "reason" => rejection.code())
@@ -162,12 +260,28 @@ impl Ingest {
             if !out_of_order {
                 memo.last_accepted = Some((ping.point, ping.recorded_at));
             }
+            // One index lock: move the therapist (when the fix is good enough to match on),
+            // reading their state under the same lock.
+            let fix = LiveFix {
+                point: ping.point,
+                heading: ping.heading,
+                speed_kmh: ping.speed_kmh,
+                accuracy_m: Some(ping.accuracy_m),
+                at: ping.recorded_at,
+            };
+            let (state, moved) = match ping
+                .matchable
+                .then(|| ingest.index.record_fix(provider_id, fix, now))
+            {
+                Some(FixOutcome::Moved(moved)) => (Some(moved.state), Some((fix, moved))),
+                _ => (ingest.index.state(provider_id), None),
+            };
             let reason = policy::decide(
-                &self.policy(),
+                &ingest.policy(),
                 memo.last_stored,
                 ping.point,
                 ping.recorded_at,
-                on_booking,
+                state == Some(TherapistState::Busy),
                 out_of_order,
             );
             match reason {
@@ -176,31 +290,20 @@ impl Ingest {
                 // Remembered now: nothing more will happen to this ping.
                 None => memo.remember(key, false),
             }
-            (ping, reason)
+            (ping, reason, moved)
         };
-        if ping.matchable {
-            let fix = LiveFix {
-                point: ping.point,
-                heading: ping.heading,
-                speed_kmh: ping.speed_kmh,
-                accuracy_m: Some(ping.accuracy_m),
-                at: ping.recorded_at,
-            };
-            if self.index.update_fix(provider_id, fix) == FixOutcome::Moved {
-                if let Some(hook) = self.moved.get() {
-                    hook(provider_id, fix);
-                }
-            }
+        if let (Some((fix, moved)), Some(hook)) = (moved, ingest.moved.get()) {
+            hook(provider_id, fix, moved);
         }
         let Some(reason) = reason else {
-            metrics::counter!("hilot_pings_total", "outcome" => "not_stored").increment(1);
+            ingest.counters.not_stored.increment(1);
             return PingOutcome::Ack { stored: false };
         };
-        metrics::counter!("hilot_pings_total", "outcome" => "queued", "reason" => reason.label())
-            .increment(1);
+        ingest.counters.queued[reason as usize].increment(1);
         let record = PingRecord {
             provider_id,
             seq: ping.seq,
+            key,
             point: ping.point,
             accuracy_m: ping.accuracy_m,
             heading: ping.heading,
@@ -210,40 +313,10 @@ impl Ingest {
             queued_at: Instant::now(),
             ack: Some(ack.clone()),
         };
-        if self.queue.send(record).await.is_err() {
+        if ingest.queue.send(record).await.is_err() {
             // The writer is gone (shutting down): the ping was not stored, say so honestly.
             return PingOutcome::Ack { stored: false };
         }
         PingOutcome::Queued
-    }
-
-    /// Records committed pings so that a resend is acknowledged without storing it again.
-    pub fn committed(&self, batch: &[PingRecord]) {
-        let mut memos = self.memos.lock();
-        for record in batch {
-            let memo = memos.entry(record.provider_id).or_default();
-            memo.remember(
-                DedupeKey::Fix {
-                    seq: record.seq,
-                    recorded_at_ms: record.recorded_at.timestamp_millis(),
-                },
-                true,
-            );
-        }
-    }
-
-    /// The key a connection-scoped ping was remembered under (for pings without `recorded_at`).
-    pub fn remember_connection_ping(
-        &self,
-        provider_id: i64,
-        connection: u64,
-        seq: i64,
-        stored: bool,
-    ) {
-        self.memos
-            .lock()
-            .entry(provider_id)
-            .or_default()
-            .remember(DedupeKey::Connection { seq, connection }, stored);
     }
 }

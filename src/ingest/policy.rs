@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::geo::{distance_m, Point};
+use crate::geo::{great_circle_m, Point};
 
 /// app_settings `location_store_interval_s` default.
 pub const DEFAULT_STORE_INTERVAL_S: i64 = 15;
@@ -33,7 +33,7 @@ impl Default for StoragePolicy {
 /// Why a fix is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreReason {
-    ActiveBooking,
+    ActiveBooking = 0,
     OutOfOrder,
     FirstFix,
     IntervalElapsed,
@@ -43,6 +43,16 @@ pub enum StoreReason {
 }
 
 impl StoreReason {
+    /// Every reason, in discriminant order.
+    pub const ALL: [StoreReason; 6] = [
+        Self::ActiveBooking,
+        Self::OutOfOrder,
+        Self::FirstFix,
+        Self::IntervalElapsed,
+        Self::Moved,
+        Self::StoreEverything,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Self::ActiveBooking => "active_booking",
@@ -79,7 +89,7 @@ pub fn decide(
     if at - stored_at >= policy.interval {
         return Some(StoreReason::IntervalElapsed);
     }
-    if distance_m(stored_point, point) > policy.distance_m {
+    if great_circle_m(stored_point, point) > policy.distance_m {
         return Some(StoreReason::Moved);
     }
     None

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::geo::{distance_m, Point};
+use crate::geo::{great_circle_m, Point};
 
 /// Fixes may be stamped at most this far ahead of the server clock (phone clocks drift).
 pub const MAX_FUTURE_SKEW: Duration = Duration::seconds(30);
@@ -143,7 +143,7 @@ pub fn validate(
     if let Some((previous_point, previous_at)) = previous {
         let gap = (recorded_at - previous_at).abs().max(MIN_SPEED_CHECK_GAP);
         let hours = gap.num_milliseconds() as f64 / 3_600_000.0;
-        let implied_kmh = distance_m(previous_point, point) / 1000.0 / hours;
+        let implied_kmh = great_circle_m(previous_point, point) / 1000.0 / hours;
         if implied_kmh > limits.max_speed_kmh {
             return Err(Rejection::Jump { implied_kmh });
         }

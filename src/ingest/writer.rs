@@ -1,6 +1,12 @@
 //! The batched writer: a bounded queue of pings to store, drained into `provider_locations`
 //! with one multi-row `INSERT ... SELECT FROM UNNEST` per batch. A ping's ack (`stored: true`)
 //! is sent only after the transaction holding it has committed.
+//!
+//! While the database is unreachable (restarting, failing over, out of connections) a batch is
+//! retried with backoff and the queue fills, which slows the sockets down. A batch the database
+//! refuses for good (a row it will never take, say a value a trigger or constraint rejects) is
+//! split in halves until the refused rows stand alone: they are acknowledged `stored: false`
+//! with a reason, and every other row is stored, so one bad fix never holds up the rest.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,10 +23,17 @@ pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
 
 const INSERT_BATCH_SQL: &str = include_str!("../../sql/insert_provider_locations.sql");
 
-/// Sent to a socket once its ping is durably stored.
+/// Why the database refused a ping for good, as the ack's `reason` says it.
+pub const REFUSED_BY_DATABASE: &str = "refused_by_database";
+
+/// Sent to a socket once the writer is done with its ping: durably stored, or refused for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredAck {
     pub seq: i64,
+    /// How the ingest pipeline recognises a resend of this ping.
+    pub key: super::DedupeKey,
+    /// `None` when stored; otherwise why it never will be.
+    pub refused: Option<&'static str>,
 }
 
 pub type AckSender = mpsc::UnboundedSender<StoredAck>;
@@ -30,6 +43,7 @@ pub type AckSender = mpsc::UnboundedSender<StoredAck>;
 pub struct PingRecord {
     pub provider_id: i64,
     pub seq: i64,
+    pub key: super::DedupeKey,
     pub point: Point,
     pub accuracy_m: f64,
     pub heading: Option<f64>,
@@ -49,9 +63,6 @@ pub struct WriterConfig {
     pub drain_deadline: Duration,
 }
 
-/// Called with each committed batch (the pipeline records which seqs are stored).
-pub type CommitHook = Arc<dyn Fn(&[PingRecord]) + Send + Sync>;
-
 /// Runs until shutdown, then drains: it keeps writing until no socket is open and the queue is
 /// empty (or the drain deadline passes), so every ping accepted before SIGTERM is stored.
 pub async fn run(
@@ -59,7 +70,6 @@ pub async fn run(
     mut queue: mpsc::Receiver<PingRecord>,
     config: WriterConfig,
     open_sockets: Arc<AtomicUsize>,
-    on_commit: CommitHook,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut batch: Vec<PingRecord> = Vec::with_capacity(config.batch_max);
@@ -67,6 +77,17 @@ pub async fn run(
     loop {
         if draining_since.is_none() && *shutdown.borrow() {
             draining_since = Some(Instant::now());
+        }
+        // An idle writer sleeps until the first ping arrives; only then does the flush interval
+        // start (a timer every few milliseconds with nothing to write costs CPU for nothing).
+        if batch.is_empty() && draining_since.is_none() {
+            tokio::select! {
+                received = queue.recv() => match received {
+                    Some(record) => batch.push(record),
+                    None => draining_since = Some(Instant::now()),
+                },
+                _ = shutdown.changed() => draining_since = Some(Instant::now()),
+            }
         }
         let tick = tokio::time::sleep(config.flush_interval);
         tokio::pin!(tick);
@@ -96,14 +117,7 @@ pub async fn run(
         metrics::gauge!("hilot_ping_queue_depth")
             .set((queue.max_capacity() - queue.capacity()) as f64);
         if !batch.is_empty() {
-            write_with_retry(
-                &pool,
-                &mut batch,
-                draining_since,
-                config.drain_deadline,
-                &on_commit,
-            )
-            .await;
+            write_with_retry(&pool, &mut batch, draining_since, config.drain_deadline).await;
         }
         if let Some(since) = draining_since {
             let idle = queue.is_empty() && open_sockets.load(Ordering::Acquire) == 0;
@@ -118,48 +132,111 @@ pub async fn run(
     }
 }
 
+/// Writes a batch: retried while the database is unavailable, split while it refuses a row.
+/// Every ping gets its ack (stored or refused) unless the server gives up at shutdown.
 async fn write_with_retry(
     pool: &PgPool,
     batch: &mut Vec<PingRecord>,
     draining_since: Option<Instant>,
     drain_deadline: Duration,
-    on_commit: &CommitHook,
 ) {
-    let mut backoff = Duration::from_millis(50);
-    loop {
+    // Parts still to write, the next on top; a refused part comes back as its two halves.
+    let mut parts = vec![std::mem::take(batch)];
+    while let Some(mut part) = parts.pop() {
         let started = Instant::now();
-        match insert_batch(pool, batch).await {
-            Ok(()) => {
+        match insert_until_settled(pool, &part, draining_since, drain_deadline).await {
+            Settled::Committed => {
                 let committed_at = Instant::now();
-                metrics::histogram!("hilot_ping_batch_rows").record(batch.len() as f64);
+                metrics::histogram!("hilot_ping_batch_rows").record(part.len() as f64);
                 metrics::histogram!("hilot_ping_batch_write_seconds")
                     .record(started.elapsed().as_secs_f64());
-                metrics::counter!("hilot_pings_stored_total").increment(batch.len() as u64);
-                on_commit(batch);
-                for record in batch.drain(..) {
-                    metrics::histogram!("hilot_ping_ack_seconds")
-                        .record(committed_at.duration_since(record.queued_at).as_secs_f64());
-                    if let Some(ack) = &record.ack {
-                        let _ = ack.send(StoredAck { seq: record.seq });
-                    }
+                metrics::counter!("hilot_pings_stored_total").increment(part.len() as u64);
+                let ack_seconds = metrics::histogram!("hilot_ping_ack_seconds");
+                for record in &part {
+                    ack_seconds.record(committed_at.duration_since(record.queued_at).as_secs_f64());
+                    acknowledge(record, None);
                 }
+            }
+            Settled::Refused(error) if part.len() == 1 => {
+                metrics::counter!("hilot_pings_refused_total").increment(1);
+                let record = &part[0];
+                tracing::warn!(
+                    provider_id = record.provider_id,
+                    seq = record.seq,
+                    %error,
+                    "the database refused a ping for good; acknowledged as not stored"
+                );
+                acknowledge(record, Some(REFUSED_BY_DATABASE));
+            }
+            Settled::Refused(_) => {
+                metrics::counter!("hilot_ping_batch_splits_total").increment(1);
+                let second = part.split_off(part.len() / 2);
+                parts.push(second);
+                parts.push(part);
+            }
+            Settled::GaveUp => {
+                tracing::error!(
+                    rows = part.len() + parts.iter().map(Vec::len).sum::<usize>(),
+                    "giving up on pings at shutdown (never acknowledged as stored)"
+                );
                 return;
             }
-            Err(error) => {
-                metrics::counter!("hilot_ping_batch_failures_total").increment(1);
-                tracing::warn!(%error, rows = batch.len(), "storing pings failed; retrying");
-                if draining_since.is_some_and(|since| since.elapsed() > drain_deadline) {
-                    tracing::error!(
-                        rows = batch.len(),
-                        "giving up on a batch at shutdown (never acknowledged as stored)"
-                    );
-                    batch.clear();
-                    return;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
-            }
         }
+    }
+}
+
+fn acknowledge(record: &PingRecord, refused: Option<&'static str>) {
+    if let Some(ack) = &record.ack {
+        let _ = ack.send(StoredAck {
+            seq: record.seq,
+            key: record.key,
+            refused,
+        });
+    }
+}
+
+enum Settled {
+    Committed,
+    /// The database refused the statement for a reason retrying cannot fix.
+    Refused(sqlx::Error),
+    /// Shutting down, and the drain deadline passed while the database was unavailable.
+    GaveUp,
+}
+
+/// Inserts `part`, retrying with backoff while the failure is one that passes (connections,
+/// restarts, serialisation, resources); a refusal for good is returned at once.
+async fn insert_until_settled(
+    pool: &PgPool,
+    part: &[PingRecord],
+    draining_since: Option<Instant>,
+    drain_deadline: Duration,
+) -> Settled {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let error = match insert_batch(pool, part).await {
+            Ok(()) => return Settled::Committed,
+            Err(error) if refused_for_good(&error) => return Settled::Refused(error),
+            Err(error) => error,
+        };
+        metrics::counter!("hilot_ping_batch_failures_total").increment(1);
+        tracing::warn!(%error, rows = part.len(), "storing pings failed; retrying");
+        if draining_since.is_some_and(|since| since.elapsed() > drain_deadline) {
+            return Settled::GaveUp;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
+    }
+}
+
+/// Whether the database will refuse this statement however often it is retried: a data
+/// exception (class 22), an integrity violation (23), or an error raised by a trigger (P0).
+/// Everything else (connections, shutdowns, serialisation, resources) passes.
+pub fn refused_for_good(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("22") || code.starts_with("23") || code.starts_with("P0")
+        }),
+        _ => false,
     }
 }
 

@@ -38,13 +38,13 @@ pub async fn run(
             }
             ending = guard.ended() => break Some(ending.close_reason()),
             Some(frame) = inbox.recv() => {
-                if session.text(frame.to_string()).await.is_err() { break None; }
+                if super::send_text(&mut session, frame.to_string()).await.is_err() { break None; }
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > CLIENT_TIMEOUT {
                     break Some(CloseReason::from((CloseCode::Policy, "heartbeat timeout")));
                 }
-                if session.ping(b"").await.is_err() { break None; }
+                if super::send_ping(&mut session).await.is_err() { break None; }
             }
             message = stream.recv() => {
                 last_heard = Instant::now();
@@ -52,7 +52,7 @@ pub async fn run(
                     match guard.admit(message) {
                         Admission::Admit => {}
                         Admission::Refuse(error) => {
-                            if session.text(error.to_text()).await.is_err() { break None; }
+                            if super::send_text(&mut session, error.to_text()).await.is_err() { break None; }
                             continue;
                         }
                         Admission::Close(reason) => break Some(reason),
@@ -62,12 +62,12 @@ pub async fn run(
                     None | Some(Ok(AggregatedMessage::Close(_))) => break None,
                     Some(Err(error)) => break Some(protocol_close(&error)),
                     Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                        if session.pong(&bytes).await.is_err() { break None; }
+                        if super::send_pong(&mut session, &bytes).await.is_err() { break None; }
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => {}
                     Some(Ok(AggregatedMessage::Text(_) | AggregatedMessage::Binary(_))) => {
                         let error = ServerFrame::error("unknown_type", "this socket only sends; it takes no frames", None);
-                        if session.text(error.to_text()).await.is_err() { break None; }
+                        if super::send_text(&mut session, error.to_text()).await.is_err() { break None; }
                     }
                 }
             }
@@ -75,6 +75,6 @@ pub async fn run(
     };
     state.bus.hub().unregister(user_id, id).await;
     if let Some(reason) = close_reason {
-        let _ = session.close(Some(reason)).await;
+        super::close(session, Some(reason)).await;
     }
 }

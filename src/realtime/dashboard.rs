@@ -20,9 +20,9 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::frames::{open_envelope, read_body, ServerFrame};
+use super::frames::{check_size, open_envelope, read_body, ServerFrame};
 use super::guard::{protocol_close, Admission, FrameLimiter, SocketGuard};
-use super::{CLIENT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_FRAME_BYTES};
+use super::{CLIENT_TIMEOUT, HEARTBEAT_INTERVAL};
 use crate::geo::index::{LiveFix, LiveIndex, StateChange, TherapistState};
 use crate::geo::Point;
 use crate::state::AppState;
@@ -120,14 +120,15 @@ impl Bbox {
     }
 }
 
-/// The state a dashboard shows: offline when the therapist has no fresh fix.
+/// The state a dashboard shows: offline when nothing was heard from the therapist within the
+/// presence TTL (by the server's clock: `received_at`).
 pub fn shown_state(
     state: TherapistState,
-    fix_at: DateTime<Utc>,
+    received_at: DateTime<Utc>,
     now: DateTime<Utc>,
     ttl: Duration,
 ) -> TherapistState {
-    let fresh = (now - fix_at).to_std().map_or(true, |age| age <= ttl);
+    let fresh = (now - received_at).to_std().map_or(true, |age| age <= ttl);
     if fresh {
         state
     } else {
@@ -150,6 +151,8 @@ enum Update {
         uuid: Uuid,
         fix: LiveFix,
         state: TherapistState,
+        /// When the server received the fix: freshness follows the server's clock.
+        received_at: DateTime<Utc>,
     },
     Status {
         uuid: Uuid,
@@ -198,13 +201,21 @@ impl Dashboards {
 
     /// A therapist's live position moved.
     pub fn moved(&self, provider_id: i64, uuid: Uuid, fix: LiveFix, state: TherapistState) {
+        let received_at = Utc::now();
         for client in self.clients.read().values() {
             let mut view = client.view.lock();
             let Some(bbox) = view.bbox else { continue };
             if bbox.contains(fix.point) {
                 view.visible.insert(provider_id);
-                view.pending
-                    .insert(provider_id, Update::Moved { uuid, fix, state });
+                view.pending.insert(
+                    provider_id,
+                    Update::Moved {
+                        uuid,
+                        fix,
+                        state,
+                        received_at,
+                    },
+                );
             } else if view.visible.remove(&provider_id) {
                 view.pending.insert(provider_id, Update::Left { uuid });
             } else {
@@ -305,7 +316,7 @@ pub fn providers_in(index: &LiveIndex, bbox: Bbox, now: DateTime<Utc>) -> Vec<(i
         .map_entries(|p| bbox.contains(p))
         .into_iter()
         .map(|e| {
-            let state = shown_state(e.state, e.fix.at, now, ttl);
+            let state = shown_state(e.state, e.received_at, now, ttl);
             (
                 e.provider_id,
                 json!({
@@ -372,7 +383,7 @@ pub async fn run(
                 if last_heard.elapsed() > CLIENT_TIMEOUT {
                     break Some(CloseReason::from((CloseCode::Policy, "heartbeat timeout")));
                 }
-                if session.ping(b"").await.is_err() { break None; }
+                if super::send_ping(&mut session).await.is_err() { break None; }
             }
             message = stream.recv() => {
                 last_heard = Instant::now();
@@ -384,7 +395,7 @@ pub async fn run(
                     match admission {
                         Admission::Admit => {}
                         Admission::Refuse(error) => {
-                            if session.text(error.to_text()).await.is_err() { break None; }
+                            if super::send_text(&mut session, error.to_text()).await.is_err() { break None; }
                             continue;
                         }
                         Admission::Close(reason) => break Some(reason),
@@ -394,7 +405,7 @@ pub async fn run(
                     None | Some(Ok(AggregatedMessage::Close(_))) => break None,
                     Some(Err(error)) => break Some(protocol_close(&error)),
                     Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                        if session.pong(&bytes).await.is_err() { break None; }
+                        if super::send_pong(&mut session, &bytes).await.is_err() { break None; }
                         continue;
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => continue,
@@ -404,7 +415,7 @@ pub async fn run(
                         Err(error) => error.to_text(),
                     },
                 };
-                if session.text(reply).await.is_err() { break None; }
+                if super::send_text(&mut session, reply).await.is_err() { break None; }
             }
             // Last: a dashboard with updates always pending must still hear its client (pongs,
             // new viewports) and keep its heartbeat, or it would be closed as unresponsive.
@@ -421,19 +432,13 @@ pub async fn run(
     };
     state.dashboards.unregister(id);
     if let Some(reason) = close_reason {
-        let _ = session.close(Some(reason)).await;
+        super::close(session, Some(reason)).await;
     }
 }
 
-/// Handles a `subscribe` frame: sets the viewport and answers the snapshot inside it.
-async fn subscribe(state: &AppState, client: &Client, text: &str) -> Result<String, ServerFrame> {
-    if text.len() > MAX_FRAME_BYTES {
-        return Err(ServerFrame::error(
-            "frame_too_large",
-            format!("frames are at most {MAX_FRAME_BYTES} bytes"),
-            None,
-        ));
-    }
+/// Reads a dashboard's frame: `subscribe` with a valid box is all it may send.
+pub fn read_subscribe(text: &str) -> Result<Bbox, ServerFrame> {
+    check_size(text)?;
     let envelope = open_envelope(text)?;
     if envelope.kind != "subscribe" {
         return Err(ServerFrame::error(
@@ -444,8 +449,12 @@ async fn subscribe(state: &AppState, client: &Client, text: &str) -> Result<Stri
     }
     let frame: SubscribeFrame = read_body(&envelope)?;
     let [west, south, east, north] = frame.bbox;
-    let bbox = Bbox::new(west, south, east, north)
-        .map_err(|why| ServerFrame::error("invalid_bbox", why, None))?;
+    Bbox::new(west, south, east, north).map_err(|why| ServerFrame::error("invalid_bbox", why, None))
+}
+
+/// Handles a `subscribe` frame: sets the viewport and answers the snapshot inside it.
+async fn subscribe(state: &AppState, client: &Client, text: &str) -> Result<String, ServerFrame> {
+    let bbox = read_subscribe(text)?;
     let bookings = bookings_in(&state.db, bbox).await.map_err(|_| {
         ServerFrame::error(
             "unavailable",
@@ -469,7 +478,7 @@ async fn flush(
     state: &AppState,
     client: &Client,
     session: &mut Session,
-) -> Result<(), actix_ws::Closed> {
+) -> Result<(), super::Gone> {
     let (updates, bookings) = {
         let mut view = client.view.lock();
         (
@@ -482,14 +491,19 @@ async fn flush(
     for (_, update) in updates {
         let frame = match update {
             // The busiest frame by far: serialised straight from a struct, not through a Value.
-            Update::Moved { uuid, fix, state } => {
+            Update::Moved {
+                uuid,
+                fix,
+                state,
+                received_at,
+            } => {
                 let moved = MovedFrame {
                     kind: "provider.moved",
                     provider_id: uuid,
                     lat: fix.point.lat,
                     lng: fix.point.lng,
                     heading: fix.heading,
-                    status: state_name(shown_state(state, fix.at, now, ttl)),
+                    status: state_name(shown_state(state, received_at, now, ttl)),
                     at: fix.at,
                 };
                 serde_json::to_string(&moved).expect("plain struct serialises")
@@ -502,10 +516,10 @@ async fn flush(
                 json!({"type": "provider.left", "provider_id": uuid}).to_string()
             }
         };
-        session.text(frame).await?;
+        super::send_text(session, frame).await?;
     }
     for frame in bookings {
-        session.text(frame.to_string()).await?;
+        super::send_text(session, frame.to_string()).await?;
     }
     Ok(())
 }

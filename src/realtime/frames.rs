@@ -1,6 +1,13 @@
 //! WebSocket frames: one JSON object per text frame, always with a `"type"`.
+//!
+//! A frame is read straight into its typed struct: first its `type` and `seq` (borrowed from the
+//! text, the rest skipped), then the body. No `serde_json::Value` tree is built unless the frame
+//! is malformed, where the slow path finds the words for the error frame.
+
+use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -9,7 +16,7 @@ use serde_json::Value;
 #[serde(deny_unknown_fields)]
 pub struct LocationFrame {
     #[serde(rename = "type")]
-    pub _type: String,
+    pub _type: IgnoredAny,
     pub seq: i64,
     pub lat: f64,
     pub lng: f64,
@@ -24,7 +31,7 @@ pub struct LocationFrame {
 #[serde(deny_unknown_fields)]
 pub struct AvailabilityFrame {
     #[serde(rename = "type")]
-    pub _type: String,
+    pub _type: IgnoredAny,
     pub online: bool,
 }
 
@@ -33,17 +40,76 @@ pub struct AvailabilityFrame {
 #[serde(deny_unknown_fields)]
 pub struct BookingFrame {
     #[serde(rename = "type")]
-    pub _type: String,
+    pub _type: IgnoredAny,
     pub booking_id: uuid::Uuid,
     pub status: Option<crate::dispatch::lifecycle::BookingStatus>,
+}
+
+/// What a therapist app may send, read and checked.
+#[derive(Debug, Clone)]
+pub enum TherapistFrame {
+    Location(LocationFrame),
+    Availability(AvailabilityFrame),
+    Booking(BookingAction, BookingFrame),
+}
+
+/// `offer.accept`, `offer.decline` and `status`: the same operations as the HTTP calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BookingAction {
+    Accept,
+    Decline,
+    Status,
+}
+
+/// Reads one text frame from a therapist app; anything wrong is an error frame for the app.
+pub fn read_therapist_frame(text: &str) -> Result<TherapistFrame, ServerFrame> {
+    check_size(text)?;
+    let envelope = open_envelope(text)?;
+    match envelope.kind.as_ref() {
+        "location" => read_body(&envelope).map(TherapistFrame::Location),
+        "availability" => read_body(&envelope).map(TherapistFrame::Availability),
+        "offer.accept" => read_body(&envelope).map(|f| TherapistFrame::Booking(BookingAction::Accept, f)),
+        "offer.decline" => {
+            read_body(&envelope).map(|f| TherapistFrame::Booking(BookingAction::Decline, f))
+        }
+        "status" => read_body(&envelope).map(|f| TherapistFrame::Booking(BookingAction::Status, f)),
+        other => Err(ServerFrame::error(
+            "unknown_type",
+            format!(
+                "unknown frame type {other:?}; expected location, availability, offer.accept, offer.decline or status"
+            ),
+            envelope.seq,
+        )),
+    }
+}
+
+/// A text frame longer than the protocol allows gets an error; the socket stays open.
+pub fn check_size(text: &str) -> Result<(), ServerFrame> {
+    if text.len() > super::MAX_FRAME_BYTES {
+        return Err(ServerFrame::error(
+            "frame_too_large",
+            format!("frames are at most {} bytes", super::MAX_FRAME_BYTES),
+            None,
+        ));
+    }
+    Ok(())
 }
 
 /// What the server sends.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "type")]
 pub enum ServerFrame {
+    /// `reason` only when the ping will never be stored (`refused_by_database`).
     #[serde(rename = "ack")]
-    Ack { seq: i64, stored: bool },
+    Ack {
+        seq: i64,
+        stored: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
+    },
+    /// How often the app should send its position, from now on.
+    #[serde(rename = "config")]
+    Config { ping_interval_s: u32 },
     #[serde(rename = "availability")]
     Availability {
         online: bool,
@@ -72,16 +138,38 @@ impl ServerFrame {
     }
 }
 
-/// A client frame split into its type and body, so errors can name the type and `seq` even
-/// when the rest of the frame is wrong.
-pub struct Envelope {
-    pub kind: String,
+/// A client frame's type and `seq`, with the text its body is read from.
+pub struct Envelope<'a> {
+    pub kind: Cow<'a, str>,
     pub seq: Option<i64>,
-    pub body: Value,
+    text: &'a str,
 }
 
-/// Parses the JSON object and reads `type` and `seq`; the error is ready for an error frame.
-pub fn open_envelope(text: &str) -> Result<Envelope, ServerFrame> {
+/// What the fast path reads first: unknown fields are skipped, not built.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    seq: Option<i64>,
+}
+
+/// Reads the frame's `type` and `seq`; the error is ready for an error frame.
+pub fn open_envelope(text: &str) -> Result<Envelope<'_>, ServerFrame> {
+    if text.trim_start().starts_with('{') {
+        if let Ok(Head {
+            kind: Some(kind),
+            seq,
+        }) = serde_json::from_str::<Head>(text)
+        {
+            return Ok(Envelope { kind, seq, text });
+        }
+    }
+    open_envelope_slowly(text)
+}
+
+/// The slow path, for frames the fast one could not read: says precisely what is wrong, or
+/// opens frames it was merely too strict for (a `seq` that is not an integer, a repeated key).
+fn open_envelope_slowly(text: &str) -> Result<Envelope<'_>, ServerFrame> {
     let body: Value = serde_json::from_str(text)
         .map_err(|e| ServerFrame::error("invalid_json", format!("frame is not JSON: {e}"), None))?;
     let seq = body.get("seq").and_then(Value::as_i64);
@@ -105,12 +193,22 @@ pub fn open_envelope(text: &str) -> Result<Envelope, ServerFrame> {
             ))
         }
     };
-    Ok(Envelope { kind, seq, body })
+    Ok(Envelope {
+        kind: Cow::Owned(kind),
+        seq,
+        text,
+    })
 }
 
 /// Reads an envelope's body as a frame of a known type; wrong fields become an error frame.
-pub fn read_body<T: serde::de::DeserializeOwned>(envelope: &Envelope) -> Result<T, ServerFrame> {
-    serde_path_to_error::deserialize(&envelope.body).map_err(|e| {
+/// Good frames take the plain parser; only a bad one is read again to name the bad field
+/// (tracking the path costs more than the parse itself).
+pub fn read_body<'a, T: Deserialize<'a>>(envelope: &Envelope<'a>) -> Result<T, ServerFrame> {
+    if let Ok(body) = serde_json::from_str(envelope.text) {
+        return Ok(body);
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(envelope.text);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
         let detail = if path == "." {
@@ -148,10 +246,168 @@ mod tests {
         assert_eq!(
             ServerFrame::Ack {
                 seq: 3,
-                stored: true
+                stored: true,
+                reason: None
             }
             .to_text(),
             r#"{"type":"ack","seq":3,"stored":true}"#
         );
+        assert_eq!(
+            ServerFrame::Config {
+                ping_interval_s: 10
+            }
+            .to_text(),
+            r#"{"type":"config","ping_interval_s":10}"#
+        );
+    }
+
+    mod fuzz {
+        //! Every socket's parser against arbitrary text and frame-shaped JSON: never a panic,
+        //! always either a frame or an error frame with a documented code.
+        use super::super::*;
+        use crate::realtime::dashboard::read_subscribe;
+        use proptest::prelude::*;
+
+        const CODES: &[&str] = &[
+            "invalid_json",
+            "invalid_frame",
+            "unknown_type",
+            "frame_too_large",
+            "invalid_bbox",
+        ];
+        const TYPES: &[&str] = &[
+            "location",
+            "availability",
+            "offer.accept",
+            "offer.decline",
+            "status",
+            "subscribe",
+            "ack",
+            "",
+        ];
+        const FIELDS: &[&str] = &[
+            "seq",
+            "lat",
+            "lng",
+            "accuracy_m",
+            "heading",
+            "speed_kmh",
+            "battery",
+            "recorded_at",
+            "online",
+            "booking_id",
+            "status",
+            "bbox",
+            "extra",
+        ];
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                (-200.0..200.0f64).prop_map(Value::from),
+                ".{0,12}".prop_map(Value::from),
+                Just(Value::from("2026-11-21T10:00:00Z")),
+                Just(Value::from("00000000-0000-0000-0000-000000000001")),
+                Just(Value::from("en_route")),
+            ];
+            leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                    prop::collection::btree_map(".{0,6}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Objects with a known or odd `type` and a handful of the fields frames use.
+        fn frame_shaped() -> impl Strategy<Value = String> {
+            (
+                prop_oneof![
+                    prop::sample::select(TYPES).prop_map(Value::from),
+                    json_value()
+                ],
+                prop::collection::btree_map(prop::sample::select(FIELDS), json_value(), 0..8),
+                any::<bool>(),
+            )
+                .prop_map(|(kind, fields, with_type)| {
+                    let mut object = serde_json::Map::new();
+                    if with_type {
+                        object.insert("type".into(), kind);
+                    }
+                    for (name, value) in fields {
+                        object.insert(name.to_owned(), value);
+                    }
+                    Value::Object(object).to_string()
+                })
+        }
+
+        fn documented(error: &ServerFrame) -> bool {
+            matches!(error, ServerFrame::Error { code, .. } if CODES.contains(&code.as_str()))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+            #[test]
+            fn arbitrary_text_never_panics(text in ".{0,300}") {
+                if let Err(error) = read_therapist_frame(&text) {
+                    prop_assert!(documented(&error), "{error:?}");
+                }
+                if let Err(error) = read_subscribe(&text) {
+                    prop_assert!(documented(&error), "{error:?}");
+                }
+            }
+
+            #[test]
+            fn frame_shaped_json_is_read_or_named(text in frame_shaped()) {
+                match read_therapist_frame(&text) {
+                    Ok(_) => {}
+                    Err(error) => prop_assert!(documented(&error), "{text}: {error:?}"),
+                }
+                match read_subscribe(&text) {
+                    Ok(bbox) => prop_assert!(bbox.west < bbox.east && bbox.south < bbox.north),
+                    Err(error) => prop_assert!(documented(&error), "{text}: {error:?}"),
+                }
+            }
+
+            #[test]
+            fn good_location_frames_are_read_exactly(
+                seq in any::<i64>(),
+                lat in -90.0..90.0f64,
+                lng in -180.0..180.0f64,
+                accuracy in 0.1..500.0f64,
+            ) {
+                let text = format!(
+                    r#"{{"type":"location","seq":{seq},"lat":{lat},"lng":{lng},"accuracy_m":{accuracy}}}"#
+                );
+                match read_therapist_frame(&text) {
+                    Ok(TherapistFrame::Location(frame)) => {
+                        // serde_json's fast float parsing may land one ulp away.
+                        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1.0);
+                        prop_assert_eq!(frame.seq, seq);
+                        prop_assert!(close(frame.lat, lat) && close(frame.lng, lng));
+                        prop_assert!(frame.accuracy_m.is_some_and(|a| close(a, accuracy)));
+                    }
+                    other => prop_assert!(false, "{text}: {other:?}"),
+                }
+            }
+
+            #[test]
+            fn a_wrong_field_names_the_field_and_keeps_the_seq(seq in any::<i64>(), bad in json_value()) {
+                prop_assume!(!bad.is_number());
+                let text = format!(r#"{{"type":"location","seq":{seq},"lat":{bad},"lng":121.0}}"#);
+                match read_therapist_frame(&text) {
+                    Err(ServerFrame::Error { code, detail, seq: got }) => {
+                        prop_assert_eq!(code, "invalid_frame");
+                        prop_assert_eq!(got, Some(seq));
+                        prop_assert!(detail.contains("lat"), "{detail}");
+                    }
+                    other => prop_assert!(false, "{text}: {other:?}"),
+                }
+            }
+        }
     }
 }

@@ -22,6 +22,81 @@ pub const ACK_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Consecutive rate-limited frames after which a flooding socket is closed (1008).
 pub const MAX_CONSECUTIVE_REFUSALS: u32 = 200;
 
+/// Longest a socket waits to hand one frame to a client that does not read; the socket is then
+/// closed, so a stalled client never holds up its own heartbeat, shutdown or anyone else.
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The storage queue this full (0 to 1) means the server is behind: apps are asked to ping less.
+pub const OVERLOAD_QUEUE_FILL: f64 = 0.5;
+
+/// The client is gone, or stopped reading for longer than [`SEND_TIMEOUT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
+/// Sends a text frame within [`SEND_TIMEOUT`].
+pub async fn send_text(session: &mut actix_ws::Session, text: String) -> Result<(), Gone> {
+    within(session.text(text)).await
+}
+
+/// Sends a protocol ping within [`SEND_TIMEOUT`].
+pub async fn send_ping(session: &mut actix_ws::Session) -> Result<(), Gone> {
+    within(session.ping(b"")).await
+}
+
+/// Answers a protocol ping within [`SEND_TIMEOUT`].
+pub async fn send_pong(session: &mut actix_ws::Session, bytes: &[u8]) -> Result<(), Gone> {
+    within(session.pong(bytes)).await
+}
+
+/// Sends the close frame within [`SEND_TIMEOUT`] (the connection ends either way).
+pub async fn close(session: actix_ws::Session, reason: Option<actix_ws::CloseReason>) {
+    let _ = tokio::time::timeout(SEND_TIMEOUT, session.close(reason)).await;
+}
+
+async fn within(
+    send: impl std::future::Future<Output = Result<(), actix_ws::Closed>>,
+) -> Result<(), Gone> {
+    match tokio::time::timeout(SEND_TIMEOUT, send).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Gone),
+        Err(_) => {
+            metrics::counter!("hilot_socket_send_timeouts_total").increment(1);
+            Err(Gone)
+        }
+    }
+}
+
+/// Bounds the WebSocket handshakes in progress: beyond the limit a new one is refused at once
+/// (503 with `Retry-After`) instead of queueing behind the rest.
+#[derive(Debug, Clone)]
+pub struct UpgradeGate {
+    permits: Arc<tokio::sync::Semaphore>,
+    limit: usize,
+}
+
+impl UpgradeGate {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(limit.max(1))),
+            limit: limit.max(1),
+        }
+    }
+
+    /// A place for one handshake, held until it is done; `None` when all are taken.
+    pub fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Every place is taken.
+    pub fn saturated(&self) -> bool {
+        self.permits.available_permits() == 0 && self.limit > 0
+    }
+}
+
+/// Whether the server is behind: the ping queue is filling, or handshakes are being refused.
+pub fn overloaded(state: &crate::state::AppState) -> bool {
+    state.ingest.queue_fill() >= OVERLOAD_QUEUE_FILL || state.upgrades.saturated()
+}
+
 /// Resolves once shutdown has begun (a `Send` future: no watch guard lives across an await).
 pub async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;

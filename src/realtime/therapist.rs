@@ -1,22 +1,32 @@
 //! The therapist socket: one task per connection, owning its state, with one `select!` loop over
 //! client frames, acks of stored pings, the heartbeat and shutdown.
+//!
+//! It also tells the app how often to ping (`config` frames): the socket follows what its
+//! therapist is doing from the frames it relays (offers, booking statuses) and from its own
+//! pings (how far from the customer's door), and asks for fewer pings when the server is behind.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use serde::Deserialize;
 use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use super::frames::{
-    open_envelope, read_body, AvailabilityFrame, BookingFrame, Envelope, LocationFrame, ServerFrame,
+    read_therapist_frame, AvailabilityFrame, BookingAction, BookingFrame, LocationFrame,
+    ServerFrame, TherapistFrame,
 };
 use super::guard::{protocol_close, Admission, SocketGuard};
 use super::hub::MAILBOX_CAPACITY;
-use super::{ACK_DRAIN_TIMEOUT, CLIENT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_FRAME_BYTES};
+use super::{Gone, ACK_DRAIN_TIMEOUT, CLIENT_TIMEOUT, HEARTBEAT_INTERVAL};
+use crate::geo::index::TherapistState;
+use crate::geo::{great_circle_m, Point};
+use crate::ingest::cadence::{Activity, ARRIVING_WITHIN_M};
 use crate::ingest::validate::RawPing;
 use crate::ingest::writer::StoredAck;
-use crate::ingest::PingOutcome;
+use crate::ingest::{PingOutcome, TherapistPings};
 use crate::state::AppState;
 use crate::{dispatch, providers};
 
@@ -33,8 +43,46 @@ pub struct TherapistIdentity {
 struct PendingPing {
     /// Times the app resent it while it was queued; each gets its own ack.
     resent: u32,
-    /// Sent without `recorded_at`: remembered per connection once stored.
-    connection_scoped: bool,
+}
+
+/// What the therapist is doing, as the frames this socket relays tell it.
+#[derive(Debug, Default)]
+struct Duty {
+    /// Offers open to them: booking → the customer's place.
+    offers: HashMap<Uuid, Point>,
+    /// The booking they are on, and where its customer is.
+    trip: Option<(Uuid, Point)>,
+    /// On the way (accepted or en route) and within [`ARRIVING_WITHIN_M`] at the last ping.
+    arriving: bool,
+}
+
+impl Duty {
+    fn activity(&self) -> Activity {
+        if self.arriving {
+            Activity::Arriving
+        } else if self.trip.is_some() || !self.offers.is_empty() {
+            Activity::Active
+        } else {
+            Activity::Idle
+        }
+    }
+}
+
+/// The fields of relayed frames that tell what the therapist is doing.
+#[derive(Deserialize)]
+struct Relayed<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    booking_id: Option<Uuid>,
+    #[serde(borrow)]
+    status: Option<std::borrow::Cow<'a, str>>,
+    location: Option<RelayedPlace>,
+}
+
+#[derive(Deserialize)]
+struct RelayedPlace {
+    lat: f64,
+    lng: f64,
 }
 
 struct TherapistSession {
@@ -44,6 +92,10 @@ struct TherapistSession {
     session: Session,
     pending: HashMap<i64, PendingPing>,
     acks: mpsc::UnboundedSender<StoredAck>,
+    pings: TherapistPings,
+    duty: Duty,
+    /// The ping interval last sent in a `config` frame.
+    ping_interval_s: u32,
 }
 
 /// Runs one therapist socket until the client leaves, times out, or the server shuts down.
@@ -58,12 +110,15 @@ pub async fn run(
     let (mailbox, mut inbox) = mpsc::channel(MAILBOX_CAPACITY);
     let mut shutdown = state.shutdown.clone();
     let mut me = TherapistSession {
+        pings: state.ingest.join(who.provider_id),
         state,
         who,
         connection: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
         session,
         pending: HashMap::new(),
         acks,
+        duty: Duty::default(),
+        ping_interval_s: 0,
     };
     let _open = me.state.sockets.open("therapist");
     me.state
@@ -75,6 +130,9 @@ pub async fn run(
     let mut last_heard = Instant::now();
     let mut draining_since: Option<Instant> = None;
     let close_reason = loop {
+        if me.send_config_if_changed().await.is_err() {
+            break None;
+        }
         if draining_since.is_some() && me.pending.is_empty() {
             break Some(CloseReason::from((
                 CloseCode::Restart,
@@ -84,10 +142,17 @@ pub async fn run(
         tokio::select! {
             biased;
             Some(ack) = ack_rx.recv() => {
+                // Every ack already there goes out before the socket yields: one write for all.
                 if me.deliver_ack(ack).await.is_err() { break None; }
+                let mut failed = false;
+                while let Ok(ack) = ack_rx.try_recv() {
+                    if me.deliver_ack(ack).await.is_err() { failed = true; break; }
+                }
+                if failed { break None; }
             }
             Some(frame) = inbox.recv() => {
-                if me.session.text(frame.to_string()).await.is_err() { break None; }
+                me.follow(&frame);
+                if super::send_text(&mut me.session, frame.to_string()).await.is_err() { break None; }
             }
             // Credentials ended (or a newer socket replaced this one): offers must stop now.
             ending = guard.ended() => break Some(ending.close_reason()),
@@ -103,7 +168,8 @@ pub async fn run(
                 if last_heard.elapsed() > CLIENT_TIMEOUT {
                     break Some(CloseReason::from((CloseCode::Policy, "heartbeat timeout")));
                 }
-                if me.session.ping(b"").await.is_err() { break None; }
+                me.resync_duty();
+                if super::send_ping(&mut me.session).await.is_err() { break None; }
             }
             message = stream.recv(), if draining_since.is_none() => {
                 last_heard = Instant::now();
@@ -132,7 +198,7 @@ pub async fn run(
                         if me.send(&ServerFrame::error("unsupported_frame", "send JSON text frames", None)).await.is_err() { break None; }
                     }
                     Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                        if me.session.pong(&bytes).await.is_err() { break None; }
+                        if super::send_pong(&mut me.session, &bytes).await.is_err() { break None; }
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => {}
                     Some(Ok(AggregatedMessage::Close(_))) => break None,
@@ -147,7 +213,7 @@ pub async fn run(
         .await;
     me.state.dispatcher.therapist_disconnected(who.provider_id);
     if let Some(reason) = close_reason {
-        let _ = me.session.close(Some(reason)).await;
+        super::close(me.session, Some(reason)).await;
     }
 }
 
@@ -156,30 +222,94 @@ enum Flow {
     Closed,
 }
 
+impl From<Gone> for Flow {
+    fn from(_: Gone) -> Self {
+        Flow::Closed
+    }
+}
+
 impl TherapistSession {
     async fn send(&mut self, frame: &ServerFrame) -> Result<(), Flow> {
-        self.session
-            .text(frame.to_text())
-            .await
-            .map_err(|_| Flow::Closed)
+        Ok(super::send_text(&mut self.session, frame.to_text()).await?)
+    }
+
+    /// Sends `{"type":"config","ping_interval_s":n}` when the interval the app should use
+    /// changed (and at connect).
+    async fn send_config_if_changed(&mut self) -> Result<(), Flow> {
+        let overloaded = super::overloaded(&self.state);
+        let interval = self
+            .state
+            .settings
+            .cadence()
+            .interval_s(self.duty.activity(), overloaded);
+        if interval == self.ping_interval_s {
+            return Ok(());
+        }
+        self.ping_interval_s = interval;
+        self.send(&ServerFrame::Config {
+            ping_interval_s: interval,
+        })
+        .await
+    }
+
+    /// Follows what the therapist is doing from a frame relayed to them.
+    fn follow(&mut self, frame: &str) {
+        let Ok(relayed) = serde_json::from_str::<Relayed>(frame) else {
+            return;
+        };
+        let Some(booking) = relayed.booking_id else {
+            return;
+        };
+        let duty = &mut self.duty;
+        match (relayed.kind.as_ref(), relayed.status.as_deref()) {
+            ("offer", _) => {
+                if let Some(place) = relayed.location {
+                    duty.offers
+                        .insert(booking, Point::new(place.lat, place.lng));
+                }
+            }
+            ("offer.withdrawn", _) => {
+                duty.offers.remove(&booking);
+            }
+            ("booking.status", Some("accepted")) => {
+                if let Some(place) = duty.offers.remove(&booking) {
+                    duty.trip = Some((booking, place));
+                }
+            }
+            ("booking.status", Some("en_route")) => {}
+            ("booking.status", Some(_)) => {
+                duty.offers.remove(&booking);
+                if duty.trip.is_some_and(|(on, _)| on == booking) {
+                    duty.trip = None;
+                    duty.arriving = false;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What the index says wins over what the frames suggested: an offer that expired without
+    /// a frame, a booking that ended elsewhere.
+    fn resync_duty(&mut self) {
+        match self.state.index.state(self.who.provider_id) {
+            Some(TherapistState::Offered | TherapistState::Busy) => {}
+            _ => {
+                self.duty = Duty::default();
+            }
+        }
     }
 
     async fn deliver_ack(&mut self, ack: StoredAck) -> Result<(), Flow> {
         let Some(pending) = self.pending.remove(&ack.seq) else {
             return Ok(());
         };
-        if pending.connection_scoped {
-            self.state.ingest.remember_connection_ping(
-                self.who.provider_id,
-                self.connection,
-                ack.seq,
-                true,
-            );
-        }
+        let stored = ack.refused.is_none();
+        self.pings.settled(ack.key, stored);
         for _ in 0..=pending.resent {
             self.send(&ServerFrame::Ack {
                 seq: ack.seq,
-                stored: true,
+                stored,
+                reason: ack.refused,
             })
             .await?;
         }
@@ -187,35 +317,17 @@ impl TherapistSession {
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), Flow> {
-        if text.len() > MAX_FRAME_BYTES {
-            let detail = format!("frames are at most {MAX_FRAME_BYTES} bytes");
-            return self
-                .send(&ServerFrame::error("frame_too_large", detail, None))
-                .await;
-        }
-        let envelope = match open_envelope(text) {
-            Ok(envelope) => envelope,
-            Err(error) => return self.send(&error).await,
-        };
-        match envelope.kind.as_str() {
-            "location" => self.on_location(&envelope).await,
-            "availability" => self.on_availability(&envelope).await,
-            "offer.accept" | "offer.decline" | "status" => self.on_booking_frame(&envelope).await,
-            other => {
-                let detail = format!(
-                    "unknown frame type {other:?}; expected location, availability, offer.accept, offer.decline or status"
-                );
-                self.send(&ServerFrame::error("unknown_type", detail, envelope.seq))
-                    .await
+        match read_therapist_frame(text) {
+            Ok(TherapistFrame::Location(frame)) => self.on_location(frame).await,
+            Ok(TherapistFrame::Availability(frame)) => self.on_availability(frame).await,
+            Ok(TherapistFrame::Booking(action, frame)) => {
+                self.on_booking_frame(action, frame).await
             }
+            Err(error) => self.send(&error).await,
         }
     }
 
-    async fn on_location(&mut self, envelope: &Envelope) -> Result<(), Flow> {
-        let frame: LocationFrame = match read_body(envelope) {
-            Ok(frame) => frame,
-            Err(error) => return self.send(&error).await,
-        };
+    async fn on_location(&mut self, frame: LocationFrame) -> Result<(), Flow> {
         if let Some(pending) = self.pending.get_mut(&frame.seq) {
             // Resent while still queued: it will be acknowledged again once stored.
             pending.resent += 1;
@@ -231,26 +343,23 @@ impl TherapistSession {
             battery: frame.battery,
             recorded_at: frame.recorded_at,
         };
-        let outcome = self
-            .state
-            .ingest
-            .accept(self.who.provider_id, self.connection, raw, &self.acks)
-            .await;
+        let outcome = self.pings.accept(self.connection, raw, &self.acks).await;
+        if !matches!(outcome, PingOutcome::Rejected(_)) {
+            if let Some((_, customer)) = self.duty.trip {
+                self.duty.arriving =
+                    great_circle_m(Point::new(frame.lat, frame.lng), customer) <= ARRIVING_WITHIN_M;
+            }
+        }
         match outcome {
             PingOutcome::Queued => {
-                self.pending.insert(
-                    frame.seq,
-                    PendingPing {
-                        resent: 0,
-                        connection_scoped: frame.recorded_at.is_none(),
-                    },
-                );
+                self.pending.insert(frame.seq, PendingPing { resent: 0 });
                 Ok(())
             }
             PingOutcome::Ack { stored } => {
                 self.send(&ServerFrame::Ack {
                     seq: frame.seq,
                     stored,
+                    reason: None,
                 })
                 .await
             }
@@ -268,23 +377,23 @@ impl TherapistSession {
 
     /// `offer.accept`, `offer.decline` and `status`: the same operations as the HTTP calls.
     /// Success shows up as the `booking.status` push; failure as an error frame.
-    async fn on_booking_frame(&mut self, envelope: &Envelope) -> Result<(), Flow> {
-        let frame: BookingFrame = match read_body(envelope) {
-            Ok(frame) => frame,
-            Err(error) => return self.send(&error).await,
-        };
+    async fn on_booking_frame(
+        &mut self,
+        action: BookingAction,
+        frame: BookingFrame,
+    ) -> Result<(), Flow> {
         let caller = dispatch::Caller {
             user_id: self.who.user_id,
             provider_id: Some(self.who.provider_id),
             is_admin: false,
         };
         let dispatcher = &self.state.dispatcher;
-        let result = match (envelope.kind.as_str(), frame.status) {
-            ("offer.accept", _) => dispatcher
+        let result = match (action, frame.status) {
+            (BookingAction::Accept, _) => dispatcher
                 .accept(frame.booking_id, caller)
                 .await
                 .map(|_| ()),
-            ("offer.decline", _) => dispatcher.decline(frame.booking_id, caller).await,
+            (BookingAction::Decline, _) => dispatcher.decline(frame.booking_id, caller).await,
             (_, Some(status)) => dispatcher
                 .change_status(frame.booking_id, caller, status)
                 .await
@@ -302,11 +411,7 @@ impl TherapistSession {
         }
     }
 
-    async fn on_availability(&mut self, envelope: &Envelope) -> Result<(), Flow> {
-        let frame: AvailabilityFrame = match read_body(envelope) {
-            Ok(frame) => frame,
-            Err(error) => return self.send(&error).await,
-        };
+    async fn on_availability(&mut self, frame: AvailabilityFrame) -> Result<(), Flow> {
         let result = async {
             let provider = providers::own_therapist(&self.state.db, self.who.user_id).await?;
             providers::set_online(&self.state, &provider, frame.online).await

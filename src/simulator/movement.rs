@@ -2,7 +2,7 @@
 
 use rand::Rng;
 
-use crate::geo::{distance_m, Point};
+use crate::geo::{great_circle_m, Point};
 
 /// Metres per degree of latitude (and of longitude at the equator) on Hilot's sphere.
 pub const METRES_PER_DEGREE: f64 = crate::geo::EARTH_RADIUS_M * std::f64::consts::PI / 180.0;
@@ -20,7 +20,7 @@ pub fn bearing_deg(from: Point, to: Point) -> f64 {
 /// Over the few kilometres a therapist travels, a local flat approximation is exact to
 /// centimetres.
 pub fn step_towards(from: Point, to: Point, metres: f64) -> Point {
-    let total = distance_m(from, to);
+    let total = great_circle_m(from, to);
     if total <= metres || total == 0.0 {
         return to;
     }
@@ -56,8 +56,8 @@ mod tests {
     #[test]
     fn a_step_covers_the_distance_asked_and_never_overshoots() {
         let next = step_towards(AYALA, BGC, 500.0);
-        assert!((distance_m(AYALA, next) - 500.0).abs() < 1.0);
-        assert!((distance_m(next, BGC) - (distance_m(AYALA, BGC) - 500.0)).abs() < 1.0);
+        assert!((great_circle_m(AYALA, next) - 500.0).abs() < 1.0);
+        assert!((great_circle_m(next, BGC) - (great_circle_m(AYALA, BGC) - 500.0)).abs() < 1.0);
         assert_eq!(step_towards(AYALA, BGC, 10_000.0), BGC);
     }
 
@@ -73,7 +73,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         for _ in 0..1000 {
             let p = random_point_near(AYALA, 1500.0, &mut rng);
-            assert!(distance_m(AYALA, p) <= 1501.0);
+            assert!(great_circle_m(AYALA, p) <= 1501.0);
         }
     }
 

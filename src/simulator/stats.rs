@@ -209,7 +209,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Self {
+    pub fn of(h: &Histogram<u64>) -> Self {
         let ms = |us: u64| (us as f64 / 1000.0 * 1000.0).round() / 1000.0;
         Self {
             count: h.len(),

@@ -18,7 +18,7 @@ use super::movement::{bearing_deg, metres_in, random_point_near, step_towards};
 use super::seed::SimTherapist;
 use super::stats::{Metric, Stats};
 use super::{Behaviour, Travel};
-use crate::geo::{distance_m, Point};
+use crate::geo::{great_circle_m, Point};
 
 /// Pings still unacknowledged this long after stopping are reported as lost.
 const ACK_GRACE: Duration = Duration::from_secs(5);
@@ -68,6 +68,8 @@ struct Therapist {
     seq: i64,
     /// Scheduled send time of each unacknowledged ping, by seq.
     in_flight: HashMap<i64, Instant>,
+    /// How often to ping: the behaviour's until the server's `config` frame says otherwise.
+    ping_interval: Duration,
 }
 
 /// Runs one therapist until `stop`, reconnecting if the server goes away.
@@ -83,6 +85,7 @@ pub async fn run(
     // base is never further than the wander radius from it (the server rejects teleports).
     let position = me.base;
     let waypoint = random_point_near(me.base, behaviour.wander_radius_m, &mut rng);
+    let ping_interval = behaviour.ping_interval;
     let mut therapist = Therapist {
         me,
         behaviour,
@@ -94,6 +97,7 @@ pub async fn run(
         timer: None,
         seq: 0,
         in_flight: HashMap::new(),
+        ping_interval,
     };
     let mut backoff = client::Backoff::new();
     loop {
@@ -133,11 +137,18 @@ impl Therapist {
             return false;
         }
         // Apps ping on their own clocks: spread the phases over one interval.
-        let interval = self.behaviour.ping_interval;
+        let mut interval = self.ping_interval;
         let phase = interval.mul_f64(self.rng.gen::<f64>());
         let mut clock = tokio::time::interval_at(Instant::now() + phase, interval);
         clock.set_missed_tick_behavior(MissedTickBehavior::Burst);
         loop {
+            if self.ping_interval != interval {
+                // The server asked for another pace (`config`): the next fix is due one new
+                // interval after the last one.
+                interval = self.ping_interval;
+                clock = tokio::time::interval_at(Instant::now() + interval, interval);
+                clock.set_missed_tick_behavior(MissedTickBehavior::Burst);
+            }
             let timer_at = self.timer.map(|(at, _)| at);
             tokio::select! {
                 scheduled = clock.tick() => {
@@ -169,7 +180,7 @@ impl Therapist {
 
     /// The ping clock: move, maybe change duty, and send a fix (unless off duty).
     async fn on_tick(&mut self, socket: &mut Socket, scheduled: Instant) -> Result<(), ()> {
-        let dt = self.behaviour.ping_interval.as_secs_f64();
+        let dt = self.ping_interval.as_secs_f64();
         let previous = self.position;
         match self.duty {
             Duty::Off => return Ok(()),
@@ -198,7 +209,7 @@ impl Therapist {
             Duty::EnRoute { booking, customer } => {
                 if let Travel::Drive { speed_kmh } = self.behaviour.travel {
                     self.position = step_towards(self.position, customer, metres_in(speed_kmh, dt));
-                    if distance_m(self.position, customer) < 1.0 {
+                    if great_circle_m(self.position, customer) < 1.0 {
                         self.duty = Duty::AtDoor { booking };
                         self.timer = Some((
                             Instant::now() + MANUAL_ARRIVAL_AFTER,
@@ -212,7 +223,7 @@ impl Therapist {
             }
             Duty::Accepting { .. } | Duty::AtDoor { .. } | Duty::InSession { .. } => {}
         }
-        let moved = distance_m(previous, self.position);
+        let moved = great_circle_m(previous, self.position);
         let heading = (moved > 0.5).then(|| bearing_deg(previous, self.position));
         self.seq += 1;
         self.in_flight.insert(self.seq, scheduled);
@@ -241,6 +252,12 @@ impl Therapist {
                         self.stats.count("pings_acked");
                     }
                     None => self.stats.error("ack_for_unknown_seq"),
+                }
+            }
+            "config" => {
+                if let Some(seconds) = frame.get("ping_interval_s").and_then(Value::as_f64) {
+                    self.ping_interval = Duration::from_secs_f64(seconds.max(0.05));
+                    self.stats.count("ping_interval_changes");
                 }
             }
             "offer" => self.on_offer(socket, &frame).await?,

@@ -135,6 +135,9 @@ async fn the_happy_path_from_booking_to_completion() {
         "{offer}"
     );
     assert_eq!(offer["location"]["address"], "6750 Ayala Ave, Makati");
+    // The app was asked to ping every 10 s while idle, every 2 s once offered.
+    assert_eq!(near_socket.next_config().await["ping_interval_s"], 10);
+    assert_eq!(near_socket.next_config().await["ping_interval_s"], 2);
 
     near_socket
         .send_json(&json!({"type": "offer.accept", "booking_id": id}))
@@ -177,6 +180,8 @@ async fn the_happy_path_from_booking_to_completion() {
         etas[1] < etas[0],
         "ETA falls as the therapist approaches: {etas:?}"
     );
+    // Within a kilometre of the door: every second.
+    assert_eq!(near_socket.next_config().await["ping_interval_s"], 1);
     let track = json_body(
         app.get_as(&customer, &format!("/v1/bookings/{id}/track"))
             .await,

@@ -2,7 +2,6 @@
 //! and find every acknowledged seq in provider_locations exactly once.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -10,69 +9,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::binary::Binary;
 use crate::helpers::{make_admin, spawn_app};
 use crate::live::online_therapist;
-use crate::sockets::ws_url;
-
-const HILOT: &str = env!("CARGO_BIN_EXE_hilot");
-
-fn start_server(db_url: &str, port: u16) -> Child {
-    Command::new(HILOT)
-        .arg("serve")
-        .env("DATABASE_URL", db_url)
-        .env("HILOT_BIND", format!("127.0.0.1:{port}"))
-        .env("HILOT_SOCKET_FRAMES_PER_S", "10000")
-        .env("HILOT_SOCKET_FRAME_BURST", "10000")
-        .env_remove("REDIS_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hilot starts")
-}
-
-async fn wait_ready(port: u16) {
-    let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if let Ok(r) = client
-            .get(format!("http://127.0.0.1:{port}/health/ready"))
-            .send()
-            .await
-        {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server on port {port} never became ready");
-}
-
-async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    for _ in 0..300 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    panic!("hilot did not exit after SIGTERM");
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn ping(seq: i64, start: chrono::DateTime<Utc>) -> Value {
     // A slow walk north, a fix every 100 ms of device time.
@@ -98,13 +37,13 @@ async fn pings_acknowledged_as_stored_survive_sigterm_and_restart_exactly_once()
     let db_url = app.db_url.clone();
     app.shutdown().await;
 
-    let port = free_port();
-    let mut server = start_server(&db_url, port);
-    wait_ready(port).await;
+    // The binary is killed when the test ends however it ends (no server outlives a failure).
+    let mut server = Binary::start(&db_url, &[]);
+    server.wait_ready().await;
 
     // Act: stream pings; SIGTERM the server half-way; keep sending until it closes the socket.
     let (socket, _) =
-        tokio_tungstenite::connect_async(ws_url(port, "/v1/ws/therapist", &therapist.token))
+        tokio_tungstenite::connect_async(server.ws_url("/v1/ws/therapist", &therapist.token))
             .await
             .expect("socket opens");
     let (mut sink, mut stream) = socket.split();
@@ -127,7 +66,7 @@ async fn pings_acknowledged_as_stored_survive_sigterm_and_restart_exactly_once()
     let mut sent = 0;
     for seq in 1..=3000 {
         if seq == 1500 {
-            sigterm(&server);
+            server.sigterm();
         }
         if sink
             .send(Message::text(ping(seq, start).to_string()))
@@ -145,16 +84,16 @@ async fn pings_acknowledged_as_stored_survive_sigterm_and_restart_exactly_once()
         .await
         .unwrap()
         .unwrap();
-    let status = wait_exit(&mut server).await;
+    let status = server.wait_exit().await;
     assert!(status.success(), "exit status {status}");
     assert!(sent >= 1500, "sent {sent}");
 
     // Restart on the same database; resend some acknowledged pings through the new server.
-    let port = free_port();
-    let mut server = start_server(&db_url, port);
-    wait_ready(port).await;
+    // The binary is killed when the test ends however it ends (no server outlives a failure).
+    let mut server = Binary::start(&db_url, &[]);
+    server.wait_ready().await;
     let (mut socket, _) =
-        tokio_tungstenite::connect_async(ws_url(port, "/v1/ws/therapist", &therapist.token))
+        tokio_tungstenite::connect_async(server.ws_url("/v1/ws/therapist", &therapist.token))
             .await
             .expect("socket opens after restart");
     let resent: Vec<i64> = acks.keys().copied().take(5).collect();
@@ -173,14 +112,17 @@ async fn pings_acknowledged_as_stored_survive_sigterm_and_restart_exactly_once()
             .unwrap();
         if let Message::Text(text) = message {
             let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["type"] == "config" {
+                continue;
+            }
             assert_eq!(frame["type"], "ack", "{frame}");
             assert_eq!(frame["stored"], true, "{frame}");
             reacked += 1;
         }
     }
     let _ = socket.close(None).await;
-    sigterm(&server);
-    assert!(wait_exit(&mut server).await.success());
+    server.sigterm();
+    assert!(server.wait_exit().await.success());
 
     // Assert: every seq acknowledged as stored is there, none twice.
     let stored: Vec<i64> = acks

@@ -3,13 +3,16 @@
 mod abuse;
 mod accounts;
 mod admin;
+mod binary;
 mod bookings;
 mod cli;
 mod credentials;
 mod dashboard;
 mod durability;
+mod faults;
 mod health;
 mod helpers;
+mod lifecycle_model;
 mod live;
 mod logs;
 mod money;

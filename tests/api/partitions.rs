@@ -48,6 +48,10 @@ async fn pings_on_both_sides_of_a_month_end_land_in_their_partitions_with_none_r
         .map(|(i, at)| PingRecord {
             provider_id,
             seq: i as i64,
+            key: hilot::ingest::DedupeKey::Fix {
+                seq: i as i64,
+                recorded_at_ms: at.timestamp_millis(),
+            },
             point: Point::new(14.5547, 121.0244),
             accuracy_m: 5.0,
             heading: None,

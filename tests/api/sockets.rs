@@ -15,6 +15,9 @@ pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Socket {
     inner: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// `config` frames (the therapist socket's ping interval) are set aside here rather than
+    /// returned, since they may come at any time; tests about them read this.
+    pub configs: Vec<Value>,
 }
 
 pub fn ws_url(port: u16, path: &str, token: &str) -> String {
@@ -30,7 +33,10 @@ pub async fn connect_url(url: &str) -> Socket {
     let (inner, _) = tokio_tungstenite::connect_async(url)
         .await
         .unwrap_or_else(|e| panic!("websocket upgrade refused: {e}"));
-    Socket { inner }
+    Socket {
+        inner,
+        configs: Vec::new(),
+    }
 }
 
 /// Connects with `Authorization: Bearer` (as apps do).
@@ -45,7 +51,10 @@ pub async fn connect_with_header(app: &TestApp, path: &str, token: &str) -> Sock
     let (inner, _) = tokio_tungstenite::connect_async(request)
         .await
         .unwrap_or_else(|e| panic!("websocket upgrade refused: {e}"));
-    Socket { inner }
+    Socket {
+        inner,
+        configs: Vec::new(),
+    }
 }
 
 /// The HTTP status with which the server refused an upgrade of `url`.
@@ -99,7 +108,12 @@ impl Socket {
                 .expect("a frame arrives in time")?;
             match message {
                 Ok(Message::Text(text)) => {
-                    return Some(serde_json::from_str(&text).expect("frames are JSON"))
+                    let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
+                    if frame["type"] == "config" {
+                        self.configs.push(frame);
+                        continue;
+                    }
+                    return Some(frame);
                 }
                 Ok(Message::Close(_)) | Err(_) => return None,
                 Ok(_) => continue,
@@ -127,6 +141,27 @@ impl Socket {
                 Some(Ok(Message::Close(None))) | None => return (1005, String::new()),
                 Some(Err(error)) => panic!("socket failed instead of closing: {error}"),
                 Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// The next `config` frame (one already set aside first); other frames on the way are
+    /// dropped.
+    pub async fn next_config(&mut self) -> Value {
+        loop {
+            if !self.configs.is_empty() {
+                return self.configs.remove(0);
+            }
+            let message = tokio::time::timeout(FRAME_TIMEOUT, self.inner.next())
+                .await
+                .expect("a config frame arrives in time")
+                .expect("the socket is still open")
+                .expect("the socket is still open");
+            if let Message::Text(text) = message {
+                let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
+                if frame["type"] == "config" {
+                    return frame;
+                }
             }
         }
     }
