@@ -360,7 +360,6 @@ pub async fn run(
     mut stream: AggregatedMessageStream,
 ) {
     let (id, client) = state.dashboards.register();
-    // Each subscribe reads the database: a bucket of its own, stricter than the frame bucket.
     let mut subscribes = FrameLimiter::new(
         state.settings.dashboard_subscribes_per_s,
         state.settings.dashboard_subscribe_burst,
@@ -388,11 +387,7 @@ pub async fn run(
             message = stream.recv() => {
                 last_heard = Instant::now();
                 if let Some(Ok(message)) = &message {
-                    let admission = match guard.admit(message) {
-                        Admission::Admit if matches!(message, AggregatedMessage::Text(_)) => subscribes.admit("subscribe frames"),
-                        other => other,
-                    };
-                    match admission {
+                    match guard.admit(message) {
                         Admission::Admit => {}
                         Admission::Refuse(error) => {
                             if super::send_text(&mut session, error.to_text()).await.is_err() { break None; }
@@ -410,9 +405,18 @@ pub async fn run(
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => continue,
                     Some(Ok(AggregatedMessage::Binary(_))) => ServerFrame::error("unsupported_frame", "send JSON text frames", None).to_text(),
-                    Some(Ok(AggregatedMessage::Text(text))) => match subscribe(&state, &client, &text).await {
-                        Ok(snapshot) => snapshot,
+                    // A valid subscribe reads the database: it takes a token of its own bucket
+                    // too, stricter than the frame bucket.
+                    Some(Ok(AggregatedMessage::Text(text))) => match read_subscribe(&text) {
                         Err(error) => error.to_text(),
+                        Ok(bbox) => match subscribes.admit("subscribe frames") {
+                            Admission::Admit => match subscribe(&state, &client, bbox).await {
+                                Ok(snapshot) => snapshot,
+                                Err(error) => error.to_text(),
+                            },
+                            Admission::Refuse(error) => error.to_text(),
+                            Admission::Close(reason) => break Some(reason),
+                        },
                     },
                 };
                 if super::send_text(&mut session, reply).await.is_err() { break None; }
@@ -453,8 +457,7 @@ pub fn read_subscribe(text: &str) -> Result<Bbox, ServerFrame> {
 }
 
 /// Handles a `subscribe` frame: sets the viewport and answers the snapshot inside it.
-async fn subscribe(state: &AppState, client: &Client, text: &str) -> Result<String, ServerFrame> {
-    let bbox = read_subscribe(text)?;
+async fn subscribe(state: &AppState, client: &Client, bbox: Bbox) -> Result<String, ServerFrame> {
     let bookings = bookings_in(&state.db, bbox).await.map_err(|_| {
         ServerFrame::error(
             "unavailable",
