@@ -230,6 +230,11 @@ pub struct Settings {
     /// Seconds a request body may take to arrive (then 408).
     #[arg(long, global = true, env = "HILOT_BODY_TIMEOUT_S", default_value_t = DEFAULT_BODY_TIMEOUT_S)]
     pub body_timeout_s: u64,
+
+    /// The payment gateway, push notifications and the delivery outbox.
+    #[command(flatten)]
+    pub integrations: IntegrationSettings,
+
     /// Seconds between pings the server asks of an idle therapist app.
     #[arg(long, global = true, env = "HILOT_PING_INTERVAL_IDLE_S", default_value_t = crate::ingest::cadence::DEFAULT_IDLE_S)]
     pub ping_interval_idle_s: u32,
@@ -297,6 +302,113 @@ impl Default for Settings {
             ping_interval_arriving_s: crate::ingest::cadence::DEFAULT_ARRIVING_S,
             max_pending_upgrades: DEFAULT_MAX_PENDING_UPGRADES,
             max_inflight_requests: DEFAULT_MAX_INFLIGHT_REQUESTS,
+            integrations: IntegrationSettings::default(),
+        }
+    }
+}
+
+/// PayMongo's API (the gateway's default base URL).
+pub const DEFAULT_GATEWAY_URL: &str = "https://api.paymongo.com";
+/// A gateway webhook signed longer ago than this (either way) is refused.
+pub const DEFAULT_GATEWAY_WEBHOOK_TOLERANCE_S: u64 = 300;
+/// Firebase Cloud Messaging's HTTP v1 API.
+pub const DEFAULT_FCM_URL: &str = "https://fcm.googleapis.com";
+/// How often an idle outbox worker looks for due deliveries.
+pub const DEFAULT_OUTBOX_POLL_MS: u64 = 500;
+/// The first retry waits this long; each next one twice as long, up to the maximum.
+pub const DEFAULT_OUTBOX_BACKOFF_BASE_MS: u64 = 5_000;
+pub const DEFAULT_OUTBOX_BACKOFF_MAX_S: u64 = 3_600;
+/// Attempts before a delivery is dead-lettered.
+pub const DEFAULT_OUTBOX_MAX_ATTEMPTS: u32 = 12;
+/// One delivery attempt (an HTTP call) may take this long.
+pub const DEFAULT_OUTBOX_TIMEOUT_S: u64 = 10;
+/// Deliveries in flight at once on one node.
+pub const DEFAULT_OUTBOX_CONCURRENCY: usize = 16;
+
+/// Outside services: the payment gateway (PayMongo's API), push (FCM HTTP v1) and the outbox
+/// that delivers push notifications, operator webhooks and gateway refunds.
+#[derive(Debug, Clone, Args)]
+pub struct IntegrationSettings {
+    /// Base URL of the payment gateway (PayMongo's API shape).
+    #[arg(long, global = true, env = "HILOT_GATEWAY_URL", default_value = DEFAULT_GATEWAY_URL)]
+    pub gateway_url: String,
+
+    /// The gateway's secret API key. Without it, card, GCash and Maya payments are refused.
+    #[arg(
+        long,
+        global = true,
+        env = "HILOT_GATEWAY_SECRET_KEY",
+        hide_env_values = true
+    )]
+    pub gateway_secret_key: Option<String>,
+
+    /// The secret the gateway signs its webhooks with.
+    #[arg(
+        long,
+        global = true,
+        env = "HILOT_GATEWAY_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub gateway_webhook_secret: Option<String>,
+
+    /// Seconds a gateway webhook's signature time may differ from ours.
+    #[arg(long, global = true, env = "HILOT_GATEWAY_WEBHOOK_TOLERANCE_S", default_value_t = DEFAULT_GATEWAY_WEBHOOK_TOLERANCE_S)]
+    pub gateway_webhook_tolerance_s: u64,
+
+    /// Base URL of Firebase Cloud Messaging (HTTP v1).
+    #[arg(long, global = true, env = "HILOT_FCM_URL", default_value = DEFAULT_FCM_URL)]
+    pub fcm_url: String,
+
+    /// The Firebase project push notifications are sent through. Without it, push is off.
+    #[arg(long, global = true, env = "HILOT_FCM_PROJECT_ID")]
+    pub fcm_project_id: Option<String>,
+
+    /// A file holding a current OAuth 2 access token for FCM, re-read before each send (a
+    /// sidecar or workload identity keeps it fresh).
+    #[arg(long, global = true, env = "HILOT_FCM_ACCESS_TOKEN_FILE")]
+    pub fcm_access_token_file: Option<String>,
+
+    /// Milliseconds an idle outbox worker waits before looking for due deliveries again.
+    #[arg(long, global = true, env = "HILOT_OUTBOX_POLL_MS", default_value_t = DEFAULT_OUTBOX_POLL_MS)]
+    pub outbox_poll_ms: u64,
+
+    /// Milliseconds before the first retry of a failed delivery (doubling each time).
+    #[arg(long, global = true, env = "HILOT_OUTBOX_BACKOFF_BASE_MS", default_value_t = DEFAULT_OUTBOX_BACKOFF_BASE_MS)]
+    pub outbox_backoff_base_ms: u64,
+
+    /// Longest wait between two attempts, in seconds.
+    #[arg(long, global = true, env = "HILOT_OUTBOX_BACKOFF_MAX_S", default_value_t = DEFAULT_OUTBOX_BACKOFF_MAX_S)]
+    pub outbox_backoff_max_s: u64,
+
+    /// Attempts before a delivery is dead-lettered.
+    #[arg(long, global = true, env = "HILOT_OUTBOX_MAX_ATTEMPTS", default_value_t = DEFAULT_OUTBOX_MAX_ATTEMPTS)]
+    pub outbox_max_attempts: u32,
+
+    /// Seconds one delivery attempt may take.
+    #[arg(long, global = true, env = "HILOT_OUTBOX_TIMEOUT_S", default_value_t = DEFAULT_OUTBOX_TIMEOUT_S)]
+    pub outbox_timeout_s: u64,
+
+    /// Deliveries in flight at once on this node.
+    #[arg(long, global = true, env = "HILOT_OUTBOX_CONCURRENCY", default_value_t = DEFAULT_OUTBOX_CONCURRENCY)]
+    pub outbox_concurrency: usize,
+}
+
+impl Default for IntegrationSettings {
+    fn default() -> Self {
+        Self {
+            gateway_url: DEFAULT_GATEWAY_URL.to_owned(),
+            gateway_secret_key: None,
+            gateway_webhook_secret: None,
+            gateway_webhook_tolerance_s: DEFAULT_GATEWAY_WEBHOOK_TOLERANCE_S,
+            fcm_url: DEFAULT_FCM_URL.to_owned(),
+            fcm_project_id: None,
+            fcm_access_token_file: None,
+            outbox_poll_ms: DEFAULT_OUTBOX_POLL_MS,
+            outbox_backoff_base_ms: DEFAULT_OUTBOX_BACKOFF_BASE_MS,
+            outbox_backoff_max_s: DEFAULT_OUTBOX_BACKOFF_MAX_S,
+            outbox_max_attempts: DEFAULT_OUTBOX_MAX_ATTEMPTS,
+            outbox_timeout_s: DEFAULT_OUTBOX_TIMEOUT_S,
+            outbox_concurrency: DEFAULT_OUTBOX_CONCURRENCY,
         }
     }
 }

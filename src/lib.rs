@@ -17,6 +17,16 @@
 //! - [`dispatch`]: book now: offers, atomic accept, the booking lifecycle, geofence arrival.
 //! - [`realtime`]: WebSocket sessions (one task per socket), the hub, the event bus.
 //! - [`partitions`]: the monthly `provider_locations` partition manager.
+//! - [`money`]: the ledger (transactions, wallets, the platform's side), settlement, the
+//!   payment gateway (PayMongo), tips and payouts.
+//! - [`effects`]: what a booking's status change sets off in its own transaction: money,
+//!   notifications, operator webhooks.
+//! - [`reviews`]: reviews of both parties and their moderation.
+//! - [`messages`]: the in-booking chat between customer and therapist.
+//! - [`notifications`]: notification rows, device tokens, push (FCM v1), reminders.
+//! - [`webhooks`]: operator webhook endpoints and Standard Webhooks signing.
+//! - [`outbox`]: at-least-once delivery of push, webhooks and gateway refunds, drained by a
+//!   worker on every node.
 //! - [`simulator`]: simulated therapists, customers and dispatchers for `hilot demo` and the
 //!   load test, speaking only the public API.
 //! - [`telemetry`]: logs and Prometheus metrics.
@@ -30,14 +40,21 @@ pub mod config;
 pub mod db;
 pub mod dispatch;
 pub mod domain;
+pub mod effects;
 pub mod error;
 pub mod geo;
 pub mod http;
 pub mod ingest;
+pub mod messages;
+pub mod money;
+pub mod notifications;
+pub mod outbox;
 pub mod partitions;
 pub mod providers;
 pub mod realtime;
+pub mod reviews;
 pub mod simulator;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod webhooks;

@@ -33,6 +33,9 @@ use crate::realtime::{SocketCounter, UpgradeGate};
 use crate::state::AppState;
 use crate::{db, geo, http, ingest, partitions, telemetry};
 
+/// Connections the outbox worker (booking events, push, webhooks, refunds) may hold, apart from
+/// the request pool.
+pub const OUTBOX_DB_CONNECTIONS: u32 = 4;
 /// How long to wait for Redis at start-up before giving up with a clear error.
 pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -141,11 +144,13 @@ impl Application {
         }
         let (active, pending) = dispatcher.resume().await.context("resuming dispatch")?;
         tracing::info!(active, pending, "bookings resumed");
+        let payments = payments(&settings);
         let upgrades = UpgradeGate::new(settings.max_pending_upgrades);
         let requests = Arc::new(crate::http::limits::InFlight::new(
             settings.max_inflight_requests,
         ));
         let state = AppState {
+            payments,
             db: pool,
             background_db: background,
             redis,
@@ -245,6 +250,21 @@ impl Application {
             let shutdown = shutdown.subscribe();
             tokio::spawn(async move { state.sweep_credentials(shutdown).await })
         };
+        // The outbox has its own few connections, so deliveries never starve requests.
+        let outbox_db = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(OUTBOX_DB_CONNECTIONS)
+            .acquire_timeout(crate::config::DB_ACQUIRE_TIMEOUT)
+            .connect_lazy_with((*state.db.connect_options()).clone());
+        let outbox = tokio::spawn(crate::outbox::worker::run(
+            outbox_db.clone(),
+            couriers(&state, &outbox_db),
+            outbox_config(&state.settings),
+            shutdown.subscribe(),
+        ));
+        let reminders = tokio::spawn(crate::notifications::reminders::run(
+            state.db.clone(),
+            shutdown.subscribe(),
+        ));
         let gauges = tokio::spawn(telemetry::export_gauges(
             state.clone(),
             shutdown.subscribe(),
@@ -262,7 +282,15 @@ impl Application {
         let _ = shutdown.send(true);
         drain(server_handle, server_task).await;
         let _ = writer.await;
-        let _ = tokio::join!(maintenance, settings_refresh, gauges, sweep);
+        let _ = tokio::join!(
+            maintenance,
+            settings_refresh,
+            gauges,
+            sweep,
+            outbox,
+            reminders
+        );
+        outbox_db.close().await;
         state.db.close().await;
         state.background_db.close().await;
         tracing::info!("hilot stopped");
@@ -319,6 +347,100 @@ fn request_limits(settings: &Settings) -> Limits {
             burst: settings.nearby_burst_per_user,
             replenish: Duration::from_secs(settings.nearby_replenish_per_user_s),
         }),
+    }
+}
+
+/// The HTTP client of outside calls (gateway, push, webhooks); each call is also bounded by the
+/// outbox's attempt timeout.
+fn outside_client(settings: &Settings) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(
+            settings.integrations.outbox_timeout_s.max(1),
+        ))
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("hilot/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
+fn payments(settings: &Settings) -> crate::money::payments::Payments {
+    let i = &settings.integrations;
+    let gateway = i
+        .gateway_secret_key
+        .as_deref()
+        .filter(|k| !k.is_empty())
+        .map(|key| {
+            Arc::new(crate::money::gateway::paymongo::PayMongo::new(
+                outside_client(settings),
+                &i.gateway_url,
+                key,
+                i.gateway_webhook_secret.clone().filter(|s| !s.is_empty()),
+                i.gateway_webhook_tolerance_s,
+            )) as Arc<dyn crate::money::gateway::Gateway>
+        });
+    crate::money::payments::Payments { gateway }
+}
+
+/// Who delivers each outbox channel: booking events and webhooks always; push when FCM is configured; refunds when
+/// the gateway is. Jobs of a channel without a courier wait until one is configured.
+fn couriers(state: &AppState, db: &sqlx::PgPool) -> crate::outbox::Couriers {
+    use crate::outbox::Channel;
+    let settings = &state.settings;
+    let client = outside_client(settings);
+    let mut couriers: crate::outbox::Couriers = vec![
+        (
+            Channel::Event,
+            Arc::new(crate::effects::EventCourier { db: db.clone() }),
+        ),
+        (
+            Channel::Webhook,
+            Arc::new(crate::webhooks::WebhookCourier {
+                db: db.clone(),
+                client: client.clone(),
+            }),
+        ),
+    ];
+    if let Some(project) = settings
+        .integrations
+        .fcm_project_id
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        let sender = crate::notifications::push::FcmSender::new(
+            client,
+            &settings.integrations.fcm_url,
+            project,
+            settings.integrations.fcm_access_token_file.clone(),
+        );
+        couriers.push((
+            Channel::Push,
+            Arc::new(crate::notifications::push::PushCourier {
+                db: db.clone(),
+                sender: Arc::new(sender),
+            }),
+        ));
+    }
+    if let Some(gateway) = &state.payments.gateway {
+        couriers.push((
+            Channel::Gateway,
+            Arc::new(crate::money::payments::RefundCourier {
+                db: db.clone(),
+                gateway: gateway.clone(),
+            }),
+        ));
+    }
+    couriers
+}
+
+fn outbox_config(settings: &Settings) -> crate::outbox::worker::WorkerConfig {
+    let i = &settings.integrations;
+    crate::outbox::worker::WorkerConfig {
+        poll: Duration::from_millis(i.outbox_poll_ms.max(10)),
+        backoff_base: Duration::from_millis(i.outbox_backoff_base_ms.max(1)),
+        backoff_max: Duration::from_secs(i.outbox_backoff_max_s.max(1)),
+        max_attempts: i.outbox_max_attempts.max(1),
+        attempt_timeout: Duration::from_secs(i.outbox_timeout_s.max(1)),
+        concurrency: i.outbox_concurrency.max(1),
     }
 }
 

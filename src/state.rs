@@ -15,6 +15,8 @@ use crate::geo::index::LiveIndex;
 use crate::geo::EtaModel;
 use crate::http::limits::{Limits, LoginLimiter};
 use crate::ingest::Ingest;
+use crate::messages::{ChatMessage, Parties, ReadReceipt, Side};
+use crate::money::payments::Payments;
 use crate::realtime::bus::EventBus;
 use crate::realtime::dashboard::Dashboards;
 use crate::realtime::guard::{CredentialEvent, SocketRegistry};
@@ -56,6 +58,8 @@ pub struct AppState {
     pub bus: EventBus,
     /// Dispatch dashboards connected to this server, with their viewports.
     pub dashboards: Arc<Dashboards>,
+    /// The payment gateway, when configured.
+    pub payments: Payments,
     /// Flips to `true` once at shutdown; sockets and background tasks wind down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -167,6 +171,30 @@ impl AppState {
                 error = format!("{error:#}"),
                 "refreshing the live index failed"
             );
+        }
+    }
+
+    /// Sends a chat message to both parties' sockets (the sender's other devices see it too).
+    pub async fn deliver_message(&self, message: &ChatMessage, parties: &Parties) {
+        let frame: Arc<str> = message.frame().into();
+        for user_id in parties.users() {
+            self.bus.to_user(user_id, frame.clone()).await;
+        }
+    }
+
+    /// Tells the other party their messages were read.
+    pub async fn deliver_read_receipt(
+        &self,
+        receipt: &ReadReceipt,
+        reader: Side,
+        parties: &Parties,
+    ) {
+        if receipt.message_ids.is_empty() {
+            return;
+        }
+        let frame: Arc<str> = receipt.frame(reader).into();
+        for user_id in parties.users() {
+            self.bus.to_user(user_id, frame.clone()).await;
         }
     }
 }

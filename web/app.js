@@ -280,7 +280,10 @@
     const who = b.provider_first_name || 'no therapist yet';
     const detail = span('detail', [b.service, who, requested && `requested ${requested}`]
       .filter(Boolean).join(' · '));
-    li.append(number, status, detail);
+    const payment = span('payment', `${b.payment_method || 'cash'} · ${humanStatus(b.payment_status || 'pending')}`);
+    payment.dataset.paymentStatus = b.payment_status || 'pending';
+    payment.title = 'Payment method and state';
+    li.append(number, status, detail, payment);
     return li;
   }
 

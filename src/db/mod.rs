@@ -1,6 +1,6 @@
 //! PostgreSQL: the pool, migrations, and the version checks made when the pool is built.
 
-pub mod settings;
+pub mod app_settings;
 
 use std::time::Duration;
 

@@ -1,7 +1,9 @@
 //! Cancelling a booking: the one rule for who may cancel, what it costs, and what it undoes.
 //! `POST /v1/bookings/{id}/cancel` and the pending timeout both come through [`cancel`];
 //! `/status` refuses `cancelled` (see [`refuse_status_cancel`]), so no path cancels without the
-//! fee, the timestamps, the actor and the reason.
+//! fee, the timestamps, the actor and the reason. The money a cancellation moves
+//! (`crate::effects::on_booking_transition`) reads the fee this rule wrote on the booking, so
+//! there is one rule for what a cancellation costs.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -100,7 +102,8 @@ struct Row {
 
 /// Cancels inside `tx`: locks the booking, checks the actor may cancel it now, and records the
 /// fee, `cancelled_at`, `cancelled_by`, the reason and (through the timeline trigger) the actor;
-/// the promo code the booking held is given back. The caller commits, then stops dispatch and
+/// the promo code the booking held is given back; the money and the booking's event follow in
+/// the same transaction (`crate::effects::on_booking_transition`). The caller commits, then stops dispatch and
 /// frees the therapist.
 pub async fn cancel(
     tx: &mut PgConnection,
@@ -154,6 +157,9 @@ pub async fn cancel(
     release_promo(tx, request.booking_id)
         .await
         .context("releasing the promo code")?;
+    // The money (the fee written above kept or charged, the rest refunded, the therapist
+    // compensated) and the booking's event, in this same transaction.
+    crate::effects::on_booking_transition(tx, request.booking_id).await?;
     Ok(Cancelled {
         previous: row.status,
         provider_id: row.provider_id,

@@ -690,6 +690,7 @@ impl Dispatcher {
             .execute(&mut *tx)
             .await
             .context("recording the promo discount")?;
+        crate::effects::on_booking_transition(&mut tx, booking.id).await?;
         let view = store::view(&mut tx, booking.id)
             .await
             .context("loading the booking")?;
@@ -826,6 +827,7 @@ impl Dispatcher {
             .await
             .context("updating the provider's statistics")?;
         }
+        crate::effects::on_booking_transition(&mut tx, booking.id).await?;
         let view = store::view(&mut tx, booking.id)
             .await
             .context("loading the booking")?;

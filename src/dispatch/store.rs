@@ -89,6 +89,8 @@ pub struct BookingView {
     pub completed_at: Option<DateTime<Utc>>,
     pub cancelled_at: Option<DateTime<Utc>>,
     pub cancellation_reason: Option<String>,
+    /// How the booking is paid, and where the payment stands (`null` in lists).
+    pub payment: Option<crate::money::views::PaymentView>,
 }
 
 /// The internal facts about a booking that decisions need.
@@ -180,6 +182,7 @@ struct ViewRow {
     completed_at: Option<DateTime<Utc>>,
     cancelled_at: Option<DateTime<Utc>>,
     cancellation_reason: Option<String>,
+    payment_method: crate::money::PaymentMethod,
 }
 
 const VIEW_SQL: &str = "SELECT b.uuid, b.booking_number, b.status, b.type::text AS kind, b.booking_type::text AS booking_type, \
@@ -187,7 +190,7 @@ const VIEW_SQL: &str = "SELECT b.uuid, b.booking_number, b.status, b.type::text 
         p.average_rating AS provider_rating, bl.latitude::float8 AS lat, bl.longitude::float8 AS lng, bl.address, \
         bl.unit_number, bl.landmark, b.service_price, b.distance_surcharge, b.platform_fee, b.promo_discount, \
         b.total_amount, s.currency, b.cancellation_fee, b.customer_notes, b.requested_at, b.scheduled_at, \
-        b.accepted_at, b.started_at, b.completed_at, b.cancelled_at, b.cancellation_reason \
+        b.accepted_at, b.started_at, b.completed_at, b.cancelled_at, b.cancellation_reason, b.payment_method \
      FROM bookings b JOIN services s ON s.id = b.service_id \
      LEFT JOIN providers p ON p.id = b.provider_id LEFT JOIN users pu ON pu.id = p.user_id \
      LEFT JOIN booking_locations bl ON bl.booking_id = b.id";
@@ -236,6 +239,9 @@ fn into_view(row: ViewRow, timeline: Vec<TimelineEntry>) -> BookingView {
         completed_at: row.completed_at,
         cancelled_at: row.cancelled_at,
         cancellation_reason: row.cancellation_reason,
+        // Nothing is charged before a therapist accepts: a pending booking's payment needs no query.
+        payment: (row.status == BookingStatus::Pending)
+            .then(|| crate::money::views::unpaid(row.payment_method, row.total_amount)),
     }
 }
 
@@ -250,7 +256,11 @@ pub async fn view(db: &mut PgConnection, booking_id: i64) -> sqlx::Result<Bookin
     .bind(booking_id)
     .fetch_all(&mut *db)
     .await?;
-    Ok(into_view(row, timeline))
+    let mut view = into_view(row, timeline);
+    if view.payment.is_none() {
+        view.payment = Some(crate::money::views::payment(db, booking_id).await?);
+    }
+    Ok(view)
 }
 
 /// The caller's bookings (as customer or as therapist), newest first, without timelines.
@@ -270,7 +280,14 @@ pub async fn list_for_user(
     .bind(limit)
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(|r| into_view(r, Vec::new())).collect())
+    // Lists leave out payments (one query each); the booking's own answer has it.
+    Ok(rows
+        .into_iter()
+        .map(|r| BookingView {
+            payment: None,
+            ..into_view(r, Vec::new())
+        })
+        .collect())
 }
 
 /// Marks who is changing a booking (and why) for the timeline trigger, for this transaction.

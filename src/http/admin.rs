@@ -209,6 +209,18 @@ pub async fn verify_provider(
         .fetch_one(&mut *tx)
         .await
         .context("loading the provider")?;
+    crate::webhooks::emit(
+        &mut tx,
+        if verified {
+            "provider.verified"
+        } else {
+            "provider.rejected"
+        },
+        json!({"provider_id": summary.provider_id, "verification_status": body.status.as_str(),
+               "rejection_reason": new_reason}),
+    )
+    .await
+    .context("queueing the provider webhook")?;
     tx.commit().await.context("committing the decision")?;
     state.provider_changed(provider_id).await;
     if !verified {

@@ -61,6 +61,10 @@ pub struct CreateBooking {
     pub location: Option<NewLocation>,
     pub customer_notes: Option<String>,
     pub promo_code: Option<String>,
+    /// `cash` (default, paid to the therapist at the end), `wallet` (charged when a therapist
+    /// accepts; the balance must cover the estimate), or `card`, `gcash`, `paymaya` (paid through
+    /// the gateway once accepted: `POST /v1/bookings/{id}/payment`).
+    pub payment_method: Option<crate::money::PaymentMethod>,
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
@@ -235,9 +239,14 @@ pub async fn create(
         promo: promo.as_ref().map(|p| p.terms),
     });
 
-    let max_pending = crate::db::settings::max_pending_bookings(&state.db)
+    let max_pending = crate::db::app_settings::max_pending_bookings(&state.db)
         .await
         .context("reading max_pending_bookings")?;
+    let payment_method = request
+        .payment_method
+        .unwrap_or(crate::money::PaymentMethod::Cash);
+    check_payment_method(&state, user_id, payment_method, estimate.total_amount).await?;
+
     let mut tx = state.db.begin().await.context("starting the booking")?;
     // One customer's bookings are created one at a time, so the waiting-bookings limit holds
     // under concurrent requests.
@@ -276,8 +285,8 @@ pub async fn create(
     let inserted: Option<i64> = sqlx::query_scalar(
         "INSERT INTO bookings (customer_id, service_id, type, booking_type, scheduled_at, status, service_price, \
              distance_surcharge, platform_fee, promo_discount, total_amount, provider_earnings, commission_amount, \
-             commission_rate, customer_notes, idempotency_key, idempotency_request_hash) \
-         VALUES ($1, $2, 'home_service', 'now', $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             commission_rate, customer_notes, idempotency_key, idempotency_request_hash, payment_method) \
+         VALUES ($1, $2, 'home_service', 'now', $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
          ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING id",
     )
@@ -295,6 +304,7 @@ pub async fn create(
     .bind(optional_text(&request.customer_notes))
     .bind(&key)
     .bind(&request_hash)
+    .bind(payment_method)
     .fetch_optional(&mut *tx)
     .await
     .context("creating the booking")?;
@@ -359,6 +369,7 @@ pub async fn create(
             }
         }
     }
+    crate::effects::emit_booking_event(&mut tx, booking_id, "booking.created").await?;
     let view = store::view(&mut tx, booking_id)
         .await
         .context("loading the booking")?;
@@ -377,6 +388,37 @@ pub async fn create(
         state.dispatcher.announce(booking_id).await;
     }
     Ok(HttpResponse::Created().json(view))
+}
+
+/// A wallet must cover the estimate; card and e-wallets need a configured gateway.
+async fn check_payment_method(
+    state: &AppState,
+    user_id: i64,
+    method: crate::money::PaymentMethod,
+    estimate: Decimal,
+) -> Result<(), ApiError> {
+    use crate::money::PaymentMethod;
+    match method {
+        PaymentMethod::Cash => Ok(()),
+        PaymentMethod::Wallet => {
+            let balance = crate::money::views::wallet(&state.db, user_id)
+                .await
+                .context("reading the wallet")?
+                .map_or(Decimal::ZERO, |w| w.balance);
+            if balance < estimate {
+                return Err(ApiError::invalid(
+                    "payment_method",
+                    format!(
+                        "the wallet balance ({}) does not cover the estimated {}; top up or choose another method",
+                        crate::money::ledger::money_text(balance),
+                        crate::money::ledger::money_text(estimate)
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        _ => state.payments.gateway().map(|_| ()),
+    }
 }
 
 /// The booking an earlier request with this key created, if any (409 if its body differed).

@@ -158,6 +158,10 @@ pub struct ActiveBooking {
     pub service: String,
     pub provider_first_name: Option<String>,
     pub requested_at: chrono::DateTime<Utc>,
+    /// `cash`, `wallet`, `card`, `gcash` or `paymaya`.
+    pub payment_method: String,
+    /// `pending`, `due_in_cash`, `awaiting_payment`, `paid` or `failed` (see `booking.payment`).
+    pub payment_status: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -204,8 +208,15 @@ pub async fn stats(
     .context("counting bookings")?;
     let active_bookings = sqlx::query_as(
         "SELECT b.uuid AS booking_id, b.booking_number, b.status::text AS status, s.name AS service, \
-                u.first_name AS provider_first_name, b.requested_at \
+                u.first_name AS provider_first_name, b.requested_at, b.payment_method::text AS payment_method, \
+                CASE WHEN pay.paid THEN 'paid' WHEN pay.awaiting THEN 'awaiting_payment' \
+                     WHEN pay.failed THEN 'failed' \
+                     WHEN b.payment_method = 'cash' AND b.status <> 'pending' THEN 'due_in_cash' \
+                     ELSE 'pending' END AS payment_status \
          FROM bookings b JOIN services s ON s.id = b.service_id \
+         LEFT JOIN LATERAL (SELECT bool_or(t.status = 'completed') AS paid, \
+                bool_or(t.status IN ('pending', 'processing')) AS awaiting, bool_or(t.status = 'failed') AS failed \
+             FROM transactions t WHERE t.booking_id = b.id AND t.type = 'payment') pay ON true \
          LEFT JOIN providers p ON p.id = b.provider_id LEFT JOIN users u ON u.id = p.user_id \
          WHERE b.status IN ('pending', 'accepted', 'en_route', 'arrived', 'in_progress') \
          ORDER BY b.id DESC LIMIT 100",

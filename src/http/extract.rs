@@ -136,7 +136,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// PostgreSQL stores no NUL character (U+0000) in text or JSON: a body holding one anywhere is
 /// refused with a 422 naming the field, before any handler tries to store it. Cheap for the
 /// bodies without one: only a body containing the escape `\u0000` is walked.
-fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
+pub fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
     const ESCAPE: &[u8] = b"\\u0000";
     if !bytes.windows(ESCAPE.len()).any(|w| w == ESCAPE) {
         return Ok(());

@@ -10,11 +10,16 @@ pub mod dispatch_map;
 pub mod extract;
 pub mod health;
 pub mod limits;
+pub mod messages;
+pub mod money;
 pub mod nearby;
+pub mod notifications;
 pub mod openapi;
 pub mod operations;
 pub mod page;
+pub mod reviews;
 pub mod therapist;
+pub mod webhooks;
 pub mod ws;
 
 use std::time::Instant;
@@ -70,6 +75,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(bookings::change_status)
         .service(bookings::cancel)
         .service(bookings::track)
+        .service(money::wallet)
+        .service(money::wallet_transactions)
+        .service(money::topup)
+        .service(money::pay_booking)
+        .service(money::tip)
+        .service(money::gateway_webhook)
+        .service(money::run_payouts)
+        .service(money::list_payouts)
+        .service(money::payout_status)
+        .service(money::ledger_check)
+        .service(reviews::create)
+        .service(reviews::of_booking)
+        .service(reviews::of_therapist)
+        .service(reviews::list_for_moderation)
+        .service(reviews::moderate)
+        .service(messages::list)
+        .service(messages::send)
+        .service(messages::mark_read)
+        .service(notifications::list)
+        .service(notifications::mark_read)
+        .service(notifications::register_device)
+        .service(webhooks::create)
+        .service(webhooks::list)
+        .service(webhooks::deactivate)
+        .service(webhooks::deliveries)
+        .service(webhooks::redeliver)
         .service(dispatch_map::dashboard_socket)
         .service(dispatch_map::live)
         .service(dispatch_map::stats)

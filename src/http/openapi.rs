@@ -6,8 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    accounts, admin, bookings, catalog, dispatch_map, health, nearby, operations, page, therapist,
-    ws,
+    accounts, admin, bookings, catalog, dispatch_map, health, messages, money, nearby,
+    notifications, operations, page, reviews, therapist, webhooks, ws,
 };
 use crate::error::{FieldError, Problem};
 
@@ -32,6 +32,15 @@ use crate::error::{FieldError, Problem};
         bookings::change_status, bookings::cancel, bookings::track,
         dispatch_map::dashboard_socket, dispatch_map::live, dispatch_map::stats, dispatch_map::hexes,
         page::index, page::asset,
+        money::wallet, money::wallet_transactions, money::topup, money::pay_booking, money::tip,
+        money::gateway_webhook, money::run_payouts, money::list_payouts, money::payout_status,
+        money::ledger_check,
+        reviews::create, reviews::of_booking, reviews::of_therapist, reviews::list_for_moderation,
+        reviews::moderate,
+        messages::list, messages::send, messages::mark_read,
+        notifications::list, notifications::mark_read, notifications::register_device,
+        webhooks::create, webhooks::list, webhooks::deactivate, webhooks::deliveries,
+        webhooks::redeliver,
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerAuth),
@@ -44,6 +53,11 @@ use crate::error::{FieldError, Problem};
         (name = "matching", description = "Nearest therapists, from the live index"),
         (name = "bookings", description = "Book now, offers, the lifecycle and live tracking"),
         (name = "dispatch", description = "The live dispatch map and its data (admins)"),
+        (name = "money", description = "Wallets, paying through the gateway, tips, the gateway's webhook"),
+        (name = "reviews", description = "Reviews of both parties of a completed booking"),
+        (name = "messages", description = "The in-booking chat between customer and therapist"),
+        (name = "notifications", description = "The caller's notifications and push devices"),
+        (name = "webhooks", description = "Operator webhooks, signed per Standard Webhooks (admins)"),
         (name = "realtime", description = "WebSocket endpoints; frames are described in the API contract"),
     )
 )]

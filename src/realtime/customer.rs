@@ -1,5 +1,6 @@
 //! The customer socket: `booking.status` on every change of their bookings and
-//! `provider.location` while their therapist is on the way. Customers send nothing but pings.
+//! `provider.location` while their therapist is on the way, and the booking chat (`message`
+//! frames both ways).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -65,8 +66,13 @@ pub async fn run(
                         if super::send_pong(&mut session, &bytes).await.is_err() { break None; }
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => {}
-                    Some(Ok(AggregatedMessage::Text(_) | AggregatedMessage::Binary(_))) => {
-                        let error = ServerFrame::error("unknown_type", "this socket only sends; it takes no frames", None);
+                    Some(Ok(AggregatedMessage::Text(text))) => {
+                        if let Some(error) = on_text(&state, user_id, &text).await {
+                            if super::send_text(&mut session, error.to_text()).await.is_err() { break None; }
+                        }
+                    }
+                    Some(Ok(AggregatedMessage::Binary(_))) => {
+                        let error = ServerFrame::error("unsupported_frame", "send JSON text frames", None);
                         if super::send_text(&mut session, error.to_text()).await.is_err() { break None; }
                     }
                 }
@@ -76,5 +82,24 @@ pub async fn run(
     state.bus.hub().unregister(user_id, id).await;
     if let Some(reason) = close_reason {
         super::close(session, Some(reason)).await;
+    }
+}
+
+/// A customer frame: chat (`message`, `message.read`); anything else is refused.
+async fn on_text(state: &AppState, user_id: i64, text: &str) -> Option<ServerFrame> {
+    if let Err(error) = super::frames::check_size(text) {
+        return Some(error);
+    }
+    let envelope = match super::frames::open_envelope(text) {
+        Ok(envelope) => envelope,
+        Err(error) => return Some(error),
+    };
+    match envelope.kind.as_ref() {
+        "message" | "message.read" => super::chat::on_frame(state, user_id, &envelope).await,
+        other => Some(ServerFrame::error(
+            "unknown_type",
+            format!("unknown frame type {other:?}; this socket takes message and message.read"),
+            envelope.seq,
+        )),
     }
 }

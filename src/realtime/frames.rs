@@ -47,10 +47,12 @@ pub struct BookingFrame {
 
 /// What a therapist app may send, read and checked.
 #[derive(Debug, Clone)]
-pub enum TherapistFrame {
+pub enum TherapistFrame<'a> {
     Location(LocationFrame),
     Availability(AvailabilityFrame),
     Booking(BookingAction, BookingFrame),
+    /// `message` and `message.read`: the booking chat (see `realtime::chat`).
+    Chat(Envelope<'a>),
 }
 
 /// `offer.accept`, `offer.decline` and `status`: the same operations as the HTTP calls.
@@ -62,7 +64,7 @@ pub enum BookingAction {
 }
 
 /// Reads one text frame from a therapist app; anything wrong is an error frame for the app.
-pub fn read_therapist_frame(text: &str) -> Result<TherapistFrame, ServerFrame> {
+pub fn read_therapist_frame(text: &str) -> Result<TherapistFrame<'_>, ServerFrame> {
     check_size(text)?;
     let envelope = open_envelope(text)?;
     match envelope.kind.as_ref() {
@@ -73,10 +75,11 @@ pub fn read_therapist_frame(text: &str) -> Result<TherapistFrame, ServerFrame> {
             read_body(&envelope).map(|f| TherapistFrame::Booking(BookingAction::Decline, f))
         }
         "status" => read_body(&envelope).map(|f| TherapistFrame::Booking(BookingAction::Status, f)),
+        "message" | "message.read" => Ok(TherapistFrame::Chat(envelope)),
         other => Err(ServerFrame::error(
             "unknown_type",
             format!(
-                "unknown frame type {other:?}; expected location, availability, offer.accept, offer.decline or status"
+                "unknown frame type {other:?}; expected location, availability, offer.accept, offer.decline, status, message or message.read"
             ),
             envelope.seq,
         )),
@@ -139,6 +142,7 @@ impl ServerFrame {
 }
 
 /// A client frame's type and `seq`, with the text its body is read from.
+#[derive(Debug, Clone)]
 pub struct Envelope<'a> {
     pub kind: Cow<'a, str>,
     pub seq: Option<i64>,

@@ -1,6 +1,7 @@
 //! Live connections: one task per WebSocket that owns its state.
 
 pub mod bus;
+pub mod chat;
 pub mod customer;
 pub mod dashboard;
 pub mod frames;

@@ -323,6 +323,12 @@ impl TherapistSession {
             Ok(TherapistFrame::Booking(action, frame)) => {
                 self.on_booking_frame(action, frame).await
             }
+            Ok(TherapistFrame::Chat(envelope)) => {
+                match super::chat::on_frame(&self.state, self.who.user_id, &envelope).await {
+                    Some(error) => self.send(&error).await,
+                    None => Ok(()),
+                }
+            }
             Err(error) => self.send(&error).await,
         }
     }
@@ -403,6 +409,9 @@ impl TherapistSession {
         match result {
             Ok(()) => Ok(()),
             Err(error) => {
+                if let crate::error::ApiError::Internal(cause) = &error {
+                    tracing::error!(error = ?cause, "a booking frame failed");
+                }
                 let problem = error.problem();
                 let code = problem.kind.trim_start_matches("/problems/").to_owned();
                 self.send(&ServerFrame::error(&code, problem.detail, None))

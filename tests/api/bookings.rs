@@ -438,10 +438,12 @@ async fn fifty_bookings_against_twenty_therapists_never_double_book() {
         json!({"pending": 30, "accepted": 1800}),
     )
     .await;
+    // Therapists answer at once; the offer timeout only has to outlast an accept's round trip on
+    // a loaded machine (at 2 s, accepts arriving after their offer expired left therapists idle).
     set_app_setting(
         &app,
         "dispatch",
-        json!({"offer_timeout_s": 2, "batch_size": 2, "initial_radius_km": 5, "radius_step_km": 5}),
+        json!({"offer_timeout_s": 5, "batch_size": 2, "initial_radius_km": 5, "radius_step_km": 5}),
     )
     .await;
     let admin = make_admin(&app).await;

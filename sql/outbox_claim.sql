@@ -1,0 +1,32 @@
+-- Claims due outbox deliveries for one worker: at most $3 per target (so a receiver that is slow
+-- or down never fills a batch), none for targets in $2 (this worker already has them in flight),
+-- at most $4 in all. Rows another worker is claiming are skipped, not waited for
+-- (FOR UPDATE SKIP LOCKED); a claimed row is leased for $5 seconds by moving next_attempt_at,
+-- so a worker that dies mid-delivery leaves it to be claimed again (at-least-once).
+WITH due AS (
+    SELECT id,
+           row_number() OVER (PARTITION BY target ORDER BY next_attempt_at, id) AS nth
+    FROM outbox
+    WHERE status = 'pending'
+      AND next_attempt_at <= now()
+      AND channel = ANY($1)
+      AND NOT (target = ANY($2))
+), picked AS (
+    SELECT o.id
+    FROM outbox o
+    JOIN due d ON d.id = o.id
+    WHERE d.nth <= $3
+      AND o.status = 'pending'
+      AND o.next_attempt_at <= now()
+    ORDER BY o.next_attempt_at, o.id
+    LIMIT $4
+    FOR UPDATE OF o SKIP LOCKED
+)
+UPDATE outbox o
+SET attempts = o.attempts + 1,
+    next_attempt_at = now() + make_interval(secs => $5),
+    updated_at = now()
+FROM picked
+WHERE o.id = picked.id
+RETURNING o.id, o.uuid, o.channel, o.target, o.endpoint_id, o.event_type, o.payload, o.attempts,
+          o.created_at

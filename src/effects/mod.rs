@@ -1,0 +1,266 @@
+//! What a booking's status change sets off. Inside the database transaction that commits it
+//! (dispatch calls [`on_booking_transition`] once at each point where a transition commits): the
+//! money (settlement on completion, charges on acceptance, fees and refunds on cancellation) and
+//! one `event` row in the outbox, so money moves exactly when the status does, or not at all.
+//! After commit, the outbox worker fans the event out ([`EventCourier`]): the parties'
+//! notifications (with their pushes) and the operators' webhooks, written in one transaction
+//! with the event's completion, so each happens once. The transition's own transaction stays
+//! short (one statement for a cash booking), whoever waits on its locks.
+
+use futures_util::future::BoxFuture;
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+
+use crate::error::{ApiError, Context as _};
+use crate::money::ledger::money_text;
+use crate::money::settlement::{self, BookingMoney};
+use crate::notifications::{kind, Notice};
+use crate::outbox::{Courier, Failure, Job};
+
+/// Loads the booking's money facts and queues its event (`booking.<status>` unless named), in
+/// one statement.
+async fn load_and_queue(
+    tx: &mut PgConnection,
+    booking_id: i64,
+    event: Option<&str>,
+) -> Result<BookingMoney, ApiError> {
+    sqlx::query_as(&format!(
+        "WITH b AS ({}), queued AS ( \
+             INSERT INTO outbox (channel, target, event_type, payload) \
+             SELECT 'event', 'event:' || b.id, COALESCE($2, 'booking.' || b.status), \
+                    jsonb_build_object('booking_id', b.id, 'status', b.status) FROM b \
+         ) SELECT * FROM b",
+        settlement::LOAD_SQL
+    ))
+    .bind(booking_id)
+    .bind(event)
+    .fetch_one(&mut *tx)
+    .await
+    .context("loading the booking's effects")
+}
+
+/// Runs the consequences of the status the booking just moved to (read from the row, as the
+/// caller's `UPDATE` left it in this transaction).
+pub async fn on_booking_transition(tx: &mut PgConnection, booking_id: i64) -> Result<(), ApiError> {
+    let f = load_and_queue(tx, booking_id, None).await?;
+    match f.status.as_str() {
+        "accepted" => settlement::on_accepted(tx, &f).await?,
+        "completed" => settlement::on_completed(tx, &f).await?,
+        "cancelled" | "no_show" => settlement::on_cancelled(tx, &f).await?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Queues `booking.created` for a booking just made (in its transaction).
+pub async fn emit_booking_event(
+    tx: &mut PgConnection,
+    booking_id: i64,
+    event: &str,
+) -> Result<(), ApiError> {
+    load_and_queue(tx, booking_id, Some(event))
+        .await
+        .map(|_| ())
+}
+
+/// The notices a booking event sends its parties.
+fn notices(f: &BookingMoney, status: &str) -> Vec<Notice> {
+    let booking_id = f.id;
+    let therapist = f
+        .therapist_name
+        .clone()
+        .unwrap_or_else(|| "Your therapist".into());
+    let number = &f.booking_number;
+    let to_customer = |kind, title: &str, body: String| Notice {
+        user_id: f.customer_id,
+        kind,
+        title: title.to_owned(),
+        body,
+        action_type: Some("open_booking"),
+        action_data: json!({"booking_id": f.uuid}),
+        booking_id: Some(booking_id),
+    };
+    let mut notices = Vec::new();
+    match status {
+        "accepted" => notices.push(to_customer(
+            kind::ACCEPTED,
+            "Booking accepted",
+            format!("{therapist} accepted booking {number}"),
+        )),
+        "en_route" => notices.push(to_customer(
+            kind::EN_ROUTE,
+            "On the way",
+            format!("{therapist} is on the way"),
+        )),
+        "arrived" => notices.push(to_customer(
+            kind::ARRIVED,
+            "Arrived",
+            format!("{therapist} has arrived"),
+        )),
+        "in_progress" => notices.push(to_customer(
+            kind::IN_PROGRESS,
+            "Session started",
+            format!("Booking {number} has started"),
+        )),
+        "completed" => {
+            notices.push(to_customer(
+                kind::COMPLETED,
+                "Session complete",
+                format!(
+                    "Booking {number} is complete (₱{}). How was it? Leave a review.",
+                    money_text(f.total_amount)
+                ),
+            ));
+            if let Some(user_id) = f.therapist_user_id {
+                notices.push(Notice {
+                    user_id,
+                    kind: kind::COMPLETED,
+                    title: "Booking complete".into(),
+                    body: format!(
+                        "You earned ₱{} for booking {number}",
+                        money_text(f.provider_earnings)
+                    ),
+                    action_type: Some("open_booking"),
+                    action_data: json!({"booking_id": f.uuid}),
+                    booking_id: Some(booking_id),
+                });
+            }
+        }
+        "cancelled" | "no_show" => {
+            let reason = f.cancellation_reason.clone().unwrap_or_default();
+            let body = if f.cancellation_fee > rust_decimal::Decimal::ZERO {
+                format!(
+                    "Booking {number} was cancelled ({reason}); fee ₱{}",
+                    money_text(f.cancellation_fee)
+                )
+            } else {
+                format!("Booking {number} was cancelled ({reason})")
+            };
+            let kind = if status == "no_show" {
+                kind::NO_SHOW
+            } else {
+                kind::CANCELLED
+            };
+            for user_id in std::iter::once(f.customer_id).chain(f.therapist_user_id) {
+                if f.cancelled_by != Some(user_id) {
+                    notices.push(Notice {
+                        user_id,
+                        kind,
+                        title: "Booking cancelled".into(),
+                        body: body.clone(),
+                        action_type: Some("open_booking"),
+                        action_data: json!({"booking_id": f.uuid}),
+                        booking_id: Some(booking_id),
+                    });
+                }
+            }
+        }
+        _ => {}
+    }
+    notices
+}
+
+/// The booking's data in operator webhooks (`$2` is the booking id).
+const BOOKING_EVENT_DATA: &str = "SELECT jsonb_build_object('booking_id', b.uuid, 'booking_number', b.booking_number, \
+        'status', b.status, 'provider_id', p.uuid, 'service_id', s.uuid, \
+        'total_amount', to_char(b.total_amount, 'FM999999990.00'), 'currency', 'PHP', \
+        'payment_method', b.payment_method, 'cancellation_reason', b.cancellation_reason, \
+        'cancellation_fee', to_char(COALESCE(b.cancellation_fee, 0), 'FM999999990.00')) \
+     FROM bookings b JOIN services s ON s.id = b.service_id LEFT JOIN providers p ON p.id = b.provider_id \
+     WHERE b.id = $2";
+
+/// Writes the notices (with a push per active device, as [`crate::notifications::notify`] does)
+/// and queues the event's webhooks (`data.status` as of the event), in one statement.
+async fn announce(
+    tx: &mut PgConnection,
+    booking_id: i64,
+    notices: &[Notice],
+    event: &str,
+    status: &str,
+) -> sqlx::Result<()> {
+    let rows: Vec<serde_json::Value> = notices
+        .iter()
+        .map(|n| json!({"user_id": n.user_id, "type": n.kind, "title": n.title, "body": n.body}))
+        .collect();
+    sqlx::query(&format!(
+        "WITH notes AS ( \
+             INSERT INTO notifications (user_id, type, title, body, action_type, action_data, booking_id) \
+             SELECT n.user_id, n.type, n.title, n.body, 'open_booking', \
+                    jsonb_build_object('booking_id', (SELECT uuid FROM bookings WHERE id = $2)), $2 \
+             FROM jsonb_to_recordset($1) AS n(user_id BIGINT, type TEXT, title TEXT, body TEXT) \
+             ON CONFLICT DO NOTHING \
+             RETURNING uuid, user_id, type, title, body, action_type, action_data \
+         ), pushes AS ( \
+             INSERT INTO outbox (channel, target, event_type, payload) \
+             SELECT 'push', 'push:' || d.id, n.type, jsonb_build_object( \
+                 'device_token_id', d.id, 'token', d.token, 'device_type', d.device_type::text, \
+                 'notification_id', n.uuid, 'type', n.type, 'title', n.title, 'body', n.body, \
+                 'action_type', n.action_type, 'action_data', n.action_data) \
+             FROM notes n JOIN device_tokens d ON d.user_id = n.user_id AND d.is_active IS NOT FALSE \
+         ), hooks AS ( \
+             INSERT INTO outbox (channel, target, endpoint_id, event_type, payload) \
+             SELECT 'webhook', 'webhook:' || e.id, e.id, $3, \
+                    jsonb_build_object('type', $3::text, 'timestamp', now(), \
+                        'data', ({BOOKING_EVENT_DATA}) || jsonb_build_object('status', $4::text)) \
+             FROM webhook_endpoints e WHERE {} \
+         ) SELECT count(*) FROM notes",
+        crate::webhooks::subscribed_to("$3")
+    ))
+    .bind(serde_json::Value::Array(rows))
+    .bind(booking_id)
+    .bind(event)
+    .bind(status)
+    .execute(&mut *tx)
+    .await
+    .map(|_| ())
+}
+
+/// The outbox courier of booking events: writes the event's notices and webhooks and marks the
+/// event delivered, in one transaction (so a retry after a crash does not repeat them).
+pub struct EventCourier {
+    pub db: PgPool,
+}
+
+impl Courier for EventCourier {
+    fn deliver<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<Option<u16>, Failure>> {
+        Box::pin(async move {
+            let booking_id = job
+                .payload
+                .get("booking_id")
+                .and_then(serde_json::Value::as_i64)
+                .ok_or_else(|| Failure::permanent("an event without its booking", None))?;
+            let status = job
+                .payload
+                .get("status")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let fan_out = async {
+                let mut tx = self.db.begin().await?;
+                let claimed = sqlx::query(
+                    "UPDATE outbox SET status = 'delivered', delivered_at = now(), updated_at = now() \
+                     WHERE id = $1 AND status = 'pending'",
+                )
+                .bind(job.id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if claimed == 0 {
+                    return Ok::<_, sqlx::Error>(()); // another worker did it
+                }
+                let f = settlement::load(&mut tx, booking_id).await?;
+                let notices = if job.event_type == "booking.created" {
+                    Vec::new()
+                } else {
+                    notices(&f, &status)
+                };
+                announce(&mut tx, booking_id, &notices, &job.event_type, &status).await?;
+                tx.commit().await
+            };
+            fan_out
+                .await
+                .map(|()| None)
+                .map_err(|e| Failure::retry(format!("fanning out the event: {e}"), None))
+        })
+    }
+}

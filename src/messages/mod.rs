@@ -1,0 +1,299 @@
+//! In-booking chat: the customer and the assigned therapist write to each other from acceptance
+//! until `messaging.open_after_completion_minutes` after completion. Nobody else reads a word
+//! (anyone else gets 404, as for a booking that does not exist). Bodies are limited in length
+//! and each sender in rate (`messaging` app setting). Delivery to sockets is the caller's: the
+//! answer says who receives the `message` frame.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::PgPool;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::{ApiError, Context as _, FieldError};
+use crate::notifications::{self, kind, Notice};
+
+/// Which side wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Customer,
+    Therapist,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChatMessage {
+    pub id: Uuid,
+    pub booking_id: Uuid,
+    pub from: Side,
+    pub body: String,
+    pub at: DateTime<Utc>,
+    /// When the other party read it (read receipt).
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+impl ChatMessage {
+    /// The `message` socket frame.
+    pub fn frame(&self) -> String {
+        json!({"type": "message", "booking_id": self.booking_id, "id": self.id, "from": self.from,
+               "body": self.body, "at": self.at})
+        .to_string()
+    }
+}
+
+/// The two parties of a booking's chat.
+#[derive(Debug, Clone, Copy)]
+pub struct Parties {
+    pub booking_id: i64,
+    pub booking_uuid: Uuid,
+    pub customer: i64,
+    pub therapist: Option<i64>,
+}
+
+impl Parties {
+    pub fn users(&self) -> impl Iterator<Item = i64> {
+        std::iter::once(self.customer).chain(self.therapist)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ChatBooking {
+    id: i64,
+    uuid: Uuid,
+    booking_number: String,
+    status: String,
+    customer_id: i64,
+    therapist: Option<i64>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+/// The booking if `user_id` is one of its two parties, else 404.
+async fn chat_booking(db: &PgPool, booking: Uuid, user_id: i64) -> Result<ChatBooking, ApiError> {
+    let b: Option<ChatBooking> = sqlx::query_as(
+        "SELECT b.id, b.uuid, b.booking_number, b.status::text AS status, b.customer_id, p.user_id AS therapist, \
+                b.completed_at \
+         FROM bookings b LEFT JOIN providers p ON p.id = b.provider_id WHERE b.uuid = $1 AND b.deleted_at IS NULL",
+    )
+    .bind(booking)
+    .fetch_optional(db)
+    .await
+    .context("loading the booking")?;
+    b.filter(|b| b.customer_id == user_id || b.therapist == Some(user_id))
+        .ok_or_else(|| ApiError::not_found("booking"))
+}
+
+fn side_of(b: &ChatBooking, user_id: i64) -> Side {
+    if b.customer_id == user_id {
+        Side::Customer
+    } else {
+        Side::Therapist
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    uuid: Uuid,
+    sender_id: i64,
+    message: String,
+    created_at: DateTime<Utc>,
+    read_at: Option<DateTime<Utc>>,
+}
+
+fn view(b: &ChatBooking, row: Row) -> ChatMessage {
+    ChatMessage {
+        id: row.uuid,
+        booking_id: b.uuid,
+        from: side_of(b, row.sender_id),
+        body: row.message,
+        at: row.created_at,
+        read_at: row.read_at,
+    }
+}
+
+/// Sends a message; answers it and the parties whose sockets get the frame.
+pub async fn post(
+    db: &PgPool,
+    booking: Uuid,
+    sender: i64,
+    body: &str,
+) -> Result<(ChatMessage, Parties), ApiError> {
+    let b = chat_booking(db, booking, sender).await?;
+    let limits = crate::db::app_settings::messaging(db)
+        .await
+        .context("reading the chat limits")?;
+    let text = body.trim();
+    let length = text.chars().count();
+    if length == 0 {
+        return Err(ApiError::invalid("body", "must not be empty"));
+    }
+    if length > limits.max_length {
+        return Err(ApiError::invalid(
+            "body",
+            format!(
+                "must be at most {} characters (messaging.max_length)",
+                limits.max_length
+            ),
+        ));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ApiError::Validation {
+            detail: "body: must not contain control characters".into(),
+            errors: vec![FieldError::new(
+                "body",
+                "must not contain control characters",
+            )],
+        });
+    }
+    let open = match b.status.as_str() {
+        "accepted" | "en_route" | "arrived" | "in_progress" => true,
+        "completed" => b.completed_at.is_some_and(|at| {
+            Utc::now() <= at + chrono::Duration::minutes(limits.open_after_completion_minutes)
+        }),
+        _ => false,
+    };
+    if !open {
+        return Err(ApiError::Conflict(match b.status.as_str() {
+            "pending" => "the chat opens when a therapist accepts the booking".into(),
+            "completed" => format!(
+                "the chat closed {} minutes after completion",
+                limits.open_after_completion_minutes
+            ),
+            other => format!("the chat is closed: the booking is {other}"),
+        }));
+    }
+    let receiver = if b.customer_id == sender {
+        b.therapist
+    } else {
+        Some(b.customer_id)
+    }
+    .ok_or_else(|| ApiError::Conflict("the booking has no therapist yet".into()))?;
+    let mut tx = db.begin().await.context("starting the message")?;
+    // One sender's messages are counted under a lock on their user row, so a burst of parallel
+    // sends cannot all pass the limit.
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+        .bind(sender)
+        .execute(&mut *tx)
+        .await
+        .context("locking the sender")?;
+    let (recent, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+        "SELECT count(*), min(created_at) FROM messages WHERE sender_id = $1 AND created_at > now() - interval '1 minute'",
+    )
+    .bind(sender)
+    .fetch_one(&mut *tx)
+    .await
+    .context("counting recent messages")?;
+    if recent >= limits.per_minute {
+        let retry = oldest.map_or(60, |at| 60 - (Utc::now() - at).num_seconds().clamp(0, 59));
+        return Err(ApiError::TooManyRequests {
+            retry_after_secs: retry as u64,
+        });
+    }
+    let row: Row = sqlx::query_as(
+        "INSERT INTO messages (booking_id, sender_id, receiver_id, message) VALUES ($1, $2, $3, $4) \
+         RETURNING uuid, sender_id, message, created_at, read_at",
+    )
+    .bind(b.id)
+    .bind(sender)
+    .bind(receiver)
+    .bind(text)
+    .fetch_one(&mut *tx)
+    .await
+    .context("saving the message")?;
+    let message = view(&b, row);
+    let preview: String = text.chars().take(100).collect();
+    notifications::notify(
+        &mut tx,
+        Notice {
+            user_id: receiver,
+            kind: kind::MESSAGE,
+            title: format!("New message about booking {}", b.booking_number),
+            body: preview,
+            action_type: Some("open_chat"),
+            action_data: json!({"booking_id": b.uuid, "message_id": message.id}),
+            booking_id: Some(b.id),
+        },
+    )
+    .await
+    .context("notifying the receiver")?;
+    tx.commit().await.context("committing the message")?;
+    metrics::counter!("hilot_messages_sent_total").increment(1);
+    Ok((message, parties(&b)))
+}
+
+fn parties(b: &ChatBooking) -> Parties {
+    Parties {
+        booking_id: b.id,
+        booking_uuid: b.uuid,
+        customer: b.customer_id,
+        therapist: b.therapist,
+    }
+}
+
+/// The booking's messages, oldest first, for one of its parties.
+pub async fn list(
+    db: &PgPool,
+    booking: Uuid,
+    user_id: i64,
+    limit: i64,
+) -> Result<Vec<ChatMessage>, ApiError> {
+    let b = chat_booking(db, booking, user_id).await?;
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT * FROM (SELECT uuid, sender_id, message, created_at, read_at, id FROM messages \
+             WHERE booking_id = $1 AND deleted_at IS NULL ORDER BY id DESC LIMIT $2) recent ORDER BY id",
+    )
+    .bind(b.id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+    .context("listing messages")?;
+    Ok(rows.into_iter().map(|r| view(&b, r)).collect())
+}
+
+/// Read receipts: what marking the messages read did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReadReceipt {
+    pub booking_id: Uuid,
+    /// The messages just marked read.
+    pub message_ids: Vec<Uuid>,
+    pub read_at: DateTime<Utc>,
+}
+
+impl ReadReceipt {
+    /// The `message.read` frame the sender gets.
+    pub fn frame(&self, by: Side) -> String {
+        json!({"type": "message.read", "booking_id": self.booking_id, "message_ids": self.message_ids,
+               "by": by, "at": self.read_at})
+        .to_string()
+    }
+}
+
+/// Marks every message to `user_id` in the booking read; answers the receipt, the reader's
+/// side and the parties.
+pub async fn mark_read(
+    db: &PgPool,
+    booking: Uuid,
+    user_id: i64,
+) -> Result<(ReadReceipt, Side, Parties), ApiError> {
+    let b = chat_booking(db, booking, user_id).await?;
+    let now = Utc::now();
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE messages SET is_read = true, read_at = $3 WHERE booking_id = $1 AND receiver_id = $2 \
+         AND is_read IS NOT TRUE RETURNING uuid",
+    )
+    .bind(b.id)
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(db)
+    .await
+    .context("marking messages read")?;
+    Ok((
+        ReadReceipt {
+            booking_id: b.uuid,
+            message_ids: ids,
+            read_at: now,
+        },
+        side_of(&b, user_id),
+        parties(&b),
+    ))
+}
