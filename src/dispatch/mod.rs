@@ -41,6 +41,8 @@ pub const NO_THERAPIST_AVAILABLE: &str = "no_therapist_available";
 pub const LOCATION_PUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long after dispatch ends a booking's offer list is remembered.
 pub const OFFER_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a booking's dispatch waits before trying again after a failed round.
+const DISPATCH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Leaving the arrival circle resets the dwell only beyond this multiple of its radius, so GPS
 /// jitter at the edge neither delays nor flips arrival.
 pub const GEOFENCE_EXIT_FACTOR: f64 = 1.5;
@@ -218,8 +220,23 @@ impl Dispatcher {
         let this = self.clone();
         tokio::spawn(async move {
             let booking_id = booking.id;
-            if let Err(error) = this.run_booking(booking, receiver).await {
-                tracing::error!(booking_id, error = format!("{error:#}"), "dispatch failed");
+            let mut events = receiver;
+            let mut shutdown = this.inner.shutdown.clone();
+            // A failed round (the database busy past its acquire timeout, say) must not leave
+            // the booking pending until the next restart: try again while it is still pending.
+            while let Err(error) = this.run_booking(booking.clone(), &mut events).await {
+                tracing::warn!(
+                    booking_id,
+                    error = format!("{error:#}"),
+                    "dispatch failed; retrying"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(DISPATCH_RETRY) => {}
+                    _ = crate::realtime::stopped(&mut shutdown) => break,
+                }
+                if !this.still_pending(booking_id).await {
+                    break;
+                }
             }
             {
                 let mut registry = this.inner.registry.lock();
@@ -233,6 +250,16 @@ impl Dispatcher {
         });
     }
 
+    /// Whether the booking still waits for a therapist (when the database cannot say, assume
+    /// it does: the next round finds out).
+    async fn still_pending(&self, booking_id: i64) -> bool {
+        sqlx::query_scalar::<_, bool>("SELECT status = 'pending' FROM bookings WHERE id = $1")
+            .bind(booking_id)
+            .fetch_optional(&self.inner.db)
+            .await
+            .map_or(true, |pending| pending.unwrap_or(false))
+    }
+
     fn notify_task(&self, booking_id: i64, event: DispatchEvent) {
         if let Some(task) = self.inner.registry.lock().tasks.get(&booking_id) {
             let _ = task.send(event);
@@ -242,7 +269,7 @@ impl Dispatcher {
     async fn run_booking(
         &self,
         booking: BookingFacts,
-        mut events: mpsc::UnboundedReceiver<DispatchEvent>,
+        events: &mut mpsc::UnboundedReceiver<DispatchEvent>,
     ) -> anyhow::Result<()> {
         let cfg = DispatchSettings::load(&self.inner.db).await;
         let deadline = booking.requested_at

@@ -431,11 +431,12 @@ async fn fifty_bookings_against_twenty_therapists_never_double_book() {
     let app = spawn_app().await;
     // The pending timeout bounds how long the twenty matches may take; it leaves room for a
     // machine busy with the rest of the suite (at 10 s, two therapists once went unmatched; at
-    // 20 s, with four suites on two cores, up to twelve did).
+    // 20 s, with four suites on two cores, up to twelve did; at 30 s, three did while the
+    // database shed load).
     set_app_setting(
         &app,
         "booking_timeout",
-        json!({"pending": 30, "accepted": 1800}),
+        json!({"pending": 60, "accepted": 1800}),
     )
     .await;
     // Therapists answer at once; the offer timeout only has to outlast an accept's round trip on
@@ -443,7 +444,7 @@ async fn fifty_bookings_against_twenty_therapists_never_double_book() {
     set_app_setting(
         &app,
         "dispatch",
-        json!({"offer_timeout_s": 5, "batch_size": 2, "initial_radius_km": 5, "radius_step_km": 5}),
+        json!({"offer_timeout_s": 10, "batch_size": 2, "initial_radius_km": 5, "radius_step_km": 5}),
     )
     .await;
     let admin = make_admin(&app).await;
@@ -489,18 +490,28 @@ async fn fifty_bookings_against_twenty_therapists_never_double_book() {
         let body = booking_body(&service, MAKATI.0 + 0.0001 * i as f64, MAKATI.1);
         let app = &app;
         async move {
-            book(app, token, &format!("load-{i}"), &body)
-                .await
-                .status()
-                .as_u16()
+            // Fifty at once on a busy machine may meet the server shedding load (503, a database
+            // connection not free within its acquire timeout): like an app, retry with the same
+            // Idempotency-Key, which creates the booking once whatever the attempts.
+            let key = format!("load-{i}");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                let status = book(app, token, &key, &body).await.status().as_u16();
+                if status != 503 || tokio::time::Instant::now() > deadline {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
     });
     let statuses = futures_util::future::join_all(requests).await;
     assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
 
-    // Everything settles within the pending timeout.
+    // Everything settles: matched, or cancelled at the pending timeout (60 s after each
+    // booking), however busy the machine (a generous deadline, checked by the clock).
     let mut settled = false;
-    for _ in 0..600 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    while tokio::time::Instant::now() < deadline {
         let pending: i64 =
             sqlx::query_scalar("SELECT count(*) FROM bookings WHERE status = 'pending'")
                 .fetch_one(&app.db)

@@ -1,6 +1,7 @@
 //! Logs without secrets (issue 11): the real server binary, at debug level, after a socket
 //! connect (by `?token=` and by `?ticket=`), a nearby query and a booking, has written no token,
-//! ticket, password or coordinate, and its access lines carry the route template and the user.
+//! ticket, password, coordinate or webhook secret (in its URL or its signing key, after failed
+//! deliveries), and its access lines carry the route template and the user.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -17,6 +18,7 @@ const CUSTOMER_LNG: &str = "121.0223917";
 const BOOKING_LAT: &str = "14.5534861";
 const THERAPIST_LAT: &str = "14.5561273";
 const PASSWORD: &str = "log test passphrase 7Q";
+const WEBHOOK_PATH_SECRET: &str = "T0KEN-in-the-path-5Kq9";
 
 async fn call(client: &reqwest::Client, request: reqwest::RequestBuilder, status: u16) -> Value {
     let _ = client;
@@ -166,6 +168,19 @@ async fn no_secret_or_coordinate_reaches_the_log() {
     ))
     .await;
 
+    // An operator webhook whose URL holds a secret and whose deliveries fail (nothing listens
+    // on port 1): the failures are logged, the URL and the signing secret are not.
+    let endpoint = call(
+        &client,
+        client
+            .post(format!("{base}/v1/admin/webhooks"))
+            .bearer_auth(&admin_token)
+            .json(&json!({"url": format!("http://127.0.0.1:1/hooks/{WEBHOOK_PATH_SECRET}"), "events": ["booking.*"]})),
+        201,
+    )
+    .await;
+    let webhook_secret = endpoint["secret"].as_str().unwrap().to_owned();
+
     // A nearby query and a booking, with coordinates of their own.
     call(
         &client,
@@ -192,6 +207,20 @@ async fn no_secret_or_coordinate_reaches_the_log() {
     .await;
     therapist_socket.close().await;
     customer_socket.close().await;
+    let mut attempted = false;
+    for _ in 0..300 {
+        attempted = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE channel = 'webhook' AND last_error IS NOT NULL)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if attempted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(attempted, "no webhook delivery failed yet");
 
     // Stop the server the way an operator does, then read everything it wrote.
     let _ = Command::new("kill")
@@ -214,6 +243,8 @@ async fn no_secret_or_coordinate_reaches_the_log() {
         ("an admin token", admin_token.as_str()),
         ("a ticket", ticket.as_str()),
         ("a password", PASSWORD),
+        ("a webhook URL's secret", WEBHOOK_PATH_SECRET),
+        ("a webhook signing secret", webhook_secret.as_str()),
         ("the customer's latitude", CUSTOMER_LAT),
         ("the customer's longitude", CUSTOMER_LNG),
         ("the booking's latitude", BOOKING_LAT),
