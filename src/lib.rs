@@ -14,8 +14,11 @@
 //! - [`catalog`]: the service catalog's ids, cached in memory.
 //! - [`geo`]: great-circle distance, ETAs, and the live H3 index of therapists.
 //! - [`ingest`]: location pings: validation, storage policy, the batched writer.
+//! - [`console`]: the dispatch console: booking detail, search, alerts, trip replay.
 //! - [`dispatch`]: book now: offers, atomic accept, the booking lifecycle, geofence arrival.
 //! - [`realtime`]: WebSocket sessions (one task per socket), the hub, the event bus.
+//! - [`stores`]: wellness centres: profiles, opening hours, rooms, nearby stores, in-store
+//!   bookings.
 //! - [`partitions`]: the monthly `provider_locations` partition manager.
 //! - [`money`]: the ledger (transactions, wallets, the platform's side), settlement, the
 //!   payment gateway (PayMongo), tips and payouts.
@@ -37,6 +40,7 @@ pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod dispatch;
 pub mod domain;
@@ -56,5 +60,6 @@ pub mod reviews;
 pub mod simulator;
 pub mod startup;
 pub mod state;
+pub mod stores;
 pub mod telemetry;
 pub mod webhooks;

@@ -62,6 +62,7 @@ impl StopHandle {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let _ = telemetry::metrics_handle();
+        let base_map = Arc::new(http::map::BaseMap::from_settings(&settings)?);
         let pool = db::connect_and_migrate(&settings).await?;
         let background = db::background_pool(&settings)?;
         partitions::ensure(&pool, Utc::now().date_naive(), settings.partitions_ahead)
@@ -179,6 +180,7 @@ impl Application {
             dispatcher,
             bus,
             dashboards,
+            base_map,
         };
         {
             let handler_state = state.clone();
@@ -250,6 +252,29 @@ impl Application {
             let shutdown = shutdown.subscribe();
             tokio::spawn(async move { state.sweep_credentials(shutdown).await })
         };
+        let visits = {
+            let dispatcher = state.dispatcher.clone();
+            tokio::spawn(crate::stores::visits::run_sweeper(
+                state.background_db.clone(),
+                Duration::from_secs(state.settings.watch_interval_s.max(1)),
+                move |booking_id| {
+                    let dispatcher = dispatcher.clone();
+                    async move { dispatcher.announce(booking_id).await }
+                },
+                shutdown.subscribe(),
+            ))
+        };
+        let alerts = {
+            let listening = state.dashboards.clone();
+            let audience = state.dashboards.clone();
+            tokio::spawn(crate::console::alerts::watch(
+                state.background_db.clone(),
+                Duration::from_secs(state.settings.watch_interval_s.max(1)),
+                move || !listening.is_empty(),
+                move |frame| audience.broadcast(&frame),
+                shutdown.subscribe(),
+            ))
+        };
         // The outbox has its own few connections, so deliveries never starve requests.
         let outbox_db = sqlx::postgres::PgPoolOptions::new()
             .max_connections(OUTBOX_DB_CONNECTIONS)
@@ -288,7 +313,9 @@ impl Application {
             gauges,
             sweep,
             outbox,
-            reminders
+            reminders,
+            visits,
+            alerts
         );
         outbox_db.close().await;
         state.db.close().await;

@@ -58,6 +58,8 @@ pub struct AppState {
     pub bus: EventBus,
     /// Dispatch dashboards connected to this server, with their viewports.
     pub dashboards: Arc<Dashboards>,
+    /// The dispatch page's base map (tiles, a PMTiles archive, or none), checked at start-up.
+    pub base_map: Arc<crate::http::map::BaseMap>,
     /// The payment gateway, when configured.
     pub payments: Payments,
     /// Flips to `true` once at shutdown; sockets and background tasks wind down.
