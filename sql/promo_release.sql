@@ -1,4 +1,4 @@
--- A booking that never started gives its promo code back.
+-- A cancelled booking gives its promo code back.
 WITH released AS (
     DELETE FROM promo_code_usages WHERE booking_id = $1 RETURNING promo_code_id
 )

@@ -9,6 +9,7 @@ mod overload;
 mod quality;
 mod readme;
 mod scenario;
+mod storm;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,9 @@ enum Command {
     /// Dispatch quality: one seeded request stream under first-come-nearest and batched
     /// assignment, at several shares of supply (in simulated time, through Hilot's matcher).
     Quality(quality::QualityArgs),
+    /// Concurrent registrations, then concurrent logins, while a client reads: server RSS and
+    /// the authenticated read's latency.
+    Storm(storm::StormArgs),
     /// Twice the load the server can take: admitted requests' latency, refusals, errors.
     Overload(overload::OverloadArgs),
     /// Rewrites the README's Performance section from the benchmark JSON.
@@ -47,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Run(args) => scenario::run(args).await.map(|_| ()),
             Command::Compare(args) => compare::run(args).await,
+            Command::Storm(args) => storm::run(args).await.map(|_| ()),
             Command::Overload(args) => overload::run(args).await.map(|_| ()),
             Command::Report(args) => readme::run(args),
             Command::Quality(args) => quality::run(args),

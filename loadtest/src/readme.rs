@@ -481,6 +481,7 @@ fn render(results: &Path) -> anyhow::Result<String> {
     }
     out.push('\n');
     render_dispatch(results, &mut out)?;
+    out.push_str(&crate::storm::render_section(results)?);
     Ok(out)
 }
 

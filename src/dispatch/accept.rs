@@ -294,6 +294,7 @@ impl Dispatcher {
                 to: BookingStatus::Accepted,
                 provider_id: Some(provider_id),
                 reason: None,
+                effects_written: false,
             },
         )
         .await

@@ -9,6 +9,7 @@
 //! - [`offers`]: `booking_offers`: opening, closing and listing offers.
 //! - [`accept`]: accepting and declining an offer, from any node.
 //! - [`transitions`]: status changes and cancellations; the one place a transition commits.
+//! - [`cancellation`]: the one cancellation rule (fee window, promo released, actor, reason).
 //! - [`trips`]: active bookings: busy therapists, live position for the customer, geofence.
 //! - [`notify`]: frames to customers, therapists and dashboards.
 //!
@@ -19,6 +20,7 @@
 
 pub mod accept;
 pub mod assignment;
+pub mod cancellation;
 pub mod lease;
 pub mod lifecycle;
 pub mod matcher;

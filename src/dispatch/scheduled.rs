@@ -162,6 +162,7 @@ impl Dispatcher {
                 to: BookingStatus::Accepted,
                 provider_id: booking.requested_provider_id,
                 reason: None,
+                effects_written: false,
             },
         )
         .await

@@ -1,17 +1,18 @@
-//! Status changes and cancellations. Every booking transition commits in one place,
+//! Status changes and cancellations (whose rule is `cancellation`). Every booking transition
+//! commits in one place,
 //! [`Dispatcher::commit_transition`]: what must happen inside the transaction (offers closed,
 //! provider totals, and settlement when it comes) and what follows the commit (the matcher,
 //! trips, status frames).
 
-use rust_decimal::Decimal;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use super::cancellation::{self, Cancellation, Cancelled};
 use super::lifecycle::{check_transition, Actor, BookingStatus, TransitionError};
 use super::offers::{self, Outcome};
 use super::settings::DispatchSettings;
 use super::store::{self, BookingFacts, BookingView};
-use super::{matcher::MatchEvent, pricing, Caller, Dispatcher, NO_THERAPIST_AVAILABLE};
+use super::{matcher::MatchEvent, Caller, Dispatcher, NO_THERAPIST_AVAILABLE};
 use crate::error::{ApiError, Context as _};
 
 pub(super) fn transition_error(error: TransitionError) -> ApiError {
@@ -38,6 +39,9 @@ pub(super) struct Transition<'a> {
     pub provider_id: Option<i64>,
     /// Said to therapists whose open offers this transition closes, and on the status frame.
     pub reason: Option<&'a str>,
+    /// The transition's money and outbox event are already in the transaction (cancellations:
+    /// [`cancellation::cancel`] writes them), so committing must not write them twice.
+    pub effects_written: bool,
 }
 
 impl Dispatcher {
@@ -74,8 +78,11 @@ impl Dispatcher {
                 .await
                 .context("updating the provider's statistics")?;
         }
-        // Money and the outbox event of the transition, in the same transaction.
-        crate::effects::on_booking_transition(&mut tx, booking.id).await?;
+        // Money and the outbox event of the transition, in the same transaction (a cancellation
+        // wrote them already: `cancellation::cancel` settles it).
+        if !change.effects_written {
+            crate::effects::on_booking_transition(&mut tx, booking.id).await?;
+        }
         let view = store::view(&mut tx, booking.id)
             .await
             .context("loading the booking")?;
@@ -134,6 +141,7 @@ impl Dispatcher {
         caller: Caller,
         to: BookingStatus,
     ) -> Result<BookingView, ApiError> {
+        cancellation::refuse_status_cancel(to)?;
         let booking = self.visible_booking(booking_uuid, caller).await?;
         let actor = if caller.provider_id.is_some() && booking.provider_id == caller.provider_id {
             Actor::Therapist
@@ -195,12 +203,14 @@ impl Dispatcher {
                 to,
                 provider_id: None,
                 reason: None,
+                effects_written: false,
             },
         )
         .await
     }
 
-    /// Cancels a booking for its customer, its therapist or an admin, with the policy's fee.
+    /// Cancels a booking for its customer, its therapist or an admin, with the policy's fee
+    /// (the rule is [`cancellation::cancel`]); the matcher drops it and the therapist is free.
     pub async fn cancel(
         &self,
         booking_uuid: Uuid,
@@ -215,79 +225,29 @@ impl Dispatcher {
         } else {
             Actor::Admin
         };
-        check_transition(booking.status, BookingStatus::Cancelled, actor)
-            .map_err(transition_error)?;
         let policy = DispatchSettings::load(&self.inner.db).await.cancellation;
-        let appointment = booking.scheduled_at.unwrap_or(booking.requested_at);
-        let hours_until = (appointment - chrono::Utc::now()).num_seconds() as f64 / 3600.0;
-        let fee = pricing::cancellation_fee(
-            &policy,
-            booking.status != BookingStatus::Pending,
-            actor == Actor::Customer,
-            hours_until,
-            booking.total_amount,
-        );
         let mut tx = self
             .inner
             .db
             .begin()
             .await
             .context("starting a cancellation")?;
-        store::set_actor(
-            &mut tx,
-            Some(caller.user_id),
-            &format!("Cancelled by the {}: {reason}", actor_label(actor)),
-        )
-        .await
-        .context("marking the actor")?;
-        let rows = self
-            .mark_cancelled(&mut tx, &booking, Some(caller.user_id), reason, fee)
-            .await?;
-        if rows == 0 {
-            return Err(ApiError::Conflict(
-                "the booking changed meanwhile; reload it".into(),
-            ));
-        }
-        self.commit_transition(
-            tx,
-            Transition {
-                booking: &booking,
-                to: BookingStatus::Cancelled,
-                provider_id: None,
-                reason: Some(reason),
-            },
-        )
-        .await
-    }
-
-    async fn mark_cancelled(
-        &self,
-        tx: &mut Transaction<'static, Postgres>,
-        booking: &BookingFacts,
-        by: Option<i64>,
-        reason: &str,
-        fee: Decimal,
-    ) -> Result<u64, ApiError> {
-        let rows = sqlx::query(include_str!("../../sql/booking_cancel.sql"))
-            .bind(booking.id)
-            .bind(booking.status)
-            .bind(by)
-            .bind(reason)
-            .bind(fee)
-            .execute(&mut **tx)
+        let note = format!("Cancelled by the {}: {reason}", actor_label(actor));
+        let request = Cancellation {
+            booking_id: booking.id,
+            actor,
+            actor_user: Some(caller.user_id),
+            reason,
+            note: &note,
+            only_from: None,
+        };
+        let cancelled = cancellation::cancel(&mut tx, request, &policy).await?;
+        self.commit_cancellation(tx, &booking, cancelled, reason)
             .await
-            .context("cancelling")?
-            .rows_affected();
-        if rows > 0 && booking.status == BookingStatus::Pending {
-            release_promo(tx, booking.id)
-                .await
-                .context("releasing the promo code")?;
-        }
-        Ok(rows)
     }
 
-    /// Hilot cancels a booking (a request declined or unanswered): free, compare-and-set from
-    /// the status the caller read; `None` when the booking changed meanwhile.
+    /// Hilot cancels a pending request (declined by the named therapist, or unanswered): free,
+    /// through the same rule as every cancellation; `None` when the booking changed meanwhile.
     pub(super) async fn cancel_by_system(
         &self,
         booking: &BookingFacts,
@@ -295,35 +255,34 @@ impl Dispatcher {
         note: &str,
         by: Option<i64>,
     ) -> Result<Option<BookingView>, ApiError> {
+        let policy = DispatchSettings::load(&self.inner.db).await.cancellation;
         let mut tx = self
             .inner
             .db
             .begin()
             .await
             .context("starting a cancellation")?;
-        store::set_actor(&mut tx, by, note)
+        let request = Cancellation {
+            booking_id: booking.id,
+            actor: Actor::System,
+            actor_user: by,
+            reason,
+            note,
+            only_from: Some(BookingStatus::Pending),
+        };
+        let cancelled = match cancellation::cancel(&mut tx, request, &policy).await {
+            Ok(cancelled) => cancelled,
+            Err(ApiError::Conflict(_)) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        self.commit_cancellation(tx, booking, cancelled, reason)
             .await
-            .context("marking the actor")?;
-        let rows = self
-            .mark_cancelled(&mut tx, booking, by, reason, Decimal::ZERO)
-            .await?;
-        if rows == 0 {
-            return Ok(None);
-        }
-        self.commit_transition(
-            tx,
-            Transition {
-                booking,
-                to: BookingStatus::Cancelled,
-                provider_id: None,
-                reason: Some(reason),
-            },
-        )
-        .await
-        .map(Some)
+            .map(Some)
     }
 
-    /// Nobody accepted in time: the booking ends cancelled, `no_therapist_available`.
+    /// Nobody accepted in time (the pending timeout; for a booking for later, its lead time):
+    /// the booking ends cancelled, `no_therapist_available` (through the same rule as every
+    /// cancellation, only while it is still pending).
     pub(super) async fn expire_unmatched(&self, booking_id: i64) -> Result<(), ApiError> {
         let Some(booking) = store::facts_by_id(&self.inner.db, booking_id)
             .await
@@ -334,50 +293,56 @@ impl Dispatcher {
         if booking.status != BookingStatus::Pending {
             return Ok(());
         }
+        let policy = DispatchSettings::load(&self.inner.db).await.cancellation;
         let mut tx = self.inner.db.begin().await.context("starting an expiry")?;
-        store::set_actor(
-            &mut tx,
-            None,
-            if booking.is_scheduled() {
+        let request = Cancellation {
+            booking_id,
+            actor: Actor::System,
+            actor_user: None,
+            reason: NO_THERAPIST_AVAILABLE,
+            note: if booking.is_scheduled() {
                 "No therapist accepted before the lead time"
             } else {
                 "No therapist accepted before the pending timeout"
             },
-        )
-        .await
-        .context("marking the actor")?;
-        let rows = self
-            .mark_cancelled(
-                &mut tx,
-                &booking,
-                None,
-                NO_THERAPIST_AVAILABLE,
-                Decimal::ZERO,
-            )
-            .await?;
-        if rows == 0 {
-            return Ok(()); // accepted or cancelled meanwhile
-        }
+            only_from: Some(BookingStatus::Pending),
+        };
+        let cancelled = match cancellation::cancel(&mut tx, request, &policy).await {
+            Ok(cancelled) => cancelled,
+            Err(ApiError::Conflict(_)) => return Ok(()), // accepted or cancelled meanwhile
+            Err(error) => return Err(error),
+        };
         metrics::counter!("hilot_bookings_expired_total").increment(1);
+        self.commit_cancellation(tx, &booking, cancelled, NO_THERAPIST_AVAILABLE)
+            .await
+            .map(|_| ())
+    }
+
+    /// Commits a cancellation [`cancellation::cancel`] made in `tx`: the transition starts from
+    /// the status and therapist it read under its lock (not the caller's earlier read), and its
+    /// money and outbox event are already written.
+    async fn commit_cancellation(
+        &self,
+        tx: Transaction<'static, Postgres>,
+        booking: &BookingFacts,
+        cancelled: Cancelled,
+        reason: &str,
+    ) -> Result<BookingView, ApiError> {
+        let before = BookingFacts {
+            status: cancelled.previous,
+            provider_id: cancelled.provider_id,
+            ..booking.clone()
+        };
         self.commit_transition(
             tx,
             Transition {
-                booking: &booking,
+                booking: &before,
                 to: BookingStatus::Cancelled,
                 provider_id: None,
-                reason: Some(NO_THERAPIST_AVAILABLE),
+                reason: Some(reason),
+                effects_written: true,
             },
         )
         .await
-        .map(|_| ())
     }
-}
-
-/// A booking that never started gives its promo code back.
-async fn release_promo(tx: &mut sqlx::PgConnection, booking_id: i64) -> sqlx::Result<()> {
-    sqlx::query(include_str!("../../sql/promo_release.sql"))
-        .bind(booking_id)
-        .execute(tx)
-        .await
-        .map(|_| ())
 }

@@ -1,6 +1,12 @@
 //! The event bus: how a frame for a user reaches their sockets on whichever node holds them.
 //! Single node (no `REDIS_URL`): straight to the local hub. With Redis: published on one
 //! channel per deployment; every node subscribes and hands frames to its own hub.
+//!
+//! A second channel carries control events (credentials that ended): each node hands them to
+//! the handler installed at start-up. The node that publishes one applies it itself at once
+//! and ignores its own echo.
+
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 use futures_util::StreamExt;
@@ -15,15 +21,69 @@ struct Envelope {
     frame: String,
 }
 
+#[derive(Serialize, Deserialize)]
+struct ControlEnvelope {
+    origin: u64,
+    payload: String,
+}
+
+/// A socket set left behind (a node that died without cleaning up) expires after a day.
+const SLOT_TTL_S: i64 = 24 * 3600;
+
+/// Handles a control event (a JSON payload) on this node.
+pub type ControlHandler = Arc<dyn Fn(String) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct EventBus {
     hub: Hub,
     redis: Option<(redis::aio::ConnectionManager, String)>,
+    control: Arc<OnceLock<ControlHandler>>,
+    /// This node's id on the control channel, to skip its own echoes.
+    origin: u64,
+}
+
+fn control_channel(channel: &str) -> String {
+    format!("{channel}:control")
 }
 
 impl EventBus {
     pub fn local(hub: Hub) -> Self {
-        Self { hub, redis: None }
+        Self {
+            hub,
+            redis: None,
+            control: Arc::default(),
+            origin: rand::random(),
+        }
+    }
+
+    /// Installs what this node does with control events (once, at start-up).
+    pub fn on_control(&self, handler: ControlHandler) {
+        let _ = self.control.set(handler);
+    }
+
+    /// Applies a control event on this node at once, then tells every other node.
+    pub async fn control(&self, payload: String) {
+        if let Some(handler) = self.control.get() {
+            handler(payload.clone());
+        }
+        let Some((publisher, channel)) = &self.redis else {
+            return;
+        };
+        let envelope = serde_json::to_string(&ControlEnvelope {
+            origin: self.origin,
+            payload,
+        })
+        .expect("envelopes serialise");
+        let mut publisher = publisher.clone();
+        let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(control_channel(channel))
+            .arg(envelope)
+            .query_async(&mut publisher)
+            .await;
+        if let Err(error) = published {
+            tracing::warn!(%error, "publishing a control event failed; other nodes catch up on their next check");
+            metrics::counter!("hilot_bus_publish_failures_total").increment(1);
+        }
     }
 
     /// Publishes through Redis on `channel` and starts the subscriber that feeds the local hub.
@@ -42,11 +102,83 @@ impl EventBus {
             .subscribe(&channel)
             .await
             .context("subscribing to the event channel")?;
-        tokio::spawn(forward(pubsub, hub.clone(), shutdown));
+        pubsub
+            .subscribe(control_channel(&channel))
+            .await
+            .context("subscribing to the control channel")?;
+        let control: Arc<OnceLock<ControlHandler>> = Arc::default();
+        let origin = rand::random();
+        tokio::spawn(forward(
+            pubsub,
+            hub.clone(),
+            Control {
+                channel: control_channel(&channel),
+                handler: control.clone(),
+                origin,
+            },
+            shutdown,
+        ));
         Ok(Self {
             hub,
             redis: Some((publisher, channel)),
+            control,
+            origin,
         })
+    }
+
+    /// Counts a socket in a cluster-wide set (`key`, under this deployment's prefix) holding at
+    /// most `keep` members, newest last; answers the members pushed out (oldest first). With no
+    /// Redis there is no cluster: nothing is counted and nothing pushed out.
+    pub async fn claim_slot(&self, key: &str, member: &str, keep: usize) -> Vec<String> {
+        let Some((publisher, channel)) = &self.redis else {
+            return Vec::new();
+        };
+        let key = format!("{channel}:{key}");
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut connection = publisher.clone();
+        // Add, then take out everything but the newest `keep`, in one round trip.
+        let claimed: redis::RedisResult<(i64, bool, Vec<String>, i64)> = redis::pipe()
+            .atomic()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg(now_ms)
+            .arg(member)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(SLOT_TTL_S)
+            .cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-(keep as i64) - 1)
+            .cmd("ZREMRANGEBYRANK")
+            .arg(&key)
+            .arg(0)
+            .arg(-(keep as i64) - 1)
+            .query_async(&mut connection)
+            .await;
+        match claimed {
+            Ok((_, _, evicted, _)) => evicted,
+            Err(error) => {
+                tracing::warn!(%error, "counting a socket in the cluster failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Takes a closed socket out of its cluster-wide set.
+    pub fn release_slot(&self, key: &str, member: &str) {
+        let Some((publisher, channel)) = &self.redis else {
+            return;
+        };
+        let key = format!("{channel}:{key}");
+        let (mut connection, member) = (publisher.clone(), member.to_owned());
+        tokio::spawn(async move {
+            let _: redis::RedisResult<i64> = redis::cmd("ZREM")
+                .arg(key)
+                .arg(member)
+                .query_async(&mut connection)
+                .await;
+        });
     }
 
     pub fn hub(&self) -> &Hub {
@@ -80,7 +212,18 @@ impl EventBus {
     }
 }
 
-async fn forward(mut pubsub: redis::aio::PubSub, hub: Hub, mut shutdown: watch::Receiver<bool>) {
+struct Control {
+    channel: String,
+    handler: Arc<OnceLock<ControlHandler>>,
+    origin: u64,
+}
+
+async fn forward(
+    mut pubsub: redis::aio::PubSub,
+    hub: Hub,
+    control: Control,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut messages = pubsub.on_message();
     loop {
         tokio::select! {
@@ -90,6 +233,18 @@ async fn forward(mut pubsub: redis::aio::PubSub, hub: Hub, mut shutdown: watch::
                     return;
                 };
                 let Ok(payload) = message.get_payload::<String>() else { continue };
+                if message.get_channel_name() == control.channel {
+                    match serde_json::from_str::<ControlEnvelope>(&payload) {
+                        Ok(envelope) if envelope.origin == control.origin => {}
+                        Ok(envelope) => {
+                            if let Some(handler) = control.handler.get() {
+                                handler(envelope.payload);
+                            }
+                        }
+                        Err(error) => tracing::warn!(%error, "ignoring a malformed control event"),
+                    }
+                    continue;
+                }
                 match serde_json::from_str::<Envelope>(&payload) {
                     Ok(envelope) => hub.deliver(envelope.user_id, envelope.frame.into()).await,
                     Err(error) => tracing::warn!(%error, "ignoring a malformed event"),

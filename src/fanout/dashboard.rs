@@ -26,7 +26,9 @@ pub const MAX_PENDING_BOOKING_FRAMES: usize = 1_000;
 
 static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 
-/// `[west, south, east, north]` in degrees.
+/// `[west, south, east, north]` in degrees, as a map sends its view: any width, including the
+/// whole world and boxes that cross the antimeridian (`west > east`, as in RFC 7946).
+/// Longitudes are normalised into -180..180; a box 360° wide or wider is the whole world.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bbox {
     pub west: f64,
@@ -35,19 +37,34 @@ pub struct Bbox {
     pub north: f64,
 }
 
+/// A longitude wrapped into -180..=180 (180 stays 180, so a box may end on the antimeridian).
+fn wrap_lng(lng: f64) -> f64 {
+    if (-180.0..=180.0).contains(&lng) {
+        return lng;
+    }
+    (lng + 180.0).rem_euclid(360.0) - 180.0
+}
+
 impl Bbox {
     /// A valid box, or why not.
     pub fn new(west: f64, south: f64, east: f64, north: f64) -> Result<Self, &'static str> {
-        let finite = [west, south, east, north].iter().all(|v| v.is_finite());
-        if !finite || !(-180.0..=180.0).contains(&west) || !(-180.0..=180.0).contains(&east) {
-            return Err("west and east must be longitudes within -180..180");
+        if ![west, south, east, north].iter().all(|v| v.is_finite()) {
+            return Err("west, south, east and north must be finite numbers");
         }
         if !(-90.0..=90.0).contains(&south) || !(-90.0..=90.0).contains(&north) {
             return Err("south and north must be latitudes within -90..90");
         }
-        if west >= east || south >= north {
-            return Err("west must be less than east and south less than north");
+        if south >= north {
+            return Err("south must be less than north");
         }
+        if west == east {
+            return Err("west and east must differ");
+        }
+        let (west, east) = if east - west >= 360.0 {
+            (-180.0, 180.0)
+        } else {
+            (wrap_lng(west), wrap_lng(east))
+        };
         Ok(Self {
             west,
             south,
@@ -69,8 +86,31 @@ impl Bbox {
         }
     }
 
+    /// Whether the box crosses the antimeridian.
+    pub fn crosses_antimeridian(&self) -> bool {
+        self.west > self.east
+    }
+
+    /// The box as one or two plain boxes that do not cross the antimeridian.
+    pub fn parts(&self) -> [(f64, f64, f64, f64); 2] {
+        if self.crosses_antimeridian() {
+            [
+                (self.west, self.south, 180.0, self.north),
+                (-180.0, self.south, self.east, self.north),
+            ]
+        } else {
+            let whole = (self.west, self.south, self.east, self.north);
+            [whole, whole]
+        }
+    }
+
     pub fn contains(&self, p: Point) -> bool {
-        p.lng >= self.west && p.lng <= self.east && p.lat >= self.south && p.lat <= self.north
+        let in_lng = if self.crosses_antimeridian() {
+            p.lng >= self.west || p.lng <= self.east
+        } else {
+            p.lng >= self.west && p.lng <= self.east
+        };
+        in_lng && p.lat >= self.south && p.lat <= self.north
     }
 }
 
@@ -273,20 +313,28 @@ impl Dashboards {
     }
 }
 
-/// Active bookings inside a box, as the map shows them.
+/// Active bookings inside a box, as the map shows them. The box is compared as plain
+/// longitude/latitude (geometry), never cast to a geography polygon: a world-sized polygon has
+/// antipodal edges that geography refuses.
 pub async fn bookings_in(pool: &PgPool, bbox: Bbox) -> sqlx::Result<Vec<Value>> {
+    let [first, second] = bbox.parts();
     let rows: Vec<(Uuid, String, String, f64, f64, Option<Uuid>)> = sqlx::query_as(
         "SELECT b.uuid, b.booking_number, b.status::text, bl.latitude::float8, bl.longitude::float8, p.uuid \
          FROM bookings b JOIN booking_locations bl ON bl.booking_id = b.id \
          LEFT JOIN providers p ON p.id = b.provider_id \
          WHERE b.status IN ('pending', 'accepted', 'en_route', 'arrived', 'in_progress') \
-           AND ST_Intersects(bl.location, ST_MakeEnvelope($1, $2, $3, $4, 4326)::geography) \
+           AND (bl.location::geometry && ST_MakeEnvelope($1, $2, $3, $4, 4326) \
+                OR bl.location::geometry && ST_MakeEnvelope($5, $6, $7, $8, 4326)) \
          ORDER BY b.id DESC LIMIT 5000",
     )
-    .bind(bbox.west)
-    .bind(bbox.south)
-    .bind(bbox.east)
-    .bind(bbox.north)
+    .bind(first.0)
+    .bind(first.1)
+    .bind(first.2)
+    .bind(first.3)
+    .bind(second.0)
+    .bind(second.1)
+    .bind(second.2)
+    .bind(second.3)
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -329,10 +377,28 @@ mod tests {
         let bbox = Bbox::parse("120.9,14.4,121.1,14.7").unwrap();
         assert!(bbox.contains(Point::new(14.55, 121.02)));
         assert!(!bbox.contains(Point::new(14.8, 121.02)));
-        assert!(Bbox::parse("121.1,14.4,120.9,14.7").is_err());
+        assert!(
+            Bbox::parse("121.1,14.7,120.9,14.4").is_err(),
+            "south > north"
+        );
         assert!(Bbox::parse("1,2,3").is_err());
         assert!(Bbox::parse("0,-95,1,1").is_err());
         assert!(Bbox::parse("a,b,c,d").is_err());
+    }
+
+    #[test]
+    fn boxes_of_any_width_and_across_the_antimeridian() {
+        let world = Bbox::parse("-540,-85,540,85").unwrap();
+        assert_eq!((world.west, world.east), (-180.0, 180.0));
+        assert!(world.contains(Point::new(14.55, 121.02)));
+        let across = Bbox::parse("170,-20,-170,20").unwrap();
+        assert!(across.crosses_antimeridian());
+        assert!(across.contains(Point::new(0.0, 179.5)));
+        assert!(across.contains(Point::new(0.0, -179.5)));
+        assert!(!across.contains(Point::new(0.0, 0.0)));
+        // A map panned one world east: 480..490 is 120..130.
+        let shifted = Bbox::parse("480,10,490,20").unwrap();
+        assert!(shifted.contains(Point::new(14.55, 121.02)));
     }
 
     #[test]

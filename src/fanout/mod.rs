@@ -4,6 +4,7 @@
 pub mod bus;
 pub mod dashboard;
 pub mod hub;
+pub mod sockets;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -88,6 +88,17 @@ impl Availability {
     }
 }
 
+/// Why a therapist may not hold a socket at all (suspended or rejected), or `None`.
+pub fn suspension(provider: &ProviderRef) -> Option<String> {
+    if !provider.is_active {
+        return Some("the therapist account is suspended".into());
+    }
+    if provider.verification_status == "rejected" {
+        return Some("the therapist's verification was rejected".into());
+    }
+    None
+}
+
 /// Turns a therapist online or offline (409 naming why when they may not go online). The
 /// caller refreshes the live index.
 pub async fn set_online(

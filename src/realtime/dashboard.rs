@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::frames::{check_size, open_envelope, read_body, ServerFrame};
+use super::guard::{protocol_close, Admission, FrameLimiter, SocketGuard};
 use super::{CLIENT_TIMEOUT, HEARTBEAT_INTERVAL};
 use crate::fanout::dashboard::{
     bookings_in, providers_in, shown_state, state_name, Bbox, Client, Update,
@@ -37,8 +38,17 @@ struct MovedFrame {
 }
 
 /// Runs one dashboard socket.
-pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMessageStream) {
+pub async fn run(
+    state: AppState,
+    mut guard: SocketGuard,
+    mut session: Session,
+    mut stream: AggregatedMessageStream,
+) {
     let (id, client) = state.dashboards.register();
+    let mut subscribes = FrameLimiter::new(
+        state.settings.dashboard_subscribes_per_s,
+        state.settings.dashboard_subscribe_burst,
+    );
     let _open = state.sockets.open("dashboard");
     let min_interval =
         Duration::from_secs_f64(1.0 / state.settings.dashboard_flushes_per_s.max(0.1));
@@ -52,6 +62,7 @@ pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMe
             _ = crate::shutdown::stopped(&mut shutdown) => {
                 break Some(CloseReason::from((CloseCode::Restart, "server restarting; reconnect")));
             }
+            ending = guard.ended() => break Some(ending.close_reason()),
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > CLIENT_TIMEOUT {
                     break Some(CloseReason::from((CloseCode::Policy, "heartbeat timeout")));
@@ -60,18 +71,37 @@ pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMe
             }
             message = stream.recv() => {
                 last_heard = Instant::now();
+                if let Some(Ok(message)) = &message {
+                    match guard.admit(message) {
+                        Admission::Admit => {}
+                        Admission::Refuse(error) => {
+                            if super::send_text(&mut session, error.to_text()).await.is_err() { break None; }
+                            continue;
+                        }
+                        Admission::Close(reason) => break Some(reason),
+                    }
+                }
                 let reply = match message {
                     None | Some(Ok(AggregatedMessage::Close(_))) => break None,
-                    Some(Err(_)) => break Some(CloseReason::from((CloseCode::Protocol, "protocol error"))),
+                    Some(Err(error)) => break Some(protocol_close(&error)),
                     Some(Ok(AggregatedMessage::Ping(bytes))) => {
                         if super::send_pong(&mut session, &bytes).await.is_err() { break None; }
                         continue;
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => continue,
                     Some(Ok(AggregatedMessage::Binary(_))) => ServerFrame::error("unsupported_frame", "send JSON text frames", None).to_text(),
-                    Some(Ok(AggregatedMessage::Text(text))) => match subscribe(&state, &client, &text).await {
-                        Ok(snapshot) => snapshot,
+                    // A valid subscribe reads the database: it takes a token of its own bucket
+                    // too, stricter than the frame bucket.
+                    Some(Ok(AggregatedMessage::Text(text))) => match read_subscribe(&text) {
                         Err(error) => error.to_text(),
+                        Ok(bbox) => match subscribes.admit("subscribe frames") {
+                            Admission::Admit => match subscribe(&state, &client, bbox).await {
+                                Ok(snapshot) => snapshot,
+                                Err(error) => error.to_text(),
+                            },
+                            Admission::Refuse(error) => error.to_text(),
+                            Admission::Close(reason) => break Some(reason),
+                        },
                     },
                 };
                 if super::send_text(&mut session, reply).await.is_err() { break None; }
@@ -112,8 +142,7 @@ pub fn read_subscribe(text: &str) -> Result<Bbox, ServerFrame> {
 }
 
 /// Handles a `subscribe` frame: sets the viewport and answers the snapshot inside it.
-async fn subscribe(state: &AppState, client: &Client, text: &str) -> Result<String, ServerFrame> {
-    let bbox = read_subscribe(text)?;
+async fn subscribe(state: &AppState, client: &Client, bbox: Bbox) -> Result<String, ServerFrame> {
     let bookings = bookings_in(&state.db, bbox).await.map_err(|_| {
         ServerFrame::error(
             "unavailable",

@@ -4,6 +4,7 @@ pub mod chat;
 pub mod customer;
 pub mod dashboard;
 pub mod frames;
+pub mod guard;
 pub mod therapist;
 
 /// The server pings every socket this often.

@@ -114,14 +114,16 @@ impl Simulation {
             ));
         }
         let mut rng = rand::thread_rng();
-        for _ in 0..plan.dashboards {
+        for n in 0..plan.dashboards {
             let bbox = match plan.viewport_km {
                 Some(km) => viewport_in(plan.area, km, &mut rng).bbox(),
                 None => plan.area.bbox(),
             };
             tasks.spawn(dashboard::watch_viewport(
                 server.clone(),
-                city.admin.token.clone(),
+                city.dashboard_admins[n % city.dashboard_admins.len()]
+                    .token
+                    .clone(),
                 bbox,
                 stats.clone(),
                 stopped.clone(),

@@ -85,6 +85,8 @@ async fn two_bookings_in_one_window_get_the_pairing_of_least_total_travel() {
 #[tokio::test]
 async fn a_therapist_coming_online_near_waiting_bookings_is_offered_the_nearest() {
     let app = spawn_app().await;
+    // One customer books all three (more than the default `max_pending_bookings`).
+    set_app_setting(&app, "max_pending_bookings", json!(10)).await;
     let admin = make_admin(&app).await;
     let (therapist, service) = online_therapist(&app, &admin).await;
     // Offline for now: the bookings wait with nobody to serve them.

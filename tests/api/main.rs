@@ -1,11 +1,13 @@
 //! End-to-end tests: the real server, real PostGIS, real Redis.
 
+mod abuse;
 mod accounts;
 mod admin;
 mod binary;
 mod bookings;
 mod cli;
 mod console;
+mod credentials;
 mod dashboard;
 mod delivery;
 mod dispatch;
@@ -18,7 +20,9 @@ mod layering;
 mod ledger_property;
 mod lifecycle_model;
 mod live;
+mod logs;
 mod money;
+mod money_rules;
 mod partitions;
 mod ranking_rating;
 mod reviews_chat;

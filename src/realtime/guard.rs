@@ -1,0 +1,125 @@
+//! What every socket kind shares at the socket end: the credentials' ending (from the
+//! [`SocketRegistry`] in `fanout::sockets`, which state and the bus reach without depending on
+//! sockets), and a token bucket over every frame a client sends.
+
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::time::Duration;
+
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
+use chrono::Utc;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use super::frames::ServerFrame;
+use super::MAX_CONSECUTIVE_REFUSALS;
+pub use crate::fanout::sockets::{
+    CredentialEvent, Credentials, Ending, SocketKind, SocketLease, SocketRegistry,
+    CLOSE_CREDENTIALS_ENDED, CLOSE_REPLACED,
+};
+/// A token bucket over every frame a client sends (text, binary, ping, pong, close).
+pub struct FrameLimiter {
+    bucket: DefaultDirectRateLimiter,
+    per_second: u32,
+    burst: u32,
+    consecutive_refusals: u32,
+}
+
+/// What to do with a client frame.
+#[derive(Debug)]
+pub enum Admission {
+    Admit,
+    /// Drop the frame and send this error frame.
+    Refuse(ServerFrame),
+    /// The client keeps sending above its limit: close (1008).
+    Close(CloseReason),
+}
+
+impl FrameLimiter {
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        let per_second = per_second.max(1);
+        let burst = burst.max(1);
+        Self {
+            bucket: RateLimiter::direct(
+                Quota::per_second(NonZeroU32::new(per_second).expect("max(1)"))
+                    .allow_burst(NonZeroU32::new(burst).expect("max(1)")),
+            ),
+            per_second,
+            burst,
+            consecutive_refusals: 0,
+        }
+    }
+
+    /// Takes a token for one frame.
+    pub fn admit(&mut self, what: &str) -> Admission {
+        if self.bucket.check().is_ok() {
+            self.consecutive_refusals = 0;
+            return Admission::Admit;
+        }
+        self.consecutive_refusals += 1;
+        metrics::counter!("hilot_socket_frames_refused_total", "reason" => "rate_limited")
+            .increment(1);
+        if self.consecutive_refusals > MAX_CONSECUTIVE_REFUSALS {
+            return Admission::Close(CloseReason::from((CloseCode::Policy, "too many frames")));
+        }
+        Admission::Refuse(ServerFrame::error(
+            "rate_limited",
+            format!(
+                "more than {} {what} per second (burst {}); frame dropped",
+                self.per_second, self.burst
+            ),
+            None,
+        ))
+    }
+}
+
+/// The socket-side half of the guard: credentials that can end, and the frame bucket.
+pub struct SocketGuard {
+    lease: SocketLease,
+    expiry: Pin<Box<tokio::time::Sleep>>,
+    pub frames: FrameLimiter,
+}
+
+/// A deadline far enough away to mean "never" without overflowing an `Instant`.
+const NEVER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+impl SocketGuard {
+    pub fn new(lease: SocketLease, credentials: Credentials, frames: FrameLimiter) -> Self {
+        let until_expiry = credentials
+            .expires_at
+            .map_or(NEVER, |at| (at - Utc::now()).to_std().unwrap_or_default());
+        Self {
+            lease,
+            expiry: Box::pin(tokio::time::sleep(until_expiry.min(NEVER))),
+            frames,
+        }
+    }
+
+    /// Resolves when the socket must close because its credentials ended or it was replaced.
+    /// Cancel-safe: use it as a branch of the socket's `select!`.
+    pub async fn ended(&mut self) -> Ending {
+        tokio::select! {
+            Some(ending) = self.lease.next_ending() => ending,
+            _ = &mut self.expiry => Ending::Expired,
+        }
+    }
+
+    /// Admits or refuses one client frame (every kind counts).
+    pub fn admit(&mut self, _message: &AggregatedMessage) -> Admission {
+        self.frames.admit("frames")
+    }
+}
+
+/// How to close after a protocol error: 1009 for a frame over the size limit, else 1002.
+pub fn protocol_close(error: &ProtocolError) -> CloseReason {
+    let too_large = match error {
+        ProtocolError::Overflow => true,
+        // actix-ws reports a message whose continuation frames add up past the limit this way.
+        ProtocolError::Io(io) => io.to_string().contains("maximum continuation size"),
+        _ => false,
+    };
+    if too_large {
+        CloseReason::from((CloseCode::Size, "frame too large"))
+    } else {
+        CloseReason::from((CloseCode::Protocol, "protocol error"))
+    }
+}
