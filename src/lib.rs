@@ -16,6 +16,8 @@
 //! - [`ingest`]: location pings: validation, storage policy, the batched writer.
 //! - [`dispatch`]: book now: offers, atomic accept, the booking lifecycle, geofence arrival.
 //! - [`realtime`]: WebSocket sessions (one task per socket), the hub, the event bus.
+//! - [`cluster`]: several nodes, one service: the live index replicated through Redis, the
+//!   Redis link and its recovery.
 //! - [`partitions`]: the monthly `provider_locations` partition manager.
 //! - [`money`]: the ledger (transactions, wallets, the platform's side), settlement, the
 //!   payment gateway (PayMongo), tips and payouts.
@@ -36,6 +38,7 @@ pub mod accounts;
 pub mod audit;
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod dispatch;

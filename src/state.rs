@@ -8,6 +8,8 @@ use tokio::sync::watch;
 
 use crate::accounts::tokens::TokenCache;
 use crate::catalog::ServiceCatalog;
+use crate::cluster::link::LinkStatus;
+use crate::cluster::replication::Replication;
 use crate::config::Settings;
 use crate::dispatch::Dispatcher;
 use crate::geo::index::LiveIndex;
@@ -50,6 +52,10 @@ pub struct AppState {
     pub bus: EventBus,
     /// Dispatch dashboards connected to this server, with their viewports.
     pub dashboards: Arc<Dashboards>,
+    /// Tells the other nodes what this one learnt about therapists (single node: nobody).
+    pub replication: Arc<Replication>,
+    /// This node's Redis link, as health and metrics report it.
+    pub cluster_link: Arc<LinkStatus>,
     /// The payment gateway, when configured.
     pub payments: Payments,
     /// Flips to `true` once at shutdown; sockets and background tasks wind down.
@@ -74,6 +80,7 @@ impl AppState {
                 "refreshing the live index failed"
             );
         }
+        self.replication.profile(provider_id);
     }
 
     /// Sends a chat message to both parties' sockets (the sender's other devices see it too).

@@ -1,13 +1,17 @@
 //! The event bus: how a frame for a user reaches their sockets on whichever node holds them.
 //! Single node (no `REDIS_URL`): straight to the local hub. With Redis: published on one
-//! channel per deployment; every node subscribes and hands frames to its own hub.
+//! channel per deployment; every node subscribes and hands frames to its own hub. A dropped
+//! subscription comes back by itself ([`crate::cluster::link`]); while Redis is away a frame
+//! reaches the sockets of the node that produced it.
 
-use anyhow::Context as _;
-use futures_util::StreamExt;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::hub::{Frame, Hub};
+use crate::cluster::link::{spawn_subscription, LinkStatus, Subscriber};
 
 #[derive(Serialize, Deserialize)]
 struct Envelope {
@@ -26,27 +30,48 @@ impl EventBus {
         Self { hub, redis: None }
     }
 
-    /// Publishes through Redis on `channel` and starts the subscriber that feeds the local hub.
-    pub async fn redis(
+    /// Publishes through Redis on `channel` and starts the subscriber that feeds the local hub
+    /// (and re-subscribes after any drop).
+    pub fn redis(
         hub: Hub,
         client: redis::Client,
         publisher: redis::aio::ConnectionManager,
         channel: String,
+        status: Arc<LinkStatus>,
         shutdown: watch::Receiver<bool>,
-    ) -> anyhow::Result<Self> {
-        let mut pubsub = client
-            .get_async_pubsub()
-            .await
-            .context("opening the Redis subscription")?;
-        pubsub
-            .subscribe(&channel)
-            .await
-            .context("subscribing to the event channel")?;
-        tokio::spawn(forward(pubsub, hub.clone(), shutdown));
-        Ok(Self {
+    ) -> Self {
+        let forward_to = hub.clone();
+        spawn_subscription(
+            client,
+            status,
+            Subscriber {
+                name: "events",
+                channels: vec![channel.clone()],
+                on_message: Box::new(move |message: redis::Msg| {
+                    let hub = forward_to.clone();
+                    async move {
+                        let Ok(payload) = message.get_payload::<String>() else {
+                            return;
+                        };
+                        match serde_json::from_str::<Envelope>(&payload) {
+                            Ok(envelope) => {
+                                hub.deliver(envelope.user_id, envelope.frame.into()).await
+                            }
+                            Err(error) => tracing::warn!(%error, "ignoring a malformed event"),
+                        }
+                    }
+                    .boxed()
+                }),
+                // Frames are moments, not state: nothing to catch up (clients re-read state over
+                // REST when they reconnect, and the live index has its own catch-up).
+                on_subscribed: Box::new(|_| async {}.boxed()),
+            },
+            shutdown,
+        );
+        Self {
             hub,
             redis: Some((publisher, channel)),
-        })
+        }
     }
 
     pub fn hub(&self) -> &Hub {
@@ -76,26 +101,6 @@ impl EventBus {
                     self.hub.deliver(user_id, frame).await;
                 }
             }
-        }
-    }
-}
-
-async fn forward(mut pubsub: redis::aio::PubSub, hub: Hub, mut shutdown: watch::Receiver<bool>) {
-    let mut messages = pubsub.on_message();
-    loop {
-        tokio::select! {
-            message = messages.next() => {
-                let Some(message) = message else {
-                    tracing::error!("the Redis event subscription ended");
-                    return;
-                };
-                let Ok(payload) = message.get_payload::<String>() else { continue };
-                match serde_json::from_str::<Envelope>(&payload) {
-                    Ok(envelope) => hub.deliver(envelope.user_id, envelope.frame.into()).await,
-                    Err(error) => tracing::warn!(%error, "ignoring a malformed event"),
-                }
-            }
-            _ = crate::realtime::stopped(&mut shutdown) => return,
         }
     }
 }

@@ -5,6 +5,7 @@ mod admin;
 mod binary;
 mod bookings;
 mod cli;
+mod cluster;
 mod dashboard;
 mod delivery;
 mod durability;
