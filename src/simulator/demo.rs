@@ -93,6 +93,7 @@ pub async fn run(settings: &Settings, options: DemoOptions) -> anyhow::Result<()
         dashboards: 0,
         viewport_km: None,
         ramp: Duration::from_secs(10),
+        other_node: None,
     };
     let simulation = Simulation::start(server, &city, plan);
     let stats = simulation.stats.clone();

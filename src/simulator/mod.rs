@@ -72,6 +72,9 @@ pub struct Plan {
     pub viewport_km: Option<f64>,
     /// Therapists connect spread over this long; bookings start after it.
     pub ramp: Duration,
+    /// Another node of the same service: every other dashboard watches through it, timing the
+    /// fixes that reach it through the replication.
+    pub other_node: Option<Server>,
 }
 
 /// A running simulation: stop it with [`Simulation::stop`].
@@ -114,15 +117,22 @@ impl Simulation {
             ));
         }
         let mut rng = rand::thread_rng();
-        for _ in 0..plan.dashboards {
+        for i in 0..plan.dashboards {
             let bbox = match plan.viewport_km {
                 Some(km) => viewport_in(plan.area, km, &mut rng).bbox(),
                 None => plan.area.bbox(),
             };
+            let (through, metric) = match &plan.other_node {
+                Some(other) if i % 2 == 1 => {
+                    (other.clone(), stats::Metric::PingToOtherNodeDashboard)
+                }
+                _ => (server.clone(), stats::Metric::PingToDashboard),
+            };
             tasks.spawn(dashboard::watch_viewport(
-                server.clone(),
+                through,
                 city.admin.token.clone(),
                 bbox,
+                metric,
                 stats.clone(),
                 stopped.clone(),
             ));
