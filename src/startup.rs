@@ -15,6 +15,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::accounts::tokens::TokenCache;
 use crate::catalog::ServiceCatalog;
+use crate::cluster::limits::ClusterLimits;
 use crate::cluster::link::LinkStatus;
 use crate::cluster::replication::{Appliers, Replication};
 use crate::config::Settings;
@@ -169,6 +170,10 @@ impl Application {
             _ => Replication::local(),
         });
         let redis = redis.map(|(_, manager)| manager);
+        let cluster_limits = Arc::new(match (&redis, &channel_prefix) {
+            (Some(manager), Some(prefix)) => ClusterLimits::redis(manager.clone(), prefix.clone()),
+            _ => ClusterLimits::local(),
+        });
         {
             let observer = dashboards.clone();
             index.observe(Arc::new(move |change| observer.state_changed(change)));
@@ -216,6 +221,7 @@ impl Application {
             dashboards,
             replication,
             cluster_link,
+            cluster_limits,
         };
         let server = http_server(state.clone(), listener)?;
         Ok(Self {

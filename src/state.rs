@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::accounts::tokens::TokenCache;
 use crate::catalog::ServiceCatalog;
+use crate::cluster::limits::ClusterLimits;
 use crate::cluster::link::LinkStatus;
 use crate::cluster::replication::Replication;
 use crate::config::Settings;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub replication: Arc<Replication>,
     /// This node's Redis link, as health and metrics report it.
     pub cluster_link: Arc<LinkStatus>,
+    /// Login (and registration) limits counted across the cluster (single node: none).
+    pub cluster_limits: Arc<ClusterLimits>,
     /// The payment gateway, when configured.
     pub payments: Payments,
     /// Flips to `true` once at shutdown; sockets and background tasks wind down.

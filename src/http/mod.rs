@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod bookings;
 pub mod catalog;
+pub mod client_address;
 pub mod dispatch_map;
 pub mod extract;
 pub mod health;

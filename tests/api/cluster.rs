@@ -64,7 +64,7 @@ impl Haproxy {
         let config = format!(
             "defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    \
              timeout server 60s\n    timeout tunnel 1h\n\
-             frontend hilot\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\
+             frontend hilot\n    bind 127.0.0.1:{port}\n    option forwardfor\n    default_backend nodes\n\
              backend nodes\n    balance roundrobin\n    option httpchk GET /health/ready\n    \
              http-check expect status 200\n    default-server inter 500ms fall 2 rise 1\n{servers}"
         );
@@ -187,6 +187,15 @@ async fn get_json(base: &str, token: &str, path: &str) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+async fn post_login(base: &str, phone: &str, password: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/v1/auth/login"))
+        .json(&json!({"phone": phone, "password": password}))
+        .send()
+        .await
+        .expect("the node answers")
+}
+
 async fn nearby_ids(base: &str, customer: &str, service: &str) -> Vec<String> {
     let path = format!(
         "/v1/therapists/nearby?lat={}&lng={}&service_id={service}",
@@ -250,8 +259,9 @@ async fn three_nodes(redis_url: &str) -> (TestApp, Binary, Binary) {
     let mut settings = test_settings();
     settings.redis_url = Some(redis_url.to_owned());
     let a = spawn_app_in(database, settings).await;
-    let mut b = Binary::start(&db_url, &[("REDIS_URL", redis_url)]);
-    let mut c = Binary::start(&db_url, &[("REDIS_URL", redis_url)]);
+    let env = [("REDIS_URL", redis_url), ("HILOT_TRUSTED_PROXIES", "127.0.0.1")];
+    let mut b = Binary::start(&db_url, &env);
+    let mut c = Binary::start(&db_url, &env);
     b.wait_ready().await;
     c.wait_ready().await;
     (a, b, c)
@@ -344,6 +354,18 @@ async fn three_nodes_directly_and_through_haproxy_are_one_service() {
         let (status, body) = get_json(node, &customer, &format!("/v1/bookings/{id}")).await;
         assert_eq!(status, 200, "{node}: {body}");
         assert_eq!(body["status"], "accepted", "{node}: {body}");
+    }
+    // Login limits are the cluster's: five wrong passwords spread over the nodes, and the sixth
+    // attempt is refused whichever node (or HAProxy) it reaches.
+    let phone = therapist.user["phone"].as_str().unwrap();
+    for (attempt, node) in nodes.iter().cycle().take(5).enumerate() {
+        let response = post_login(node, phone, "not-the-password").await;
+        assert_eq!(response.status().as_u16(), 401, "attempt {attempt} on {node}");
+    }
+    for node in &nodes {
+        let response = post_login(node, phone, "not-the-password").await;
+        assert_eq!(response.status().as_u16(), 429, "{node}");
+        assert!(response.headers().contains_key("retry-after"));
     }
     // A therapist socket through HAProxy works too.
     let mut through_proxy =

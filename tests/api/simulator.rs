@@ -54,6 +54,7 @@ async fn simulated_therapists_drive_to_customers_and_finish_their_sessions() {
         dashboards: 1,
         viewport_km: None,
         ramp: Duration::from_secs(1),
+        other_node: None,
     };
     let simulation = Simulation::start(Server::new(&app.address), &city, plan);
     let stats = simulation.stats.clone();
