@@ -120,7 +120,12 @@ pub struct Settings {
     /// Addresses of load balancers in front of the server (comma-separated): for a request from
     /// one of them, the client's address (for limits and the audit log) is the last address in
     /// `X-Forwarded-For` that is not itself a trusted proxy. Empty: the peer address is the client.
-    #[arg(long, global = true, env = "HILOT_TRUSTED_PROXIES", value_delimiter = ',')]
+    #[arg(
+        long,
+        global = true,
+        env = "HILOT_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
     pub trusted_proxies: Vec<std::net::IpAddr>,
 
     /// Pings that may wait for the database before sockets are slowed down.

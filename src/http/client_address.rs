@@ -45,10 +45,16 @@ mod tests {
     fn a_trusted_proxy_speaks_for_its_client_and_no_one_else_does() {
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
         let direct = request("203.0.113.9", Some("198.51.100.7"));
-        assert_eq!(client_address(&direct, &[proxy]), Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(
+            client_address(&direct, &[proxy]),
+            Some("203.0.113.9".parse().unwrap())
+        );
         // The client wrote the first entry itself; the proxy appended the real one.
         let proxied = request("10.0.0.1", Some("1.2.3.4, 198.51.100.7"));
-        assert_eq!(client_address(&proxied, &[proxy]), Some("198.51.100.7".parse().unwrap()));
+        assert_eq!(
+            client_address(&proxied, &[proxy]),
+            Some("198.51.100.7".parse().unwrap())
+        );
         let bare = request("10.0.0.1", None);
         assert_eq!(client_address(&bare, &[proxy]), Some(proxy));
     }

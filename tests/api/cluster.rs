@@ -259,7 +259,10 @@ async fn three_nodes(redis_url: &str) -> (TestApp, Binary, Binary) {
     let mut settings = test_settings();
     settings.redis_url = Some(redis_url.to_owned());
     let a = spawn_app_in(database, settings).await;
-    let env = [("REDIS_URL", redis_url), ("HILOT_TRUSTED_PROXIES", "127.0.0.1")];
+    let env = [
+        ("REDIS_URL", redis_url),
+        ("HILOT_TRUSTED_PROXIES", "127.0.0.1"),
+    ];
     let mut b = Binary::start(&db_url, &env);
     let mut c = Binary::start(&db_url, &env);
     b.wait_ready().await;
@@ -360,7 +363,11 @@ async fn three_nodes_directly_and_through_haproxy_are_one_service() {
     let phone = therapist.user["phone"].as_str().unwrap();
     for (attempt, node) in nodes.iter().cycle().take(5).enumerate() {
         let response = post_login(node, phone, "not-the-password").await;
-        assert_eq!(response.status().as_u16(), 401, "attempt {attempt} on {node}");
+        assert_eq!(
+            response.status().as_u16(),
+            401,
+            "attempt {attempt} on {node}"
+        );
     }
     for node in &nodes {
         let response = post_login(node, phone, "not-the-password").await;
