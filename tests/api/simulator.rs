@@ -74,7 +74,11 @@ async fn simulated_therapists_drive_to_customers_and_finish_their_sessions() {
         "the simulated apps hit errors: {:#?}",
         seen.errors
     );
-    for metric in Metric::ALL {
+    // One node here: nothing crosses to another node's dashboards.
+    for metric in Metric::ALL
+        .into_iter()
+        .filter(|m| *m != Metric::PingToOtherNodeDashboard)
+    {
         assert!(
             seen.latencies[&metric].count > 0,
             "nothing measured for {metric:?}: {seen:#?}"
