@@ -56,6 +56,9 @@ pub const DEFAULT_DASHBOARD_FLUSHES_PER_S: f64 = 20.0;
 pub const DEFAULT_MAX_PENDING_UPGRADES: usize = 64;
 /// Requests answered at once; one more gets 503 with `Retry-After` straight away.
 pub const DEFAULT_MAX_INFLIGHT_REQUESTS: usize = 256;
+/// How often the server looks for dispatch alerts and for in-store visits whose grace ran out.
+pub const DEFAULT_WATCH_INTERVAL_S: u64 = 5;
+
 /// Folder (at the repository root) where `scripts/dev-env` keeps the local PostgreSQL and Redis.
 pub const LOCAL_ENV_DIR: &str = ".hilot-local";
 
@@ -202,6 +205,23 @@ pub struct Settings {
     /// WebSocket handshakes in progress at once before new ones get 503.
     #[arg(long, global = true, env = "HILOT_MAX_PENDING_UPGRADES", default_value_t = DEFAULT_MAX_PENDING_UPGRADES)]
     pub max_pending_upgrades: usize,
+
+    /// Seconds between looks for dispatch alerts and for in-store visits past their grace.
+    #[arg(long, global = true, env = "HILOT_WATCH_INTERVAL_S", default_value_t = DEFAULT_WATCH_INTERVAL_S)]
+    pub watch_interval_s: u64,
+
+    /// Base map tiles for the dispatch page: a URL template with `{z}`, `{x}`, `{y}` (raster
+    /// images, or vector tiles when it ends in `.pbf` or `.mvt`).
+    #[arg(long, global = true, env = "HILOT_MAP_TILES")]
+    pub map_tiles: Option<String>,
+
+    /// Attribution shown under the base map (required by most tile providers).
+    #[arg(long, global = true, env = "HILOT_MAP_ATTRIBUTION")]
+    pub map_attribution: Option<String>,
+
+    /// A local PMTiles archive Hilot serves as the base map (no tile server, no internet).
+    #[arg(long, global = true, env = "HILOT_MAP_PMTILES")]
+    pub map_pmtiles: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -240,6 +260,10 @@ impl Default for Settings {
             ping_interval_arriving_s: crate::ingest::cadence::DEFAULT_ARRIVING_S,
             max_pending_upgrades: DEFAULT_MAX_PENDING_UPGRADES,
             max_inflight_requests: DEFAULT_MAX_INFLIGHT_REQUESTS,
+            watch_interval_s: DEFAULT_WATCH_INTERVAL_S,
+            map_tiles: None,
+            map_attribution: None,
+            map_pmtiles: None,
             integrations: IntegrationSettings::default(),
         }
     }

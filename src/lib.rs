@@ -14,10 +14,13 @@
 //! - [`catalog`]: the service catalog's ids, cached in memory.
 //! - [`geo`]: great-circle distance, ETAs, and the live H3 index of therapists.
 //! - [`ingest`]: location pings: validation, storage policy, the batched writer.
+//! - [`console`]: the dispatch console: booking detail, search, alerts, trip replay.
 //! - [`dispatch`]: book now: offers, atomic accept, the booking lifecycle, geofence arrival.
 //! - [`realtime`]: WebSocket sessions (one task per socket), the hub, the event bus.
 //! - [`cluster`]: several nodes, one service: the live index replicated through Redis, the
 //!   Redis link and its recovery.
+//! - [`stores`]: wellness centres: profiles, opening hours, rooms, nearby stores, in-store
+//!   bookings.
 //! - [`partitions`]: the monthly `provider_locations` partition manager.
 //! - [`money`]: the ledger (transactions, wallets, the platform's side), settlement, the
 //!   payment gateway (PayMongo), tips and payouts.
@@ -40,6 +43,7 @@ pub mod catalog;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod dispatch;
 pub mod domain;
@@ -59,5 +63,6 @@ pub mod reviews;
 pub mod simulator;
 pub mod startup;
 pub mod state;
+pub mod stores;
 pub mod telemetry;
 pub mod webhooks;

@@ -65,6 +65,7 @@ impl StopHandle {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let _ = telemetry::metrics_handle();
+        let base_map = Arc::new(http::map::BaseMap::from_settings(&settings)?);
         let pool = db::connect_and_migrate(&settings).await?;
         let background = db::background_pool(&settings)?;
         partitions::ensure(&pool, Utc::now().date_naive(), settings.partitions_ahead)
@@ -222,6 +223,7 @@ impl Application {
             replication,
             cluster_link,
             cluster_limits,
+            base_map,
         };
         let server = http_server(state.clone(), listener)?;
         Ok(Self {
@@ -282,6 +284,29 @@ impl Application {
             state.ingest.clone(),
             shutdown.subscribe(),
         ));
+        let visits = {
+            let dispatcher = state.dispatcher.clone();
+            tokio::spawn(crate::stores::visits::run_sweeper(
+                state.background_db.clone(),
+                Duration::from_secs(state.settings.watch_interval_s.max(1)),
+                move |booking_id| {
+                    let dispatcher = dispatcher.clone();
+                    async move { dispatcher.announce(booking_id).await }
+                },
+                shutdown.subscribe(),
+            ))
+        };
+        let alerts = {
+            let listening = state.dashboards.clone();
+            let audience = state.dashboards.clone();
+            tokio::spawn(crate::console::alerts::watch(
+                state.background_db.clone(),
+                Duration::from_secs(state.settings.watch_interval_s.max(1)),
+                move || !listening.is_empty(),
+                move |frame| audience.broadcast(&frame),
+                shutdown.subscribe(),
+            ))
+        };
         // The outbox has its own few connections, so deliveries never starve requests.
         let outbox_db = sqlx::postgres::PgPoolOptions::new()
             .max_connections(OUTBOX_DB_CONNECTIONS)
@@ -314,7 +339,15 @@ impl Application {
         let _ = shutdown.send(true);
         drain(server_handle, server_task).await;
         let _ = writer.await;
-        let _ = tokio::join!(maintenance, settings_refresh, gauges, outbox, reminders);
+        let _ = tokio::join!(
+            maintenance,
+            settings_refresh,
+            gauges,
+            outbox,
+            reminders,
+            visits,
+            alerts
+        );
         outbox_db.close().await;
         state.db.close().await;
         state.background_db.close().await;

@@ -59,6 +59,8 @@ pub struct AppState {
     pub cluster_link: Arc<LinkStatus>,
     /// Login (and registration) limits counted across the cluster (single node: none).
     pub cluster_limits: Arc<ClusterLimits>,
+    /// The dispatch page's base map (tiles, a PMTiles archive, or none), checked at start-up.
+    pub base_map: Arc<crate::http::map::BaseMap>,
     /// The payment gateway, when configured.
     pub payments: Payments,
     /// Flips to `true` once at shutdown; sockets and background tasks wind down.

@@ -26,6 +26,10 @@
 
   // --- the map ----------------------------------------------------------------------------------
   const map = L.map('map', { center: CONFIG.center, zoom: CONFIG.zoom });
+  // console.js (base map, stores, search, alerts, booking detail) works on the same map.
+  window.hilotMap = map;
+  window.hilotSession = { token: () => token };
+  const tell = (name, detail) => document.dispatchEvent(new CustomEvent(`hilot:${name}`, { detail }));
   // No tiles: panes stack the grid under the hexagons, the hexagons under lines and markers.
   map.createPane('graticule').style.zIndex = 200;
   map.createPane('hexes').style.zIndex = 350;
@@ -150,6 +154,7 @@
         zIndexOffset: 1000, // above therapists: a booking is what people look for
       }).addTo(map);
       marker.getElement().dataset.bookingId = b.booking_id;
+      marker.on('click', () => tell('open-booking', { id: b.booking_id }));
       entry = { marker, data: {}, link: null, removeTimer: null };
       bookings.set(b.booking_id, entry);
     } else if (b.lat != null && b.lng != null) {
@@ -282,6 +287,7 @@
     payment.dataset.paymentStatus = b.payment_status || 'pending';
     payment.title = 'Payment method and state';
     li.append(number, status, detail, payment);
+    li.addEventListener('click', () => tell('open-booking', { id: b.booking_id }));
     return li;
   }
 
@@ -394,12 +400,15 @@
         break;
       case 'booking.status':
         upsertBooking(frame);
+        tell('frame', { frame });
         break;
       case 'error':
         setProblem('socket', `${frame.code}: ${frame.detail}`);
         break;
       default:
-        break; // newer servers may send more; ignoring them keeps this page working
+        // console.js takes `alert` frames; newer servers may send more, ignored here.
+        tell('frame', { frame });
+        break;
     }
   }
 
@@ -515,6 +524,7 @@
     connectSocket();
     statsPoller = poller('stats', refreshStats, CONFIG.statsEveryMs);
     hexPoller = poller('hexes', refreshHexes, CONFIG.hexesEveryMs);
+    tell('login', { token });
   }
 
   function logOut(message) {
@@ -532,6 +542,7 @@
     $('login-form').hidden = false;
     if (message) showLoginError(message);
     renderStatus();
+    tell('logout', {});
   }
 
   // --- wiring ------------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ use crate::state::AppState;
 pub enum SelfServiceRole {
     Customer,
     Therapist,
+    /// Runs a wellness centre (`PUT /v1/store/profile`).
+    StoreOwner,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -55,7 +57,7 @@ pub struct AuthResponse {
     pub token_expires_at: DateTime<Utc>,
 }
 
-/// Create an account (customer or therapist) and log in.
+/// Create an account (customer, therapist or store owner) and log in.
 #[utoipa::path(
     tag = "accounts",
     request_body = RegisterRequest,
@@ -98,6 +100,7 @@ pub async fn register(
     let role = match body.role {
         SelfServiceRole::Customer => Role::Customer,
         SelfServiceRole::Therapist => Role::Therapist,
+        SelfServiceRole::StoreOwner => Role::StoreOwner,
     };
     let mut tx = state.db.begin().await.context("starting registration")?;
     let user_id = users::insert(

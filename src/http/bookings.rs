@@ -33,6 +33,16 @@ pub enum BookingKind {
     Scheduled,
 }
 
+/// Where the service happens: at the customer's (`home_service`, dispatched to a therapist) or at
+/// a store (`in_store`, confirmed by the store).
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ServicePlace {
+    #[default]
+    HomeService,
+    InStore,
+}
+
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewLocation {
@@ -49,7 +59,13 @@ pub struct NewLocation {
 pub struct CreateBooking {
     /// A service id from `GET /v1/services`.
     pub service_id: Uuid,
-    /// `now` (dispatched at once). `scheduled` is refused for now: only book-now is dispatched.
+    /// `home_service` (default) or `in_store` (give `store_id`; no location).
+    #[serde(rename = "type", default)]
+    pub place: ServicePlace,
+    /// The store, for an `in_store` booking (`GET /v1/stores/nearby`).
+    pub store_id: Option<Uuid>,
+    /// `now` (dispatched at once). `scheduled` is refused for home services for now; an
+    /// `in_store` booking may be `scheduled` for `scheduled_at`.
     pub booking_type: BookingKind,
     pub scheduled_at: Option<DateTime<Utc>>,
     /// One of the caller's saved addresses; or give `location`.
@@ -137,8 +153,17 @@ pub async fn create(
             .json(existing));
     }
 
+    if request.place == ServicePlace::InStore {
+        return create_in_store(&state, user_id, &key, &request_hash, &request).await;
+    }
     let now = Utc::now();
     let mut errors = Vec::new();
+    if request.store_id.is_some() {
+        errors.push(FieldError::new(
+            "store_id",
+            "is only for in_store bookings (type: in_store)",
+        ));
+    }
     if let Some(at) = request.scheduled_at {
         if at <= now {
             errors.push(FieldError::new("scheduled_at", "must be in the future"));
@@ -332,6 +357,100 @@ pub async fn create(
     Ok(HttpResponse::Created().json(view))
 }
 
+/// An in-store booking: a room at a store, now or at `scheduled_at`, waiting for the store to
+/// confirm.
+async fn create_in_store(
+    state: &AppState,
+    user_id: i64,
+    key: &str,
+    request_hash: &str,
+    request: &CreateBooking,
+) -> Result<HttpResponse, ApiError> {
+    let now = Utc::now();
+    let mut errors = Vec::new();
+    if request.store_id.is_none() {
+        errors.push(FieldError::new(
+            "store_id",
+            "is required for in_store bookings",
+        ));
+    }
+    if request.address_id.is_some() || request.location.is_some() {
+        errors.push(FieldError::new(
+            "location",
+            "an in_store booking happens at the store: give store_id, not address_id or location",
+        ));
+    }
+    match (request.booking_type, request.scheduled_at) {
+        (BookingKind::Now, Some(_)) => errors.push(FieldError::new(
+            "scheduled_at",
+            "is only for scheduled bookings",
+        )),
+        (BookingKind::Scheduled, None) => errors.push(FieldError::new(
+            "scheduled_at",
+            "is required for scheduled bookings",
+        )),
+        (BookingKind::Scheduled, Some(at)) if at <= now => {
+            errors.push(FieldError::new("scheduled_at", "must be in the future"))
+        }
+        _ => {}
+    }
+    if let Some(notes) = &request.customer_notes {
+        check_text(&mut errors, "customer_notes", notes, 0, 1000);
+    }
+    ApiError::check(errors)?;
+    let service_id = state
+        .catalog
+        .service_id(&state.db, request.service_id)
+        .await?
+        .ok_or_else(|| ApiError::invalid("service_id", "no such service"))?;
+    let promo = match optional_text(&request.promo_code) {
+        Some(code) => Some(find_promo(state, user_id, code, service_id, now).await?),
+        None => None,
+    };
+    let payment_method = request
+        .payment_method
+        .unwrap_or(crate::money::PaymentMethod::Cash);
+    // The store's price is known once the store is; a wallet that falls short when the store
+    // confirms switches the booking to cash, as for home services.
+    check_payment_method(state, user_id, payment_method, Decimal::ZERO).await?;
+    let visit = crate::stores::visits::VisitRequest {
+        payment_method,
+        customer_id: user_id,
+        store_uuid: request.store_id.expect("checked above"),
+        service_id,
+        scheduled_at: request.scheduled_at,
+        customer_notes: optional_text(&request.customer_notes),
+        promo: promo.map(|p| (p.id, p.terms)),
+        idempotency_key: key,
+        request_hash,
+    };
+    match crate::stores::visits::create(&state.db, &visit, now).await? {
+        crate::stores::visits::Created::New(booking_id) => {
+            let view = crate::stores::visits::view(&state.db, booking_id).await?;
+            state.dispatcher.announce(booking_id).await;
+            Ok(HttpResponse::Created().json(view))
+        }
+        crate::stores::visits::Created::KeyTaken => {
+            match replay(state, user_id, key, request_hash).await? {
+                Some(existing) => Ok(HttpResponse::Created()
+                    .insert_header(("Idempotent-Replayed", "true"))
+                    .json(existing)),
+                None => Err(ApiError::Conflict(
+                    "a booking with this Idempotency-Key is being created; retry".into(),
+                )),
+            }
+        }
+    }
+}
+
+/// A booking answered again for a retried request: home service or in store.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Replayed {
+    Home(Box<BookingView>),
+    InStore(Box<crate::stores::visits::InStoreBooking>),
+}
+
 /// A wallet must cover the estimate; card and e-wallets need a configured gateway.
 async fn check_payment_method(
     state: &AppState,
@@ -369,9 +488,9 @@ async fn replay(
     user_id: i64,
     key: &str,
     request_hash: &str,
-) -> Result<Option<BookingView>, ApiError> {
-    let existing: Option<(i64, Option<String>)> = sqlx::query_as(
-        "SELECT id, idempotency_request_hash FROM bookings \
+) -> Result<Option<Replayed>, ApiError> {
+    let existing: Option<(i64, Option<String>, String)> = sqlx::query_as(
+        "SELECT id, idempotency_request_hash, type::text FROM bookings \
          WHERE customer_id = $1 AND idempotency_key = $2 AND created_at >= $3",
     )
     .bind(user_id)
@@ -382,8 +501,17 @@ async fn replay(
     .context("looking up the idempotency key")?;
     match existing {
         None => Ok(None),
-        Some((id, hash)) if hash.as_deref() == Some(request_hash) => {
-            state.dispatcher.view(id).await.map(Some)
+        Some((id, hash, kind)) if hash.as_deref() == Some(request_hash) => {
+            if kind == "in_store" {
+                let view = crate::stores::visits::view(&state.db, id).await?;
+                Ok(Some(Replayed::InStore(Box::new(view))))
+            } else {
+                state
+                    .dispatcher
+                    .view(id)
+                    .await
+                    .map(|v| Some(Replayed::Home(Box::new(v))))
+            }
         }
         Some(_) => Err(ApiError::Conflict(
             "this Idempotency-Key was already used with a different request body".into(),

@@ -6,10 +6,12 @@ pub mod auth;
 pub mod bookings;
 pub mod catalog;
 pub mod client_address;
+pub mod console;
 pub mod dispatch_map;
 pub mod extract;
 pub mod health;
 pub mod limits;
+pub mod map;
 pub mod messages;
 pub mod money;
 pub mod nearby;
@@ -18,6 +20,7 @@ pub mod openapi;
 pub mod operations;
 pub mod page;
 pub mod reviews;
+pub mod stores;
 pub mod therapist;
 pub mod webhooks;
 pub mod ws;
@@ -70,6 +73,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(bookings::change_status)
         .service(bookings::cancel)
         .service(bookings::track)
+        .service(stores::put_profile)
+        .service(stores::get_profile)
+        .service(stores::put_service)
+        .service(stores::delete_service)
+        .service(stores::list_bookings)
+        .service(stores::confirm)
+        .service(stores::decline)
+        .service(stores::change_status)
+        .service(stores::check_in)
+        .service(stores::nearby)
+        .service(stores::get_store)
+        .service(console::booking_trip)
+        .service(console::booking_detail)
+        .service(console::find)
+        .service(console::list_alerts)
+        .service(console::map_stores)
+        .service(map::base_map)
+        .service(map::pmtiles)
         .service(money::wallet)
         .service(money::wallet_transactions)
         .service(money::topup)

@@ -6,8 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    accounts, admin, bookings, catalog, dispatch_map, health, messages, money, nearby,
-    notifications, operations, page, reviews, therapist, webhooks, ws,
+    accounts, admin, bookings, catalog, console, dispatch_map, health, map, messages, money,
+    nearby, notifications, operations, page, reviews, stores, therapist, webhooks, ws,
 };
 use crate::error::{FieldError, Problem};
 
@@ -31,6 +31,11 @@ use crate::error::{FieldError, Problem};
         bookings::change_status, bookings::cancel, bookings::track,
         dispatch_map::dashboard_socket, dispatch_map::live, dispatch_map::stats, dispatch_map::hexes,
         page::index, page::asset,
+        stores::put_profile, stores::get_profile, stores::put_service, stores::delete_service,
+        stores::list_bookings, stores::confirm, stores::decline, stores::change_status,
+        stores::check_in, stores::nearby, stores::get_store,
+        console::booking_trip, console::booking_detail, console::find, console::list_alerts,
+        console::map_stores, map::base_map, map::pmtiles,
         money::wallet, money::wallet_transactions, money::topup, money::pay_booking, money::tip,
         money::gateway_webhook, money::run_payouts, money::list_payouts, money::payout_status,
         money::ledger_check,
@@ -51,6 +56,7 @@ use crate::error::{FieldError, Problem};
         (name = "admin", description = "Verification and roles (admins only)"),
         (name = "matching", description = "Nearest therapists, from the live index"),
         (name = "bookings", description = "Book now, offers, the lifecycle and live tracking"),
+        (name = "stores", description = "Wellness centres: set-up, opening hours and rooms, nearby stores, in-store bookings"),
         (name = "dispatch", description = "The live dispatch map and its data (admins)"),
         (name = "money", description = "Wallets, paying through the gateway, tips, the gateway's webhook"),
         (name = "reviews", description = "Reviews of both parties of a completed booking"),

@@ -297,3 +297,44 @@ pub async fn mark_read(
         parties(&b),
     ))
 }
+
+#[derive(sqlx::FromRow)]
+struct DispatcherRow {
+    uuid: Uuid,
+    booking_uuid: Uuid,
+    from_customer: bool,
+    message: String,
+    created_at: DateTime<Utc>,
+    read_at: Option<DateTime<Utc>>,
+}
+
+/// Every message of a booking, oldest first (the latest `limit`), as a dispatcher reads them:
+/// the dispatcher is neither party, so nothing is marked read.
+pub async fn for_dispatcher(
+    db: &mut sqlx::PgConnection,
+    booking_id: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<ChatMessage>> {
+    let rows: Vec<DispatcherRow> = sqlx::query_as(include_str!(
+        "../../sql/booking_messages_for_dispatcher.sql"
+    ))
+    .bind(booking_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| ChatMessage {
+            id: row.uuid,
+            booking_id: row.booking_uuid,
+            from: if row.from_customer {
+                Side::Customer
+            } else {
+                Side::Therapist
+            },
+            body: row.message,
+            at: row.created_at,
+            read_at: row.read_at,
+        })
+        .collect())
+}

@@ -244,6 +244,23 @@ impl Dashboards {
         }
     }
 
+    /// A frame for every subscribed dashboard, wherever it looks (alerts).
+    pub fn broadcast(&self, frame: &Value) {
+        for client in self.clients.read().values() {
+            let mut view = client.view.lock();
+            if view.bbox.is_none() {
+                continue; // it fetches the current list when it starts
+            }
+            if view.bookings.len() >= MAX_PENDING_BOOKING_FRAMES {
+                view.bookings.pop_front();
+                metrics::counter!("hilot_dashboard_frames_dropped_total").increment(1);
+            }
+            view.bookings.push_back(frame.clone());
+            drop(view);
+            client.notify.notify_one();
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.clients.read().len()
     }

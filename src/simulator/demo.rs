@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use super::seed::{self, CitySpec, PhoneBlock, MAKATI};
+use anyhow::Context as _;
+
+use super::seed::{self, CitySpec, PhoneBlock, SimAccount, SimStore, MAKATI};
 use super::{Behaviour, Plan, Server, Simulation, Travel};
 use crate::config::Settings;
 
@@ -63,10 +65,12 @@ pub async fn run(settings: &Settings, options: DemoOptions) -> anyhow::Result<()
         },
     )
     .await?;
+    let stores = seed::seed_makati_stores(&pool, PhoneBlock::Demo, 2026).await?;
     pool.close().await;
     println!(
-        "demo city: {} therapists and {} customers around Makati; dispatcher login {} / {}",
+        "demo city: {} therapists, {} stores and {} customers around Makati; dispatcher login {} / {}",
         city.therapists.len(),
+        stores.len(),
         city.customers.len(),
         city.admin.phone,
         seed::SIMULATED_PASSWORD
@@ -95,6 +99,14 @@ pub async fn run(settings: &Settings, options: DemoOptions) -> anyhow::Result<()
         ramp: Duration::from_secs(10),
         other_node: None,
     };
+    match book_store_visits(&server, &city.customers, &stores).await {
+        Ok(visits) => println!(
+            "demo: in-store bookings: {} checked in, {} appointments later today, {} waiting for a \
+             store's confirmation (a waiting alert on the console after alerts.pending_wait_s)",
+            visits.checked_in, visits.appointments, visits.unconfirmed
+        ),
+        Err(e) => println!("demo: could not book the store visits: {e:#}"),
+    }
     let simulation = Simulation::start(server, &city, plan);
     let stats = simulation.stats.clone();
     let mut report = tokio::time::interval(REPORT_EVERY);
@@ -123,6 +135,105 @@ pub async fn run(settings: &Settings, options: DemoOptions) -> anyhow::Result<()
     println!("demo: stopping");
     simulation.stop(Duration::from_secs(10)).await;
     Ok(())
+}
+
+/// What [`book_store_visits`] left at the stores.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StoreVisits {
+    /// Walk-ins the store confirmed and the customer checked in to.
+    pub checked_in: usize,
+    /// Walk-ins nobody confirmed: after `alerts.pending_wait_s` each is a `booking_waiting` alert.
+    pub unconfirmed: usize,
+    /// Confirmed appointments later today.
+    pub appointments: usize,
+}
+
+async fn call(
+    server: &Server,
+    token: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut request = server.http.post(server.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .json(&body);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("POST {path}"))?;
+    let status = response.status();
+    let answer: serde_json::Value = response.json().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "POST {path}: {status} {answer}");
+    Ok(answer)
+}
+
+/// `POST /v1/bookings` of an in-store visit, now or at `at`, paid in cash.
+async fn book_in_store(
+    server: &Server,
+    customer: &SimAccount,
+    store: &SimStore,
+    service: &uuid::Uuid,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut body = serde_json::json!({
+        "service_id": service, "type": "in_store", "store_id": store.store_id,
+        "booking_type": if at.is_some() { "scheduled" } else { "now" },
+        "payment_method": "cash",
+    });
+    if let Some(at) = at {
+        body["scheduled_at"] = serde_json::json!(at);
+    }
+    call(server, &customer.token, "/v1/bookings", Some(body)).await
+}
+
+/// Books visits at the demo's round-the-clock stores through the public API, so a newcomer
+/// sees in-store bookings on the console at once: at each, a walk-in confirmed and checked in,
+/// an appointment in three hours, and one walk-in left for a dispatcher (a waiting alert soon).
+pub async fn book_store_visits(
+    server: &Server,
+    customers: &[SimAccount],
+    stores: &[SimStore],
+) -> anyhow::Result<StoreVisits> {
+    let mut visits = StoreVisits::default();
+    let mut customers = customers.iter().rev();
+    let open: Vec<&SimStore> = stores.iter().filter(|s| s.always_open).collect();
+    for (n, store) in open.iter().enumerate() {
+        let service = store
+            .service_ids
+            .first()
+            .context("a demo store sells nothing")?;
+        let mut next_customer = || customers.next().context("too few demo customers");
+        let walker = next_customer()?;
+        let walk_in = book_in_store(server, walker, store, service, None).await?;
+        let id = walk_in["id"].as_str().context("a booking without an id")?;
+        let confirm = format!("/v1/store/bookings/{id}/confirm");
+        call(server, &store.account.token, &confirm, None).await?;
+        call(
+            server,
+            &walker.token,
+            &format!("/v1/bookings/{id}/check-in"),
+            None,
+        )
+        .await?;
+        visits.checked_in += 1;
+        let later = chrono::Utc::now() + chrono::Duration::hours(3);
+        let appointment =
+            book_in_store(server, next_customer()?, store, service, Some(later)).await?;
+        let id = appointment["id"]
+            .as_str()
+            .context("a booking without an id")?;
+        let confirm = format!("/v1/store/bookings/{id}/confirm");
+        call(server, &store.account.token, &confirm, None).await?;
+        visits.appointments += 1;
+        if n == 0 {
+            book_in_store(server, next_customer()?, store, service, None).await?;
+            visits.unconfirmed += 1;
+        }
+    }
+    Ok(visits)
 }
 
 /// Ctrl-C or SIGTERM.

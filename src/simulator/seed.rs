@@ -1,5 +1,5 @@
-//! Seeding a simulated city straight into the database: verified therapists with services, and
-//! customers, each with a fresh login token.
+//! Seeding a simulated city straight into the database: verified therapists with services,
+//! customers, and (for the demo) wellness centres in Makati, each with a fresh login token.
 //!
 //! Seeding is the operator's job (like `hilot admin create`), so it writes SQL directly: going
 //! through `POST /v1/auth/register` would spend an Argon2id hash per account (minutes for the
@@ -416,6 +416,169 @@ pub async fn seed_city(pool: &PgPool, spec: &CitySpec) -> anyhow::Result<SeededC
         admin,
         service_ids: services.iter().map(|(_, _, uuid)| *uuid).collect(),
     })
+}
+
+/// A seeded wellness centre and its owner's login.
+#[derive(Debug, Clone)]
+pub struct SimStore {
+    pub account: SimAccount,
+    /// The store's provider id.
+    pub store_id: Uuid,
+    pub name: String,
+    /// Open around the clock, so it takes walk-ins whenever the demo runs.
+    pub always_open: bool,
+    /// Public ids of the services it sells in store.
+    pub service_ids: Vec<Uuid>,
+}
+
+/// A wellness centre of the demo city.
+struct StorePlace {
+    name: &'static str,
+    street: &'static str,
+    lat: f64,
+    lng: f64,
+    rooms: i32,
+    always_open: bool,
+}
+
+/// Spas in Makati's business districts, where a newcomer looks first.
+const MAKATI_STORES: &[StorePlace] = &[
+    StorePlace {
+        name: "Ayala Hilot Spa",
+        street: "6750 Ayala Avenue",
+        lat: 14.5566,
+        lng: 121.0236,
+        rooms: 6,
+        always_open: true,
+    },
+    StorePlace {
+        name: "Salcedo Healing Hands",
+        street: "L.P. Leviste Street, Salcedo Village",
+        lat: 14.5605,
+        lng: 121.0231,
+        rooms: 4,
+        always_open: false,
+    },
+    StorePlace {
+        name: "Legazpi Wellness Centre",
+        street: "Rufino Street, Legazpi Village",
+        lat: 14.5553,
+        lng: 121.0170,
+        rooms: 3,
+        always_open: false,
+    },
+    StorePlace {
+        name: "Poblacion Foot and Body",
+        street: "P. Burgos Street, Poblacion",
+        lat: 14.5649,
+        lng: 121.0303,
+        rooms: 5,
+        always_open: true,
+    },
+    StorePlace {
+        name: "Greenbelt Massage Lounge",
+        street: "Esperanza Street, San Lorenzo",
+        lat: 14.5521,
+        lng: 121.0214,
+        rooms: 8,
+        always_open: false,
+    },
+    StorePlace {
+        name: "Bel-Air Serenity Spa",
+        street: "Jupiter Street, Bel-Air",
+        lat: 14.5615,
+        lng: 121.0300,
+        rooms: 2,
+        always_open: false,
+    },
+];
+
+fn store_profile(place: &StorePlace) -> serde_json::Value {
+    let day = if place.always_open {
+        serde_json::json!([{"open": "00:00", "close": "24:00"}])
+    } else {
+        serde_json::json!([{"open": "10:00", "close": "23:00"}])
+    };
+    serde_json::json!({
+        "store_name": place.name,
+        "description": "Massage and hilot in store; simulated for the demo",
+        "address_line1": place.street,
+        "city": "Makati",
+        "province": "Metro Manila",
+        "lat": place.lat,
+        "lng": place.lng,
+        "timezone": crate::stores::DEFAULT_TIMEZONE,
+        "opening_hours": {
+            "monday": day, "tuesday": day, "wednesday": day, "thursday": day,
+            "friday": day, "saturday": day, "sunday": day,
+        },
+        "amenities": ["WiFi", "Shower", "Lockers"],
+        "number_of_rooms": place.rooms,
+        "payment_methods": ["Cash", "Card", "GCash"],
+    })
+}
+
+/// Seeds the demo's wellness centres in Makati (verified, each selling three services), through
+/// the same profile code as `PUT /v1/store/profile`. Idempotent per phone block.
+pub async fn seed_makati_stores(
+    pool: &PgPool,
+    block: PhoneBlock,
+    rng_seed: u64,
+) -> anyhow::Result<Vec<SimStore>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rng_seed);
+    let password_hash = password::hash_password(SIMULATED_PASSWORD)?;
+    let owners = people(block, 3, MAKATI_STORES.len(), &mut rng);
+    let mut tx = pool.begin().await.context("starting the store seed")?;
+    let (owner_ids, secrets) =
+        upsert_users(&mut tx, &owners, &password_hash, Role::StoreOwner).await?;
+    tx.commit().await.context("committing the store owners")?;
+    let services: Vec<(i64, rust_decimal::Decimal, Uuid)> = sqlx::query_as(
+        "SELECT id, base_price, uuid FROM services WHERE COALESCE(is_active, TRUE) AND deleted_at IS NULL ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .context("reading the catalog")?;
+    anyhow::ensure!(!services.is_empty(), "the service catalog is empty");
+
+    let mut stores = Vec::with_capacity(MAKATI_STORES.len());
+    for ((place, owner_id), (phone, token)) in MAKATI_STORES
+        .iter()
+        .zip(owner_ids)
+        .zip(owners.phones.into_iter().zip(secrets))
+    {
+        let input: crate::stores::StoreProfileInput =
+            serde_json::from_value(store_profile(place)).context("a demo store profile")?;
+        let profile = crate::stores::validate(&input)
+            .map_err(|e| anyhow::anyhow!("demo store {}: {e}", place.name))?;
+        let provider_id = crate::stores::save_profile(pool, owner_id, &profile)
+            .await
+            .map_err(|e| anyhow::anyhow!("saving demo store {}: {e}", place.name))?;
+        let store_id: Uuid = sqlx::query_scalar(
+            "UPDATE providers SET verification_status = 'verified', verified_at = COALESCE(verified_at, now()), \
+                 is_active = TRUE WHERE id = $1 RETURNING uuid",
+        )
+        .bind(provider_id)
+        .fetch_one(pool)
+        .await
+        .context("verifying a demo store")?;
+        let mut chosen: Vec<&(i64, rust_decimal::Decimal, Uuid)> = services
+            .choose_multiple(&mut rng, 3.min(services.len()))
+            .collect();
+        chosen.sort_by_key(|(id, _, _)| *id);
+        for (service_id, base_price, _) in &chosen {
+            crate::stores::set_service(pool, provider_id, *service_id, *base_price, true)
+                .await
+                .map_err(|e| anyhow::anyhow!("pricing demo store {}: {e}", place.name))?;
+        }
+        stores.push(SimStore {
+            account: SimAccount { phone, token },
+            store_id,
+            name: place.name.to_owned(),
+            always_open: place.always_open,
+            service_ids: chosen.iter().map(|(_, _, uuid)| *uuid).collect(),
+        });
+    }
+    Ok(stores)
 }
 
 #[cfg(test)]

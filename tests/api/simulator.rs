@@ -3,11 +3,14 @@
 
 use std::time::Duration;
 
-use hilot::simulator::seed::{seed_city, Area, CitySpec, PhoneBlock};
+use hilot::simulator::demo::{book_store_visits, StoreVisits};
+use hilot::simulator::seed::{
+    seed_city, seed_makati_stores, Area, CitySpec, PhoneBlock, SimStore, MAKATI,
+};
 use hilot::simulator::stats::Metric;
 use hilot::simulator::{Behaviour, Plan, Server, Simulation, Travel};
 
-use crate::helpers::{spawn_app_with, test_settings};
+use crate::helpers::{json_body, spawn_app_with, test_settings};
 
 /// A few blocks of Salcedo Village: short trips, so a test sees whole jobs.
 const SALCEDO: Area = Area {
@@ -118,4 +121,88 @@ async fn simulated_therapists_drive_to_customers_and_finish_their_sessions() {
     .await
     .unwrap();
     assert_eq!(by_hand, 0, "some arrivals were reported by hand");
+}
+
+#[tokio::test]
+async fn the_demo_city_has_verified_stores_in_makati_with_visits_booked() {
+    let app = spawn_app_with(test_settings()).await;
+    let city = seed_city(
+        &app.db,
+        &CitySpec {
+            block: PhoneBlock::Demo,
+            therapists: 2,
+            customers: 6,
+            area: MAKATI,
+            travel_km: 5,
+            all_services: false,
+            online_with_fix: false,
+            rng_seed: 7,
+        },
+    )
+    .await
+    .expect("seeding the city");
+    let stores = seed_makati_stores(&app.db, PhoneBlock::Demo, 7)
+        .await
+        .expect("seeding the stores");
+    let again = seed_makati_stores(&app.db, PhoneBlock::Demo, 7)
+        .await
+        .expect("seeding the stores again");
+    let ids = |s: &[SimStore]| s.iter().map(|s| s.store_id).collect::<Vec<_>>();
+    assert_eq!(ids(&stores), ids(&again), "seeding again reuses the stores");
+    assert!(stores.len() >= 4 && stores.iter().any(|s| s.always_open));
+
+    let server = Server::new(&app.address);
+    let visits = book_store_visits(&server, &city.customers, &again)
+        .await
+        .expect("booking the demo visits");
+    let open = stores.iter().filter(|s| s.always_open).count();
+    assert_eq!(
+        visits,
+        StoreVisits {
+            checked_in: open,
+            unconfirmed: 1,
+            appointments: open,
+        }
+    );
+
+    // The dispatcher sees every store in Makati, and the rooms the walk-ins hold.
+    let [west, south, east, north] = MAKATI.bbox();
+    let shown = json_body(
+        app.get_as(
+            &city.admin.token,
+            &format!("/v1/dispatch/stores?bbox={west},{south},{east},{north}"),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let shown = shown.as_array().expect("a list of stores");
+    assert_eq!(shown.len(), stores.len(), "{shown:?}");
+    let in_use: i64 = shown
+        .iter()
+        .map(|s| s["rooms_in_use"].as_i64().unwrap())
+        .sum();
+    assert!(in_use >= (open + 1) as i64, "{shown:?}");
+    // A customer finds them near Ayala Avenue, selling what they sell.
+    let store = &stores[0];
+    let nearby = json_body(
+        app.get_as(
+            &city.customers[0].token,
+            &format!(
+                "/v1/stores/nearby?lat=14.5547&lng=121.0244&service_id={}&radius_m=5000",
+                store.service_ids[0]
+            ),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert!(
+        nearby["stores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["store_id"] == store.store_id.to_string()),
+        "{nearby}"
+    );
 }

@@ -1,9 +1,11 @@
 // Headless-browser test of the live dispatch map at `/`.
 //
 // Arranges the city through the public API only (three therapists streaming locations around
-// Makati over their sockets, one customer booking), then drives Chromium through the page:
-// log in as the admin, see the therapists, see one move, see the booking go accepted → en_route,
-// see the counts. Leaves a screenshot in tests/artifacts/dashboard.png.
+// Makati over their sockets, one customer booking, a store), then drives Chromium through the
+// page: log in as the admin, see the base map's tiles drawn from the server's PMTiles archive,
+// see the therapists, see one move, see the booking go accepted → en_route, open its detail,
+// replay its trip, find it by search, see a store and an alert, see the counts. Leaves a
+// screenshot per step in tests/artifacts/ (dashboard.png at the end).
 //
 // Run by scripts/browser-test, which starts the server; by hand:
 //   HILOT_URL=http://127.0.0.1:8080 ADMIN_PHONE=+639170000001 ADMIN_PASSWORD=... \
@@ -28,6 +30,8 @@ const ADMIN_PASSWORD = requiredEnv('ADMIN_PASSWORD');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = process.env.ARTIFACTS_DIR || path.resolve(HERE, '..', 'artifacts');
 const SCREENSHOT = path.join(ARTIFACTS, 'dashboard.png');
+/** The land colour of the test's PMTiles tiles (tests/browser/make-pmtiles.mjs). */
+const TILE_LAND = [255, 216, 168];
 
 const PASSWORD = 'a sound passphrase';
 const MAKATI = { lat: 14.5547, lng: 121.0244 };
@@ -96,6 +100,12 @@ before(async () => {
   // The page's own errors are the first thing to read when a step below times out.
   run.pageErrors = [];
   run.page.on('pageerror', (error) => run.pageErrors.push(String(error)));
+  // Every read of the base map archive, with its Range header and answer.
+  run.archiveReads = [];
+  run.page.on('response', (response) => {
+    if (!response.url().includes('/v1/map/basemap.pmtiles')) return;
+    run.archiveReads.push({ range: response.request().headers().range, status: response.status() });
+  });
 }, { timeout: 30_000 });
 
 after(async () => {
@@ -133,6 +143,32 @@ step('the admin logs in and sees the three therapists', 2 * WAIT_MS, async () =>
     const marker = therapistMarker(t.providerId);
     assert.equal(await marker.getAttribute('data-status'), 'available', `therapist ${t.index} is not shown available`);
   }
+});
+
+step('the base map draws tiles from the server\'s PMTiles archive', 2 * WAIT_MS, async () => {
+  const { page } = run;
+  await waitForAttribute(page.locator('#map'), 'data-basemap', 'pmtiles', 'the page did not take the PMTiles base map');
+  const tiles = page.locator('.leaflet-tile-pane img.leaflet-tile-loaded');
+  await page.waitForFunction(() => document.querySelectorAll('.leaflet-tile-pane img.leaflet-tile-loaded').length >= 4,
+    null, { timeout: WAIT_MS })
+    .catch(async () => assert.fail(`only ${await tiles.count()} tiles drawn; archive reads: ${JSON.stringify(run.archiveReads)}`));
+  // The archive was read in pieces (range requests), not downloaded whole.
+  const ranged = run.archiveReads.filter((r) => r.range && r.status === 206);
+  assert.ok(ranged.length >= 2, `expected ranged reads of the archive: ${JSON.stringify(run.archiveReads)}`);
+  // What is drawn is our tiles: the land colour of the generated archive, at a tile's centre.
+  const pixel = await tiles.first().evaluate((img) => {
+    const canvas = document.createElement('canvas');
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const context = canvas.getContext('2d');
+    context.drawImage(img, 0, 0);
+    return [...context.getImageData(128, 128, 1, 1).data.slice(0, 3)];
+  });
+  assert.deepEqual(pixel, TILE_LAND, 'a drawn tile is not the archive\'s land colour');
+  const attribution = await page.locator('.leaflet-control-attribution').textContent();
+  assert.match(attribution, /Hilot browser test tiles/, 'the base map attribution is missing');
+  assert.equal(await page.locator('.leaflet-graticule-pane').isVisible(), false, 'the grid still covers the map');
+  await snap('basemap');
 });
 
 step('a therapist marker moves and turns with its pings', 2 * WAIT_MS, async () => {
@@ -188,6 +224,111 @@ step('a booking shows up and follows accepted, then en_route', 5 * WAIT_MS, asyn
   await expectVisible(page.locator(`#active-bookings li[data-booking-id="${booking.id}"]`),
     'the booking is not in the active bookings list');
   assert.ok(await page.locator('path.booking-link').count() >= 1, 'no line from the booking to its therapist');
+  run.booking = booking;
+  run.assigned = therapist;
+  run.customer = customer;
+});
+
+step('a click on the booking opens its detail with the timeline', WAIT_MS, async () => {
+  const { page, booking } = run;
+  await api('POST', `/v1/bookings/${booking.id}/messages`, {
+    token: run.customer.token, body: { body: 'The gate is the blue one' },
+  });
+  await page.locator(`.booking-marker[data-booking-id="${booking.id}"]`).click();
+  const detail = page.locator(`#detail[data-booking-id="${booking.id}"][data-state="ready"]`);
+  await expectVisible(detail, 'the detail panel did not open');
+  assert.equal((await page.textContent('#detail-number')).trim(), booking.booking_number);
+  await page.waitForFunction(() => document.querySelector('#detail-timeline li[data-status="en_route"]'), null, { timeout: WAIT_MS })
+    .catch(async () => assert.fail(`the timeline lacks en_route: ${await page.textContent('#detail-timeline')}`));
+  const statuses = await page.locator('#detail-timeline li').evaluateAll((items) => items.map((li) => li.dataset.status));
+  assert.deepEqual(statuses.slice(0, 3), ['pending', 'accepted', 'en_route']);
+  assert.match(await page.textContent('#detail-facts'), /Ana Reyes/, 'the customer is not named');
+  // The payment (cash, due once accepted) and the parties' messages.
+  assert.match(await page.textContent('#detail-facts'), /cash · due in cash · paid 0\.00 of \d+\.\d\d PHP/,
+    'the payment state is not shown');
+  await expectVisible(page.locator('#detail-messages li[data-from="customer"]'), 'the customer\'s message is not shown');
+  assert.match(await page.textContent('#detail-messages'), /Ana Reyes: The gate is the blue one/);
+  await snap('detail');
+});
+
+step('the trip so far replays on the map', 2 * WAIT_MS, async () => {
+  const { page, booking } = run;
+  // The assigned therapist pings every second; every fix on a booking is stored.
+  await waitFor(async () => {
+    const trip = await api('GET', `/v1/bookings/${booking.id}/trip`, { token: run.adminToken });
+    return trip.features[0].properties.points >= 3;
+  }, 'three stored fixes on the trip');
+  await page.click('#detail-close');
+  await page.locator(`.booking-marker[data-booking-id="${booking.id}"]`).click();
+  await expectVisible(page.locator('#detail[data-state="ready"]'), 'the detail panel did not reopen');
+  await page.click('#replay-trip');
+  // A short trip is a thin line (a zero-height box for a straight one): attached is the test.
+  await page.locator('path.trip-line').waitFor({ state: 'attached', timeout: WAIT_MS })
+    .catch(() => assert.fail('no trip line drawn'));
+  await waitForAttribute(page.locator('#replay-status'), 'data-state', 'done', 'the replay never finished');
+  assert.match(await page.textContent('#replay-status'), /Replayed \d+ positions/);
+  assert.ok(await page.locator('path.replay-marker').count() === 1, 'no replay marker');
+  await snap('replay');
+});
+
+step('search finds the booking by its number and the therapist by name', 2 * WAIT_MS, async () => {
+  const { page, booking } = run;
+  await page.click('#detail-close');
+  await page.fill('#search-input', booking.booking_number);
+  const hit = page.locator(`#search-results li[data-kind="booking"][data-id="${booking.id}"]`);
+  await expectVisible(hit, 'the booking was not found by its number');
+  await hit.click();
+  await expectVisible(page.locator(`#detail[data-booking-id="${booking.id}"][data-state="ready"]`), 'the found booking did not open');
+  await page.click('#detail-close');
+  await page.fill('#search-input', 'Therapist No1');
+  const therapistHit = page.locator(`#search-results li[data-kind="therapist"][data-id="${run.therapists[0].providerId}"]`);
+  await expectVisible(therapistHit, 'the therapist was not found by name');
+  await snap('search');
+  await therapistHit.click();
+  await page.waitForFunction(() => !document.querySelector('#map.leaflet-zoom-anim'), null, { timeout: 5_000 });
+});
+
+step('a store shows on the map with its rooms', 2 * WAIT_MS, async () => {
+  const { page } = run;
+  const owner = await register('store_owner', 'Luz', 'Santos');
+  const hours = Object.fromEntries(['monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday', 'sunday']
+    .map((day) => [day, [{ open: '00:00', close: '24:00' }]]));
+  const near = offset(MAKATI, -200, -300);
+  const store = await api('PUT', '/v1/store/profile', {
+    token: owner.token,
+    body: {
+      store_name: 'Lotus Spa', address_line1: '1 Paseo de Roxas', city: 'Makati', lat: near.lat, lng: near.lng,
+      timezone: 'Asia/Manila', opening_hours: hours, number_of_rooms: 3, amenities: ['Sauna'],
+    },
+  });
+  await api('POST', `/v1/admin/providers/${store.store_id}/verify`, { token: run.adminToken, body: { status: 'verified' } });
+  // Found by name, the map flies there and draws it.
+  await page.fill('#search-input', 'Lotus');
+  const hit = page.locator(`#search-results li[data-kind="store"][data-id="${store.store_id}"]`);
+  await expectVisible(hit, 'the store was not found by name');
+  await hit.click();
+  const marker = page.locator(`.store-marker[data-store-id="${store.store_id}"]`);
+  await expectVisible(marker, 'the store never appeared on the map');
+  assert.match(await marker.textContent(), /Lotus Spa · 0\/3/);
+  await snap('stores');
+});
+
+step('an alert shows for a booking nobody takes', 2 * WAIT_MS, async () => {
+  const { page } = run;
+  const customer = await register('customer', 'Jun', 'Cruz');
+  // Far north of every therapist: nobody is offered it, so it waits (alert after 3 s here).
+  const lonely = await api('POST', '/v1/bookings', {
+    token: customer.token,
+    headers: { 'Idempotency-Key': randomUUID() },
+    body: { service_id: run.serviceId, booking_type: 'now', location: { lat: 18.2, lng: 120.6, address: 'Laoag' } },
+  });
+  const alert = page.locator(`#alerts li[data-kind="booking_waiting"][data-booking-id="${lonely.id}"]`);
+  await expectVisible(alert, 'no alert for the waiting booking');
+  assert.match(await alert.textContent(), new RegExp(lonely.booking_number));
+  await alert.click();
+  await expectVisible(page.locator(`#detail[data-booking-id="${lonely.id}"][data-state="ready"]`), 'the alert did not open its booking');
+  await snap('alerts');
+  await page.click('#detail-close');
 });
 
 step('the side panel counts the therapists online', WAIT_MS, async () => {
@@ -294,6 +435,22 @@ function offset(from, north, east) {
 }
 
 // --- page helpers -------------------------------------------------------------------------------------
+/** A screenshot of the page as it is, in tests/artifacts/NAME.png. */
+async function snap(name) {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  await run.page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) });
+}
+
+/** Polls `check` until it answers true, for at most WAIT_MS. */
+async function waitFor(check, what) {
+  const deadline = Date.now() + WAIT_MS;
+  while (Date.now() < deadline) {
+    if (await check().catch(() => false)) return;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  assert.fail(`waited ${WAIT_MS} ms for ${what}`);
+}
+
 function therapistMarker(providerId) {
   return run.page.locator(`.therapist-marker[data-provider-id="${providerId}"]`);
 }
