@@ -51,6 +51,24 @@ pub const DEFAULT_ARRIVAL_RADIUS_M: f64 = 100.0;
 pub const DEFAULT_ARRIVAL_DWELL_S: u64 = 20;
 /// Most times a second a dashboard is sent the updates collected for it.
 pub const DEFAULT_DASHBOARD_FLUSHES_PER_S: f64 = 20.0;
+/// Dashboard `subscribe` frames (each reads the database) per second, and the burst allowed.
+pub const DEFAULT_DASHBOARD_SUBSCRIBES_PER_S: u32 = 2;
+pub const DEFAULT_DASHBOARD_SUBSCRIBE_BURST: u32 = 5;
+/// Open sockets per user and kind (therapist, customer, dashboard); a new one replaces the oldest.
+pub const DEFAULT_SOCKETS_PER_USER: usize = 3;
+/// Passwords hashed or verified while this many more wait; beyond, 503 with `Retry-After`.
+pub const DEFAULT_HASH_QUEUE: usize = 16;
+/// Registrations per client address: a burst, then one more per interval.
+pub const DEFAULT_REGISTER_BURST_PER_ADDRESS: u32 = 10;
+pub const DEFAULT_REGISTER_REPLENISH_PER_ADDRESS_S: u64 = 10;
+/// `GET /v1/therapists/nearby` calls per user (admins excepted): a burst, then one per interval.
+pub const DEFAULT_NEARBY_BURST_PER_USER: u32 = 20;
+pub const DEFAULT_NEARBY_REPLENISH_PER_USER_S: u64 = 3;
+/// Seconds between the checks of every open socket's credentials (events close sockets at
+/// once; this catches what no event said, such as a change made by hand in the database).
+pub const DEFAULT_CREDENTIAL_SWEEP_S: u64 = 30;
+/// A request body must have arrived this long after the request began, or the answer is 408.
+pub const DEFAULT_BODY_TIMEOUT_S: u64 = 10;
 /// WebSocket handshakes (token check, profile, upgrade) in progress at once; one more answers
 /// 503 with `Retry-After`, so a reconnect storm cannot starve the requests already admitted.
 pub const DEFAULT_MAX_PENDING_UPGRADES: usize = 64;
@@ -163,11 +181,11 @@ pub struct Settings {
     #[arg(long, global = true, env = "HILOT_TRAVEL_SPEED_KMH", default_value_t = crate::geo::DEFAULT_TRAVEL_SPEED_KMH)]
     pub travel_speed_kmh: f64,
 
-    /// Frames per second each therapist socket may send.
+    /// Frames per second each socket (therapist, customer, dashboard) may send, of any kind.
     #[arg(long, global = true, env = "HILOT_SOCKET_FRAMES_PER_S", default_value_t = DEFAULT_SOCKET_FRAMES_PER_S)]
     pub socket_frames_per_s: u32,
 
-    /// Frames a therapist socket may send in a burst.
+    /// Frames a socket may send in a burst.
     #[arg(long, global = true, env = "HILOT_SOCKET_FRAME_BURST", default_value_t = DEFAULT_SOCKET_FRAME_BURST)]
     pub socket_frame_burst: u32,
 
@@ -183,9 +201,54 @@ pub struct Settings {
     #[arg(long, global = true, env = "HILOT_DASHBOARD_FLUSHES_PER_S", default_value_t = DEFAULT_DASHBOARD_FLUSHES_PER_S)]
     pub dashboard_flushes_per_s: f64,
 
+    /// Dashboard `subscribe` frames allowed per second.
+    #[arg(long, global = true, env = "HILOT_DASHBOARD_SUBSCRIBES_PER_S", default_value_t = DEFAULT_DASHBOARD_SUBSCRIBES_PER_S)]
+    pub dashboard_subscribes_per_s: u32,
+
+    /// Dashboard `subscribe` frames allowed in a burst.
+    #[arg(long, global = true, env = "HILOT_DASHBOARD_SUBSCRIBE_BURST", default_value_t = DEFAULT_DASHBOARD_SUBSCRIBE_BURST)]
+    pub dashboard_subscribe_burst: u32,
+
+    /// Open sockets per user and kind; a new one closes the oldest (4000 `replaced`).
+    #[arg(long, global = true, env = "HILOT_SOCKETS_PER_USER", default_value_t = DEFAULT_SOCKETS_PER_USER)]
+    pub sockets_per_user: usize,
+
+    /// Passwords hashed at once (default: one per core).
+    #[arg(long, global = true, env = "HILOT_HASH_CONCURRENCY")]
+    pub hash_concurrency: Option<usize>,
+
+    /// Passwords waiting to be hashed before new ones are refused with 503.
+    #[arg(long, global = true, env = "HILOT_HASH_QUEUE", default_value_t = DEFAULT_HASH_QUEUE)]
+    pub hash_queue: usize,
+
+    /// Registrations allowed at once per client address.
+    #[arg(long, global = true, env = "HILOT_REGISTER_BURST_PER_ADDRESS", default_value_t = DEFAULT_REGISTER_BURST_PER_ADDRESS)]
+    pub register_burst_per_address: u32,
+
+    /// Seconds until one more registration is allowed per client address.
+    #[arg(long, global = true, env = "HILOT_REGISTER_REPLENISH_PER_ADDRESS_S", default_value_t = DEFAULT_REGISTER_REPLENISH_PER_ADDRESS_S)]
+    pub register_replenish_per_address_s: u64,
+
+    /// Nearby searches allowed at once per user (admins are not limited).
+    #[arg(long, global = true, env = "HILOT_NEARBY_BURST_PER_USER", default_value_t = DEFAULT_NEARBY_BURST_PER_USER)]
+    pub nearby_burst_per_user: u32,
+
+    /// Seconds until one more nearby search is allowed per user.
+    #[arg(long, global = true, env = "HILOT_NEARBY_REPLENISH_PER_USER_S", default_value_t = DEFAULT_NEARBY_REPLENISH_PER_USER_S)]
+    pub nearby_replenish_per_user_s: u64,
+
+    /// Seconds between checks of every open socket's credentials in one query.
+    #[arg(long, global = true, env = "HILOT_CREDENTIAL_SWEEP_S", default_value_t = DEFAULT_CREDENTIAL_SWEEP_S)]
+    pub credential_sweep_s: u64,
+
+    /// Seconds a request body may take to arrive (then 408).
+    #[arg(long, global = true, env = "HILOT_BODY_TIMEOUT_S", default_value_t = DEFAULT_BODY_TIMEOUT_S)]
+    pub body_timeout_s: u64,
+
     /// The payment gateway, push notifications and the delivery outbox.
     #[command(flatten)]
     pub integrations: IntegrationSettings,
+
     /// Seconds between pings the server asks of an idle therapist app.
     #[arg(long, global = true, env = "HILOT_PING_INTERVAL_IDLE_S", default_value_t = crate::ingest::cadence::DEFAULT_IDLE_S)]
     pub ping_interval_idle_s: u32,
@@ -255,6 +318,17 @@ impl Default for Settings {
             arrival_radius_m: DEFAULT_ARRIVAL_RADIUS_M,
             arrival_dwell_s: DEFAULT_ARRIVAL_DWELL_S,
             dashboard_flushes_per_s: DEFAULT_DASHBOARD_FLUSHES_PER_S,
+            dashboard_subscribes_per_s: DEFAULT_DASHBOARD_SUBSCRIBES_PER_S,
+            dashboard_subscribe_burst: DEFAULT_DASHBOARD_SUBSCRIBE_BURST,
+            sockets_per_user: DEFAULT_SOCKETS_PER_USER,
+            hash_concurrency: None,
+            hash_queue: DEFAULT_HASH_QUEUE,
+            register_burst_per_address: DEFAULT_REGISTER_BURST_PER_ADDRESS,
+            register_replenish_per_address_s: DEFAULT_REGISTER_REPLENISH_PER_ADDRESS_S,
+            nearby_burst_per_user: DEFAULT_NEARBY_BURST_PER_USER,
+            nearby_replenish_per_user_s: DEFAULT_NEARBY_REPLENISH_PER_USER_S,
+            body_timeout_s: DEFAULT_BODY_TIMEOUT_S,
+            credential_sweep_s: DEFAULT_CREDENTIAL_SWEEP_S,
             ping_interval_idle_s: crate::ingest::cadence::DEFAULT_IDLE_S,
             ping_interval_active_s: crate::ingest::cadence::DEFAULT_ACTIVE_S,
             ping_interval_arriving_s: crate::ingest::cadence::DEFAULT_ARRIVING_S,
@@ -387,6 +461,13 @@ impl Settings {
                  or set DATABASE_URL"
             )
         })
+    }
+
+    /// Passwords hashed at once: the setting, else one per core.
+    pub fn hash_threads(&self) -> usize {
+        self.hash_concurrency
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
     }
 
     pub fn redis_url(&self) -> Option<&str> {

@@ -68,6 +68,12 @@ pub enum ApiError {
     /// 409 naming the field whose value is already taken (`phone`, `email`).
     #[error("{}: {}", .0.field, .0.message)]
     FieldConflict(FieldError),
+    /// 408: the request body did not arrive within the deadline.
+    #[error("the request body did not arrive within {limit_s} s")]
+    RequestTimeout { limit_s: u64 },
+    /// 409: the customer already has `limit` bookings waiting for a therapist.
+    #[error("you already have {limit} bookings waiting for a therapist; cancel one or wait for it to be taken")]
+    TooManyPendingBookings { limit: u32 },
     /// 413: the body is larger than the configured cap.
     #[error("request body too large (limit {limit} bytes)")]
     PayloadTooLarge { limit: usize },
@@ -86,6 +92,12 @@ pub enum ApiError {
     /// 503: a dependency the answer needs is down.
     #[error("{0}")]
     Unavailable(String),
+    /// 503: the server is at capacity for this kind of work; retry after this many seconds.
+    #[error("{detail}")]
+    Overloaded {
+        detail: String,
+        retry_after_secs: u64,
+    },
     /// 500: anything unexpected. The cause is logged, the client sees an opaque message.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -126,11 +138,14 @@ impl ApiError {
             Self::NotFound(_) | Self::FieldNotFound(_) => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict(_) | Self::FieldConflict(_) => "conflict",
+            Self::RequestTimeout { .. } => "request-timeout",
+            Self::TooManyPendingBookings { .. } => "too-many-pending-bookings",
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::Validation { .. } => "validation",
             Self::TooManyRequests { .. } => "rate-limited",
             Self::Unavailable(_) => "unavailable",
+            Self::Overloaded { .. } => "overloaded",
             Self::Internal(_) => "internal",
         }
     }
@@ -164,11 +179,13 @@ impl ResponseError for ApiError {
             Self::NotFound(_) | Self::FieldNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) | Self::FieldConflict(_) => StatusCode::CONFLICT,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyPendingBookings { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -179,8 +196,16 @@ impl ResponseError for ApiError {
         }
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
-        if let Self::TooManyRequests { retry_after_secs } = self {
+        if let Self::TooManyRequests { retry_after_secs }
+        | Self::Overloaded {
+            retry_after_secs, ..
+        } = self
+        {
             response.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
+        }
+        if let Self::RequestTimeout { .. } = self {
+            // The rest of the body may still be on its way: do not read it as the next request.
+            response.insert_header((header::CONNECTION, "close"));
         }
         if let Self::Unavailable(_) = self {
             // Overload and outages both pass: a client retries after a second, not at once.

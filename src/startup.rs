@@ -13,6 +13,7 @@ use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use tracing_actix_web::TracingLogger;
 
+use crate::accounts::password::HashPool;
 use crate::accounts::tokens::TokenCache;
 use crate::catalog::ServiceCatalog;
 use crate::cluster::limits::ClusterLimits;
@@ -23,12 +24,13 @@ use crate::dispatch::{Dispatcher, Geofence};
 use crate::geo::index::{LiveFix, LiveIndex, Moved};
 use crate::geo::EtaModel;
 use crate::http::extract::BodyLimit;
-use crate::http::limits::{LimitRule, LoginLimiter};
+use crate::http::limits::{KeyedLimiter, LimitRule, Limits, LoginLimiter};
 use crate::ingest::validate::PingLimits;
 use crate::ingest::writer::{PingRecord, WriterConfig};
 use crate::ingest::{settings as ingest_settings, Ingest};
 use crate::realtime::bus::EventBus;
 use crate::realtime::dashboard::Dashboards;
+use crate::realtime::guard::SocketRegistry;
 use crate::realtime::hub::Hub;
 use crate::realtime::{SocketCounter, UpgradeGate};
 use crate::state::AppState;
@@ -203,6 +205,13 @@ impl Application {
             background_db: background,
             redis,
             login_limiter: Arc::new(login_limiter(&settings)),
+            limits: Arc::new(request_limits(&settings)),
+            hashes: Arc::new(HashPool::new(settings.hash_threads(), settings.hash_queue)),
+            socket_registry: Arc::new(if settings.redis_url().is_some() {
+                SocketRegistry::clustered(settings.sockets_per_user, bus.clone())
+            } else {
+                SocketRegistry::new(settings.sockets_per_user)
+            }),
             eta: EtaModel {
                 road_circuity: settings.road_circuity,
                 speed_kmh: settings.travel_speed_kmh,
@@ -225,6 +234,12 @@ impl Application {
             cluster_limits,
             base_map,
         };
+        {
+            let handler_state = state.clone();
+            state.bus.on_control(Arc::new(move |payload| {
+                handler_state.apply_credential_event(&payload)
+            }));
+        }
         let server = http_server(state.clone(), listener)?;
         Ok(Self {
             port,
@@ -284,6 +299,11 @@ impl Application {
             state.ingest.clone(),
             shutdown.subscribe(),
         ));
+        let sweep = {
+            let state = state.clone();
+            let shutdown = shutdown.subscribe();
+            tokio::spawn(async move { state.sweep_credentials(shutdown).await })
+        };
         let visits = {
             let dispatcher = state.dispatcher.clone();
             tokio::spawn(crate::stores::visits::run_sweeper(
@@ -343,6 +363,7 @@ impl Application {
             maintenance,
             settings_refresh,
             gauges,
+            sweep,
             outbox,
             reminders,
             visits,
@@ -365,6 +386,10 @@ async fn drain(handle: ServerHandle, task: tokio::task::JoinHandle<std::io::Resu
 
 fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server> {
     let max_body = state.settings.max_body_bytes;
+    let body_limits = http::body::BodyLimits {
+        max_bytes: max_body,
+        deadline: Duration::from_secs(state.settings.body_timeout_s.max(1)),
+    };
     let grace = state.settings.shutdown_grace_s;
     let workers = state.settings.workers;
     let data = web::Data::new(state);
@@ -373,11 +398,13 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(max_body))
             .app_data(BodyLimit(max_body))
+            .app_data(body_limits)
             .app_data(web::PathConfig::default().error_handler(http::path_error))
             .configure(http::configure)
             .default_service(web::to(http::not_found))
+            .wrap(from_fn(http::body::limit_bodies))
             .wrap(from_fn(http::observe))
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<http::AccessSpan>::new())
     })
     .listen(listener)?
     // Signals are ours to handle: draining must also stop sockets and flush queues.
@@ -387,6 +414,19 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
         server = server.workers(workers);
     }
     Ok(server.run())
+}
+
+fn request_limits(settings: &Settings) -> Limits {
+    Limits {
+        register_per_address: KeyedLimiter::new(LimitRule {
+            burst: settings.register_burst_per_address,
+            replenish: Duration::from_secs(settings.register_replenish_per_address_s),
+        }),
+        nearby_per_user: KeyedLimiter::new(LimitRule {
+            burst: settings.nearby_burst_per_user,
+            replenish: Duration::from_secs(settings.nearby_replenish_per_user_s),
+        }),
+    }
 }
 
 /// The HTTP client of outside calls (gateway, push, webhooks); each call is also bounded by the

@@ -6,6 +6,7 @@ use std::time::Instant;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
+use crate::accounts::password::HashPool;
 use crate::accounts::tokens::TokenCache;
 use crate::catalog::ServiceCatalog;
 use crate::cluster::limits::ClusterLimits;
@@ -15,12 +16,13 @@ use crate::config::Settings;
 use crate::dispatch::Dispatcher;
 use crate::geo::index::LiveIndex;
 use crate::geo::EtaModel;
-use crate::http::limits::LoginLimiter;
+use crate::http::limits::{Limits, LoginLimiter};
 use crate::ingest::Ingest;
 use crate::messages::{ChatMessage, Parties, ReadReceipt, Side};
 use crate::money::payments::Payments;
 use crate::realtime::bus::EventBus;
 use crate::realtime::dashboard::Dashboards;
+use crate::realtime::guard::{CredentialEvent, SocketRegistry};
 use crate::realtime::{SocketCounter, UpgradeGate};
 
 /// Cheap to clone: everything inside is a handle.
@@ -35,6 +37,12 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub started_at: Instant,
     pub login_limiter: Arc<LoginLimiter>,
+    /// Registration and nearby-search limits.
+    pub limits: Arc<Limits>,
+    /// Argon2id on a few threads of its own with a short queue.
+    pub hashes: Arc<HashPool>,
+    /// The sockets open on this node, so ended credentials can close them.
+    pub socket_registry: Arc<SocketRegistry>,
     pub tokens: Arc<TokenCache>,
     pub catalog: Arc<ServiceCatalog>,
     /// The live H3 index of therapists.
@@ -68,6 +76,96 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Credentials ended (logout, revocation, a role removed, an account deactivated, a
+    /// therapist suspended or rejected): applied on this node at once and published to the
+    /// others, each of which evicts its token cache, closes the affected sockets and drops the
+    /// therapist from its live index.
+    pub async fn credentials_ended(&self, event: CredentialEvent) {
+        let payload = serde_json::to_string(&event).expect("credential events serialise");
+        self.bus.control(payload).await;
+    }
+
+    /// What a node does with a [`CredentialEvent`] (installed as the bus's control handler).
+    pub fn apply_credential_event(&self, payload: &str) {
+        let event: CredentialEvent = match serde_json::from_str(payload) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(%error, "ignoring a malformed credential event");
+                return;
+            }
+        };
+        match &event {
+            CredentialEvent::TokenEnded { token_id, .. } => self.tokens.evict_token(*token_id),
+            _ => self.tokens.evict_user(event.user_id()),
+        }
+        let closed = self.socket_registry.apply(&event);
+        if closed > 0 {
+            tracing::info!(
+                user_id = event.user_id(),
+                closed,
+                "sockets closed: credentials ended"
+            );
+        }
+        if !matches!(event, CredentialEvent::TokenEnded { .. }) {
+            // The live index on this node must stop matching the therapist now too.
+            let state = self.clone();
+            tokio::spawn(async move { state.user_changed(event.user_id()).await });
+        }
+    }
+
+    /// The safety net under the credential events: every `HILOT_CREDENTIAL_SWEEP_S`, one
+    /// query checks the tokens of every socket on this node, and sockets whose token ended or
+    /// whose user lost the role close. It catches what an event could not say: a publish lost
+    /// while Redis was away, or a change made in the database by hand.
+    pub async fn sweep_credentials(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        use crate::realtime::guard::Ending;
+        let interval = std::time::Duration::from_secs(self.settings.credential_sweep_s.max(1));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let sockets = self.socket_registry.snapshot();
+            if sockets.is_empty() {
+                continue;
+            }
+            let mut tokens: Vec<i64> = sockets.iter().map(|(_, token, _)| *token).collect();
+            tokens.sort_unstable();
+            tokens.dedup();
+            let valid = match crate::accounts::tokens::still_valid(&self.db, &tokens).await {
+                Ok(valid) => valid,
+                Err(error) => {
+                    tracing::warn!(%error, "checking the credentials of open sockets failed");
+                    continue;
+                }
+            };
+            for (id, token, kind) in sockets {
+                match valid.get(&token) {
+                    None => self.socket_registry.end_socket(id, Ending::Revoked),
+                    Some(roles) if !kind.allowed(roles) => {
+                        self.socket_registry.end_socket(id, Ending::RoleRemoved)
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Reloads the user's therapist (if any) into the live index.
+    pub async fn user_changed(&self, user_id: i64) {
+        let provider: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
+            "SELECT id FROM providers WHERE user_id = $1 AND type = 'therapist' AND deleted_at IS NULL",
+        )
+        .bind(user_id)
+        .fetch_optional(&self.db)
+        .await;
+        match provider {
+            Ok(Some(provider_id)) => self.provider_changed(provider_id).await,
+            Ok(None) => {}
+            Err(error) => tracing::warn!(user_id, %error, "finding a user's therapist failed"),
+        }
+    }
+
     /// Reloads a therapist into the live index after their profile, services, availability or
     /// verification changed. A failure is logged: the index heals on the next change or restart.
     pub async fn provider_changed(&self, provider_id: i64) {

@@ -93,10 +93,12 @@
     const b = map.getBounds();
     const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
     const round = (v) => Math.round(v * 1e6) / 1e6;
+    // Longitudes go as the map has them: the server wraps them, takes a box wider than the
+    // world as the whole world, and one crossing the antimeridian as it is.
     return [
-      round(clamp(b.getWest(), -180, 180)),
+      round(b.getWest()),
       round(clamp(b.getSouth(), -90, 90)),
-      round(clamp(b.getEast(), -180, 180)),
+      round(b.getEast()),
       round(clamp(b.getNorth(), -90, 90)),
     ];
   }
@@ -324,16 +326,33 @@
   // --- the dashboard socket -------------------------------------------------------------------------
   let socket = null;
   let reconnectTimer = null;
+  let resubscribeTimer = null;
   let backoffMs = CONFIG.reconnectFirstMs;
 
-  function connectSocket() {
+  // Close codes the server uses on purpose: credentials ended (log out), or a newer dashboard
+  // of the same admin took this one's place (do not fight it by reconnecting).
+  const CLOSE_CREDENTIALS_ENDED = 4001;
+  const CLOSE_REPLACED = 4000;
+
+  async function connectSocket() {
     clearTimeout(reconnectTimer);
-    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const ws = new WebSocket(
-      `${scheme}://${location.host}/v1/ws/dashboard?token=${encodeURIComponent(token)}`);
-    socket = ws;
     socketState = 'connecting…';
     renderStatus();
+    // A browser cannot put the token in a WebSocket's headers, and a URL is no place for it:
+    // trade it for a one-use ticket valid 30 s.
+    let ticket;
+    try {
+      ticket = (await api('/v1/ws/tickets', { method: 'POST' })).ticket;
+    } catch (error) {
+      if (error.status === 401) return logOut('Your session has ended; log in again.');
+      if (token) scheduleReconnect();
+      return;
+    }
+    if (!token || socket) return; // logged out, or another connect won, meanwhile
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    const ws = new WebSocket(
+      `${scheme}://${location.host}/v1/ws/dashboard?ticket=${encodeURIComponent(ticket)}`);
+    socket = ws;
 
     ws.onopen = () => {
       socketState = 'live';
@@ -350,9 +369,17 @@
       renderStatus();
     };
     // Every failure ends in `close` (after `error`), so reconnecting is decided here only.
-    ws.onclose = () => {
+    ws.onclose = (event) => {
       if (socket !== ws) return; // replaced or closed on purpose
       socket = null;
+      if (event.code === CLOSE_CREDENTIALS_ENDED) {
+        return logOut(`Your session has ended (${humanStatus(event.reason)}); log in again.`);
+      }
+      if (event.code === CLOSE_REPLACED) {
+        socketState = 'replaced by a newer dashboard of this account; reload to take over';
+        renderStatus();
+        return;
+      }
       if (token) scheduleReconnect();
     };
   }
@@ -404,6 +431,11 @@
         break;
       case 'error':
         setProblem('socket', `${frame.code}: ${frame.detail}`);
+        // Viewport changes faster than the server takes them: ask again for the latest view.
+        if (frame.code === 'rate_limited') {
+          clearTimeout(resubscribeTimer);
+          resubscribeTimer = setTimeout(subscribe, 1000);
+        }
         break;
       default:
         // console.js takes `alert` frames; newer servers may send more, ignored here.

@@ -8,6 +8,7 @@ mod machine;
 mod overload;
 mod readme;
 mod scenario;
+mod storm;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +29,9 @@ enum Command {
     Run(scenario::RunArgs),
     /// Nearby search and ping ingest: Hilot against Redis GEOSEARCH and PostGIS, same data.
     Compare(compare::CompareArgs),
+    /// Concurrent registrations, then concurrent logins, while a client reads: server RSS and
+    /// the authenticated read's latency.
+    Storm(storm::StormArgs),
     /// Twice the load the server can take: admitted requests' latency, refusals, errors.
     Overload(overload::OverloadArgs),
     /// Rewrites the README's Performance section from the benchmark JSON.
@@ -43,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Run(args) => scenario::run(args).await.map(|_| ()),
             Command::Compare(args) => compare::run(args).await,
+            Command::Storm(args) => storm::run(args).await.map(|_| ()),
             Command::Overload(args) => overload::run(args).await.map(|_| ()),
             Command::Report(args) => readme::run(args),
         }

@@ -505,6 +505,7 @@ fn render(results: &Path) -> anyhow::Result<String> {
         writeln!(out, "| {} | {} | {} |", t.what, t.measured, t.verdict)?;
     }
     out.push('\n');
+    out.push_str(&crate::storm::render_section(results)?);
     Ok(out)
 }
 

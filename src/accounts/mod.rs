@@ -2,6 +2,7 @@
 
 pub mod password;
 pub mod phone;
+pub mod tickets;
 pub mod tokens;
 pub mod users;
 
@@ -50,7 +51,12 @@ pub async fn create_admin(
 ) -> anyhow::Result<(String, AdminOutcome)> {
     let phone =
         phone::normalize_phone(raw_phone).map_err(|why| anyhow::anyhow!("--phone {why}"))?;
-    password::check_password_policy(password).map_err(|why| anyhow::anyhow!("--password {why}"))?;
+    let personal = password::PersonalData {
+        phone: Some(&phone),
+        names: &[],
+    };
+    password::check_password_policy(password, personal)
+        .map_err(|why| anyhow::anyhow!("--password {why}"))?;
     let hash = password::hash_password(password)?;
 
     let mut tx = pool

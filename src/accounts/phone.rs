@@ -19,6 +19,14 @@ pub fn normalize_phone(input: &str) -> Result<String, &'static str> {
     Ok(parsed.format().mode(phonenumber::Mode::E164).to_string())
 }
 
+/// The national significant number's digits of an E.164 number (`+639171234567` →
+/// `9171234567`); empty when it does not parse.
+pub fn national_digits(e164: &str) -> String {
+    phonenumber::parse(None, e164)
+        .map(|parsed| parsed.national().value().to_string())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,9 +137,43 @@ pub async fn revoke(pool: &PgPool, token_id: i64) -> sqlx::Result<()> {
         .map(|_| ())
 }
 
+/// Revokes every token of a user (an admin's revocation, or the account's deactivation);
+/// answers how many there were.
+pub async fn revoke_all(db: impl sqlx::PgExecutor<'_>, user_id: i64) -> sqlx::Result<u64> {
+    sqlx::query(
+        "DELETE FROM personal_access_tokens WHERE tokenable_type = $1 AND tokenable_id = $2",
+    )
+    .bind(USER_MODEL_TYPE)
+    .bind(user_id)
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected())
+}
+
+/// Of these tokens, the ones still valid (unexpired, unrevoked, of an active user), each with
+/// its user's roles now. One query for every socket of a node.
+pub async fn still_valid(
+    pool: &PgPool,
+    token_ids: &[i64],
+) -> sqlx::Result<std::collections::HashMap<i64, Vec<String>>> {
+    let rows: Vec<(i64, Vec<String>)> = sqlx::query_as(
+        "SELECT t.id, COALESCE((SELECT array_agg(r.name) FROM model_has_roles mr JOIN roles r ON r.id = mr.role_id \
+                                WHERE mr.model_id = u.id AND mr.model_type = $2), '{}') \
+         FROM personal_access_tokens t JOIN users u ON u.id = t.tokenable_id \
+         WHERE t.id = ANY($1) AND t.tokenable_type = $2 \
+           AND (t.expires_at IS NULL OR t.expires_at > now()) \
+           AND u.is_active IS NOT FALSE AND u.deleted_at IS NULL",
+    )
+    .bind(token_ids)
+    .bind(USER_MODEL_TYPE)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// Recently verified tokens, so hot endpoints do not query the database on every call.
-/// Entries live at most [`TOKEN_CACHE_TTL`]; logout and role changes evict at once on this
-/// node (another node may honour a revoked token for up to the TTL).
+/// Entries live at most [`TOKEN_CACHE_TTL`]; logout, revocation, deactivation and role changes
+/// evict at once on every node (through the control events of the event bus).
 pub struct TokenCache {
     entries:
         parking_lot::RwLock<std::collections::HashMap<String, (TokenOwner, std::time::Instant)>>,

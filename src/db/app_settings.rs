@@ -39,6 +39,24 @@ fn field(value: &Option<Value>, name: &str) -> Option<f64> {
     value.as_ref()?.get(name).and_then(number)
 }
 
+/// `max_pending_bookings` when the setting is missing or malformed.
+pub const DEFAULT_MAX_PENDING_BOOKINGS: u32 = 2;
+
+/// `max_pending_bookings`: bookings one customer may have waiting for a therapist.
+pub async fn max_pending_bookings(db: impl PgExecutor<'_>) -> sqlx::Result<u32> {
+    Ok(read(db, "max_pending_bookings")
+        .await?
+        .as_ref()
+        .and_then(|v| match v {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        })
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_MAX_PENDING_BOOKINGS))
+}
+
 pub async fn review_window_days(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
     Ok(read(db, "review_window_days")
         .await?

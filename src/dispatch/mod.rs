@@ -7,6 +7,7 @@
 //! unique index `uq_bookings_one_active_per_provider` makes two active bookings for one
 //! therapist impossible.
 
+pub mod cancellation;
 pub mod lifecycle;
 pub mod pricing;
 pub mod ranking;
@@ -40,6 +41,8 @@ pub const NO_THERAPIST_AVAILABLE: &str = "no_therapist_available";
 pub const LOCATION_PUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long after dispatch ends a booking's offer list is remembered.
 pub const OFFER_MEMORY: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a booking's dispatch waits before trying again after a failed round.
+const DISPATCH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Leaving the arrival circle resets the dwell only beyond this multiple of its radius, so GPS
 /// jitter at the edge neither delays nor flips arrival.
 pub const GEOFENCE_EXIT_FACTOR: f64 = 1.5;
@@ -217,8 +220,23 @@ impl Dispatcher {
         let this = self.clone();
         tokio::spawn(async move {
             let booking_id = booking.id;
-            if let Err(error) = this.run_booking(booking, receiver).await {
-                tracing::error!(booking_id, error = format!("{error:#}"), "dispatch failed");
+            let mut events = receiver;
+            let mut shutdown = this.inner.shutdown.clone();
+            // A failed round (the database busy past its acquire timeout, say) must not leave
+            // the booking pending until the next restart: try again while it is still pending.
+            while let Err(error) = this.run_booking(booking.clone(), &mut events).await {
+                tracing::warn!(
+                    booking_id,
+                    error = format!("{error:#}"),
+                    "dispatch failed; retrying"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(DISPATCH_RETRY) => {}
+                    _ = crate::realtime::stopped(&mut shutdown) => break,
+                }
+                if !this.still_pending(booking_id).await {
+                    break;
+                }
             }
             {
                 let mut registry = this.inner.registry.lock();
@@ -232,6 +250,16 @@ impl Dispatcher {
         });
     }
 
+    /// Whether the booking still waits for a therapist (when the database cannot say, assume
+    /// it does: the next round finds out).
+    async fn still_pending(&self, booking_id: i64) -> bool {
+        sqlx::query_scalar::<_, bool>("SELECT status = 'pending' FROM bookings WHERE id = $1")
+            .bind(booking_id)
+            .fetch_optional(&self.inner.db)
+            .await
+            .map_or(true, |pending| pending.unwrap_or(false))
+    }
+
     fn notify_task(&self, booking_id: i64, event: DispatchEvent) {
         if let Some(task) = self.inner.registry.lock().tasks.get(&booking_id) {
             let _ = task.send(event);
@@ -241,7 +269,7 @@ impl Dispatcher {
     async fn run_booking(
         &self,
         booking: BookingFacts,
-        mut events: mpsc::UnboundedReceiver<DispatchEvent>,
+        events: &mut mpsc::UnboundedReceiver<DispatchEvent>,
     ) -> anyhow::Result<()> {
         let cfg = DispatchSettings::load(&self.inner.db).await;
         let deadline = booking.requested_at
@@ -394,6 +422,15 @@ impl Dispatcher {
                 commission_rate,
                 promo: None,
             });
+            // Only a therapist who is verified, active and holds the role right now gets it.
+            if !self.eligible_now(c.provider_id) {
+                if let Some(offers) = self.inner.registry.lock().offers.get_mut(&booking.id) {
+                    offers.remove(&c.provider_id);
+                }
+                self.inner.index.release_offer(c.provider_id);
+                self.notify_task(booking.id, DispatchEvent::AcceptFailed(c.provider_id));
+                continue;
+            }
             let Some(user_id) = self.provider_user(c.provider_id).await else {
                 continue;
             };
@@ -416,6 +453,15 @@ impl Dispatcher {
                 )
                 .await;
         }
+    }
+
+    /// Whether the live index (refreshed at once on every node when a role, a verification or
+    /// an account changes) still has the therapist verified and active.
+    fn eligible_now(&self, provider_id: i64) -> bool {
+        self.inner
+            .index
+            .profile(provider_id)
+            .is_some_and(|p| p.verified && p.active)
     }
 
     async fn provider_user(&self, provider_id: i64) -> Option<i64> {
@@ -476,29 +522,21 @@ impl Dispatcher {
 
     /// Nobody accepted in time: the booking ends cancelled, `no_therapist_available`.
     async fn expire(&self, booking: &BookingFacts) -> anyhow::Result<()> {
+        let policy = DispatchSettings::load(&self.inner.db).await.cancellation;
         let mut tx = self.inner.db.begin().await?;
-        store::set_actor(
-            &mut tx,
-            None,
-            "No therapist accepted before the pending timeout",
-        )
-        .await?;
-        let done = sqlx::query(
-            "UPDATE bookings SET status = 'cancelled', cancelled_at = now(), cancellation_reason = $2 \
-             WHERE id = $1 AND status = 'pending'",
-        )
-        .bind(booking.id)
-        .bind(NO_THERAPIST_AVAILABLE)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if done == 0 {
-            return Ok(()); // accepted or cancelled meanwhile
+        let request = cancellation::Cancellation {
+            booking_id: booking.id,
+            actor: Actor::System,
+            actor_user: None,
+            reason: NO_THERAPIST_AVAILABLE,
+            note: "No therapist accepted before the pending timeout",
+            only_from: Some(BookingStatus::Pending),
+        };
+        match cancellation::cancel(&mut tx, request, &policy).await {
+            Ok(_) => {}
+            Err(ApiError::Conflict(_)) => return Ok(()), // accepted or cancelled meanwhile
+            Err(error) => anyhow::bail!("cancelling at the pending timeout: {error}"),
         }
-        release_promo(&mut tx, booking.id).await?;
-        crate::effects::on_booking_transition(&mut tx, booking.id)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
         tx.commit().await?;
         metrics::counter!("hilot_bookings_expired_total").increment(1);
         self.push_status(booking.id, Some(NO_THERAPIST_AVAILABLE))
@@ -750,6 +788,7 @@ impl Dispatcher {
         caller: Caller,
         to: BookingStatus,
     ) -> Result<BookingView, ApiError> {
+        cancellation::refuse_status_cancel(to)?;
         let booking = self.visible_booking(booking_uuid, caller).await?;
         let actor = if caller.provider_id.is_some() && booking.provider_id == caller.provider_id {
             Actor::Therapist
@@ -831,7 +870,8 @@ impl Dispatcher {
         Ok(view)
     }
 
-    /// Cancels a booking for its customer, its therapist or an admin, with the policy's fee.
+    /// Cancels a booking for its customer, its therapist or an admin, with the policy's fee
+    /// (the rule is [`cancellation::cancel`]); dispatch stops and the therapist is free again.
     pub async fn cancel(
         &self,
         booking_uuid: Uuid,
@@ -846,63 +886,31 @@ impl Dispatcher {
         } else {
             Actor::Admin
         };
-        check_transition(booking.status, BookingStatus::Cancelled, actor)
-            .map_err(transition_error)?;
         let policy = DispatchSettings::load(&self.inner.db).await.cancellation;
-        let appointment = booking.scheduled_at.unwrap_or(booking.requested_at);
-        let hours_until = (appointment - Utc::now()).num_seconds() as f64 / 3600.0;
-        let fee = pricing::cancellation_fee(
-            &policy,
-            booking.status != BookingStatus::Pending,
-            actor == Actor::Customer,
-            hours_until,
-            booking.total_amount,
-        );
         let mut tx = self
             .inner
             .db
             .begin()
             .await
             .context("starting a cancellation")?;
-        store::set_actor(
-            &mut tx,
-            Some(caller.user_id),
-            &format!("Cancelled by the {}: {reason}", actor_label(actor)),
-        )
-        .await
-        .context("marking the actor")?;
-        let rows = sqlx::query(
-            "UPDATE bookings SET status = 'cancelled', cancelled_at = now(), cancelled_by = $3, \
-                 cancellation_reason = $4, cancellation_fee = $5 WHERE id = $1 AND status = $2",
-        )
-        .bind(booking.id)
-        .bind(booking.status)
-        .bind(caller.user_id)
-        .bind(reason)
-        .bind(fee)
-        .execute(&mut *tx)
-        .await
-        .context("cancelling")?
-        .rows_affected();
-        if rows == 0 {
-            return Err(ApiError::Conflict(
-                "the booking changed meanwhile; reload it".into(),
-            ));
-        }
-        if booking.status == BookingStatus::Pending {
-            release_promo(&mut tx, booking.id)
-                .await
-                .context("releasing the promo code")?;
-        }
-        crate::effects::on_booking_transition(&mut tx, booking.id).await?;
+        let note = format!("Cancelled by the {}: {reason}", actor_label(actor));
+        let request = cancellation::Cancellation {
+            booking_id: booking.id,
+            actor,
+            actor_user: Some(caller.user_id),
+            reason,
+            note: &note,
+            only_from: None,
+        };
+        let cancelled = cancellation::cancel(&mut tx, request, &policy).await?;
         let view = store::view(&mut tx, booking.id)
             .await
             .context("loading the booking")?;
         tx.commit().await.context("committing the cancellation")?;
-        if booking.status == BookingStatus::Pending {
+        if cancelled.previous == BookingStatus::Pending {
             self.notify_task(booking.id, DispatchEvent::Gone);
         }
-        if let Some(provider_id) = booking.provider_id {
+        if let Some(provider_id) = cancelled.provider_id {
             self.end_trip(provider_id);
         }
         self.push_status(booking.id, Some(reason)).await;
@@ -1122,17 +1130,4 @@ async fn promo_terms_for_booking(
         },
         min_booking_amount: min,
     }))
-}
-
-/// A booking that never started gives its promo code back.
-async fn release_promo(tx: &mut sqlx::PgConnection, booking_id: i64) -> sqlx::Result<()> {
-    sqlx::query(
-        "WITH released AS (DELETE FROM promo_code_usages WHERE booking_id = $1 RETURNING promo_code_id) \
-         UPDATE promo_codes SET usage_count = GREATEST(COALESCE(usage_count, 0) - 1, 0) \
-         WHERE id IN (SELECT promo_code_id FROM released)",
-    )
-    .bind(booking_id)
-    .execute(tx)
-    .await
-    .map(|_| ())
 }

@@ -13,6 +13,10 @@ use uuid::Uuid;
 use super::index::{LiveFix, LiveIndex, ServiceOffer, TherapistProfile};
 use super::Point;
 
+/// `model_has_roles.model_type` of users (the same as `accounts::USER_MODEL_TYPE`; the index sits
+/// below accounts, so it names it itself).
+const USER_MODEL_TYPE: &str = "App\\Models\\User";
+
 /// On start-up, fixes older than this are not loaded: the therapist is long gone from the map.
 pub const REBUILD_FIX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
@@ -54,7 +58,9 @@ struct FixRow {
 
 const PROFILE_SQL: &str = "SELECT p.id, p.user_id, p.uuid, u.first_name, p.average_rating, \
         p.verification_status = 'verified' AS verified, \
-        (COALESCE(p.is_active, true) AND u.deleted_at IS NULL AND COALESCE(u.is_active, true)) AS active, \
+        (COALESCE(p.is_active, true) AND u.deleted_at IS NULL AND COALESCE(u.is_active, true) \
+         AND EXISTS (SELECT 1 FROM model_has_roles mr JOIN roles r ON r.id = mr.role_id \
+                     WHERE mr.model_id = u.id AND mr.model_type = $2 AND r.name = 'therapist')) AS active, \
         COALESCE(p.is_available, false) AS online, tp.service_radius_km \
      FROM providers p JOIN users u ON u.id = p.user_id \
      LEFT JOIN therapist_profiles tp ON tp.provider_id = p.id \
@@ -84,6 +90,7 @@ pub async fn load_profiles(
 ) -> anyhow::Result<Vec<TherapistProfile>> {
     let rows: Vec<ProfileRow> = sqlx::query_as(PROFILE_SQL)
         .bind(only)
+        .bind(USER_MODEL_TYPE)
         .fetch_all(pool)
         .await
         .context("loading therapist profiles")?;

@@ -8,15 +8,22 @@ use uuid::Uuid;
 
 use super::auth::Caller;
 use super::extract::Json;
-use crate::accounts::password::{
-    check_password_policy, dummy_hash, hash_password, verify_password,
-};
+use crate::accounts::password::{check_password_length, dummy_hash, PersonalData, PoolError};
 use crate::accounts::phone::normalize_phone;
 use crate::accounts::users::{self, NewUser, UserProfile};
 use crate::accounts::{tokens, Role};
 use crate::domain::validate::{check_lat_lng, check_text, coordinate, optional_text};
 use crate::error::{ApiError, Context as _, FieldError, Problem};
+use crate::realtime::guard::{CredentialEvent, Ending};
 use crate::state::AppState;
+
+/// What a full hashing queue answers: 503, try again in a second.
+pub fn hashing_busy(error: PoolError) -> ApiError {
+    ApiError::Overloaded {
+        detail: error.to_string(),
+        retry_after_secs: 1,
+    }
+}
 
 /// Roles a person may give themselves when registering.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
@@ -34,7 +41,8 @@ pub struct RegisterRequest {
     /// Any common format; stored as E.164 (default country PH).
     #[schema(example = "0917 123 4567")]
     pub phone: String,
-    /// 8 to 128 characters, not a common password.
+    /// 8 to 128 characters; not easy to guess (the most common passwords are refused), and not
+    /// containing the phone number or the names.
     pub password: String,
     pub first_name: String,
     pub last_name: String,
@@ -68,18 +76,32 @@ pub struct AuthResponse {
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many registrations from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many passwords being hashed; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/auth/register")]
 pub async fn register(
+    req: HttpRequest,
     state: web::Data<AppState>,
     Json(body): Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    check_registration_limit(&state, &req).await?;
     let mut errors = Vec::new();
     let phone = normalize_phone(&body.phone)
         .map_err(|why| errors.push(FieldError::new("phone", why)))
         .ok();
-    if let Err(why) = check_password_policy(&body.password) {
+    let email_local = body
+        .email
+        .as_deref()
+        .and_then(|e| e.split('@').next())
+        .unwrap_or_default();
+    let personal = PersonalData {
+        phone: phone.as_deref(),
+        names: &[body.first_name.trim(), body.last_name.trim(), email_local],
+    };
+    // The length now; the rest of the policy (zxcvbn is CPU work) on the hashing pool.
+    if let Err(why) = check_password_length(&body.password) {
         errors.push(FieldError::new("password", why));
     }
     check_text(&mut errors, "first_name", &body.first_name, 1, 100);
@@ -91,11 +113,13 @@ pub async fn register(
         }
     }
     ApiError::check(errors)?;
-    let phone = phone.expect("validated above");
-    let password = body.password.clone();
-    let hash = web::block(move || hash_password(&password))
+    let hash = state
+        .hashes
+        .check_and_hash(&body.password, personal)
         .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing thread: {e}")))??;
+        .map_err(hashing_busy)??
+        .map_err(|why| ApiError::invalid("password", why))?;
+    let phone = phone.expect("validated above");
 
     let role = match body.role {
         SelfServiceRole::Customer => Role::Customer,
@@ -139,6 +163,7 @@ pub async fn register(
         (status = 401, description = "Wrong phone or password", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many passwords being checked; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/auth/login")]
@@ -163,11 +188,12 @@ pub async fn login(
         Some((id, Some(hash))) => (Some(*id), hash.clone()),
         _ => (None, dummy_hash().to_owned()),
     };
-    let password = body.password.clone();
     // Verify even for an unknown phone, so timing does not reveal which phones have accounts.
-    let matches = web::block(move || verify_password(&password, &stored_hash))
+    let matches = state
+        .hashes
+        .verify(&body.password, &stored_hash)
         .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing thread: {e}")))?;
+        .map_err(hashing_busy)?;
     let user_id = match (user_id, matches) {
         (Some(id), true) => id,
         _ => return Err(ApiError::Unauthorized),
@@ -199,8 +225,48 @@ pub async fn logout(state: web::Data<AppState>, caller: Caller) -> Result<HttpRe
     tokens::revoke(&state.db, caller.0.token_id)
         .await
         .context("revoking a token")?;
-    state.tokens.evict_token(caller.0.token_id);
+    // Sockets opened with this token (or a ticket it made) close on every node.
+    state
+        .credentials_ended(CredentialEvent::TokenEnded {
+            user_id: caller.user_id(),
+            token_id: caller.0.token_id,
+            reason: Ending::LoggedOut,
+        })
+        .await;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WsTicket {
+    /// Put it in the socket URL as `?ticket=`. Works once.
+    pub ticket: String,
+    /// Seconds the ticket can be used (30).
+    pub expires_in: u64,
+}
+
+/// A single-use ticket for opening a WebSocket (`?ticket=` on any socket URL, on any node),
+/// for clients that cannot set headers on a WebSocket (browsers). The socket belongs to the
+/// token that made the ticket: logging that token out closes it.
+#[utoipa::path(
+    tag = "realtime",
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "A ticket valid for 30 s", body = WsTicket),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/ws/tickets")]
+pub async fn ws_ticket(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    let ticket = crate::accounts::tickets::issue(&state.db, caller.0.token_id)
+        .await
+        .context("issuing a WebSocket ticket")?;
+    Ok(HttpResponse::Created().json(WsTicket {
+        ticket,
+        expires_in: crate::accounts::tickets::TICKET_TTL.as_secs(),
+    }))
 }
 
 /// The caller's own account.
@@ -469,5 +535,27 @@ async fn check_login_limits(
             retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
         }),
         None => state.login_limiter.check(phone, address),
+    }
+}
+
+/// Registrations per client address, across the cluster when Redis is configured, else (or
+/// while Redis is away) by this node.
+async fn check_registration_limit(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(address) =
+        crate::http::client_address::client_address(req, &state.settings.trusted_proxies)
+    else {
+        return Ok(());
+    };
+    let bucket = crate::cluster::limits::Bucket {
+        key: format!("register:address:{address}"),
+        burst: state.settings.register_burst_per_address,
+        replenish: std::time::Duration::from_secs(state.settings.register_replenish_per_address_s),
+    };
+    match state.cluster_limits.check(&[bucket]).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(wait)) => Err(ApiError::TooManyRequests {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }),
+        None => state.limits.register_per_address.check(&address),
     }
 }

@@ -14,6 +14,7 @@ use crate::accounts::{Role, USER_MODEL_TYPE};
 use crate::audit::{self, AuditContext};
 use crate::domain::validate::{check_text, optional_text};
 use crate::error::{ApiError, Context as _, FieldError, Problem};
+use crate::realtime::guard::{CredentialEvent, Ending};
 use crate::state::AppState;
 
 /// Most providers one page lists.
@@ -222,7 +223,276 @@ pub async fn verify_provider(
     .context("queueing the provider webhook")?;
     tx.commit().await.context("committing the decision")?;
     state.provider_changed(provider_id).await;
+    if !verified {
+        // A rejected therapist gets no more offers and their socket closes, on every node.
+        let user_id: i64 = sqlx::query_scalar("SELECT user_id FROM providers WHERE id = $1")
+            .bind(provider_id)
+            .fetch_one(&state.db)
+            .await
+            .context("finding the provider's user")?;
+        state
+            .credentials_ended(CredentialEvent::ProviderEnded {
+                user_id,
+                reason: Ending::Suspended,
+            })
+            .await;
+    }
     Ok(web::Json(summary))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveRequest {
+    /// `false` suspends (a provider) or deactivates (an account); `true` restores it.
+    pub active: bool,
+    /// Why; recorded in audit_logs.
+    pub reason: Option<String>,
+}
+
+/// Suspend or restore a provider. A suspended therapist goes offline, gets no offers, and their
+/// open sockets close (4001 `suspended`) on every node. Written to audit_logs.
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = [])),
+    params(("provider_id" = Uuid, Path, description = "The provider id")),
+    request_body = ActiveRequest,
+    responses(
+        (status = 200, description = "The provider after the change", body = ProviderSummary),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such provider", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[put("/v1/admin/providers/{provider_id}/active")]
+pub async fn put_provider_active(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+    Json(body): Json<ActiveRequest>,
+) -> Result<web::Json<ProviderSummary>, ApiError> {
+    caller.require_admin()?;
+    let reason = checked_reason(&body.reason)?;
+    let mut tx = state.db.begin().await.context("starting a suspension")?;
+    let old: Option<(i64, i64, bool, bool)> = sqlx::query_as(
+        "SELECT id, user_id, COALESCE(is_active, true), COALESCE(is_available, false) \
+         FROM providers WHERE uuid = $1 AND deleted_at IS NULL FOR UPDATE",
+    )
+    .bind(path.into_inner())
+    .fetch_optional(&mut *tx)
+    .await
+    .context("finding the provider")?;
+    let (provider_id, user_id, old_active, old_online) =
+        old.ok_or_else(|| ApiError::not_found("provider"))?;
+    let new_online = body.active && old_online;
+    sqlx::query("UPDATE providers SET is_active = $2, is_available = $3 WHERE id = $1")
+        .bind(provider_id)
+        .bind(body.active)
+        .bind(new_online)
+        .execute(&mut *tx)
+        .await
+        .context("changing the provider's state")?;
+    audit::record(
+        &mut *tx,
+        &AuditContext::from_request(&req, caller.user_id()),
+        if body.active {
+            "provider.restored"
+        } else {
+            "provider.suspended"
+        },
+        "provider",
+        provider_id,
+        json!({"is_active": old_active, "is_available": old_online}),
+        json!({"is_active": body.active, "is_available": new_online, "reason": reason}),
+    )
+    .await
+    .context("auditing the change")?;
+    let summary: ProviderSummary = sqlx::query_as(&format!("{SUMMARY_SELECT} WHERE p.id = $1"))
+        .bind(provider_id)
+        .fetch_one(&mut *tx)
+        .await
+        .context("loading the provider")?;
+    tx.commit().await.context("committing the change")?;
+    state.provider_changed(provider_id).await;
+    if !body.active {
+        state
+            .credentials_ended(CredentialEvent::ProviderEnded {
+                user_id,
+                reason: Ending::Suspended,
+            })
+            .await;
+    }
+    Ok(web::Json(summary))
+}
+
+fn checked_reason(reason: &Option<String>) -> Result<Option<&str>, ApiError> {
+    let reason = optional_text(reason);
+    if let Some(reason) = reason {
+        let mut errors = Vec::new();
+        check_text(&mut errors, "reason", reason, 1, 1000);
+        ApiError::check(errors)?;
+    }
+    Ok(reason)
+}
+
+/// The target user of an admin action on accounts; nobody acts on their own account.
+async fn other_user(
+    tx: &mut sqlx::PgConnection,
+    caller: &Caller,
+    user_uuid: Uuid,
+) -> Result<i64, ApiError> {
+    let user_id = users::id_by_uuid(&mut *tx, user_uuid)
+        .await
+        .context("finding the user")?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    if user_id == caller.user_id() {
+        return Err(ApiError::Forbidden(
+            "you cannot do this to your own account".into(),
+        ));
+    }
+    Ok(user_id)
+}
+
+/// Deactivate or restore an account. A deactivated account cannot log in, its tokens are
+/// revoked, and its open sockets close (4001 `deactivated`) on every node. Only a super admin
+/// deactivates an admin. Written to audit_logs.
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = [])),
+    params(("user_id" = Uuid, Path, description = "The user id")),
+    request_body = ActiveRequest,
+    responses(
+        (status = 200, description = "The user after the change", body = UserProfile),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed to make this change", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[put("/v1/admin/users/{user_id}/active")]
+pub async fn put_user_active(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+    Json(body): Json<ActiveRequest>,
+) -> Result<web::Json<UserProfile>, ApiError> {
+    caller.require_admin()?;
+    let reason = checked_reason(&body.reason)?;
+    let mut tx = state.db.begin().await.context("starting a deactivation")?;
+    let user_id = other_user(&mut tx, &caller, path.into_inner()).await?;
+    let profile = users::profile(&mut *tx, user_id)
+        .await
+        .context("loading the user")?;
+    let privileged = profile
+        .roles
+        .iter()
+        .any(|r| r == "admin" || r == "super_admin");
+    if privileged && !caller.has(Role::SuperAdmin) {
+        return Err(ApiError::Forbidden(
+            "only a super admin deactivates or restores an admin".into(),
+        ));
+    }
+    let old_active: bool =
+        sqlx::query_scalar("SELECT COALESCE(is_active, true) FROM users WHERE id = $1 FOR UPDATE")
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await
+            .context("locking the user")?;
+    sqlx::query("UPDATE users SET is_active = $2, updated_at = now() WHERE id = $1")
+        .bind(user_id)
+        .bind(body.active)
+        .execute(&mut *tx)
+        .await
+        .context("changing the account's state")?;
+    if !body.active {
+        crate::accounts::tokens::revoke_all(&mut *tx, user_id)
+            .await
+            .context("revoking the account's tokens")?;
+    }
+    audit::record(
+        &mut *tx,
+        &AuditContext::from_request(&req, caller.user_id()),
+        if body.active {
+            "user.restored"
+        } else {
+            "user.deactivated"
+        },
+        "user",
+        user_id,
+        json!({"is_active": old_active}),
+        json!({"is_active": body.active, "reason": reason}),
+    )
+    .await
+    .context("auditing the change")?;
+    tx.commit().await.context("committing the change")?;
+    if body.active {
+        state.user_changed(user_id).await;
+    } else {
+        state
+            .credentials_ended(CredentialEvent::UserEnded {
+                user_id,
+                reason: Ending::Deactivated,
+            })
+            .await;
+    }
+    Ok(web::Json(profile))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Revoked {
+    /// Tokens revoked.
+    pub revoked: u64,
+}
+
+/// Revoke every token of a user (a stolen phone, a leaked token): every session ends and open
+/// sockets close (4001 `revoked`) on every node. Written to audit_logs.
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = [])),
+    params(("user_id" = Uuid, Path, description = "The user id")),
+    responses(
+        (status = 200, description = "Tokens revoked", body = Revoked),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed to make this change", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/admin/users/{user_id}/revoke-tokens")]
+pub async fn revoke_tokens(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<Uuid>,
+) -> Result<web::Json<Revoked>, ApiError> {
+    caller.require_admin()?;
+    let mut tx = state.db.begin().await.context("starting a revocation")?;
+    let user_id = other_user(&mut tx, &caller, path.into_inner()).await?;
+    let revoked = crate::accounts::tokens::revoke_all(&mut *tx, user_id)
+        .await
+        .context("revoking the tokens")?;
+    audit::record(
+        &mut *tx,
+        &AuditContext::from_request(&req, caller.user_id()),
+        "user.tokens_revoked",
+        "user",
+        user_id,
+        json!({}),
+        json!({ "revoked": revoked }),
+    )
+    .await
+    .context("auditing the revocation")?;
+    tx.commit().await.context("committing the revocation")?;
+    state
+        .credentials_ended(CredentialEvent::UserEnded {
+            user_id,
+            reason: Ending::Revoked,
+        })
+        .await;
+    Ok(web::Json(Revoked { revoked }))
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq, PartialOrd, Ord)]
@@ -341,7 +611,13 @@ pub async fn put_roles(
         .await
         .context("loading the user")?;
     tx.commit().await.context("committing the role change")?;
-    // Cached tokens carry the old roles: a removed role must stop working at once.
-    state.tokens.evict_user(user_id);
+    // Cached tokens carry the old roles: a removed role must stop working at once, on every
+    // node, and sockets that needed it close.
+    state
+        .credentials_ended(CredentialEvent::RolesChanged {
+            user_id,
+            roles: profile.roles.clone(),
+        })
+        .await;
     Ok(web::Json(profile))
 }

@@ -68,16 +68,23 @@ pub fn bearer_token(req: &HttpRequest, allow_query: bool) -> Option<String> {
     None
 }
 
-/// Authenticates a request; `allow_query` admits `?token=` (WebSocket upgrades only).
+/// Authenticates a request's bearer token (see [`bearer_token`]).
 pub async fn authenticate(state: &AppState, token: Option<String>) -> Result<Caller, ApiError> {
     let token = token.ok_or(ApiError::Unauthorized)?;
-    state
+    let caller = state
         .tokens
         .authenticate(&state.db, &token)
         .await
         .context("authenticating a token")?
         .map(Caller)
-        .ok_or(ApiError::Unauthorized)
+        .ok_or(ApiError::Unauthorized)?;
+    record_user(caller.user_id());
+    Ok(caller)
+}
+
+/// Puts the caller's user id on the request's span, so the access log line names who called.
+pub fn record_user(user_id: i64) {
+    tracing::Span::current().record("user_id", user_id);
 }
 
 impl FromRequest for Caller {

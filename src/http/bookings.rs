@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::extract::{Json, Query};
+use super::extract::{Json, Query, RawBody};
 use crate::accounts::Role;
 use crate::dispatch::lifecycle::BookingStatus;
 use crate::dispatch::pricing::{self, Discount, PromoTerms};
@@ -25,6 +25,10 @@ pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
 /// Longest accepted idempotency key.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// The constraint the promo-usage trigger raises when a customer used a code up.
+const PROMO_PER_USER_LIMIT: &str = "promo_code_per_user_limit";
+/// `booking_locations.address` is VARCHAR(500).
+pub const MAX_ADDRESS_CHARS: usize = 500;
 
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -128,8 +132,10 @@ struct Promo {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a customer", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The key was used with another body", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field (service, address, location, time, promo code)", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key was used with another body, or the customer already has `max_pending_bookings` bookings waiting (type `/problems/too-many-pending-bookings`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field (service, address, location, time, promo code); `scheduled_at` on a `now` booking", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/bookings")]
@@ -137,7 +143,7 @@ pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Bytes,
+    RawBody(body): RawBody,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Customer)?;
     let key = idempotency_key(&req)?;
@@ -165,7 +171,14 @@ pub async fn create(
         ));
     }
     if let Some(at) = request.scheduled_at {
-        if at <= now {
+        if request.booking_type == BookingKind::Now {
+            // A `now` booking starts at once; a time sent with it would move its
+            // free-cancellation window.
+            errors.push(FieldError::new(
+                "scheduled_at",
+                "must be absent for a `now` booking",
+            ));
+        } else if at <= now {
             errors.push(FieldError::new("scheduled_at", "must be in the future"));
         }
     }
@@ -193,7 +206,13 @@ pub async fn create(
             location.lat,
             location.lng,
         );
-        check_text(&mut errors, "location.address", &location.address, 1, 500);
+        check_text(
+            &mut errors,
+            "location.address",
+            &location.address,
+            1,
+            MAX_ADDRESS_CHARS,
+        );
         if let Some(unit) = &location.unit_number {
             check_text(&mut errors, "location.unit_number", unit, 0, 50);
         }
@@ -245,12 +264,39 @@ pub async fn create(
         promo: promo.as_ref().map(|p| p.terms),
     });
 
+    let max_pending = crate::db::app_settings::max_pending_bookings(&state.db)
+        .await
+        .context("reading max_pending_bookings")?;
     let payment_method = request
         .payment_method
         .unwrap_or(crate::money::PaymentMethod::Cash);
     check_payment_method(&state, user_id, payment_method, estimate.total_amount).await?;
 
     let mut tx = state.db.begin().await.context("starting the booking")?;
+    // One customer's bookings are created one at a time, so the waiting-bookings limit holds
+    // under concurrent requests.
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await
+        .context("locking the customer")?;
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM bookings WHERE customer_id = $1 AND status = 'pending' AND deleted_at IS NULL",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *tx)
+    .await
+    .context("counting waiting bookings")?;
+    if waiting >= i64::from(max_pending) {
+        // A retry of a booking that was created meanwhile is still a replay, not a refusal.
+        tx.rollback().await.ok();
+        if let Some(existing) = replay(&state, user_id, &key, &request_hash).await? {
+            return Ok(HttpResponse::Created()
+                .insert_header(("Idempotent-Replayed", "true"))
+                .json(existing));
+        }
+        return Err(ApiError::TooManyPendingBookings { limit: max_pending });
+    }
     // A key older than the window may be used again: free it.
     sqlx::query(
         "UPDATE bookings SET idempotency_key = NULL WHERE customer_id = $1 AND idempotency_key = $2 AND created_at < $3",
@@ -325,7 +371,8 @@ pub async fn create(
         if reserved == 0 {
             return Err(ApiError::invalid("promo_code", "has been used up"));
         }
-        sqlx::query(
+        // The database holds the per-customer limit (a trigger that serialises the code's uses).
+        let recorded = sqlx::query(
             "INSERT INTO promo_code_usages (promo_code_id, user_id, booking_id, discount_amount) VALUES ($1, $2, $3, $4)",
         )
         .bind(promo.id)
@@ -333,8 +380,19 @@ pub async fn create(
         .bind(booking_id)
         .bind(estimate.promo_discount)
         .execute(&mut *tx)
-        .await
-        .context("recording the promo code")?;
+        .await;
+        match recorded {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(db)) if db.constraint() == Some(PROMO_PER_USER_LIMIT) => {
+                return Err(ApiError::invalid(
+                    "promo_code",
+                    "you have already used this promo code",
+                ));
+            }
+            Err(error) => {
+                return Err::<HttpResponse, sqlx::Error>(error).context("recording the promo code")
+            }
+        }
     }
     crate::effects::emit_booking_event(&mut tx, booking_id, "booking.created").await?;
     let view = store::view(&mut tx, booking_id)
@@ -542,6 +600,16 @@ async fn saved_address(
         .filter(|part| !part.trim().is_empty())
         .collect::<Vec<_>>()
         .join(", ");
+    // Each line fits its own column; joined, they must fit the booking's.
+    if address.chars().count() > MAX_ADDRESS_CHARS {
+        return Err(ApiError::invalid(
+            "address_id",
+            format!(
+                "this saved address is longer than the {MAX_ADDRESS_CHARS} characters a booking \
+                 holds; book with `location` and a shorter address"
+            ),
+        ));
+    }
     Ok(Place {
         lat,
         lng,
@@ -795,11 +863,13 @@ pub async fn decline(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusRequest {
-    /// `en_route`, `arrived`, `in_progress`, `completed` or `no_show`.
+    /// `en_route`, `arrived`, `in_progress`, `completed` or `no_show` (`cancelled` answers 409:
+    /// use `/cancel`).
     pub status: BookingStatus,
 }
 
-/// Move a booking along its lifecycle (the assigned therapist). 409 names the current status.
+/// Move a booking along its lifecycle (the assigned therapist). 409 names the current status;
+/// `cancelled` is always 409 here: only `POST /v1/bookings/{id}/cancel` cancels.
 #[utoipa::path(
     tag = "bookings",
     security(("bearer" = [])),
@@ -811,7 +881,7 @@ pub struct StatusRequest {
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the assigned therapist", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such booking of yours", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Illegal transition from the current status", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Illegal transition from the current status, or `cancelled` (use /cancel)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -11,12 +11,13 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::auth::{authenticate, bearer_token, Caller};
+use super::auth::Caller;
 use super::extract::Query;
 use crate::error::{ApiError, Context as _, Problem};
 use crate::geo::index::TherapistState;
 use crate::geo::Point;
 use crate::realtime::dashboard::{self, bookings_in, providers_in, Bbox};
+use crate::realtime::guard::SocketKind;
 use crate::state::AppState;
 
 /// Resolution of the supply/demand hexagons (about 0.7 km² each: a few streets).
@@ -26,11 +27,14 @@ pub const HEX_RESOLUTION: Resolution = Resolution::Eight;
 #[utoipa::path(
     tag = "dispatch",
     security(("bearer" = [])),
-    params(("token" = Option<String>, Query, description = "Bearer token, for clients that cannot set headers")),
+    params(
+        ("ticket" = Option<String>, Query, description = "One-use ticket from `POST /v1/ws/tickets` (browsers)"),
+        ("token" = Option<String>, Query, description = "Bearer token, for existing clients that cannot set headers (prefer a ticket)"),
+    ),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "Not a WebSocket handshake", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token or ticket", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many connections being set up, or the database is unavailable; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
@@ -42,10 +46,16 @@ pub async fn dashboard_socket(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let _admitted = super::ws::admit(&state)?;
-    let caller = authenticate(&state, bearer_token(&req, true)).await?;
+    let caller = super::ws::socket_caller(&req, &state).await?;
     caller.require_admin()?;
     let (response, session, stream) = super::ws::upgrade(&req, body)?;
-    actix_web::rt::spawn(dashboard::run(state.get_ref().clone(), session, stream));
+    let guard = super::ws::socket_guard(&state, SocketKind::Dashboard, &caller).await;
+    actix_web::rt::spawn(dashboard::run(
+        state.get_ref().clone(),
+        guard,
+        session,
+        stream,
+    ));
     Ok(response)
 }
 

@@ -21,23 +21,53 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let content_type_ok = is_json_content_type(req);
         let body = web::Bytes::from_request(req, payload);
-        let limit = req
-            .app_data::<BodyLimit>()
-            .map_or(crate::config::DEFAULT_MAX_BODY_BYTES, |l| l.0);
+        let limit = body_limit(req);
         Box::pin(async move {
             if !content_type_ok {
                 return Err(ApiError::UnsupportedMediaType(
                     "send the body as application/json".into(),
                 ));
             }
-            let bytes = body
-                .await
-                .map_err(|error| match error.as_error::<PayloadError>() {
-                    Some(PayloadError::Overflow) => ApiError::PayloadTooLarge { limit },
-                    _ => ApiError::BadRequest(format!("could not read the request body: {error}")),
-                })?;
+            let bytes = body.await.map_err(|error| body_error(&error, limit))?;
             parse_json(&bytes).map(Json)
         })
+    }
+}
+
+/// A raw body (read within the size cap and the deadline), for handlers that parse it twice.
+#[derive(Debug)]
+pub struct RawBody(pub web::Bytes);
+
+impl FromRequest for RawBody {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = web::Bytes::from_request(req, payload);
+        let limit = body_limit(req);
+        Box::pin(async move {
+            body.await
+                .map(RawBody)
+                .map_err(|error| body_error(&error, limit))
+        })
+    }
+}
+
+fn body_limit(req: &HttpRequest) -> usize {
+    req.app_data::<BodyLimit>()
+        .map_or(crate::config::DEFAULT_MAX_BODY_BYTES, |l| l.0)
+}
+
+/// A body that could not be read: too large (413), too slow (408), or cut off (400).
+fn body_error(error: &actix_web::Error, limit: usize) -> ApiError {
+    match error.as_error::<PayloadError>() {
+        Some(PayloadError::Overflow) => ApiError::PayloadTooLarge { limit },
+        Some(PayloadError::Io(io)) if io.kind() == std::io::ErrorKind::TimedOut => {
+            ApiError::RequestTimeout {
+                limit_s: super::body::deadline_secs(io),
+            }
+        }
+        _ => ApiError::BadRequest(format!("could not read the request body: {error}")),
     }
 }
 
@@ -99,7 +129,63 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     deserializer
         .end()
         .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    refuse_nul(bytes)?;
     Ok(value)
+}
+
+/// PostgreSQL stores no NUL character (U+0000) in text or JSON: a body holding one anywhere is
+/// refused with a 422 naming the field, before any handler tries to store it. Cheap for the
+/// bodies without one: only a body containing the escape `\u0000` is walked.
+pub fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
+    const ESCAPE: &[u8] = b"\\u0000";
+    if !bytes.windows(ESCAPE.len()).any(|w| w == ESCAPE) {
+        return Ok(());
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Ok(());
+    };
+    match nul_path(&value, String::new()) {
+        Some(path) => {
+            let field = if path.is_empty() {
+                "body".to_owned()
+            } else {
+                path
+            };
+            Err(ApiError::invalid(
+                field,
+                "must not contain the NUL character (U+0000)",
+            ))
+        }
+        None => Ok(()),
+    }
+}
+
+/// The path (`location.address`, `specializations[2]`) of the first string holding a NUL.
+fn nul_path(value: &serde_json::Value, path: String) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => text.contains('\0').then_some(path),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_path(item, format!("{path}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            let at = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if key.contains('\0') {
+                return Some(if path.is_empty() {
+                    "body".into()
+                } else {
+                    path.clone()
+                });
+            }
+            nul_path(item, at)
+        }),
+        _ => None,
+    }
 }
 
 /// serde reports a missing field at its parent's path; name the field itself instead.
@@ -140,6 +226,14 @@ impl<T: DeserializeOwned + 'static> FromRequest for Query<T> {
 }
 
 pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    if let Some((key, _)) = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(key, value)| key.contains('\0') || value.contains('\0'))
+    {
+        return Err(ApiError::invalid(
+            key.replace('\0', ""),
+            "must not contain the NUL character (U+0000)",
+        ));
+    }
     let deserializer =
         serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
@@ -208,6 +302,17 @@ mod tests {
         let error =
             parse_json::<Body>(br#"{"name":"a","location":{"lat":"x","lng":1}}"#).unwrap_err();
         assert_eq!(field_of(error), "location.lat");
+    }
+
+    #[test]
+    fn a_nul_anywhere_is_a_422_naming_the_field() {
+        let error =
+            parse_json::<serde_json::Value>(br#"{"a":{"b":["ok","x\u0000y"]}}"#).unwrap_err();
+        assert_eq!(field_of(error), "a.b[1]");
+        // An escaped backslash followed by "u0000" is plain text, not a NUL.
+        assert!(parse_json::<serde_json::Value>(br#"{"a":"\\u0000"}"#).is_ok());
+        let error = parse_query::<serde_json::Value>("code=a%00b").unwrap_err();
+        assert_eq!(field_of(error), "code");
     }
 
     #[test]

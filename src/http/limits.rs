@@ -1,5 +1,5 @@
-//! Abuse limits on login (a token bucket per phone number and one per client address), and
-//! the bound on requests in progress that sheds load under overload.
+//! Abuse limits: token buckets per phone number, client address or user (login, registration,
+//! nearby searches), and the bound on requests in progress that sheds load under overload.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -30,40 +30,62 @@ impl LimitRule {
     }
 }
 
-pub struct LoginLimiter {
-    per_phone: DefaultKeyedRateLimiter<String>,
-    per_address: DefaultKeyedRateLimiter<IpAddr>,
+/// One token bucket per key, forgetting idle keys now and then so memory stays bounded.
+pub struct KeyedLimiter<K: std::hash::Hash + Eq + Clone> {
+    buckets: DefaultKeyedRateLimiter<K>,
     checks: AtomicU64,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> KeyedLimiter<K> {
+    pub fn new(rule: LimitRule) -> Self {
+        Self {
+            buckets: RateLimiter::keyed(rule.quota()),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one token from `key`'s bucket; 429 with the wait in seconds when it is empty.
+    pub fn check(&self, key: &K) -> Result<(), ApiError> {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY_CHECKS == 0 {
+            self.buckets.retain_recent();
+        }
+        self.buckets.check_key(key).map_err(|not_until| {
+            let wait: Duration = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::TooManyRequests {
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }
+        })
+    }
+}
+
+pub struct LoginLimiter {
+    per_phone: KeyedLimiter<String>,
+    per_address: KeyedLimiter<IpAddr>,
 }
 
 impl LoginLimiter {
     pub fn new(per_phone: LimitRule, per_address: LimitRule) -> Self {
         Self {
-            per_phone: RateLimiter::keyed(per_phone.quota()),
-            per_address: RateLimiter::keyed(per_address.quota()),
-            checks: AtomicU64::new(0),
+            per_phone: KeyedLimiter::new(per_phone),
+            per_address: KeyedLimiter::new(per_address),
         }
     }
 
     /// Counts one login attempt; 429 with the wait in seconds when either bucket is empty.
     pub fn check(&self, phone: &str, address: Option<IpAddr>) -> Result<(), ApiError> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY_CHECKS == 0 {
-            self.per_phone.retain_recent();
-            self.per_address.retain_recent();
-        }
-        let now = DefaultClock::default().now();
-        let too_many = |wait: Duration| ApiError::TooManyRequests {
-            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-        };
         if let Some(address) = address {
-            self.per_address
-                .check_key(&address)
-                .map_err(|not_until| too_many(not_until.wait_time_from(now)))?;
+            self.per_address.check(&address)?;
         }
-        self.per_phone
-            .check_key(&phone.to_owned())
-            .map_err(|not_until| too_many(not_until.wait_time_from(now)))
+        self.per_phone.check(&phone.to_owned())
     }
+}
+
+/// The request-level limits that are not login's, shared by every worker.
+pub struct Limits {
+    /// `POST /v1/auth/register` per client address.
+    pub register_per_address: KeyedLimiter<IpAddr>,
+    /// `GET /v1/therapists/nearby` per user.
+    pub nearby_per_user: KeyedLimiter<i64>,
 }
 
 /// Requests being answered at once. Past the limit a request is refused at once with 503 and

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::extract::{Json, Query};
+use super::extract::{Json, Query, RawBody};
 use crate::error::{ApiError, Context as _, Problem};
 use crate::money::check::{self, Violation};
 use crate::money::payments::{self, EventOutcome, GatewayPayment};
@@ -279,13 +279,15 @@ pub struct WebhookAnswer {
         (status = 400, description = "Malformed event", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing or forged signature, signed outside the tolerance, or no gateway configured", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A replay of an event already received", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over the size limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A signed event holding a NUL character (U+0000)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/payments/webhook")]
 pub async fn gateway_webhook(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    RawBody(body): RawBody,
 ) -> Result<web::Json<WebhookAnswer>, ApiError> {
     let gateway = state.payments.gateway.clone().ok_or_else(|| {
         ApiError::Forbidden(
@@ -305,6 +307,8 @@ pub async fn gateway_webhook(
                 _ => ApiError::Forbidden(e.to_string()),
             }
         })?;
+    // Even a signed event cannot put a NUL character in the database.
+    super::extract::refuse_nul(&body)?;
     let outcome = payments::apply_event(&state.db, gateway.name(), &event).await?;
     Ok(web::Json(WebhookAnswer {
         event_id: event.event_id,

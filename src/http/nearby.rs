@@ -19,6 +19,11 @@ use crate::state::AppState;
 
 /// Search radius when the client gives none.
 pub const DEFAULT_RADIUS_M: u32 = 5_000;
+/// Distances shown to customers are rounded to this many metres, and ETAs to this many seconds,
+/// so that a few searches from a few places cannot pin a therapist down (together with the
+/// per-user limit on searches).
+pub const DISTANCE_ROUNDING_M: u32 = 100;
+pub const ETA_ROUNDING_S: u32 = 60;
 /// Answers when the client gives no limit, and the most it may ask for.
 pub const DEFAULT_LIMIT: u32 = 10;
 pub const MAX_LIMIT: u32 = 50;
@@ -59,9 +64,10 @@ pub struct NearbyTherapist {
     #[serde(with = "crate::domain::money")]
     #[schema(value_type = String, example = "4.80")]
     pub average_rating: Decimal,
-    /// Great-circle distance from the customer, whole metres.
+    /// Great-circle distance from the customer, rounded to 100 m (exact for admins).
     pub distance_m: u32,
-    /// Estimated travel time: distance × road circuity ÷ average speed.
+    /// Estimated travel time (distance × road circuity ÷ average speed), rounded to the minute
+    /// (exact for admins).
     pub eta_seconds: u32,
     pub quote: QuoteView,
 }
@@ -82,14 +88,19 @@ pub struct NearbyAnswer {
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown service", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid query", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many searches; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/therapists/nearby")]
 pub async fn nearby(
     state: web::Data<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Query(params): Query<NearbyParams>,
 ) -> Result<web::Json<NearbyAnswer>, ApiError> {
+    let exact = caller.is_admin();
+    if !exact {
+        state.limits.nearby_per_user.check(&caller.user_id())?;
+    }
     let radius_m = params.radius_m.unwrap_or(DEFAULT_RADIUS_M);
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     let mut errors = Vec::new();
@@ -131,8 +142,8 @@ pub async fn nearby(
                 provider_id: hit.uuid,
                 first_name: hit.first_name,
                 average_rating: hit.average_rating,
-                distance_m: hit.distance_m.round() as u32,
-                eta_seconds: state.eta.eta_seconds(hit.distance_m),
+                distance_m: shown(hit.distance_m.round() as u32, DISTANCE_ROUNDING_M, exact),
+                eta_seconds: shown(state.eta.eta_seconds(hit.distance_m), ETA_ROUNDING_S, exact),
                 quote: QuoteView {
                     service_price: q.service_price,
                     distance_surcharge: q.distance_surcharge,
@@ -143,4 +154,31 @@ pub async fn nearby(
         })
         .collect();
     Ok(web::Json(NearbyAnswer { therapists }))
+}
+
+/// `value` rounded to the nearest multiple of `step` (at least one step), unless `exact`.
+fn shown(value: u32, step: u32, exact: bool) -> u32 {
+    if exact {
+        return value;
+    }
+    (value.saturating_add(step / 2) / step).max(1) * step
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn distances_and_etas_are_rounded_for_everyone_but_admins() {
+        assert_eq!(shown(1_234, 100, false), 1_200);
+        assert_eq!(shown(1_250, 100, false), 1_300);
+        assert_eq!(
+            shown(12, 100, false),
+            100,
+            "never zero: that would say 'within 50 m'"
+        );
+        assert_eq!(shown(89, 60, false), 60);
+        assert_eq!(shown(91, 60, false), 120);
+        assert_eq!(shown(1_234, 100, true), 1_234);
+    }
 }

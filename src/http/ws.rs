@@ -1,13 +1,68 @@
-//! WebSocket upgrades. The token is checked before the upgrade: a bad one gets 401 and no socket.
+//! WebSocket upgrades. Credentials are checked before the upgrade (a bad one gets 401 and no
+//! socket) and for as long as the socket is open (see [`crate::realtime::guard`]).
 
 use actix_web::{get, web, HttpRequest, HttpResponse};
 
-use super::auth::{authenticate, bearer_token};
+use super::auth::{authenticate, bearer_token, Caller};
 use crate::accounts::Role;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Context as _, Problem};
 use crate::providers;
+use crate::realtime::guard::{Credentials, FrameLimiter, SocketGuard, SocketKind};
 use crate::realtime::{customer, therapist, MAX_WIRE_FRAME_BYTES};
 use crate::state::AppState;
+
+/// Who opens a socket: `Authorization: Bearer` (apps), `?ticket=` (browsers, from
+/// `POST /v1/ws/tickets`), or `?token=` (kept for existing apps; never logged).
+pub async fn socket_caller(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
+    if req
+        .headers()
+        .contains_key(actix_web::http::header::AUTHORIZATION)
+    {
+        return authenticate(state, bearer_token(req, false)).await;
+    }
+    let ticket = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "ticket")
+        .map(|(_, v)| v.into_owned());
+    if let Some(ticket) = ticket {
+        let owner = crate::accounts::tickets::redeem(&state.db, &ticket)
+            .await
+            .context("redeeming a WebSocket ticket")?
+            .ok_or(ApiError::Unauthorized)?;
+        super::auth::record_user(owner.user_id);
+        return Ok(Caller(owner));
+    }
+    authenticate(state, bearer_token(req, true)).await
+}
+
+/// The guard a new socket of `kind` runs under: registered (so ended credentials close it, and
+/// a fourth socket of the same user and kind, on any node, replaces the oldest) with its frame
+/// bucket.
+pub async fn socket_guard(state: &AppState, kind: SocketKind, caller: &Caller) -> SocketGuard {
+    let credentials = Credentials {
+        user_id: caller.user_id(),
+        token_id: caller.0.token_id,
+        expires_at: caller.0.expires_at,
+    };
+    let (lease, replaced) = state
+        .socket_registry
+        .register_everywhere(kind, credentials)
+        .await;
+    for event in replaced {
+        state.credentials_ended(event).await;
+    }
+    SocketGuard::new(
+        lease,
+        credentials,
+        FrameLimiter::new(
+            state.settings.socket_frames_per_s,
+            state.settings.socket_frame_burst,
+        ),
+    )
+}
+
+const TICKET_PARAM: &str = "One-use ticket from `POST /v1/ws/tickets` (browsers)";
+const TOKEN_PARAM: &str =
+    "Bearer token, for existing clients that cannot set headers (prefer a ticket)";
 
 /// A place among the handshakes in progress, or 503 with `Retry-After` when every place is
 /// taken: under a reconnect storm the server refuses quickly instead of queueing.
@@ -40,7 +95,7 @@ pub fn upgrade(
 }
 
 /// The therapist app's socket: location pings in, acks and offers out (see the API contract).
-/// Authenticate with `Authorization: Bearer` or `?token=`.
+/// Authenticate with `Authorization: Bearer`, `?ticket=` or `?token=`.
 ///
 /// The server sends `{"type":"config","ping_interval_s":n}` at connect and whenever the interval
 /// changes (10 s idle, 2 s offered or on a booking, 1 s near the customer, longer under
@@ -49,12 +104,15 @@ pub fn upgrade(
 #[utoipa::path(
     tag = "realtime",
     security(("bearer" = [])),
-    params(("token" = Option<String>, Query, description = "Bearer token, for clients that cannot set headers")),
+    params(
+        ("ticket" = Option<String>, Query, description = TICKET_PARAM),
+        ("token" = Option<String>, Query, description = TOKEN_PARAM),
+    ),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "Not a WebSocket handshake", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a therapist", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token or ticket", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a therapist, or the therapist is suspended or rejected", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No therapist profile yet", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many connections being set up, or the database is unavailable; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
@@ -66,17 +124,22 @@ pub async fn therapist_socket(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let _admitted = admit(&state)?;
-    let caller = authenticate(&state, bearer_token(&req, true)).await?;
+    let caller = socket_caller(&req, &state).await?;
     caller.require(Role::Therapist)?;
     let provider = providers::own_therapist(&state.db, caller.user_id()).await?;
+    if let Some(why) = providers::suspension(&provider) {
+        return Err(ApiError::Forbidden(why));
+    }
     let (response, session, stream) = upgrade(&req, body)?;
     let who = therapist::TherapistIdentity {
         user_id: caller.user_id(),
         provider_id: provider.id,
     };
+    let guard = socket_guard(&state, SocketKind::Therapist, &caller).await;
     actix_web::rt::spawn(therapist::run(
         state.get_ref().clone(),
         who,
+        guard,
         session,
         stream,
     ));
@@ -87,11 +150,14 @@ pub async fn therapist_socket(
 #[utoipa::path(
     tag = "realtime",
     security(("bearer" = [])),
-    params(("token" = Option<String>, Query, description = "Bearer token, for clients that cannot set headers")),
+    params(
+        ("ticket" = Option<String>, Query, description = TICKET_PARAM),
+        ("token" = Option<String>, Query, description = TOKEN_PARAM),
+    ),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "Not a WebSocket handshake", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token or ticket", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a customer", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many connections being set up, or the database is unavailable; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
     )
@@ -103,12 +169,14 @@ pub async fn customer_socket(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let _admitted = admit(&state)?;
-    let caller = authenticate(&state, bearer_token(&req, true)).await?;
+    let caller = socket_caller(&req, &state).await?;
     caller.require(Role::Customer)?;
     let (response, session, stream) = upgrade(&req, body)?;
+    let guard = socket_guard(&state, SocketKind::Customer, &caller).await;
     actix_web::rt::spawn(customer::run(
         state.get_ref().clone(),
         caller.user_id(),
+        guard,
         session,
         stream,
     ));

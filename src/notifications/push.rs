@@ -96,7 +96,7 @@ impl PushSender for FcmSender {
             }
             let response = request.send().await.map_err(|e| PushError::Unavailable {
                 status: None,
-                detail: format!("FCM unreachable: {e}"),
+                detail: format!("FCM unreachable: {}", e.without_url()),
             })?;
             let status = response.status().as_u16();
             if response.status().is_success() {

@@ -71,6 +71,17 @@ pub fn online_refusal(provider: &ProviderRef) -> Option<String> {
     None
 }
 
+/// Why a therapist may not hold a socket at all (suspended or rejected), or `None`.
+pub fn suspension(provider: &ProviderRef) -> Option<String> {
+    if !provider.is_active {
+        return Some("the therapist account is suspended".into());
+    }
+    if provider.verification_status == "rejected" {
+        return Some("the therapist's verification was rejected".into());
+    }
+    None
+}
+
 /// Turns a therapist online or offline (409 naming why when they may not go online).
 pub async fn set_online(
     state: &AppState,

@@ -3,8 +3,13 @@
 //! channel per deployment; every node subscribes and hands frames to its own hub. A dropped
 //! subscription comes back by itself ([`crate::cluster::link`]); while Redis is away a frame
 //! reaches the sockets of the node that produced it.
+//!
+//! A second channel carries control events (credentials that ended): each node hands them to
+//! the handler installed at start-up. The node that publishes one applies it itself at once
+//! and ignores its own echo. While Redis is away, each node's credential sweep catches what it
+//! missed.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
@@ -19,15 +24,69 @@ struct Envelope {
     frame: String,
 }
 
+#[derive(Serialize, Deserialize)]
+struct ControlEnvelope {
+    origin: u64,
+    payload: String,
+}
+
+/// A socket set left behind (a node that died without cleaning up) expires after a day.
+const SLOT_TTL_S: i64 = 24 * 3600;
+
+/// Handles a control event (a JSON payload) on this node.
+pub type ControlHandler = Arc<dyn Fn(String) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct EventBus {
     hub: Hub,
     redis: Option<(redis::aio::ConnectionManager, String)>,
+    control: Arc<OnceLock<ControlHandler>>,
+    /// This node's id on the control channel, to skip its own echoes.
+    origin: u64,
+}
+
+fn control_channel(channel: &str) -> String {
+    format!("{channel}:control")
 }
 
 impl EventBus {
     pub fn local(hub: Hub) -> Self {
-        Self { hub, redis: None }
+        Self {
+            hub,
+            redis: None,
+            control: Arc::default(),
+            origin: rand::random(),
+        }
+    }
+
+    /// Installs what this node does with control events (once, at start-up).
+    pub fn on_control(&self, handler: ControlHandler) {
+        let _ = self.control.set(handler);
+    }
+
+    /// Applies a control event on this node at once, then tells every other node.
+    pub async fn control(&self, payload: String) {
+        if let Some(handler) = self.control.get() {
+            handler(payload.clone());
+        }
+        let Some((publisher, channel)) = &self.redis else {
+            return;
+        };
+        let envelope = serde_json::to_string(&ControlEnvelope {
+            origin: self.origin,
+            payload,
+        })
+        .expect("envelopes serialise");
+        let mut publisher = publisher.clone();
+        let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(control_channel(channel))
+            .arg(envelope)
+            .query_async(&mut publisher)
+            .await;
+        if let Err(error) = published {
+            tracing::warn!(%error, "publishing a control event failed; other nodes catch up on their next check");
+            metrics::counter!("hilot_bus_publish_failures_total").increment(1);
+        }
     }
 
     /// Publishes through Redis on `channel` and starts the subscriber that feeds the local hub
@@ -41,29 +100,26 @@ impl EventBus {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let forward_to = hub.clone();
+        let control: Arc<OnceLock<ControlHandler>> = Arc::default();
+        let origin = rand::random();
+        let control_route = Arc::new(Control {
+            channel: control_channel(&channel),
+            handler: control.clone(),
+            origin,
+        });
         spawn_subscription(
             client,
             status,
             Subscriber {
                 name: "events",
-                channels: vec![channel.clone()],
+                channels: vec![channel.clone(), control_channel(&channel)],
                 on_message: Box::new(move |message: redis::Msg| {
-                    let hub = forward_to.clone();
-                    async move {
-                        let Ok(payload) = message.get_payload::<String>() else {
-                            return;
-                        };
-                        match serde_json::from_str::<Envelope>(&payload) {
-                            Ok(envelope) => {
-                                hub.deliver(envelope.user_id, envelope.frame.into()).await
-                            }
-                            Err(error) => tracing::warn!(%error, "ignoring a malformed event"),
-                        }
-                    }
-                    .boxed()
+                    let (hub, control) = (forward_to.clone(), control_route.clone());
+                    async move { forward(message, &hub, &control).await }.boxed()
                 }),
                 // Frames are moments, not state: nothing to catch up (clients re-read state over
-                // REST when they reconnect, and the live index has its own catch-up).
+                // REST when they reconnect, the credential sweep re-checks every open socket,
+                // and the live index has its own catch-up).
                 on_subscribed: Box::new(|_| async {}.boxed()),
             },
             shutdown,
@@ -71,7 +127,64 @@ impl EventBus {
         Self {
             hub,
             redis: Some((publisher, channel)),
+            control,
+            origin,
         }
+    }
+
+    /// Counts a socket in a cluster-wide set (`key`, under this deployment's prefix) holding at
+    /// most `keep` members, newest last; answers the members pushed out (oldest first). With no
+    /// Redis there is no cluster: nothing is counted and nothing pushed out.
+    pub async fn claim_slot(&self, key: &str, member: &str, keep: usize) -> Vec<String> {
+        let Some((publisher, channel)) = &self.redis else {
+            return Vec::new();
+        };
+        let key = format!("{channel}:{key}");
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut connection = publisher.clone();
+        // Add, then take out everything but the newest `keep`, in one round trip.
+        let claimed: redis::RedisResult<(i64, bool, Vec<String>, i64)> = redis::pipe()
+            .atomic()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg(now_ms)
+            .arg(member)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(SLOT_TTL_S)
+            .cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-(keep as i64) - 1)
+            .cmd("ZREMRANGEBYRANK")
+            .arg(&key)
+            .arg(0)
+            .arg(-(keep as i64) - 1)
+            .query_async(&mut connection)
+            .await;
+        match claimed {
+            Ok((_, _, evicted, _)) => evicted,
+            Err(error) => {
+                tracing::warn!(%error, "counting a socket in the cluster failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Takes a closed socket out of its cluster-wide set.
+    pub fn release_slot(&self, key: &str, member: &str) {
+        let Some((publisher, channel)) = &self.redis else {
+            return;
+        };
+        let key = format!("{channel}:{key}");
+        let (mut connection, member) = (publisher.clone(), member.to_owned());
+        tokio::spawn(async move {
+            let _: redis::RedisResult<i64> = redis::cmd("ZREM")
+                .arg(key)
+                .arg(member)
+                .query_async(&mut connection)
+                .await;
+        });
     }
 
     pub fn hub(&self) -> &Hub {
@@ -102,5 +215,34 @@ impl EventBus {
                 }
             }
         }
+    }
+}
+
+struct Control {
+    channel: String,
+    handler: Arc<OnceLock<ControlHandler>>,
+    origin: u64,
+}
+
+/// One message from the event or the control channel.
+async fn forward(message: redis::Msg, hub: &Hub, control: &Control) {
+    let Ok(payload) = message.get_payload::<String>() else {
+        return;
+    };
+    if message.get_channel_name() == control.channel {
+        match serde_json::from_str::<ControlEnvelope>(&payload) {
+            Ok(envelope) if envelope.origin == control.origin => {}
+            Ok(envelope) => {
+                if let Some(handler) = control.handler.get() {
+                    handler(envelope.payload);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "ignoring a malformed control event"),
+        }
+        return;
+    }
+    match serde_json::from_str::<Envelope>(&payload) {
+        Ok(envelope) => hub.deliver(envelope.user_id, envelope.frame.into()).await,
+        Err(error) => tracing::warn!(%error, "ignoring a malformed event"),
     }
 }

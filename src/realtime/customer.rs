@@ -9,6 +9,7 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use tokio::sync::mpsc;
 
 use super::frames::ServerFrame;
+use super::guard::{protocol_close, Admission, SocketGuard};
 use super::hub::MAILBOX_CAPACITY;
 use super::{CLIENT_TIMEOUT, HEARTBEAT_INTERVAL};
 use crate::state::AppState;
@@ -19,6 +20,7 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1 << 62);
 pub async fn run(
     state: AppState,
     user_id: i64,
+    mut guard: SocketGuard,
     mut session: Session,
     mut stream: AggregatedMessageStream,
 ) {
@@ -35,6 +37,7 @@ pub async fn run(
             _ = shutdown.wait_for(|stop| *stop) => {
                 break Some(CloseReason::from((CloseCode::Restart, "server restarting; reconnect")));
             }
+            ending = guard.ended() => break Some(ending.close_reason()),
             Some(frame) = inbox.recv() => {
                 if super::send_text(&mut session, frame.to_string()).await.is_err() { break None; }
             }
@@ -46,9 +49,19 @@ pub async fn run(
             }
             message = stream.recv() => {
                 last_heard = Instant::now();
+                if let Some(Ok(message)) = &message {
+                    match guard.admit(message) {
+                        Admission::Admit => {}
+                        Admission::Refuse(error) => {
+                            if super::send_text(&mut session, error.to_text()).await.is_err() { break None; }
+                            continue;
+                        }
+                        Admission::Close(reason) => break Some(reason),
+                    }
+                }
                 match message {
                     None | Some(Ok(AggregatedMessage::Close(_))) => break None,
-                    Some(Err(_)) => break Some(CloseReason::from((CloseCode::Protocol, "protocol error"))),
+                    Some(Err(error)) => break Some(protocol_close(&error)),
                     Some(Ok(AggregatedMessage::Ping(bytes))) => {
                         if super::send_pong(&mut session, &bytes).await.is_err() { break None; }
                     }

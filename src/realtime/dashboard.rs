@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::frames::{check_size, open_envelope, read_body, ServerFrame};
+use super::guard::{protocol_close, Admission, FrameLimiter, SocketGuard};
 use super::{CLIENT_TIMEOUT, HEARTBEAT_INTERVAL};
 use crate::geo::index::{LiveFix, LiveIndex, StateChange, TherapistState};
 use crate::geo::Point;
@@ -31,7 +32,9 @@ pub const MAX_PENDING_BOOKING_FRAMES: usize = 1_000;
 
 static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 
-/// `[west, south, east, north]` in degrees.
+/// `[west, south, east, north]` in degrees, as a map sends its view: any width, including the
+/// whole world and boxes that cross the antimeridian (`west > east`, as in RFC 7946).
+/// Longitudes are normalised into -180..180; a box 360° wide or wider is the whole world.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bbox {
     pub west: f64,
@@ -40,19 +43,34 @@ pub struct Bbox {
     pub north: f64,
 }
 
+/// A longitude wrapped into -180..=180 (180 stays 180, so a box may end on the antimeridian).
+fn wrap_lng(lng: f64) -> f64 {
+    if (-180.0..=180.0).contains(&lng) {
+        return lng;
+    }
+    (lng + 180.0).rem_euclid(360.0) - 180.0
+}
+
 impl Bbox {
     /// A valid box, or why not.
     pub fn new(west: f64, south: f64, east: f64, north: f64) -> Result<Self, &'static str> {
-        let finite = [west, south, east, north].iter().all(|v| v.is_finite());
-        if !finite || !(-180.0..=180.0).contains(&west) || !(-180.0..=180.0).contains(&east) {
-            return Err("west and east must be longitudes within -180..180");
+        if ![west, south, east, north].iter().all(|v| v.is_finite()) {
+            return Err("west, south, east and north must be finite numbers");
         }
         if !(-90.0..=90.0).contains(&south) || !(-90.0..=90.0).contains(&north) {
             return Err("south and north must be latitudes within -90..90");
         }
-        if west >= east || south >= north {
-            return Err("west must be less than east and south less than north");
+        if south >= north {
+            return Err("south must be less than north");
         }
+        if west == east {
+            return Err("west and east must differ");
+        }
+        let (west, east) = if east - west >= 360.0 {
+            (-180.0, 180.0)
+        } else {
+            (wrap_lng(west), wrap_lng(east))
+        };
         Ok(Self {
             west,
             south,
@@ -74,8 +92,31 @@ impl Bbox {
         }
     }
 
+    /// Whether the box crosses the antimeridian.
+    pub fn crosses_antimeridian(&self) -> bool {
+        self.west > self.east
+    }
+
+    /// The box as one or two plain boxes that do not cross the antimeridian.
+    pub fn parts(&self) -> [(f64, f64, f64, f64); 2] {
+        if self.crosses_antimeridian() {
+            [
+                (self.west, self.south, 180.0, self.north),
+                (-180.0, self.south, self.east, self.north),
+            ]
+        } else {
+            let whole = (self.west, self.south, self.east, self.north);
+            [whole, whole]
+        }
+    }
+
     pub fn contains(&self, p: Point) -> bool {
-        p.lng >= self.west && p.lng <= self.east && p.lat >= self.south && p.lat <= self.north
+        let in_lng = if self.crosses_antimeridian() {
+            p.lng >= self.west || p.lng <= self.east
+        } else {
+            p.lng >= self.west && p.lng <= self.east
+        };
+        in_lng && p.lat >= self.south && p.lat <= self.north
     }
 }
 
@@ -270,20 +311,28 @@ impl Dashboards {
     }
 }
 
-/// Active bookings inside a box, as the map shows them.
+/// Active bookings inside a box, as the map shows them. The box is compared as plain
+/// longitude/latitude (geometry), never cast to a geography polygon: a world-sized polygon has
+/// antipodal edges that geography refuses.
 pub async fn bookings_in(pool: &PgPool, bbox: Bbox) -> sqlx::Result<Vec<Value>> {
+    let [first, second] = bbox.parts();
     let rows: Vec<(Uuid, String, String, f64, f64, Option<Uuid>)> = sqlx::query_as(
         "SELECT b.uuid, b.booking_number, b.status::text, bl.latitude::float8, bl.longitude::float8, p.uuid \
          FROM bookings b JOIN booking_locations bl ON bl.booking_id = b.id \
          LEFT JOIN providers p ON p.id = b.provider_id \
          WHERE b.status IN ('pending', 'accepted', 'en_route', 'arrived', 'in_progress') \
-           AND ST_Intersects(bl.location, ST_MakeEnvelope($1, $2, $3, $4, 4326)::geography) \
+           AND (bl.location::geometry && ST_MakeEnvelope($1, $2, $3, $4, 4326) \
+                OR bl.location::geometry && ST_MakeEnvelope($5, $6, $7, $8, 4326)) \
          ORDER BY b.id DESC LIMIT 5000",
     )
-    .bind(bbox.west)
-    .bind(bbox.south)
-    .bind(bbox.east)
-    .bind(bbox.north)
+    .bind(first.0)
+    .bind(first.1)
+    .bind(first.2)
+    .bind(first.3)
+    .bind(second.0)
+    .bind(second.1)
+    .bind(second.2)
+    .bind(second.3)
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -338,8 +387,17 @@ struct MovedFrame {
 }
 
 /// Runs one dashboard socket.
-pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMessageStream) {
+pub async fn run(
+    state: AppState,
+    mut guard: SocketGuard,
+    mut session: Session,
+    mut stream: AggregatedMessageStream,
+) {
     let (id, client) = state.dashboards.register();
+    let mut subscribes = FrameLimiter::new(
+        state.settings.dashboard_subscribes_per_s,
+        state.settings.dashboard_subscribe_burst,
+    );
     let _open = state.sockets.open("dashboard");
     let min_interval =
         Duration::from_secs_f64(1.0 / state.settings.dashboard_flushes_per_s.max(0.1));
@@ -353,6 +411,7 @@ pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMe
             _ = super::stopped(&mut shutdown) => {
                 break Some(CloseReason::from((CloseCode::Restart, "server restarting; reconnect")));
             }
+            ending = guard.ended() => break Some(ending.close_reason()),
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > CLIENT_TIMEOUT {
                     break Some(CloseReason::from((CloseCode::Policy, "heartbeat timeout")));
@@ -361,18 +420,37 @@ pub async fn run(state: AppState, mut session: Session, mut stream: AggregatedMe
             }
             message = stream.recv() => {
                 last_heard = Instant::now();
+                if let Some(Ok(message)) = &message {
+                    match guard.admit(message) {
+                        Admission::Admit => {}
+                        Admission::Refuse(error) => {
+                            if super::send_text(&mut session, error.to_text()).await.is_err() { break None; }
+                            continue;
+                        }
+                        Admission::Close(reason) => break Some(reason),
+                    }
+                }
                 let reply = match message {
                     None | Some(Ok(AggregatedMessage::Close(_))) => break None,
-                    Some(Err(_)) => break Some(CloseReason::from((CloseCode::Protocol, "protocol error"))),
+                    Some(Err(error)) => break Some(protocol_close(&error)),
                     Some(Ok(AggregatedMessage::Ping(bytes))) => {
                         if super::send_pong(&mut session, &bytes).await.is_err() { break None; }
                         continue;
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => continue,
                     Some(Ok(AggregatedMessage::Binary(_))) => ServerFrame::error("unsupported_frame", "send JSON text frames", None).to_text(),
-                    Some(Ok(AggregatedMessage::Text(text))) => match subscribe(&state, &client, &text).await {
-                        Ok(snapshot) => snapshot,
+                    // A valid subscribe reads the database: it takes a token of its own bucket
+                    // too, stricter than the frame bucket.
+                    Some(Ok(AggregatedMessage::Text(text))) => match read_subscribe(&text) {
                         Err(error) => error.to_text(),
+                        Ok(bbox) => match subscribes.admit("subscribe frames") {
+                            Admission::Admit => match subscribe(&state, &client, bbox).await {
+                                Ok(snapshot) => snapshot,
+                                Err(error) => error.to_text(),
+                            },
+                            Admission::Refuse(error) => error.to_text(),
+                            Admission::Close(reason) => break Some(reason),
+                        },
                     },
                 };
                 if super::send_text(&mut session, reply).await.is_err() { break None; }
@@ -413,8 +491,7 @@ pub fn read_subscribe(text: &str) -> Result<Bbox, ServerFrame> {
 }
 
 /// Handles a `subscribe` frame: sets the viewport and answers the snapshot inside it.
-async fn subscribe(state: &AppState, client: &Client, text: &str) -> Result<String, ServerFrame> {
-    let bbox = read_subscribe(text)?;
+async fn subscribe(state: &AppState, client: &Client, bbox: Bbox) -> Result<String, ServerFrame> {
     let bookings = bookings_in(&state.db, bbox).await.map_err(|_| {
         ServerFrame::error(
             "unavailable",
@@ -493,10 +570,28 @@ mod tests {
         let bbox = Bbox::parse("120.9,14.4,121.1,14.7").unwrap();
         assert!(bbox.contains(Point::new(14.55, 121.02)));
         assert!(!bbox.contains(Point::new(14.8, 121.02)));
-        assert!(Bbox::parse("121.1,14.4,120.9,14.7").is_err());
+        assert!(
+            Bbox::parse("121.1,14.7,120.9,14.4").is_err(),
+            "south > north"
+        );
         assert!(Bbox::parse("1,2,3").is_err());
         assert!(Bbox::parse("0,-95,1,1").is_err());
         assert!(Bbox::parse("a,b,c,d").is_err());
+    }
+
+    #[test]
+    fn boxes_of_any_width_and_across_the_antimeridian() {
+        let world = Bbox::parse("-540,-85,540,85").unwrap();
+        assert_eq!((world.west, world.east), (-180.0, 180.0));
+        assert!(world.contains(Point::new(14.55, 121.02)));
+        let across = Bbox::parse("170,-20,-170,20").unwrap();
+        assert!(across.crosses_antimeridian());
+        assert!(across.contains(Point::new(0.0, 179.5)));
+        assert!(across.contains(Point::new(0.0, -179.5)));
+        assert!(!across.contains(Point::new(0.0, 0.0)));
+        // A map panned one world east: 480..490 is 120..130.
+        let shifted = Bbox::parse("480,10,490,20").unwrap();
+        assert!(shifted.contains(Point::new(14.55, 121.02)));
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod customer;
 pub mod dashboard;
 pub mod frames;
+pub mod guard;
 pub mod hub;
 pub mod therapist;
 

@@ -6,12 +6,10 @@
 //! pings (how far from the customer's door), and asks for fewer pings when the server is behind.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -20,10 +18,9 @@ use super::frames::{
     read_therapist_frame, AvailabilityFrame, BookingAction, BookingFrame, LocationFrame,
     ServerFrame, TherapistFrame,
 };
+use super::guard::{protocol_close, Admission, SocketGuard};
 use super::hub::MAILBOX_CAPACITY;
-use super::{
-    Gone, ACK_DRAIN_TIMEOUT, CLIENT_TIMEOUT, HEARTBEAT_INTERVAL, MAX_CONSECUTIVE_REFUSALS,
-};
+use super::{Gone, ACK_DRAIN_TIMEOUT, CLIENT_TIMEOUT, HEARTBEAT_INTERVAL};
 use crate::geo::index::TherapistState;
 use crate::geo::{great_circle_m, Point};
 use crate::ingest::cadence::{Activity, ARRIVING_WITHIN_M};
@@ -93,8 +90,6 @@ struct TherapistSession {
     who: TherapistIdentity,
     connection: u64,
     session: Session,
-    limiter: DefaultDirectRateLimiter,
-    consecutive_refusals: u32,
     pending: HashMap<i64, PendingPing>,
     acks: mpsc::UnboundedSender<StoredAck>,
     pings: TherapistPings,
@@ -107,22 +102,19 @@ struct TherapistSession {
 pub async fn run(
     state: AppState,
     who: TherapistIdentity,
+    mut guard: SocketGuard,
     session: Session,
     mut stream: AggregatedMessageStream,
 ) {
     let (acks, mut ack_rx) = mpsc::unbounded_channel();
     let (mailbox, mut inbox) = mpsc::channel(MAILBOX_CAPACITY);
-    let per_second = NonZeroU32::new(state.settings.socket_frames_per_s.max(1)).expect("max(1)");
-    let burst = NonZeroU32::new(state.settings.socket_frame_burst.max(1)).expect("max(1)");
     let mut shutdown = state.shutdown.clone();
     let mut me = TherapistSession {
-        limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
         pings: state.ingest.join(who.provider_id),
         state,
         who,
         connection: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
         session,
-        consecutive_refusals: 0,
         pending: HashMap::new(),
         acks,
         duty: Duty::default(),
@@ -162,6 +154,8 @@ pub async fn run(
                 me.follow(&frame);
                 if super::send_text(&mut me.session, frame.to_string()).await.is_err() { break None; }
             }
+            // Credentials ended (or a newer socket replaced this one): offers must stop now.
+            ending = guard.ended() => break Some(ending.close_reason()),
             changed = shutdown.changed(), if draining_since.is_none() => {
                 // Stop taking frames; wait (bounded) for the acks of pings already queued.
                 let _ = changed;
@@ -179,17 +173,25 @@ pub async fn run(
             }
             message = stream.recv(), if draining_since.is_none() => {
                 last_heard = Instant::now();
+                if let Some(Ok(message)) = &message {
+                    match guard.admit(message) {
+                        Admission::Admit => {}
+                        Admission::Refuse(error) => {
+                            if me.send(&error).await.is_err() { break None; }
+                            continue;
+                        }
+                        Admission::Close(reason) => break Some(reason),
+                    }
+                }
                 match message {
                     None => break None,
                     Some(Err(error)) => {
                         tracing::debug!(%error, "therapist socket protocol error");
-                        break Some(CloseReason::from((CloseCode::Protocol, "protocol error")));
+                        break Some(protocol_close(&error));
                     }
                     Some(Ok(AggregatedMessage::Text(text))) => {
-                        match me.on_text(&text).await {
-                            Ok(()) => {}
-                            Err(Flow::Closed) => break None,
-                            Err(Flow::Flooding) => break Some(CloseReason::from((CloseCode::Policy, "too many frames"))),
+                        if let Err(Flow::Closed) = me.on_text(&text).await {
+                            break None;
                         }
                     }
                     Some(Ok(AggregatedMessage::Binary(_))) => {
@@ -218,8 +220,6 @@ pub async fn run(
 enum Flow {
     /// The client is gone.
     Closed,
-    /// The client keeps sending above its limit.
-    Flooding,
 }
 
 impl From<Gone> for Flow {
@@ -317,22 +317,6 @@ impl TherapistSession {
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), Flow> {
-        if self.limiter.check().is_err() {
-            self.consecutive_refusals += 1;
-            metrics::counter!("hilot_socket_frames_refused_total", "reason" => "rate_limited")
-                .increment(1);
-            if self.consecutive_refusals > MAX_CONSECUTIVE_REFUSALS {
-                return Err(Flow::Flooding);
-            }
-            let detail = format!(
-                "more than {} frames per second (burst {}); frame dropped",
-                self.state.settings.socket_frames_per_s, self.state.settings.socket_frame_burst
-            );
-            return self
-                .send(&ServerFrame::error("rate_limited", detail, None))
-                .await;
-        }
-        self.consecutive_refusals = 0;
         match read_therapist_frame(text) {
             Ok(TherapistFrame::Location(frame)) => self.on_location(frame).await,
             Ok(TherapistFrame::Availability(frame)) => self.on_availability(frame).await,

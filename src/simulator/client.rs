@@ -32,14 +32,21 @@ impl Server {
         format!("{}{path}", self.base_url)
     }
 
-    /// Opens `/v1/ws/{who}` with the token in the query (as browsers must).
+    /// Opens `/v1/ws/{who}` with the token in the `Authorization` header, as apps do.
     pub async fn socket(&self, who: &str, token: &str) -> Result<Socket, String> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
         let ws_base = self
             .base_url
             .replacen("http://", "ws://", 1)
             .replacen("https://", "wss://", 1);
-        let url = format!("{ws_base}/v1/ws/{who}?token={token}");
-        tokio_tungstenite::connect_async(url)
+        let mut request = format!("{ws_base}/v1/ws/{who}")
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        let bearer = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| "the token is not a valid header value".to_owned())?;
+        request.headers_mut().insert("authorization", bearer);
+        tokio_tungstenite::connect_async(request)
             .await
             .map(|(socket, _)| socket)
             .map_err(|e| e.to_string())

@@ -142,6 +142,11 @@ async fn book(
     if status.as_u16() != 201 {
         // Name the first field the problem points at, so a report says what was refused.
         let problem: Value = response.json().await.unwrap_or_default();
+        if problem["type"] == "/problems/too-many-pending-bookings" {
+            // This customer already has bookings waiting: a person would not book another
+            // either. The server did right, so it is no error.
+            return stats.count("bookings_refused_waiting");
+        }
         let field = problem
             .pointer("/errors/0/field")
             .and_then(Value::as_str)

@@ -117,20 +117,22 @@ impl Simulation {
             ));
         }
         let mut rng = rand::thread_rng();
-        for i in 0..plan.dashboards {
+        for n in 0..plan.dashboards {
             let bbox = match plan.viewport_km {
                 Some(km) => viewport_in(plan.area, km, &mut rng).bbox(),
                 None => plan.area.bbox(),
             };
             let (through, metric) = match &plan.other_node {
-                Some(other) if i % 2 == 1 => {
+                Some(other) if n % 2 == 1 => {
                     (other.clone(), stats::Metric::PingToOtherNodeDashboard)
                 }
                 _ => (server.clone(), stats::Metric::PingToDashboard),
             };
             tasks.spawn(dashboard::watch_viewport(
                 through,
-                city.admin.token.clone(),
+                city.dashboard_admins[n % city.dashboard_admins.len()]
+                    .token
+                    .clone(),
                 bbox,
                 metric,
                 stats.clone(),

@@ -96,6 +96,9 @@ pub struct CitySpec {
     pub rng_seed: u64,
 }
 
+/// Admins seeded for simulated dashboards (each dashboard uses its own).
+pub const DASHBOARD_ADMINS: usize = 64;
+
 /// A seeded account and its login token.
 #[derive(Debug, Clone)]
 pub struct SimAccount {
@@ -116,8 +119,11 @@ pub struct SimTherapist {
 pub struct SeededCity {
     pub therapists: Vec<SimTherapist>,
     pub customers: Vec<SimAccount>,
-    /// An admin, for dashboards.
+    /// An admin, for people watching the map (the demo prints its login).
     pub admin: SimAccount,
+    /// Admins for simulated dashboards, one each: a server keeps at most a few sockets per user
+    /// and kind (`HILOT_SOCKETS_PER_USER`).
+    pub dashboard_admins: Vec<SimAccount>,
     /// Public ids of the active services.
     pub service_ids: Vec<Uuid>,
 }
@@ -379,7 +385,7 @@ pub async fn seed_city(pool: &PgPool, spec: &CitySpec) -> anyhow::Result<SeededC
     let customer_people = people(spec.block, 2, spec.customers, &mut rng);
     let (_, customer_secrets) =
         upsert_users(&mut tx, &customer_people, &password_hash, Role::Customer).await?;
-    let admin_people = people(spec.block, 9, 1, &mut rng);
+    let admin_people = people(spec.block, 9, 1 + DASHBOARD_ADMINS, &mut rng);
     let (_, admin_secrets) =
         upsert_users(&mut tx, &admin_people, &password_hash, Role::Admin).await?;
     tx.commit().await.context("committing the seed")?;
@@ -406,14 +412,17 @@ pub async fn seed_city(pool: &PgPool, spec: &CitySpec) -> anyhow::Result<SeededC
         .zip(customer_secrets)
         .map(|(phone, token)| SimAccount { phone, token })
         .collect();
-    let admin = SimAccount {
-        phone: admin_people.phones[0].clone(),
-        token: admin_secrets[0].clone(),
-    };
+    let mut admins = admin_people
+        .phones
+        .into_iter()
+        .zip(admin_secrets)
+        .map(|(phone, token)| SimAccount { phone, token });
+    let admin = admins.next().expect("one admin at least");
     Ok(SeededCity {
         therapists,
         customers,
         admin,
+        dashboard_admins: admins.collect(),
         service_ids: services.iter().map(|(_, _, uuid)| *uuid).collect(),
     })
 }

@@ -207,7 +207,7 @@ impl Courier for WebhookCourier {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| Failure::retry(format!("unreachable: {e}"), None))?;
+                .map_err(|e| Failure::retry(format!("unreachable: {}", e.without_url()), None))?;
             let status = response.status().as_u16();
             if response.status().is_success() {
                 Ok(Some(status))

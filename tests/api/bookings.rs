@@ -16,7 +16,7 @@ use crate::sockets::{connect, Socket};
 const MAKATI: (f64, f64) = (14.5547, 121.0244);
 
 /// A therapist online at (`lat`, `lng`), with their socket open.
-async fn therapist_at(
+pub async fn therapist_at(
     app: &TestApp,
     admin: &str,
     lat: f64,
@@ -29,7 +29,7 @@ async fn therapist_at(
     (therapist, socket, service)
 }
 
-fn booking_body(service: &str, lat: f64, lng: f64) -> Value {
+pub fn booking_body(service: &str, lat: f64, lng: f64) -> Value {
     json!({
         "service_id": service,
         "booking_type": "now",
@@ -38,7 +38,7 @@ fn booking_body(service: &str, lat: f64, lng: f64) -> Value {
     })
 }
 
-async fn book(app: &TestApp, token: &str, key: &str, body: &Value) -> reqwest::Response {
+pub async fn book(app: &TestApp, token: &str, key: &str, body: &Value) -> reqwest::Response {
     app.client
         .post(app.url("/v1/bookings"))
         .bearer_auth(token)
@@ -49,7 +49,7 @@ async fn book(app: &TestApp, token: &str, key: &str, body: &Value) -> reqwest::R
         .expect("request reaches the server")
 }
 
-async fn set_app_setting(app: &TestApp, key: &str, value: Value) {
+pub async fn set_app_setting(app: &TestApp, key: &str, value: Value) {
     sqlx::query("UPDATE app_settings SET value = $2 WHERE key = $1")
         .bind(key)
         .bind(value)
@@ -59,7 +59,7 @@ async fn set_app_setting(app: &TestApp, key: &str, value: Value) {
 }
 
 /// Reads frames until one of type `kind` arrives (within 15 s); returns it.
-async fn next_of(socket: &mut Socket, kind: &str) -> Value {
+pub async fn next_of(socket: &mut Socket, kind: &str) -> Value {
     let wait = async {
         loop {
             let frame = socket.next_json().await;
@@ -73,12 +73,12 @@ async fn next_of(socket: &mut Socket, kind: &str) -> Value {
         .unwrap_or_else(|_| panic!("no {kind} frame within 15 s"))
 }
 
-async fn booking_status(app: &TestApp, token: &str, id: &str) -> Value {
+pub async fn booking_status(app: &TestApp, token: &str, id: &str) -> Value {
     json_body(app.get_as(token, &format!("/v1/bookings/{id}")).await, 200).await
 }
 
 /// Waits (bounded) until the booking reaches `status`.
-async fn wait_for_status(app: &TestApp, token: &str, id: &str, status: &str) -> Value {
+pub async fn wait_for_status(app: &TestApp, token: &str, id: &str, status: &str) -> Value {
     for _ in 0..100 {
         let booking = booking_status(app, token, id).await;
         if booking["status"] == status {
@@ -431,11 +431,12 @@ async fn fifty_bookings_against_twenty_therapists_never_double_book() {
     let app = spawn_app().await;
     // The pending timeout bounds how long the twenty matches may take; it leaves room for a
     // machine busy with the rest of the suite (at 10 s, two therapists once went unmatched; at
-    // 20 s, a few did on a 2-core machine shared by four test suites).
+    // 20 s, with four suites on two cores, up to twelve did; at 30 s, three did while the
+    // database shed load).
     set_app_setting(
         &app,
         "booking_timeout",
-        json!({"pending": 30, "accepted": 1800}),
+        json!({"pending": 60, "accepted": 1800}),
     )
     .await;
     // Therapists answer at once; the offer timeout only has to outlast an accept's round trip on
@@ -443,50 +444,74 @@ async fn fifty_bookings_against_twenty_therapists_never_double_book() {
     set_app_setting(
         &app,
         "dispatch",
-        json!({"offer_timeout_s": 5, "batch_size": 2, "initial_radius_km": 5, "radius_step_km": 5}),
+        json!({"offer_timeout_s": 10, "batch_size": 2, "initial_radius_km": 5, "radius_step_km": 5}),
     )
     .await;
     let admin = make_admin(&app).await;
-    let mut service = String::new();
-    let mut drivers = Vec::new();
-    for i in 0..20 {
-        let (therapist, mut socket, s) =
-            therapist_at(&app, &admin, MAKATI.0 + 0.0005 * i as f64, MAKATI.1).await;
-        service = s;
-        // Each simulated therapist accepts every offer (over the socket) and keeps the job.
-        drivers.push(tokio::spawn(async move {
-            let _keep = therapist;
-            while let Some(frame) = socket.next_json_or_close().await {
-                if frame["type"] == "offer" {
-                    socket
-                        .send_json(
-                            &json!({"type": "offer.accept", "booking_id": frame["booking_id"]}),
-                        )
-                        .await;
-                }
-            }
-        }));
-    }
+    // Customers first: registering fifty (a password hash each) takes a while on a busy
+    // machine, and the therapists' sockets below wait at most 10 s for each frame.
     let mut customers = Vec::new();
     for _ in 0..50 {
         customers.push(register(&app, "customer").await.0);
+    }
+    let mut service = String::new();
+    let mut drivers = Vec::new();
+    for i in 0..20 {
+        let lat = MAKATI.0 + 0.0005 * i as f64;
+        let (therapist, mut socket, s) = therapist_at(&app, &admin, lat, MAKATI.1).await;
+        service = s;
+        // Each simulated therapist pings like an app (so a slow set-up on a busy machine does
+        // not age their fix out of matching), accepts every offer over the socket and keeps
+        // the job.
+        drivers.push(tokio::spawn(async move {
+            let _keep = therapist;
+            let mut pings = tokio::time::interval(Duration::from_secs(5));
+            let mut seq = 1;
+            loop {
+                tokio::select! {
+                    _ = pings.tick() => {
+                        seq += 1;
+                        socket.send_json(&ping(seq, lat, MAKATI.1)).await;
+                    }
+                    // Offers may be a while coming on a busy machine; the test ends the driver.
+                    frame = socket.next_json_within(Duration::from_secs(120)) => {
+                        let Some(frame) = frame else { break };
+                        if frame["type"] == "offer" {
+                            socket
+                                .send_json(&json!({"type": "offer.accept", "booking_id": frame["booking_id"]}))
+                                .await;
+                        }
+                    }
+                }
+            }
+        }));
     }
     let requests = customers.iter().enumerate().map(|(i, token)| {
         let body = booking_body(&service, MAKATI.0 + 0.0001 * i as f64, MAKATI.1);
         let app = &app;
         async move {
-            book(app, token, &format!("load-{i}"), &body)
-                .await
-                .status()
-                .as_u16()
+            // Fifty at once on a busy machine may meet the server shedding load (503, a database
+            // connection not free within its acquire timeout): like an app, retry with the same
+            // Idempotency-Key, which creates the booking once whatever the attempts.
+            let key = format!("load-{i}");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                let status = book(app, token, &key, &body).await.status().as_u16();
+                if status != 503 || tokio::time::Instant::now() > deadline {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
     });
     let statuses = futures_util::future::join_all(requests).await;
     assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
 
-    // Everything settles within the pending timeout.
+    // Everything settles: matched, or cancelled at the pending timeout (60 s after each
+    // booking), however busy the machine (a generous deadline, checked by the clock).
     let mut settled = false;
-    for _ in 0..450 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    while tokio::time::Instant::now() < deadline {
         let pending: i64 =
             sqlx::query_scalar("SELECT count(*) FROM bookings WHERE status = 'pending'")
                 .fetch_one(&app.db)

@@ -119,7 +119,7 @@ async fn only_what_lies_in_the_viewport_arrives_and_moving_it_changes_what_arriv
 
     // Bad frames get an error; the socket stays usable.
     watcher
-        .send_json(&json!({"type": "subscribe", "bbox": [121.1, 14.5, 121.0, 14.6]}))
+        .send_json(&json!({"type": "subscribe", "bbox": [121.0, 14.6, 121.1, 14.5]}))
         .await;
     assert_eq!(watcher.next_json().await["code"], "invalid_bbox");
     watcher.send_text("not json".into()).await;

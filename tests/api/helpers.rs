@@ -241,6 +241,8 @@ pub fn test_settings() -> Settings {
         redis_url: Some(test_redis_url()),
         workers: Some(2),
         shutdown_grace_s: 5,
+        // Tests register many accounts from one address; the limit has a test of its own.
+        register_burst_per_address: 1_000,
         ..Settings::default()
     }
 }

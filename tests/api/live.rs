@@ -246,7 +246,9 @@ async fn a_flood_trips_the_per_socket_limiter_and_it_recovers() {
         limited >= 15,
         "{limited} frames refused, {acks} acknowledged"
     );
-    assert!(acks >= 10, "the burst is allowed: {acks}");
+    // Every frame counts, control frames too: the pong answering the server's first heartbeat
+    // may have taken one token of the burst.
+    assert!(acks >= 9, "the burst is allowed: {acks}");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     socket
         .send_json(&ping_at(31, MAKATI.0, MAKATI.1, Utc::now()))
@@ -352,9 +354,13 @@ async fn nearby_answers_from_the_live_index_with_quotes_and_no_coordinates() {
     let first = &therapists[0];
     assert_eq!(first["provider_id"], near.provider_id.as_str());
     assert_eq!(therapists[1]["provider_id"], far.provider_id.as_str());
-    let distance = first["distance_m"].as_u64().unwrap();
-    assert!((940..=950).contains(&distance), "{distance}");
+    // Customers see distances to 100 m and ETAs to the minute; admins see them exact.
+    assert_eq!(first["distance_m"], 900, "945 m shows as 900 m");
+    assert_eq!(first["eta_seconds"].as_u64().unwrap() % 60, 0);
     assert!(first["eta_seconds"].as_u64().unwrap() > 0);
+    let exact = json_body(app.get_as(&admin, &path).await, 200).await;
+    let distance = exact["therapists"][0]["distance_m"].as_u64().unwrap();
+    assert!((935..=950).contains(&distance), "{distance}");
     // 940 m away with 1 km included: no surcharge; the far one (2.99 km on the WGS84 ellipsoid,
     // where a degree of latitude here is 0.5 % shorter than on the mean sphere) pays 2 started
     // km × 20.
@@ -527,7 +533,8 @@ async fn nearby_returns_exactly_what_brute_force_postgis_returns() {
     let mut settings = test_settings();
     settings.presence_ttl_s = 600;
     let app = crate::helpers::spawn_app_in(database, settings).await;
-    let (customer, _) = crate::helpers::register(&app, "customer").await;
+    // An admin sees exact distances, and is not limited in searches.
+    let admin = make_admin(&app).await;
     let service_uuid: String = sqlx::query_scalar("SELECT uuid::text FROM services WHERE id = $1")
         .bind(swedish)
         .fetch_one(&db)
@@ -593,7 +600,7 @@ async fn nearby_returns_exactly_what_brute_force_postgis_returns() {
         let radius_m: u32 = rng.gen_range(300..=12_000);
         let limit: u32 = rng.gen_range(1..=25);
         let path = format!("/v1/therapists/nearby?lat={lat}&lng={lng}&service_id={service_uuid}&radius_m={radius_m}&limit={limit}");
-        let served = answer(&json_body(app.get_as(&customer, &path).await, 200).await);
+        let served = answer(&json_body(app.get_as(&admin, &path).await, 200).await);
         let expected: Vec<(String, f64)> =
             sqlx::query_as(include_str!("fixtures/nearby_brute_force.sql"))
                 .bind(lng)

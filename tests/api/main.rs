@@ -1,5 +1,6 @@
 //! End-to-end tests: the real server, real PostGIS, real Redis.
 
+mod abuse;
 mod accounts;
 mod admin;
 mod binary;
@@ -7,6 +8,7 @@ mod bookings;
 mod cli;
 mod cluster;
 mod console;
+mod credentials;
 mod dashboard;
 mod delivery;
 mod durability;
@@ -17,7 +19,9 @@ mod helpers;
 mod ledger_property;
 mod lifecycle_model;
 mod live;
+mod logs;
 mod money;
+mod money_rules;
 mod partitions;
 mod ranking_rating;
 mod reviews_chat;

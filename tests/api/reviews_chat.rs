@@ -2,7 +2,10 @@
 
 use serde_json::json;
 
-use crate::helpers::{error_fields, json_body, make_admin, problem, register, spawn_app};
+use crate::helpers::{
+    error_fields, json_body, make_admin, problem, register, spawn_app, spawn_app_with,
+    test_settings,
+};
 use crate::money::{book_and_offer, complete, next_of, set_status, therapist_near};
 use crate::sockets::connect;
 
@@ -300,4 +303,99 @@ async fn customer_and_therapist_chat_across_both_sockets() {
     )
     .await;
     let _ = complete;
+}
+
+/// Chat rides the sockets' limits (issue 11): every chat frame takes a token of the socket's
+/// bucket, an oversized one gets an error frame or closes with 1009, and a socket closed for
+/// ended credentials carries no more chat.
+#[tokio::test]
+async fn chat_frames_obey_the_socket_limits_and_stop_with_the_credentials() {
+    let mut settings = test_settings();
+    settings.socket_frames_per_s = 1;
+    settings.socket_frame_burst = 3;
+    let app = spawn_app_with(settings).await;
+    sqlx::query("UPDATE app_settings SET value = $1 WHERE key = 'messaging'")
+        .bind(json!({"max_length": 1000, "per_minute": 100, "open_after_completion_minutes": 60}))
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let admin = make_admin(&app).await;
+    let (therapist, mut therapist_socket, service) = therapist_near(&app, &admin).await;
+    let (customer, user) = register(&app, "customer").await;
+    let id = book_and_offer(&app, &customer, &mut therapist_socket, &service, "cash").await;
+    crate::helpers::accept(&app, &therapist.token, &id).await;
+    let path = format!("/v1/bookings/{id}/messages");
+
+    // A burst of chat frames: each is answered by its echo (stored) or by `rate_limited`
+    // (dropped), and the bucket refuses some of them.
+    const SENT: usize = 20;
+    let mut customer_socket = connect(&app, "/v1/ws/customer", &customer).await;
+    for n in 0..SENT {
+        customer_socket
+            .send_json(&json!({"type": "message", "booking_id": id, "body": format!("note {n}")}))
+            .await;
+    }
+    let (mut echoed, mut limited) = (0, 0);
+    while echoed + limited < SENT {
+        let frame = customer_socket.next_json().await;
+        match (frame["type"].as_str(), frame["code"].as_str()) {
+            (Some("message"), _) => echoed += 1,
+            (Some("error"), Some("rate_limited")) => limited += 1,
+            (Some("error"), _) => panic!("unexpected error frame {frame}"),
+            _ => {}
+        }
+    }
+    assert!(limited > 0, "all {SENT} chat frames passed a bucket of 3");
+    let stored = json_body(app.get_as(&customer, &path).await, 200).await;
+    assert_eq!(
+        stored.as_array().unwrap().len(),
+        echoed,
+        "exactly the admitted frames are stored"
+    );
+
+    // Over 4 KiB: an error frame, and the socket stays open (once the bucket has a token).
+    let refused = loop {
+        customer_socket
+            .send_json(&json!({"type": "message", "booking_id": id, "body": "y".repeat(5 * 1024)}))
+            .await;
+        let error = next_of(&mut customer_socket, "error").await;
+        if error["code"] != "rate_limited" {
+            break error;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    };
+    assert_eq!(refused["code"], "frame_too_large", "{refused}");
+    // Over 64 KiB: the therapist's socket closes with 1009.
+    therapist_socket
+        .send_json(&json!({"type": "message", "booking_id": id, "body": "x".repeat(70 * 1024)}))
+        .await;
+    assert_eq!(therapist_socket.next_close().await.0, 1009);
+
+    // Credentials ended: the customer's socket closes with 4001 and their chat stops.
+    json_body(
+        app.post_as(
+            &admin,
+            &format!(
+                "/v1/admin/users/{}/revoke-tokens",
+                user["id"].as_str().unwrap()
+            ),
+            &json!({}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        customer_socket.next_close().await,
+        (4001, "revoked".to_owned())
+    );
+    problem(
+        app.post_as(&customer, &path, &json!({"body": "still here?"}))
+            .await,
+        401,
+    )
+    .await;
+    let after = json_body(app.get_as(&therapist.token, &path).await, 200).await;
+    assert_eq!(after.as_array().unwrap().len(), echoed);
+    app.shutdown().await;
 }

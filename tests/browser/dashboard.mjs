@@ -100,6 +100,9 @@ before(async () => {
   // The page's own errors are the first thing to read when a step below times out.
   run.pageErrors = [];
   run.page.on('pageerror', (error) => run.pageErrors.push(String(error)));
+  // The page must open its socket with a one-use ticket, never with the token in the URL.
+  run.socketUrls = [];
+  run.page.on('websocket', (ws) => run.socketUrls.push(ws.url()));
   // Every read of the base map archive, with its Range header and answer.
   run.archiveReads = [];
   run.page.on('response', (response) => {
@@ -139,6 +142,11 @@ step('the admin logs in and sees the three therapists', 2 * WAIT_MS, async () =>
   await page.click('#login-submit');
   await expectVisible(page.locator('#dashboard'), 'the dashboard did not open after log-in');
   await waitForMarkers(3, 'after log-in');
+  assert.ok(run.socketUrls.length > 0, 'the page opened no WebSocket');
+  for (const url of run.socketUrls) {
+    assert.match(url, /[?&]ticket=hwt_/, `the page's socket URL has no ticket: ${url}`);
+    assert.doesNotMatch(url, /token=/, `the page put its token in a socket URL: ${url}`);
+  }
   for (const t of run.therapists) {
     const marker = therapistMarker(t.providerId);
     assert.equal(await marker.getAttribute('data-status'), 'available', `therapist ${t.index} is not shown available`);

@@ -54,12 +54,12 @@ impl PayMongo {
         let response = request
             .send()
             .await
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+            .map_err(|e| GatewayError::Unavailable(e.without_url().to_string()))?;
         let status = response.status();
         let text = response
             .text()
             .await
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+            .map_err(|e| GatewayError::Unavailable(e.without_url().to_string()))?;
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(GatewayError::Unavailable(format!(
                 "{status}: {}",

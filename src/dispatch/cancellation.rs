@@ -1,0 +1,246 @@
+//! Cancelling a booking: the one rule for who may cancel, what it costs, and what it undoes.
+//! `POST /v1/bookings/{id}/cancel` and the pending timeout both come through [`cancel`];
+//! `/status` refuses `cancelled` (see [`refuse_status_cancel`]), so no path cancels without the
+//! fee, the timestamps, the actor and the reason. The money a cancellation moves
+//! (`crate::effects::on_booking_transition`) reads the fee this rule wrote on the booking, so
+//! there is one rule for what a cancellation costs.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+
+use super::lifecycle::{check_transition, Actor, BookingStatus, TransitionError};
+use super::pricing::{cancellation_fee, CancellationPolicy};
+use super::store;
+use crate::error::{ApiError, Context as _};
+
+/// A cancellation to make.
+#[derive(Debug, Clone, Copy)]
+pub struct Cancellation<'a> {
+    pub booking_id: i64,
+    pub actor: Actor,
+    /// The user cancelling (`cancelled_by`); `None` for Hilot itself.
+    pub actor_user: Option<i64>,
+    /// `cancellation_reason`, shown to both sides.
+    pub reason: &'a str,
+    /// The timeline's description of the change.
+    pub note: &'a str,
+    /// Cancel only if the booking is still in this status (the pending timeout must not cancel
+    /// a booking accepted a moment ago); otherwise 409.
+    pub only_from: Option<BookingStatus>,
+}
+
+/// What a cancellation did, for the dispatcher's follow-up (stop dispatch, free the therapist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled {
+    pub previous: BookingStatus,
+    pub provider_id: Option<i64>,
+    pub fee: Decimal,
+}
+
+/// When the free-cancellation window is measured to: a scheduled booking's appointment; for a
+/// `now` booking its acceptance (the therapist sets out at once), never a time the client sent.
+pub fn fee_reference(
+    booking_type: &str,
+    scheduled_at: Option<DateTime<Utc>>,
+    accepted_at: Option<DateTime<Utc>>,
+    requested_at: DateTime<Utc>,
+) -> DateTime<Utc> {
+    match (booking_type, scheduled_at) {
+        ("scheduled", Some(at)) => at,
+        _ => accepted_at.unwrap_or(requested_at),
+    }
+}
+
+/// The fee for cancelling a booking in `status` now (pure).
+#[allow(clippy::too_many_arguments)]
+pub fn fee(
+    policy: &CancellationPolicy,
+    status: BookingStatus,
+    actor: Actor,
+    booking_type: &str,
+    scheduled_at: Option<DateTime<Utc>>,
+    accepted_at: Option<DateTime<Utc>>,
+    requested_at: DateTime<Utc>,
+    total_amount: Decimal,
+    now: DateTime<Utc>,
+) -> Decimal {
+    let reference = fee_reference(booking_type, scheduled_at, accepted_at, requested_at);
+    let hours_until = (reference - now).num_seconds() as f64 / 3600.0;
+    cancellation_fee(
+        policy,
+        status != BookingStatus::Pending,
+        actor == Actor::Customer,
+        hours_until,
+        total_amount,
+    )
+}
+
+/// `/status` never cancels: cancelling has a fee, a reason and an actor, which only `/cancel`
+/// records. 409 pointing there.
+pub fn refuse_status_cancel(to: BookingStatus) -> Result<(), ApiError> {
+    if to == BookingStatus::Cancelled {
+        return Err(ApiError::Conflict(
+            "a booking is cancelled with POST /v1/bookings/{id}/cancel (which records the fee \
+             and the reason), not with /status"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    status: BookingStatus,
+    booking_type: String,
+    scheduled_at: Option<DateTime<Utc>>,
+    accepted_at: Option<DateTime<Utc>>,
+    requested_at: DateTime<Utc>,
+    total_amount: Decimal,
+    provider_id: Option<i64>,
+}
+
+/// Cancels inside `tx`: locks the booking, checks the actor may cancel it now, and records the
+/// fee, `cancelled_at`, `cancelled_by`, the reason and (through the timeline trigger) the actor;
+/// the promo code the booking held is given back; the money and the booking's event follow in
+/// the same transaction (`crate::effects::on_booking_transition`). The caller commits, then stops dispatch and
+/// frees the therapist.
+pub async fn cancel(
+    tx: &mut PgConnection,
+    request: Cancellation<'_>,
+    policy: &CancellationPolicy,
+) -> Result<Cancelled, ApiError> {
+    let row: Row = sqlx::query_as(
+        "SELECT status, booking_type::text AS booking_type, scheduled_at, accepted_at, requested_at, \
+                total_amount, provider_id FROM bookings WHERE id = $1 FOR UPDATE",
+    )
+    .bind(request.booking_id)
+    .fetch_optional(&mut *tx)
+    .await
+    .context("locking the booking")?
+    .ok_or_else(|| ApiError::not_found("booking"))?;
+    if request.only_from.is_some_and(|s| s != row.status) {
+        return Err(ApiError::Conflict(format!(
+            "the booking is {} now",
+            row.status.as_str()
+        )));
+    }
+    check_transition(row.status, BookingStatus::Cancelled, request.actor).map_err(|e| match e {
+        TransitionError::Illegal { .. } => ApiError::Conflict(e.to_string()),
+        TransitionError::NotAllowed { .. } => ApiError::Forbidden(e.to_string()),
+    })?;
+    let fee = fee(
+        policy,
+        row.status,
+        request.actor,
+        &row.booking_type,
+        row.scheduled_at,
+        row.accepted_at,
+        row.requested_at,
+        row.total_amount,
+        Utc::now(),
+    );
+    store::set_actor(tx, request.actor_user, request.note)
+        .await
+        .context("marking the actor")?;
+    sqlx::query(
+        "UPDATE bookings SET status = 'cancelled', cancelled_at = now(), cancelled_by = $2, \
+             cancellation_reason = $3, cancellation_fee = $4 WHERE id = $1",
+    )
+    .bind(request.booking_id)
+    .bind(request.actor_user)
+    .bind(request.reason)
+    .bind(fee)
+    .execute(&mut *tx)
+    .await
+    .context("cancelling")?;
+    release_promo(tx, request.booking_id)
+        .await
+        .context("releasing the promo code")?;
+    // The money (the fee written above kept or charged, the rest refunded, the therapist
+    // compensated) and the booking's event, in this same transaction.
+    crate::effects::on_booking_transition(tx, request.booking_id).await?;
+    Ok(Cancelled {
+        previous: row.status,
+        provider_id: row.provider_id,
+        fee,
+    })
+}
+
+/// A booking that was cancelled gives its promo code back (its use and the per-customer count).
+async fn release_promo(tx: &mut PgConnection, booking_id: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "WITH released AS (DELETE FROM promo_code_usages WHERE booking_id = $1 RETURNING promo_code_id) \
+         UPDATE promo_codes SET usage_count = GREATEST(COALESCE(usage_count, 0) - 1, 0) \
+         WHERE id IN (SELECT promo_code_id FROM released)",
+    )
+    .bind(booking_id)
+    .execute(tx)
+    .await
+    .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn d(v: i64) -> Decimal {
+        Decimal::from(v)
+    }
+
+    #[test]
+    fn a_now_booking_pays_from_its_acceptance_whatever_scheduled_at_says() {
+        let policy = CancellationPolicy::default();
+        let now = Utc::now();
+        let requested = now - Duration::minutes(10);
+        let accepted = now - Duration::minutes(5);
+        let far = Some(now + Duration::days(30));
+        let fee_now = |status| {
+            fee(
+                &policy,
+                status,
+                Actor::Customer,
+                "now",
+                far,
+                Some(accepted),
+                requested,
+                d(1000),
+                now,
+            )
+        };
+        assert_eq!(fee_now(BookingStatus::Accepted), d(500));
+        assert_eq!(fee_now(BookingStatus::Pending), Decimal::ZERO);
+    }
+
+    #[test]
+    fn a_scheduled_booking_is_free_until_the_window() {
+        let policy = CancellationPolicy::default();
+        let now = Utc::now();
+        let at = |hours| Some(now + Duration::hours(hours));
+        let fee_at = |scheduled| {
+            fee(
+                &policy,
+                BookingStatus::Accepted,
+                Actor::Customer,
+                "scheduled",
+                scheduled,
+                Some(now),
+                now,
+                d(1000),
+                now,
+            )
+        };
+        assert_eq!(fee_at(at(48)), Decimal::ZERO);
+        assert_eq!(fee_at(at(2)), d(500));
+    }
+
+    #[test]
+    fn status_never_cancels() {
+        assert!(matches!(
+            refuse_status_cancel(BookingStatus::Cancelled),
+            Err(ApiError::Conflict(_))
+        ));
+        assert!(refuse_status_cancel(BookingStatus::EnRoute).is_ok());
+    }
+}
