@@ -138,6 +138,17 @@ pub struct Settings {
     #[arg(long, global = true, env = "HILOT_LOGIN_REPLENISH_PER_ADDRESS_S", default_value_t = DEFAULT_LOGIN_REPLENISH_PER_ADDRESS_S)]
     pub login_replenish_per_address_s: u64,
 
+    /// Addresses of load balancers in front of the server (comma-separated): for a request from
+    /// one of them, the client's address (for limits and the audit log) is the last address in
+    /// `X-Forwarded-For` that is not itself a trusted proxy. Empty: the peer address is the client.
+    #[arg(
+        long,
+        global = true,
+        env = "HILOT_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
     /// Pings that may wait for the database before sockets are slowed down.
     #[arg(long, global = true, env = "HILOT_PING_QUEUE_CAPACITY", default_value_t = DEFAULT_PING_QUEUE_CAPACITY)]
     pub ping_queue_capacity: usize,
@@ -293,6 +304,7 @@ impl Default for Settings {
             login_replenish_per_phone_s: DEFAULT_LOGIN_REPLENISH_PER_PHONE_S,
             login_burst_per_address: DEFAULT_LOGIN_BURST_PER_ADDRESS,
             login_replenish_per_address_s: DEFAULT_LOGIN_REPLENISH_PER_ADDRESS_S,
+            trusted_proxies: Vec::new(),
             ping_queue_capacity: DEFAULT_PING_QUEUE_CAPACITY,
             ping_batch_max: DEFAULT_PING_BATCH_MAX,
             ping_flush_interval_ms: DEFAULT_PING_FLUSH_INTERVAL_MS,

@@ -21,6 +21,8 @@
 //! - [`fanout`]: delivery below dispatch: the event bus, this node's hub, the dashboard feed.
 //! - [`realtime`]: WebSocket sessions (one task per socket).
 //! - [`shutdown`]: the signal every task watches.
+//! - [`cluster`]: several nodes, one service: the live index replicated through Redis, the
+//!   Redis link and its recovery.
 //! - [`stores`]: wellness centres: profiles, opening hours, rooms, nearby stores, in-store
 //!   bookings.
 //! - [`partitions`]: the monthly `provider_locations` partition manager.
@@ -43,6 +45,7 @@ pub mod accounts;
 pub mod audit;
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod db;

@@ -16,6 +16,9 @@ use tracing_actix_web::TracingLogger;
 use crate::accounts::password::HashPool;
 use crate::accounts::tokens::TokenCache;
 use crate::catalog::ServiceCatalog;
+use crate::cluster::limits::ClusterLimits;
+use crate::cluster::link::LinkStatus;
+use crate::cluster::replication::{Appliers, Replication};
 use crate::config::Settings;
 use crate::dispatch::{Dispatcher, Geofence};
 use crate::fanout::bus::EventBus;
@@ -23,7 +26,7 @@ use crate::fanout::dashboard::Dashboards;
 use crate::fanout::hub::Hub;
 use crate::fanout::sockets::SocketRegistry;
 use crate::fanout::{SocketCounter, UpgradeGate};
-use crate::geo::index::LiveIndex;
+use crate::geo::index::{LiveFix, LiveIndex, Moved};
 use crate::geo::EtaModel;
 use crate::http::extract::BodyLimit;
 use crate::ingest::validate::PingLimits;
@@ -39,6 +42,8 @@ use crate::{db, geo, http, ingest, partitions, telemetry};
 pub const OUTBOX_DB_CONNECTIONS: u32 = 4;
 /// How long to wait for Redis at start-up before giving up with a clear error.
 pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Once running, a Redis command (or a reconnection attempt) gives up after this long.
+pub const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct Application {
     port: u16,
@@ -75,26 +80,30 @@ impl Application {
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let hub = Hub::start();
-        let bus = match (&redis, settings.redis_url()) {
-            (Some((client, manager)), Some(_)) => {
-                // One channel per database, so deployments (and test runs) sharing a Redis do
-                // not hear each other.
-                let database: String = sqlx::query_scalar("SELECT current_database()")
+        let cluster_link = Arc::new(LinkStatus::default());
+        // Channels are named after the database, so deployments (and test runs) sharing a
+        // Redis do not hear each other.
+        let channel_prefix = match &redis {
+            None => None,
+            Some(_) => Some(format!(
+                "hilot:{}",
+                sqlx::query_scalar::<_, String>("SELECT current_database()")
                     .fetch_one(&pool)
                     .await
-                    .context("reading the database name")?;
-                EventBus::redis(
-                    hub,
-                    client.clone(),
-                    manager.clone(),
-                    format!("hilot:{database}:events"),
-                    shutdown_rx.clone(),
-                )
-                .await?
-            }
+                    .context("reading the database name")?
+            )),
+        };
+        let bus = match (&redis, &channel_prefix) {
+            (Some((client, manager)), Some(prefix)) => EventBus::redis(
+                hub,
+                client.clone(),
+                manager.clone(),
+                format!("{prefix}:events"),
+                cluster_link.clone(),
+                shutdown_rx.clone(),
+            ),
             _ => EventBus::local(hub),
         };
-        let redis = redis.map(|(_, manager)| manager);
 
         let index = Arc::new(LiveIndex::new(Duration::from_secs(settings.presence_ttl_s)));
         let loaded = geo::load::rebuild(&pool, &index, settings.match_max_accuracy_m)
@@ -139,6 +148,43 @@ impl Application {
             diary.clone(),
             shutdown_rx.clone(),
         );
+        // What a fix sets off, whichever node received it: the booking's trip (wherever it is
+        // tracked) and the dashboards.
+        let moved: Arc<dyn Fn(i64, LiveFix, Moved) + Send + Sync> = {
+            let dispatcher = dispatcher.clone();
+            let dashboards = dashboards.clone();
+            Arc::new(move |provider_id, fix, moved| {
+                dispatcher.on_fix(provider_id, fix);
+                if !dashboards.is_empty() {
+                    dashboards.moved(provider_id, moved.uuid, fix, moved.state);
+                }
+            })
+        };
+        let replication = Arc::new(match (&redis, &channel_prefix) {
+            (Some((client, manager)), Some(prefix)) => Replication::redis(
+                client.clone(),
+                manager.clone(),
+                format!("{prefix}:index"),
+                cluster_link.clone(),
+                Appliers {
+                    index: index.clone(),
+                    db: background.clone(),
+                    match_max_accuracy_m: settings.match_max_accuracy_m,
+                    moved: moved.clone(),
+                    booking: {
+                        let dashboards = dashboards.clone();
+                        Arc::new(move |at, frame| dashboards.booking_changed_here(at, frame))
+                    },
+                },
+                shutdown_rx.clone(),
+            ),
+            _ => Replication::local(),
+        });
+        let redis = redis.map(|(_, manager)| manager);
+        let cluster_limits = Arc::new(match (&redis, &channel_prefix) {
+            (Some(manager), Some(prefix)) => ClusterLimits::redis(manager.clone(), prefix.clone()),
+            _ => ClusterLimits::local(),
+        });
         {
             let observer = dashboards.clone();
             let matcher = dispatcher.clone();
@@ -146,13 +192,16 @@ impl Application {
                 observer.state_changed(change);
                 matcher.therapist_state_changed(change);
             }));
-            let dispatcher = dispatcher.clone();
-            let dashboards = dashboards.clone();
-            ingest.on_moved(Arc::new(move |provider_id, fix, moved| {
-                dispatcher.on_fix(provider_id, fix);
-                if !dashboards.is_empty() {
-                    dashboards.moved(provider_id, moved.uuid, fix, moved.state);
-                }
+            let to_others = replication.clone();
+            index.observe_dispatch(Arc::new(move |provider_id, state| {
+                to_others.dispatch_state(provider_id, state)
+            }));
+            let to_others = replication.clone();
+            dashboards.observe_bookings(Arc::new(move |at, frame| to_others.booking(at, frame)));
+            let to_others = replication.clone();
+            ingest.on_moved(Arc::new(move |provider_id, fix, moved_to| {
+                to_others.fix(provider_id, fix, Utc::now());
+                moved(provider_id, fix, moved_to);
             }));
         }
         let active = dispatcher.resume().await.context("resuming dispatch")?;
@@ -191,6 +240,9 @@ impl Application {
             bus,
             dashboards,
             diary,
+            replication,
+            cluster_link,
+            cluster_limits,
             base_map,
         };
         {
@@ -509,9 +561,15 @@ async fn connect_redis(
 ) -> anyhow::Result<(redis::Client, redis::aio::ConnectionManager)> {
     let client = redis::Client::open(url)
         .with_context(|| format!("REDIS_URL is not a valid Redis URL: {}", db::redact(url)))?;
+    // A Redis that goes away must not hold up a request: commands fail fast and the manager
+    // reconnects in the background (callers fall back to this node's own view meanwhile).
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(REDIS_COMMAND_TIMEOUT)
+        .set_response_timeout(REDIS_COMMAND_TIMEOUT)
+        .set_number_of_retries(1);
     tokio::time::timeout(
         REDIS_CONNECT_TIMEOUT,
-        redis::aio::ConnectionManager::new(client.clone()),
+        redis::aio::ConnectionManager::new_with_config(client.clone(), config),
     )
     .await
     .map_err(|_| {

@@ -9,6 +9,9 @@ use tokio::sync::watch;
 use crate::accounts::password::HashPool;
 use crate::accounts::tokens::TokenCache;
 use crate::catalog::ServiceCatalog;
+use crate::cluster::limits::ClusterLimits;
+use crate::cluster::link::LinkStatus;
+use crate::cluster::replication::Replication;
 use crate::config::Settings;
 use crate::dispatch::Dispatcher;
 use crate::fanout::bus::EventBus;
@@ -61,6 +64,12 @@ pub struct AppState {
     pub dashboards: Arc<Dashboards>,
     /// Every therapist's calendar, in memory (slots near a place, the matcher's eligibility).
     pub diary: Arc<Diary>,
+    /// Tells the other nodes what this one learnt about therapists (single node: nobody).
+    pub replication: Arc<Replication>,
+    /// This node's Redis link, as health and metrics report it.
+    pub cluster_link: Arc<LinkStatus>,
+    /// Login (and registration) limits counted across the cluster (single node: none).
+    pub cluster_limits: Arc<ClusterLimits>,
     /// The dispatch page's base map (tiles, a PMTiles archive, or none), checked at start-up.
     pub base_map: Arc<crate::console::basemap::BaseMap>,
     /// The payment gateway, when configured.
@@ -178,6 +187,7 @@ impl AppState {
             );
         }
         self.diary.changed(&self.db, provider_id).await;
+        self.replication.profile(provider_id);
     }
 
     /// Sends a chat message to both parties' sockets (the sender's other devices see it too).

@@ -481,6 +481,31 @@ fn render(results: &Path) -> anyhow::Result<String> {
     }
     out.push('\n');
     render_dispatch(results, &mut out)?;
+
+    // Issue 13: what crossing nodes adds. Dashboards on the therapists' node and on the other
+    // node watch the same fixes; the difference of their p99s is the replication's share.
+    let replication_lag = metric_p99("replication-10k", "ping_to_other_node_dashboard")
+        .zip(metric_p99("replication-10k", "ping_to_dashboard"))
+        .map(|(other, same)| (other - same).max(0.0));
+    let targets = [
+        at_most(
+            "replication lag p99 ≤ 100 ms (10k therapists × 1 Hz, two nodes): ping → dashboard on the other node, less on the same node",
+            replication_lag,
+            100.0,
+            " ms",
+        ),
+        at_most(
+            "two nodes, 2,000 therapists, 20 bookings/s, dashboards on both for 60 s: errors = 0",
+            scenario("two-nodes-done-when").and_then(|s| num(s, "/error_total")),
+            0.0,
+            "",
+        ),
+    ];
+    out.push_str("#### Targets (issue 13)\n\n| target | measured | verdict |\n|---|---:|---|\n");
+    for t in targets {
+        writeln!(out, "| {} | {} | {} |", t.what, t.measured, t.verdict)?;
+    }
+    out.push('\n');
     out.push_str(&crate::storm::render_section(results)?);
     Ok(out)
 }

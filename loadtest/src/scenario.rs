@@ -46,6 +46,12 @@ pub struct RunArgs {
     #[arg(long, env = "HILOT_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// The server's database, for seeding the simulated accounts (default: the local cluster).
+    /// Another node of the same service (several nodes behind one database and Redis): every
+    /// other dashboard watches through it, so the report times fixes that crossed nodes
+    /// (`ping → dashboard on another node`, replication lag included) beside those that did not.
+    #[arg(long)]
+    pub other_node_url: Option<String>,
+
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     #[serde(skip)]
     pub database_url: Option<String>,
@@ -181,6 +187,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         dashboards: args.dashboards,
         viewport_km: args.viewport_km,
         ramp: Duration::from_secs(args.ramp_s),
+        other_node: args.other_node_url.as_deref().map(Server::new),
     };
     let rss = Arc::new(peak::RssSampler::default());
     let before = rss_mib(&server).await.unwrap_or(0.0);

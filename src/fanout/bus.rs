@@ -1,19 +1,22 @@
 //! The event bus: how a frame for a user reaches their sockets on whichever node holds them.
 //! Single node (no `REDIS_URL`): straight to the local hub. With Redis: published on one
-//! channel per deployment; every node subscribes and hands frames to its own hub.
+//! channel per deployment; every node subscribes and hands frames to its own hub. A dropped
+//! subscription comes back by itself ([`crate::cluster::link`]); while Redis is away a frame
+//! reaches the sockets of the node that produced it.
 //!
 //! A second channel carries control events (credentials that ended): each node hands them to
 //! the handler installed at start-up. The node that publishes one applies it itself at once
-//! and ignores its own echo.
+//! and ignores its own echo. While Redis is away, each node's credential sweep catches what it
+//! missed.
 
 use std::sync::{Arc, OnceLock};
 
-use anyhow::Context as _;
-use futures_util::StreamExt;
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::hub::{Frame, Hub};
+use crate::cluster::link::{spawn_subscription, LinkStatus, Subscriber};
 
 #[derive(Serialize, Deserialize)]
 struct Envelope {
@@ -86,44 +89,47 @@ impl EventBus {
         }
     }
 
-    /// Publishes through Redis on `channel` and starts the subscriber that feeds the local hub.
-    pub async fn redis(
+    /// Publishes through Redis on `channel` and starts the subscriber that feeds the local hub
+    /// (and re-subscribes after any drop).
+    pub fn redis(
         hub: Hub,
         client: redis::Client,
         publisher: redis::aio::ConnectionManager,
         channel: String,
+        status: Arc<LinkStatus>,
         shutdown: watch::Receiver<bool>,
-    ) -> anyhow::Result<Self> {
-        let mut pubsub = client
-            .get_async_pubsub()
-            .await
-            .context("opening the Redis subscription")?;
-        pubsub
-            .subscribe(&channel)
-            .await
-            .context("subscribing to the event channel")?;
-        pubsub
-            .subscribe(control_channel(&channel))
-            .await
-            .context("subscribing to the control channel")?;
+    ) -> Self {
+        let forward_to = hub.clone();
         let control: Arc<OnceLock<ControlHandler>> = Arc::default();
         let origin = rand::random();
-        tokio::spawn(forward(
-            pubsub,
-            hub.clone(),
-            Control {
-                channel: control_channel(&channel),
-                handler: control.clone(),
-                origin,
+        let control_route = Arc::new(Control {
+            channel: control_channel(&channel),
+            handler: control.clone(),
+            origin,
+        });
+        spawn_subscription(
+            client,
+            status,
+            Subscriber {
+                name: "events",
+                channels: vec![channel.clone(), control_channel(&channel)],
+                on_message: Box::new(move |message: redis::Msg| {
+                    let (hub, control) = (forward_to.clone(), control_route.clone());
+                    async move { forward(message, &hub, &control).await }.boxed()
+                }),
+                // Frames are moments, not state: nothing to catch up (clients re-read state over
+                // REST when they reconnect, the credential sweep re-checks every open socket,
+                // and the live index has its own catch-up).
+                on_subscribed: Box::new(|_| async {}.boxed()),
             },
             shutdown,
-        ));
-        Ok(Self {
+        );
+        Self {
             hub,
             redis: Some((publisher, channel)),
             control,
             origin,
-        })
+        }
     }
 
     /// Counts a socket in a cluster-wide set (`key`, under this deployment's prefix) holding at
@@ -218,39 +224,25 @@ struct Control {
     origin: u64,
 }
 
-async fn forward(
-    mut pubsub: redis::aio::PubSub,
-    hub: Hub,
-    control: Control,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut messages = pubsub.on_message();
-    loop {
-        tokio::select! {
-            message = messages.next() => {
-                let Some(message) = message else {
-                    tracing::error!("the Redis event subscription ended");
-                    return;
-                };
-                let Ok(payload) = message.get_payload::<String>() else { continue };
-                if message.get_channel_name() == control.channel {
-                    match serde_json::from_str::<ControlEnvelope>(&payload) {
-                        Ok(envelope) if envelope.origin == control.origin => {}
-                        Ok(envelope) => {
-                            if let Some(handler) = control.handler.get() {
-                                handler(envelope.payload);
-                            }
-                        }
-                        Err(error) => tracing::warn!(%error, "ignoring a malformed control event"),
-                    }
-                    continue;
-                }
-                match serde_json::from_str::<Envelope>(&payload) {
-                    Ok(envelope) => hub.deliver(envelope.user_id, envelope.frame.into()).await,
-                    Err(error) => tracing::warn!(%error, "ignoring a malformed event"),
+/// One message from the event or the control channel.
+async fn forward(message: redis::Msg, hub: &Hub, control: &Control) {
+    let Ok(payload) = message.get_payload::<String>() else {
+        return;
+    };
+    if message.get_channel_name() == control.channel {
+        match serde_json::from_str::<ControlEnvelope>(&payload) {
+            Ok(envelope) if envelope.origin == control.origin => {}
+            Ok(envelope) => {
+                if let Some(handler) = control.handler.get() {
+                    handler(envelope.payload);
                 }
             }
-            _ = crate::shutdown::stopped(&mut shutdown) => return,
+            Err(error) => tracing::warn!(%error, "ignoring a malformed control event"),
         }
+        return;
+    }
+    match serde_json::from_str::<Envelope>(&payload) {
+        Ok(envelope) => hub.deliver(envelope.user_id, envelope.frame.into()).await,
+        Err(error) => tracing::warn!(%error, "ignoring a malformed event"),
     }
 }

@@ -197,10 +197,14 @@ impl Client {
     }
 }
 
+/// Told of every booking frame this node's dispatch produced (the other nodes' dashboards).
+pub type BookingObserver = Arc<dyn Fn(Point, &Value) + Send + Sync>;
+
 /// Every dashboard connected to this server.
 #[derive(Default)]
 pub struct Dashboards {
     clients: RwLock<HashMap<u64, Arc<Client>>>,
+    booking_observer: std::sync::OnceLock<BookingObserver>,
 }
 
 impl Dashboards {
@@ -270,8 +274,21 @@ impl Dashboards {
         }
     }
 
-    /// A booking changed; dashboards whose viewport holds it hear about it.
+    /// Sets the observer of this node's booking frames (once, at start-up).
+    pub fn observe_bookings(&self, observer: BookingObserver) {
+        let _ = self.booking_observer.set(observer);
+    }
+
+    /// A booking changed; dashboards whose viewport holds it hear about it, on every node.
     pub fn booking_changed(&self, at: Point, frame: Value) {
+        if let Some(observer) = self.booking_observer.get() {
+            observer(at, &frame);
+        }
+        self.booking_changed_here(at, frame);
+    }
+
+    /// A booking changed (as another node said): this node's dashboards hear about it.
+    pub fn booking_changed_here(&self, at: Point, frame: Value) {
         for client in self.clients.read().values() {
             let mut view = client.view.lock();
             if !view.bbox.is_some_and(|b| b.contains(at)) {

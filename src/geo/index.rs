@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use h3o::{CellIndex, LatLng, Resolution};
 use parking_lot::RwLock;
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -42,7 +42,7 @@ pub const SEARCH_BUDGET: usize = 20_000;
 const EDGE_SAFETY_FACTOR: f64 = 0.6;
 
 /// What dispatch knows about a therapist right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TherapistState {
     Offline,
@@ -189,10 +189,15 @@ pub struct StateChange {
 /// Told about every state change (the dashboards), outside the index lock.
 pub type StateObserver = std::sync::Arc<dyn Fn(StateChange) + Send + Sync>;
 
+/// Told when this node's dispatch offers a therapist, makes them busy or lets them go (the
+/// other nodes' indexes), outside the index lock. Not told of changes applied from elsewhere.
+pub type DispatchStateObserver = std::sync::Arc<dyn Fn(i64, Option<TherapistState>) + Send + Sync>;
+
 pub struct LiveIndex {
     inner: RwLock<Inner>,
     presence_ttl: Duration,
     observer: std::sync::OnceLock<StateObserver>,
+    dispatch_observer: std::sync::OnceLock<DispatchStateObserver>,
 }
 
 impl LiveIndex {
@@ -201,6 +206,45 @@ impl LiveIndex {
             inner: RwLock::new(Inner::default()),
             presence_ttl,
             observer: std::sync::OnceLock::new(),
+            dispatch_observer: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets the observer of this node's dispatch-state changes (once, at start-up).
+    pub fn observe_dispatch(&self, observer: DispatchStateObserver) {
+        let _ = self.dispatch_observer.set(observer);
+    }
+
+    /// Applies a dispatch state another node decided; its observers here see the state change
+    /// (dashboards), the dispatch observer does not (it would echo it back).
+    pub fn apply_remote_dispatch_state(&self, provider_id: i64, state: Option<TherapistState>) {
+        self.change_entry_from(provider_id, false, |entry| {
+            entry.dispatch_state = state;
+            true
+        });
+    }
+
+    /// After a catch-up: exactly the therapists in `busy` are busy (an offer in flight is
+    /// left alone; it ends by itself).
+    pub fn sync_busy(&self, busy: &[i64]) {
+        let busy: rustc_hash::FxHashSet<i64> = busy.iter().copied().collect();
+        let changes: Vec<(i64, Option<TherapistState>)> = {
+            let inner = self.inner.read();
+            inner
+                .entries
+                .iter()
+                .filter_map(|(&id, entry)| {
+                    let is_busy = entry.dispatch_state == Some(TherapistState::Busy);
+                    match (is_busy, busy.contains(&id)) {
+                        (false, true) => Some((id, Some(TherapistState::Busy))),
+                        (true, false) => Some((id, None)),
+                        _ => None,
+                    }
+                })
+                .collect()
+        };
+        for (id, state) in changes {
+            self.apply_remote_dispatch_state(id, state);
         }
     }
 
@@ -211,12 +255,24 @@ impl LiveIndex {
 
     /// Applies `change` to one entry; tells the observer if the state it shows changed.
     fn change_entry(&self, provider_id: i64, change: impl FnOnce(&mut Entry) -> bool) -> bool {
-        let (applied, report) = {
+        self.change_entry_from(provider_id, true, change)
+    }
+
+    /// [`Self::change_entry`]; `local` says whether this node decided it (and tells the
+    /// dispatch observer when the dispatch state moved).
+    fn change_entry_from(
+        &self,
+        provider_id: i64,
+        local: bool,
+        change: impl FnOnce(&mut Entry) -> bool,
+    ) -> bool {
+        let (applied, report, dispatch) = {
             let mut inner = self.inner.write();
             match inner.entries.get_mut(&provider_id) {
-                None => (false, None),
+                None => (false, None, None),
                 Some(entry) => {
                     let before = entry.state();
+                    let dispatch_before = entry.dispatch_state;
                     let applied = change(entry);
                     let after = entry.state();
                     let report = (before != after).then(|| StateChange {
@@ -225,12 +281,17 @@ impl LiveIndex {
                         state: after,
                         point: entry.live.map(|(fix, _)| fix.point),
                     });
-                    (applied, report)
+                    let dispatch = (local && entry.dispatch_state != dispatch_before)
+                        .then_some(entry.dispatch_state);
+                    (applied, report, dispatch)
                 }
             }
         };
         if let (Some(report), Some(observer)) = (report, self.observer.get()) {
             observer(report);
+        }
+        if let (Some(state), Some(observer)) = (dispatch, self.dispatch_observer.get()) {
+            observer(provider_id, state);
         }
         applied
     }

@@ -86,9 +86,7 @@ pub async fn register(
     state: web::Data<AppState>,
     Json(body): Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(address) = req.peer_addr().map(|a| a.ip()) {
-        state.limits.register_per_address.check(&address)?;
-    }
+    check_registration_limit(&state, &req).await?;
     let mut errors = Vec::new();
     let phone = normalize_phone(&body.phone)
         .map_err(|why| errors.push(FieldError::new("phone", why)))
@@ -181,9 +179,7 @@ pub async fn login(
             "must be 1 to 1024 characters",
         ));
     }
-    state
-        .login_limiter
-        .check(&phone, req.peer_addr().map(|a| a.ip()))?;
+    check_login_limits(&state, &phone, &req).await?;
 
     let account = users::credentials(&state.db, &phone)
         .await
@@ -508,4 +504,58 @@ pub async fn delete_address(
         return Err(ApiError::not_found("address"));
     }
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Login attempts per phone and per client address, counted across the cluster when Redis is
+/// configured (an attacker spread over every node gets no more tries), else, or while Redis is
+/// away, by this node.
+async fn check_login_limits(
+    state: &AppState,
+    phone: &str,
+    req: &HttpRequest,
+) -> Result<(), ApiError> {
+    let address = crate::http::client_address::client_address(req, &state.settings.trusted_proxies);
+    let settings = &state.settings;
+    let mut buckets = Vec::with_capacity(2);
+    if let Some(address) = address {
+        buckets.push(crate::cluster::limits::Bucket {
+            key: format!("login:address:{address}"),
+            burst: settings.login_burst_per_address,
+            replenish: std::time::Duration::from_secs(settings.login_replenish_per_address_s),
+        });
+    }
+    buckets.push(crate::cluster::limits::Bucket {
+        key: format!("login:phone:{phone}"),
+        burst: settings.login_burst_per_phone,
+        replenish: std::time::Duration::from_secs(settings.login_replenish_per_phone_s),
+    });
+    match state.cluster_limits.check(&buckets).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(wait)) => Err(ApiError::TooManyRequests {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }),
+        None => state.login_limiter.check(phone, address),
+    }
+}
+
+/// Registrations per client address, across the cluster when Redis is configured, else (or
+/// while Redis is away) by this node.
+async fn check_registration_limit(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(address) =
+        crate::http::client_address::client_address(req, &state.settings.trusted_proxies)
+    else {
+        return Ok(());
+    };
+    let bucket = crate::cluster::limits::Bucket {
+        key: format!("register:address:{address}"),
+        burst: state.settings.register_burst_per_address,
+        replenish: std::time::Duration::from_secs(state.settings.register_replenish_per_address_s),
+    };
+    match state.cluster_limits.check(&[bucket]).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(wait)) => Err(ApiError::TooManyRequests {
+            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }),
+        None => state.limits.register_per_address.check(&address),
+    }
 }

@@ -38,13 +38,17 @@ pub struct ReadyChecks {
     pub partitions: Check,
     /// Rows that landed in the DEFAULT location partition (a warning, not a failure).
     pub default_partition_rows: Option<i64>,
-    /// Absent when the server runs single-node without Redis.
+    /// Absent when the server runs single-node without Redis. Redis away does not make the
+    /// node unready: it serves its own view (`cluster.state` is `local_only`) until Redis is back.
     pub redis: Option<Check>,
+    /// This node's link to the other nodes (absent single-node).
+    pub cluster: Option<crate::cluster::link::LinkReport>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadyReport {
-    /// `"ready"`, or `"unavailable"` (with status 503).
+    /// `"ready"`; `"degraded"` (still 200) while Redis is away and this node serves its own
+    /// view; or `"unavailable"` (with status 503).
     pub status: &'static str,
     pub checks: ReadyChecks,
 }
@@ -63,7 +67,9 @@ pub async fn live(state: web::Data<AppState>) -> web::Json<LiveReport> {
 }
 
 /// Ready to serve: database reachable, PostGIS 3 or later, this and next month's location
-/// partitions in place, and Redis reachable when configured. Otherwise 503 naming the cause.
+/// partitions in place. Otherwise 503 naming the cause. Redis away is reported but not a
+/// failure: behind a load balancer every node would go out of rotation at once, while each
+/// can still take bookings and pings on its own view (`status: "degraded"`).
 #[utoipa::path(
     tag = "operations",
     responses(
@@ -132,7 +138,6 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         ("partitions", &partitions),
     ]
     .into_iter()
-    .chain(redis.as_ref().map(|r| ("redis", r)))
     .filter(|(_, c)| !c.ok)
     .map(|(name, c)| format!("{name}: {}", c.detail))
     .collect();
@@ -142,10 +147,16 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         partitions,
         default_partition_rows,
         redis,
+        cluster: state.redis.as_ref().map(|_| state.cluster_link.report()),
     };
+    let degraded = checks.redis.as_ref().is_some_and(|r| !r.ok)
+        || checks
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.state != "connected");
     if failures.is_empty() {
         HttpResponse::Ok().json(ReadyReport {
-            status: "ready",
+            status: if degraded { "degraded" } else { "ready" },
             checks,
         })
     } else {

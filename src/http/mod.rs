@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod bookings;
 pub mod catalog;
+pub mod client_address;
 pub mod console;
 pub mod dispatch_map;
 pub mod extract;

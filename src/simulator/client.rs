@@ -9,7 +9,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Where the server is, and a shared HTTP client (keep-alive pool) to reach it.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Server {
     pub base_url: String,
     pub http: reqwest::Client,

@@ -14,6 +14,7 @@ pub async fn watch_viewport(
     server: Server,
     admin_token: String,
     bbox: [f64; 4],
+    metric: Metric,
     stats: Arc<Stats>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -27,7 +28,7 @@ pub async fn watch_viewport(
                     loop {
                         tokio::select! {
                             incoming = client::next_text(&mut socket) => match incoming {
-                                Incoming::Frame(text) => on_frame(&stats, text.as_str()),
+                                Incoming::Frame(text) => on_frame(&stats, metric, text.as_str()),
                                 Incoming::Closed => break,
                                 Incoming::Ignored => {}
                             },
@@ -59,7 +60,7 @@ struct Frame<'a> {
     code: Option<&'a str>,
 }
 
-fn on_frame(stats: &Stats, text: &str) {
+fn on_frame(stats: &Stats, metric: Metric, text: &str) {
     let Ok(frame) = serde_json::from_str::<Frame>(text) else {
         return stats.error("dashboard_unreadable_frame");
     };
@@ -67,7 +68,7 @@ fn on_frame(stats: &Stats, text: &str) {
         "provider.moved" => {
             if let Some(at) = frame.at.and_then(|s| s.parse::<DateTime<Utc>>().ok()) {
                 let latency = (Utc::now() - at).to_std().unwrap_or_default();
-                stats.record(Metric::PingToDashboard, latency);
+                stats.record(metric, latency);
                 stats.count("dashboard_moves");
             }
         }

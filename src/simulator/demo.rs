@@ -97,6 +97,7 @@ pub async fn run(settings: &Settings, options: DemoOptions) -> anyhow::Result<()
         dashboards: 0,
         viewport_km: None,
         ramp: Duration::from_secs(10),
+        other_node: None,
     };
     match book_store_visits(&server, &city.customers, &stores).await {
         Ok(visits) => println!(

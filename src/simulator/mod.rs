@@ -72,6 +72,9 @@ pub struct Plan {
     pub viewport_km: Option<f64>,
     /// Therapists connect spread over this long; bookings start after it.
     pub ramp: Duration,
+    /// Another node of the same service: every other dashboard watches through it, timing the
+    /// fixes that reach it through the replication.
+    pub other_node: Option<Server>,
 }
 
 /// A running simulation: stop it with [`Simulation::stop`].
@@ -119,12 +122,19 @@ impl Simulation {
                 Some(km) => viewport_in(plan.area, km, &mut rng).bbox(),
                 None => plan.area.bbox(),
             };
+            let (through, metric) = match &plan.other_node {
+                Some(other) if n % 2 == 1 => {
+                    (other.clone(), stats::Metric::PingToOtherNodeDashboard)
+                }
+                _ => (server.clone(), stats::Metric::PingToDashboard),
+            };
             tasks.spawn(dashboard::watch_viewport(
-                server.clone(),
+                through,
                 city.dashboard_admins[n % city.dashboard_admins.len()]
                     .token
                     .clone(),
                 bbox,
+                metric,
                 stats.clone(),
                 stopped.clone(),
             ));

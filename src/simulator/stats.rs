@@ -22,14 +22,18 @@ pub enum Metric {
     AcceptToCustomerStatus,
     /// A ping's `recorded_at` → a dashboard's `provider.moved` carrying it.
     PingToDashboard,
+    /// The same, for a dashboard on another node than the therapists' sockets: the fix went
+    /// through the replication (Redis) on its way.
+    PingToOtherNodeDashboard,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 4] = [
+    pub const ALL: [Metric; 5] = [
         Metric::PingToAck,
         Metric::BookingToFirstOffer,
         Metric::AcceptToCustomerStatus,
         Metric::PingToDashboard,
+        Metric::PingToOtherNodeDashboard,
     ];
 
     pub fn label(self) -> &'static str {
@@ -38,6 +42,7 @@ impl Metric {
             Metric::BookingToFirstOffer => "booking → first offer",
             Metric::AcceptToCustomerStatus => "accept → customer booking.status",
             Metric::PingToDashboard => "ping → dashboard provider.moved",
+            Metric::PingToOtherNodeDashboard => "ping → dashboard on another node",
         }
     }
 }

@@ -6,6 +6,7 @@ mod admin;
 mod binary;
 mod bookings;
 mod cli;
+mod cluster;
 mod console;
 mod credentials;
 mod dashboard;

@@ -1,0 +1,481 @@
+//! Several nodes, one service: three servers on one database and one Redis (one in this process,
+//! two real `hilot` processes), directly and through HAProxy. Each check is a sentence of issue
+//! 13's "Why" that used to fail.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::binary::{free_port, Binary};
+use crate::helpers::{
+    fresh_database, json_body, make_admin, register, spawn_app_in, test_redis_url, test_settings,
+    TestApp,
+};
+use crate::live::{online_therapist, ping};
+
+/// The therapist's `seq`th fix: 33 m north of the previous one, a walk the jump check accepts.
+fn step(seq: i64) -> Value {
+    ping(seq, MAKATI.0 + 0.001 + 0.0003 * seq as f64, MAKATI.1)
+}
+
+/// Sends the `seq`th fix and waits for its ack.
+async fn walk(socket: &mut Socket, seq: i64) {
+    socket.send_json(&step(seq)).await;
+    let reply = frame_where(socket, "an ack or an error", |f| {
+        f["seq"] == seq && (f["type"] == "ack" || f["type"] == "error")
+    })
+    .await;
+    assert_eq!(reply["type"], "ack", "{reply}");
+}
+use crate::sockets::{connect_url, ws_url, Socket};
+
+const MAKATI: (f64, f64) = (14.5547, 121.0244);
+const MAKATI_BOX: [f64; 4] = [121.00, 14.53, 121.05, 14.58];
+/// Replication is milliseconds; a loaded 2-core machine running the whole suite gets seconds.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// HAProxy from Debian in front of the nodes, as `scripts/cluster` configures it.
+struct Haproxy {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Haproxy {
+    async fn start(nodes: &[u16]) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("hilot-test-haproxy-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let servers: String = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("    server node{i} 127.0.0.1:{p} check\n"))
+            .collect();
+        let config = format!(
+            "defaults\n    mode http\n    timeout connect 2s\n    timeout client 60s\n    \
+             timeout server 60s\n    timeout tunnel 1h\n\
+             frontend hilot\n    bind 127.0.0.1:{port}\n    option forwardfor\n    default_backend nodes\n\
+             backend nodes\n    balance roundrobin\n    option httpchk GET /health/ready\n    \
+             http-check expect status 200\n    default-server inter 500ms fall 2 rise 1\n{servers}"
+        );
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy starts (scripts/dev-env installs it)");
+        let proxy = Self {
+            child,
+            port,
+            _dir: TempDir(dir),
+        };
+        let client = reqwest::Client::new();
+        eventually("HAProxy answers", || {
+            let client = client.clone();
+            let url = proxy.url("/health/ready");
+            async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        proxy
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Redis of the test's own, which it may stop and start again on the same port.
+struct PrivateRedis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn start() -> Self {
+        let mut redis = Self {
+            child: None,
+            port: free_port(),
+        };
+        redis.start_again();
+        redis
+    }
+
+    fn start_again(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn get_json(base: &str, token: &str, path: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the node answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn post_login(base: &str, phone: &str, password: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/v1/auth/login"))
+        .json(&json!({"phone": phone, "password": password}))
+        .send()
+        .await
+        .expect("the node answers")
+}
+
+async fn nearby_ids(base: &str, customer: &str, service: &str) -> Vec<String> {
+    let path = format!(
+        "/v1/therapists/nearby?lat={}&lng={}&service_id={service}",
+        MAKATI.0, MAKATI.1
+    );
+    let (_, body) = get_json(base, customer, &path).await;
+    body["therapists"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|t| t["provider_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn book(base: &str, customer: &str, service: &str, key: &str) -> Value {
+    json_body(
+        reqwest::Client::new()
+            .post(format!("{base}/v1/bookings"))
+            .bearer_auth(customer)
+            .header("Idempotency-Key", key)
+            .json(&json!({"service_id": service, "booking_type": "now",
+                "location": {"lat": MAKATI.0, "lng": MAKATI.1, "address": "Ayala"}}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await
+}
+
+/// Reads frames until one satisfies `wanted`, within the patience.
+async fn frame_where(socket: &mut Socket, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let left = deadline
+            .checked_duration_since(tokio::time::Instant::now())
+            .unwrap_or_else(|| panic!("{what}: no such frame within {PATIENCE:?}"));
+        match tokio::time::timeout(left, socket.next_json()).await {
+            Ok(frame) if wanted(&frame) => return frame,
+            Ok(_) => {}
+            Err(_) => panic!("{what}: no such frame within {PATIENCE:?}"),
+        }
+    }
+}
+
+async fn dashboard(port: u16, admin: &str) -> Socket {
+    let mut socket = connect_url(&ws_url(port, "/v1/ws/dashboard", admin)).await;
+    socket
+        .send_json(&json!({"type": "subscribe", "bbox": MAKATI_BOX}))
+        .await;
+    frame_where(&mut socket, "snapshot", |f| f["type"] == "snapshot").await;
+    socket
+}
+
+/// Node A runs in this process (the test arranges through it); B and C are `hilot` processes.
+async fn three_nodes(redis_url: &str) -> (TestApp, Binary, Binary) {
+    let database = fresh_database().await;
+    let db_url = database.1.clone();
+    let mut settings = test_settings();
+    settings.redis_url = Some(redis_url.to_owned());
+    let a = spawn_app_in(database, settings).await;
+    let env = [
+        ("REDIS_URL", redis_url),
+        ("HILOT_TRUSTED_PROXIES", "127.0.0.1"),
+    ];
+    let mut b = Binary::start(&db_url, &env);
+    let mut c = Binary::start(&db_url, &env);
+    b.wait_ready().await;
+    c.wait_ready().await;
+    (a, b, c)
+}
+
+#[tokio::test]
+async fn three_nodes_directly_and_through_haproxy_are_one_service() {
+    let (a, b, c) = three_nodes(&test_redis_url()).await;
+    let proxy = Haproxy::start(&[a.port, b.port, c.port]).await;
+    let nodes = [a.url(""), b.url(""), c.url(""), proxy.url("")];
+    // Registered through A after B and C started: they learn of the therapist from A.
+    let admin = make_admin(&a).await;
+    let (therapist, swedish) = online_therapist(&a, &admin).await;
+    let (customer, _) = register(&a, "customer").await;
+    let mut dashboard_on_c = dashboard(c.port, &admin).await;
+    let mut dashboard_on_a = dashboard(a.port, &admin).await;
+
+    // The therapist's socket is on B.
+    let mut on_b = connect_url(&b.ws_url("/v1/ws/therapist", &therapist.token)).await;
+    walk(&mut on_b, 1).await;
+
+    // Nearby on every node, and through HAProxy, sees the therapist on B.
+    for node in &nodes {
+        eventually(
+            &format!("nearby on {node} sees the therapist on B"),
+            || async {
+                nearby_ids(node, &customer, &swedish)
+                    .await
+                    .contains(&therapist.provider_id)
+            },
+        )
+        .await;
+    }
+    // A dashboard on C, and one on A, sees the therapist on B move.
+    walk(&mut on_b, 2).await;
+    for (name, socket) in [("C", &mut dashboard_on_c), ("A", &mut dashboard_on_a)] {
+        frame_where(
+            socket,
+            &format!("the dashboard on {name} sees the move"),
+            |f| {
+                f["type"] == "provider.moved"
+                    && f["provider_id"] == therapist.provider_id.as_str()
+                    && f["lat"].as_f64().is_some_and(|lat| lat > MAKATI.0 + 0.0015)
+            },
+        )
+        .await;
+    }
+
+    // A booking made on C is offered to the therapist on B.
+    let booking = book(&c.url(""), &customer, &swedish, "cluster-1").await;
+    let id = booking["id"].as_str().unwrap().to_owned();
+    frame_where(&mut on_b, "the offer reaches B", |f| {
+        f["type"] == "offer" && f["booking_id"] == id.as_str()
+    })
+    .await;
+    // The dashboard on A sees the booking made on C.
+    frame_where(
+        &mut dashboard_on_a,
+        "the dashboard on A sees the booking",
+        |f| f["type"] == "booking.status" && f["booking_id"] == id.as_str(),
+    )
+    .await;
+    // The customer watches on A.
+    let mut customer_on_a = connect_url(&ws_url(a.port, "/v1/ws/customer", &customer)).await;
+    let accepted = json_body(
+        reqwest::Client::new()
+            .post(c.url(&format!("/v1/bookings/{id}/accept")))
+            .bearer_auth(&therapist.token)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(accepted["status"], "accepted");
+    // The customer on A gets the positions of the therapist on B. The therapist keeps walking
+    // (as the app keeps pinging) until one arrives: on a loaded machine the trip may start
+    // watching after the first few fixes.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for seq in 3.. {
+        walk(&mut on_b, seq).await;
+        let seen = tokio::time::timeout(
+            Duration::from_millis(1100),
+            frame_where(
+                &mut customer_on_a,
+                "the customer on A sees the therapist on B",
+                |f| f["type"] == "provider.location" && f["booking_id"] == id.as_str(),
+            ),
+        )
+        .await;
+        if seen.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the customer on A sees the therapist on B: no position within {PATIENCE:?}"
+        );
+    }
+    // Every node, and HAProxy, answers the same booking.
+    for node in &nodes {
+        let (status, body) = get_json(node, &customer, &format!("/v1/bookings/{id}")).await;
+        assert_eq!(status, 200, "{node}: {body}");
+        assert_eq!(body["status"], "accepted", "{node}: {body}");
+    }
+    // Login limits are the cluster's: five wrong passwords spread over the nodes, and the sixth
+    // attempt is refused whichever node (or HAProxy) it reaches.
+    let phone = therapist.user["phone"].as_str().unwrap();
+    for (attempt, node) in nodes.iter().cycle().take(5).enumerate() {
+        let response = post_login(node, phone, "not-the-password").await;
+        assert_eq!(
+            response.status().as_u16(),
+            401,
+            "attempt {attempt} on {node}"
+        );
+    }
+    for node in &nodes {
+        let response = post_login(node, phone, "not-the-password").await;
+        assert_eq!(response.status().as_u16(), 429, "{node}");
+        assert!(response.headers().contains_key("retry-after"));
+    }
+    // A therapist socket through HAProxy works too.
+    let mut through_proxy =
+        connect_url(&ws_url(proxy.port, "/v1/ws/therapist", &therapist.token)).await;
+    walk(&mut through_proxy, 6).await;
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn redis_stopped_and_started_again_loses_no_booking_and_the_nodes_say_so() {
+    let mut redis = PrivateRedis::start();
+    let (a, b, c) = three_nodes(&redis.url()).await;
+    let admin = make_admin(&a).await;
+    let (therapist, swedish) = online_therapist(&a, &admin).await;
+    let (customer, _) = register(&a, "customer").await;
+    // The therapist is on A; the customer books on A (this node's own view is enough).
+    let mut on_a = connect_url(&ws_url(a.port, "/v1/ws/therapist", &therapist.token)).await;
+    walk(&mut on_a, 1).await;
+
+    redis.stop();
+    // Every node stays ready (out of rotation all at once would be an outage) and says it is
+    // on its own view.
+    for node in [a.url(""), b.url(""), c.url("")] {
+        eventually(&format!("{node} reports the Redis outage"), || async {
+            let response = reqwest::get(format!("{node}/health/ready")).await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or_default();
+            status == 200
+                && body["status"] == "degraded"
+                && body["checks"]["cluster"]["state"] == "local_only"
+        })
+        .await;
+        let metrics = reqwest::get(format!("{node}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("hilot_cluster_redis_connected 0"),
+            "{node}"
+        );
+    }
+    // Pings, REST and booking keep working.
+    walk(&mut on_a, 2).await;
+    let booking = book(&a.url(""), &customer, &swedish, "outage-1").await;
+    let id = booking["id"].as_str().unwrap().to_owned();
+    frame_where(&mut on_a, "the offer during the outage", |f| {
+        f["type"] == "offer" && f["booking_id"] == id.as_str()
+    })
+    .await;
+    let accepted = crate::helpers::accept(&a, &therapist.token, &id).await;
+    assert_eq!(accepted["status"], "accepted");
+
+    redis.start_again();
+    for node in [a.url(""), b.url(""), c.url("")] {
+        eventually(&format!("{node} is back on the cluster's view"), || async {
+            let body: Value = reqwest::get(format!("{node}/health/ready"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap_or_default();
+            body["status"] == "ready" && body["checks"]["cluster"]["state"] == "connected"
+        })
+        .await;
+        // The booking made during the outage is there, accepted, on every node.
+        let (status, body) = get_json(&node, &customer, &format!("/v1/bookings/{id}")).await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (200, Some("accepted")),
+            "{node}: {body}"
+        );
+    }
+    // Caught up: B and C hold the therapist as busy (nearby leaves them out), and once they are
+    // free again nearby on C finds them at their latest position.
+    let mut dashboard_on_c = dashboard(c.port, &admin).await;
+    walk(&mut on_a, 3).await;
+    frame_where(
+        &mut dashboard_on_c,
+        "moves flow again after the outage",
+        |f| f["type"] == "provider.moved",
+    )
+    .await;
+    assert!(
+        !nearby_ids(&c.url(""), &customer, &swedish)
+            .await
+            .contains(&therapist.provider_id),
+        "a busy therapist is not offered as nearby"
+    );
+    drop(b);
+    drop(c);
+    a.shutdown().await;
+}
