@@ -140,6 +140,9 @@ enum Timer {
 struct BookingContext {
     service: ServiceRef,
     location: Option<LocationView>,
+    /// `now` or `scheduled`, and when a scheduled one starts: the therapist decides on both.
+    booking_type: String,
+    scheduled_at: Option<DateTime<Utc>>,
 }
 
 struct Matcher {
@@ -746,6 +749,8 @@ impl Matcher {
                         BookingContext {
                             service: view.service,
                             location: view.location,
+                            booking_type: view.booking_type,
+                            scheduled_at: view.scheduled_at,
                         },
                     );
                 }
@@ -779,6 +784,8 @@ impl Matcher {
                     "booking_id": uuid,
                     "service": context.service,
                     "location": context.location,
+                    "booking_type": context.booking_type,
+                    "scheduled_at": context.scheduled_at,
                     "distance_m": offer.distance_m.round() as u64,
                     "eta_seconds": offer.eta_seconds,
                     "earnings": crate::domain::money::round_money(price.provider_earnings).to_string(),

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use super::slots::{self, Calendar, NowJob, Session};
 use super::store;
 use super::weekly::WeeklySchedule;
+use super::SchedulingSettings;
 use crate::domain::pricing::Quote;
 use crate::geo::index::{ServiceOffer, TherapistProfile};
 use crate::geo::{distance_m, EtaModel, Point};
@@ -166,6 +167,9 @@ pub struct SlotsNearQuery {
 #[derive(Default)]
 pub struct Diary {
     inner: RwLock<Inner>,
+    /// The scheduling rules as of the last full reload, for answers that must not read the
+    /// database (nearby's feasibility of a session now).
+    settings: RwLock<SchedulingSettings>,
 }
 
 impl Diary {
@@ -311,8 +315,14 @@ impl Diary {
         out
     }
 
-    /// Reloads everyone (start-up, and every minute).
+    /// The scheduling rules, as read at the last full reload (at most a minute old).
+    pub fn settings(&self) -> SchedulingSettings {
+        self.settings.read().clone()
+    }
+
+    /// Reloads everyone and the scheduling rules (start-up, and every minute).
     pub async fn reload_all(&self, db: &PgPool) -> anyhow::Result<usize> {
+        *self.settings.write() = SchedulingSettings::load(db).await;
         let entries = load(db, None).await?;
         let count = entries.len();
         let mut inner = Inner::default();

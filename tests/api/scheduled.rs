@@ -807,7 +807,7 @@ async fn slots_follow_a_schedule_across_a_daylight_saving_change() {
 }
 
 #[tokio::test]
-async fn book_now_skips_a_therapist_whose_next_booking_leaves_no_room() {
+async fn book_now_and_nearby_skip_a_therapist_whose_next_booking_leaves_no_room() {
     let app = spawn_app().await;
     short_scheduling(&app, json!({})).await;
     let admin = make_admin(&app).await;
@@ -829,6 +829,26 @@ async fn book_now_skips_a_therapist_whose_next_booking_leaves_no_room() {
     let (free, mut free_socket, _) = therapist_at(&app, &admin, MAKATI.0 + 0.01, MAKATI.1).await;
 
     let (other, _) = register(&app, "customer").await;
+    // The customer's search shows only the therapist who could come now.
+    let nearby = json_body(
+        app.get_as(
+            &other,
+            &format!(
+                "/v1/therapists/nearby?lat={}&lng={}&service_id={service}",
+                MAKATI.0, MAKATI.1
+            ),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let shown: Vec<&str> = nearby["therapists"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["provider_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, [free.provider_id.as_str()], "{nearby}");
     let created = json_body(
         book(
             &app,
