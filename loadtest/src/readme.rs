@@ -248,11 +248,16 @@ fn render(results: &Path) -> anyhow::Result<String> {
         let a = &s["scenario"];
         writeln!(
             out,
-            "**{}**: {} therapists pinging every {} s, {} bookings/s, {} dashboards{}; {} s ramp, {} s measured. {}\n",
+            "**{}**: {} therapists pinging every {} s, {} bookings/s{}, {} dashboards{}; {} s ramp, {} s measured. {}\n",
             a["name"].as_str().unwrap_or("?"),
             format_thousands(a["therapists"].as_u64().unwrap_or(0)),
             a["ping_interval_s"],
             a["bookings_per_s"],
+            a["scheduled_share"]
+                .as_f64()
+                .filter(|share| *share > 0.0)
+                .map(|share| format!(" ({:.0} % of them for later)", share * 100.0))
+                .unwrap_or_default(),
             a["dashboards"],
             a["viewport_km"]
                 .as_f64()
@@ -784,16 +789,10 @@ fn render_scheduled<'a>(
             accepted,
             fmt_num((later > 0.0).then(|| 100.0 * accepted / later), 1),
         )?;
-        let post = at_most(
-            "booking for later → 201 p99 (validation, the exclusion constraint's insert) ≤ 250 ms",
-            num(s, "/latencies_ms/scheduled_booking_created/p99_ms"),
-            250.0,
-            " ms",
-        );
         writeln!(
             out,
-            "| {} | {} | {} |",
-            post.what, post.measured, post.verdict
+            "| booking for later → 201 p99 (validation, the exclusion constraint's insert) | {} ms | |",
+            fmt_num(num(s, "/latencies_ms/scheduled_booking_created/p99_ms"), 1)
         )?;
         let first_offer = num(s, "/latencies_ms/booking_to_first_offer/p99_ms");
         writeln!(
