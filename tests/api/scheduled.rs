@@ -1,7 +1,9 @@
-//! Scheduled bookings through the real server: schedules and slots, requests to a named
-//! therapist (accept, decline, lapse), open bookings offered ahead of time or cancelled at the
-//! lead time, the no-overlap rule (racing customers and direct SQL), reschedules, reminders and
-//! a schedule across a daylight-saving change.
+//! Scheduled bookings through the real server: schedules, blocked times and slots, requests to a
+//! named therapist (accept, decline, lapse), open bookings offered ahead of time or cancelled at
+//! the lead time, the no-overlap rule (racing customers and direct SQL), reschedules (approved,
+//! rejected, refused for a taken slot, expired, too late), cancellation fees against the start,
+//! reminders, book-now and nearby around a later booking, and a schedule across a
+//! daylight-saving change.
 
 use std::time::Duration;
 
@@ -417,6 +419,20 @@ async fn scheduled_bookings_outside_the_rules_are_refused_with_the_field_named()
         error_fields(&overlapping)[0].starts_with("weekly.monday"),
         "{overlapping}"
     );
+    let seven: Vec<Value> = (0..7)
+        .map(|h| json!({"start": format!("{:02}:00", 8 + h), "end": format!("{:02}:30", 8 + h)}))
+        .collect();
+    let too_many = problem(
+        app.put_as(
+            &therapist.token,
+            "/v1/therapist/schedule",
+            &json!({"weekly": {"tuesday": seven}}),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(error_fields(&too_many), ["weekly.tuesday"], "{too_many}");
     let zone = problem(
         app.put_as(
             &therapist.token,
@@ -449,6 +465,16 @@ async fn scheduled_bookings_outside_the_rules_are_refused_with_the_field_named()
         schedule["weekly"]["monday"],
         json!([{"start": "09:00", "end": "12:00"}])
     );
+    // The break is lifted: its hour is bookable again; it is gone for good.
+    let lifted = format!(
+        "/v1/therapist/blocked-times/{}",
+        blocked["id"].as_str().unwrap()
+    );
+    let removed = app.delete_as(&therapist.token, &lifted).await;
+    assert_eq!(removed.status().as_u16(), 204);
+    let slots = slots_on(&app, &customer, &therapist.provider_id, &service, tomorrow).await;
+    assert!(slots.contains(&morning(10)), "{slots:?}");
+    problem(app.delete_as(&therapist.token, &lifted).await, 404).await;
     app.shutdown().await;
 }
 
@@ -697,6 +723,225 @@ async fn a_reschedule_is_approved_and_another_rejected() {
         .map(|r| r["status"].as_str().unwrap())
         .collect();
     assert_eq!(statuses, ["approved", "rejected"]);
+    app.shutdown().await;
+}
+
+/// The reschedule history's statuses, oldest first.
+async fn reschedule_statuses(app: &TestApp, token: &str, id: &str) -> Vec<String> {
+    json_body(
+        app.get_as(token, &format!("/v1/bookings/{id}/reschedule"))
+            .await,
+        200,
+    )
+    .await
+    .as_array()
+    .unwrap()
+    .iter()
+    .map(|r| r["status"].as_str().unwrap().to_owned())
+    .collect()
+}
+
+#[tokio::test]
+async fn a_reschedule_fails_when_its_slot_was_taken_expires_unanswered_and_stops_once_started() {
+    let app = spawn_app().await;
+    short_scheduling(&app, json!({})).await;
+    let admin = make_admin(&app).await;
+    let (therapist, service) = scheduled_therapist(&app, &admin).await;
+    let (customer, _) = register(&app, "customer").await;
+    let (id, at) = accepted_request(
+        &app,
+        &customer,
+        &therapist,
+        &service,
+        Utc::now() + chrono::Duration::hours(2),
+        "taken",
+    )
+    .await;
+
+    // The customer asks for three hours later; before the therapist answers, another customer
+    // books that time. Approving now would overlap: 409, and the booking stays where it was.
+    let later = at + chrono::Duration::hours(3);
+    let proposed = json_body(
+        app.post_as(
+            &customer,
+            &format!("/v1/bookings/{id}/reschedule"),
+            &json!({"scheduled_at": later}),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let request = proposed["id"].as_str().unwrap().to_owned();
+    let (other, _) = register(&app, "customer").await;
+    json_body(
+        book(
+            &app,
+            &other,
+            "the-later-slot",
+            &scheduled_body(&service, later, Some(&therapist.provider_id)),
+        )
+        .await,
+        201,
+    )
+    .await;
+    problem(
+        app.post_as(
+            &therapist.token,
+            &format!("/v1/bookings/{id}/reschedule/{request}/approve"),
+            &json!({}),
+        )
+        .await,
+        409,
+    )
+    .await;
+    let kept = booking(&app, &customer, &id).await;
+    assert_eq!(
+        kept["scheduled_at"]
+            .as_str()
+            .unwrap()
+            .parse::<DateTime<Utc>>()
+            .unwrap(),
+        at
+    );
+    json_body(
+        app.post_as(
+            &therapist.token,
+            &format!("/v1/bookings/{id}/reschedule/{request}/reject"),
+            &json!({}),
+        )
+        .await,
+        200,
+    )
+    .await;
+
+    // A request nobody answers expires (here after a second), and cannot be answered after.
+    short_scheduling(&app, json!({"reschedule_timeout_s": 1})).await;
+    let proposed = json_body(
+        app.post_as(
+            &customer,
+            &format!("/v1/bookings/{id}/reschedule"),
+            &json!({"scheduled_at": at + chrono::Duration::hours(5)}),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let request = proposed["id"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let statuses = reschedule_statuses(&app, &customer, &id).await;
+        if statuses == ["rejected", "expired"] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request never expired: {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    problem(
+        app.post_as(
+            &therapist.token,
+            &format!("/v1/bookings/{id}/reschedule/{request}/approve"),
+            &json!({}),
+        )
+        .await,
+        409,
+    )
+    .await;
+
+    // Once the therapist is on the way, the booking can no longer move.
+    json_body(
+        app.post_as(
+            &therapist.token,
+            &format!("/v1/bookings/{id}/status"),
+            &json!({"status": "en_route"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let refused = problem(
+        app.post_as(
+            &customer,
+            &format!("/v1/bookings/{id}/reschedule"),
+            &json!({"scheduled_at": at + chrono::Duration::hours(6)}),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert_eq!(error_fields(&refused), ["booking_id"], "{refused}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancelling_a_scheduled_booking_is_free_until_free_before_hours_before_its_start() {
+    let app = spawn_app().await;
+    short_scheduling(&app, json!({})).await;
+    set_app_setting(
+        &app,
+        "cancellation_policy",
+        json!({"free_before_hours": 3, "fee_percentage": 50}),
+    )
+    .await;
+    let admin = make_admin(&app).await;
+    let (therapist, service) = scheduled_therapist(&app, &admin).await;
+    let (customer, _) = register(&app, "customer").await;
+    let cancel = |id: String| {
+        let app = &app;
+        let customer = customer.clone();
+        async move {
+            json_body(
+                app.post_as(
+                    &customer,
+                    &format!("/v1/bookings/{id}/cancel"),
+                    &json!({"reason": "plans changed"}),
+                )
+                .await,
+                200,
+            )
+            .await
+        }
+    };
+
+    // Five hours ahead: outside the three-hour window, free.
+    let (far, _) = accepted_request(
+        &app,
+        &customer,
+        &therapist,
+        &service,
+        Utc::now() + chrono::Duration::hours(5),
+        "far",
+    )
+    .await;
+    let cancelled = cancel(far).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["cancellation_fee"], "0.00", "{cancelled}");
+
+    // An hour ahead: inside the window, half the total.
+    let (near, _) = accepted_request(
+        &app,
+        &customer,
+        &therapist,
+        &service,
+        Utc::now() + chrono::Duration::hours(1),
+        "near",
+    )
+    .await;
+    let total: f64 = booking(&app, &customer, &near).await["pricing"]["total_amount"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cancelled = cancel(near).await;
+    let fee: f64 = cancelled["cancellation_fee"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(total > 0.0);
+    assert!((fee - total / 2.0).abs() < 0.01, "{cancelled}");
     app.shutdown().await;
 }
 
