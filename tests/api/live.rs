@@ -253,10 +253,10 @@ async fn a_flood_trips_the_per_socket_limiter_and_it_recovers() {
     socket
         .send_json(&ping_at(31, MAKATI.0, MAKATI.1, Utc::now()))
         .await;
+    let recovered = socket.next_json().await;
     assert_eq!(
-        socket.next_json().await["type"],
-        "ack",
-        "the limiter recovered"
+        recovered["type"], "ack",
+        "the limiter recovered: {recovered}"
     );
     socket.close().await;
     app.shutdown().await;
