@@ -211,6 +211,9 @@ impl Replication {
 
     /// A booking frame this node's dashboards got.
     pub fn booking(&self, at: Point, frame: &Value) {
+        if self.outbound.is_none() {
+            return; // one node: nobody to tell, so no copy of the frame
+        }
         self.send(IndexEvent::Booking {
             lat: at.lat,
             lng: at.lng,
