@@ -66,7 +66,7 @@ async fn expect_error(socket: &mut Socket, frame: Value, code: &str, seq: Option
     }
 }
 
-async fn stored_rows(app: &TestApp, provider_uuid: &str) -> Vec<(i64, i64)> {
+pub async fn stored_rows(app: &TestApp, provider_uuid: &str) -> Vec<(i64, i64)> {
     sqlx::query_as(
         "SELECT l.client_seq, count(*) FROM provider_locations l JOIN providers p ON p.id = l.provider_id \
          WHERE p.uuid = $1::uuid GROUP BY l.client_seq ORDER BY l.client_seq",
