@@ -685,7 +685,13 @@ fn render_dispatch(results: &Path, out: &mut String) -> anyhow::Result<()> {
         writeln!(out, "| a therapist's change and the round after it, 10,000 bookings waiting with nobody in reach (criterion) | {} µs | ≤ 1 ms |", fmt_num(Some(ns / 1e3), 1))?;
     }
     if let Some(idle) = &idle {
-        writeln!(out, "| server CPU with {} waiting bookings nobody can serve, over {} s (from `/proc`) | {} % of a core | < 5 % |", idle["waiting_bookings"], idle["seconds"], fmt_num(idle["cpu_pct"].as_f64(), 2))?;
+        let after = idle["widening_s"]
+            .as_f64()
+            .map(|s| {
+                format!(", once their search reached its widest radius ({s:.0} s of radius steps)")
+            })
+            .unwrap_or_default();
+        writeln!(out, "| server CPU with {} waiting bookings nobody can serve, over {} s{after} (from `/proc`) | {} % of a core | < 5 % |", idle["waiting_bookings"], idle["seconds"], fmt_num(idle["cpu_pct"].as_f64(), 2))?;
     }
     out.push('\n');
     if let Some(quality) = &quality {
