@@ -23,6 +23,7 @@ pub mod assignment;
 pub mod cancellation;
 pub mod lease;
 pub mod lifecycle;
+pub mod manual;
 pub mod matcher;
 pub mod notify;
 pub mod offers;
