@@ -116,9 +116,9 @@ impl Dispatcher {
                 "the therapist does not offer this service at home".into(),
             ));
         };
-        let fix = index.live_fix(provider_id).ok_or_else(|| {
-            ApiError::Conflict("the therapist has no recent position".into())
-        })?;
+        let fix = index
+            .live_fix(provider_id)
+            .ok_or_else(|| ApiError::Conflict("the therapist has no recent position".into()))?;
         let destination = booking
             .lat
             .zip(booking.lng)
@@ -328,8 +328,10 @@ impl Dispatcher {
                 .bus
                 .to_user(
                     user_id,
-                    frame(json!({"type": "booking.reassigned", "booking_id": booking.uuid,
-                                 "reason": reason})),
+                    frame(
+                        json!({"type": "booking.reassigned", "booking_id": booking.uuid,
+                                 "reason": reason}),
+                    ),
                 )
                 .await;
         }

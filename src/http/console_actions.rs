@@ -233,10 +233,7 @@ pub async fn message_parties(
     )
     .await?;
     for (message, receiver) in &sent {
-        state
-            .bus
-            .to_user(*receiver, message.frame().into())
-            .await;
+        state.bus.to_user(*receiver, message.frame().into()).await;
     }
     let messages: Vec<ChatMessage> = sent.into_iter().map(|(m, _)| m).collect();
     Ok(HttpResponse::Created().json(messages))

@@ -6,8 +6,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    accounts, admin, bookings, catalog, console, console_actions, dispatch_map, health, map, messages, money,
-    nearby, notifications, offers, operations, page, reviews, stores, therapist, webhooks, ws,
+    accounts, admin, bookings, catalog, console, console_actions, dispatch_map, health, map,
+    messages, money, nearby, notifications, offers, operations, page, reviews, stores, therapist,
+    webhooks, ws,
 };
 use crate::error::{FieldError, Problem};
 

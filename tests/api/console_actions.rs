@@ -39,19 +39,31 @@ async fn a_dispatcher_offers_a_pending_booking_to_a_chosen_therapist_who_accepts
 
     // Only admins; bad input is problem+json.
     problem(
-        app.post_as(&customer, &path, &json!({"therapist_id": chosen.provider_id}))
-            .await,
+        app.post_as(
+            &customer,
+            &path,
+            &json!({"therapist_id": chosen.provider_id}),
+        )
+        .await,
         403,
     )
     .await;
     let unknown = problem(
-        app.post_as(&admin, &path, &json!({"therapist_id": uuid::Uuid::new_v4()}))
-            .await,
+        app.post_as(
+            &admin,
+            &path,
+            &json!({"therapist_id": uuid::Uuid::new_v4()}),
+        )
+        .await,
         404,
     )
     .await;
     assert_eq!(error_fields(&unknown), ["therapist_id"]);
-    problem(app.post_as(&admin, &path, &json!({"therapist": 1})).await, 422).await;
+    problem(
+        app.post_as(&admin, &path, &json!({"therapist": 1})).await,
+        422,
+    )
+    .await;
 
     let offers = json_body(
         app.post_as(
@@ -83,7 +95,8 @@ async fn a_dispatcher_offers_a_pending_booking_to_a_chosen_therapist_who_accepts
 
     // The panel shows the offer's outcome and the audit row (actor, address, reason).
     let detail = json_body(
-        app.get_as(&admin, &format!("/v1/admin/bookings/{id}")).await,
+        app.get_as(&admin, &format!("/v1/admin/bookings/{id}"))
+            .await,
         200,
     )
     .await;
@@ -95,9 +108,15 @@ async fn a_dispatcher_offers_a_pending_booking_to_a_chosen_therapist_who_accepts
         .unwrap()
         .clone();
     assert_eq!(offer_row["outcome"], "accepted");
-    assert_eq!(detail["booking"]["provider"]["id"], chosen.provider_id.as_str());
+    assert_eq!(
+        detail["booking"]["provider"]["id"],
+        chosen.provider_id.as_str()
+    );
     let audit = detail["audit"].as_array().unwrap();
-    let row = audit.iter().find(|a| a["action"] == "booking.offered").unwrap();
+    let row = audit
+        .iter()
+        .find(|a| a["action"] == "booking.offered")
+        .unwrap();
     assert!(row["actor_name"].is_string(), "{row}");
     assert_eq!(row["ip_address"], "127.0.0.1");
     assert_eq!(row["new_values"]["reason"], "regular of this customer");
@@ -186,14 +205,22 @@ async fn a_dispatcher_reassigns_an_accepted_booking_and_the_first_therapist_is_f
     .await;
     assert_eq!(told["reason"], "flat tyre");
     next_matching(&mut second_socket, "the booking", |f| {
-        f["type"] == "booking.status" && f["booking_id"] == id.as_str() && f["reason"] == "reassigned"
+        f["type"] == "booking.status"
+            && f["booking_id"] == id.as_str()
+            && f["reason"] == "reassigned"
     })
     .await;
     next_matching(&mut customer_ws, "the reassignment", |f| {
-        f["type"] == "booking.status" && f["booking_id"] == id.as_str() && f["reason"] == "reassigned"
+        f["type"] == "booking.status"
+            && f["booking_id"] == id.as_str()
+            && f["reason"] == "reassigned"
     })
     .await;
-    let seen = json_body(app.get_as(&customer, &format!("/v1/bookings/{id}")).await, 200).await;
+    let seen = json_body(
+        app.get_as(&customer, &format!("/v1/bookings/{id}")).await,
+        200,
+    )
+    .await;
     assert_eq!(seen["provider"]["id"], second.provider_id.as_str());
     // The first therapist no longer sees it as theirs.
     problem(
@@ -217,8 +244,14 @@ async fn a_dispatcher_reassigns_an_accepted_booking_and_the_first_therapist_is_f
         .iter()
         .find(|a| a["action"] == "booking.reassigned")
         .unwrap();
-    assert_eq!(row["old_values"]["therapist_id"], first.provider_id.as_str());
-    assert_eq!(row["new_values"]["therapist_id"], second.provider_id.as_str());
+    assert_eq!(
+        row["old_values"]["therapist_id"],
+        first.provider_id.as_str()
+    );
+    assert_eq!(
+        row["new_values"]["therapist_id"],
+        second.provider_id.as_str()
+    );
     assert_eq!(row["new_values"]["reason"], "flat tyre");
 
     // A booking that is not accepted cannot be reassigned; the status is named.
@@ -226,7 +259,10 @@ async fn a_dispatcher_reassigns_an_accepted_booking_and_the_first_therapist_is_f
     let refused = problem(
         app.post_as(
             &admin,
-            &format!("/v1/admin/bookings/{}/reassign", pending["id"].as_str().unwrap()),
+            &format!(
+                "/v1/admin/bookings/{}/reassign",
+                pending["id"].as_str().unwrap()
+            ),
             &json!({"therapist_id": second.provider_id, "reason": "x"}),
         )
         .await,
@@ -251,12 +287,20 @@ async fn a_dispatcher_cancels_with_a_reason_and_decides_the_fee() {
     take_offer(&mut socket, &charged_id).await;
     let path = format!("/v1/admin/bookings/{charged_id}/cancel");
     problem(
-        app.post_as(&customer, &path, &json!({"reason": "x", "charge_fee": true}))
-            .await,
+        app.post_as(
+            &customer,
+            &path,
+            &json!({"reason": "x", "charge_fee": true}),
+        )
+        .await,
         403,
     )
     .await;
-    let missing = problem(app.post_as(&admin, &path, &json!({"reason": "x"})).await, 422).await;
+    let missing = problem(
+        app.post_as(&admin, &path, &json!({"reason": "x"})).await,
+        422,
+    )
+    .await;
     assert!(missing["type"].is_string());
     let cancelled = json_body(
         app.post_as(
@@ -269,11 +313,17 @@ async fn a_dispatcher_cancels_with_a_reason_and_decides_the_fee() {
     )
     .await;
     assert_eq!(cancelled["status"], "cancelled");
-    let fee: f64 = cancelled["cancellation_fee"].as_str().unwrap().parse().unwrap();
+    let fee: f64 = cancelled["cancellation_fee"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(fee > 0.0, "{cancelled}");
     for ws in [&mut customer_ws, &mut socket] {
         let frame = next_matching(ws, "the cancellation", |f| {
-            f["type"] == "booking.status" && f["booking_id"] == charged_id.as_str() && f["status"] == "cancelled"
+            f["type"] == "booking.status"
+                && f["booking_id"] == charged_id.as_str()
+                && f["status"] == "cancelled"
         })
         .await;
         assert_eq!(frame["reason"], "customer phoned: not at home");
@@ -356,7 +406,11 @@ async fn a_therapist_marked_offline_hears_it_and_their_open_offer_moves_on() {
         404,
     )
     .await;
-    let empty = problem(app.post_as(&admin, &path, &json!({"reason": ""})).await, 422).await;
+    let empty = problem(
+        app.post_as(&admin, &path, &json!({"reason": ""})).await,
+        422,
+    )
+    .await;
     assert_eq!(error_fields(&empty), ["reason"]);
 
     let answer = json_body(
@@ -393,7 +447,10 @@ async fn a_therapist_marked_offline_hears_it_and_their_open_offer_moves_on() {
         409,
     )
     .await;
-    assert!(refused["detail"].as_str().unwrap().contains("offline"), "{refused}");
+    assert!(
+        refused["detail"].as_str().unwrap().contains("offline"),
+        "{refused}"
+    );
 
     let audit: (String, Value) = sqlx::query_as(
         "SELECT a.action, a.new_values FROM audit_logs a JOIN providers p ON p.id = a.auditable_id \
@@ -421,8 +478,16 @@ async fn a_dispatcher_writes_to_the_parties_of_a_booking() {
     let path = format!("/v1/admin/bookings/{id}/messages");
 
     take_offer(&mut socket, &id).await;
-    problem(app.post_as(&customer, &path, &json!({"body": "hi"})).await, 403).await;
-    let empty = problem(app.post_as(&admin, &path, &json!({"body": "  "})).await, 422).await;
+    problem(
+        app.post_as(&customer, &path, &json!({"body": "hi"})).await,
+        403,
+    )
+    .await;
+    let empty = problem(
+        app.post_as(&admin, &path, &json!({"body": "  "})).await,
+        422,
+    )
+    .await;
     assert_eq!(error_fields(&empty), ["body"]);
     problem(
         app.post_as(&admin, &path, &json!({"body": "hi", "to": "everyone"}))
@@ -432,8 +497,12 @@ async fn a_dispatcher_writes_to_the_parties_of_a_booking() {
     .await;
 
     let both = json_body(
-        app.post_as(&admin, &path, &json!({"body": "Heavy rain on EDSA: expect delays"}))
-            .await,
+        app.post_as(
+            &admin,
+            &path,
+            &json!({"body": "Heavy rain on EDSA: expect delays"}),
+        )
+        .await,
         201,
     )
     .await;
@@ -473,7 +542,10 @@ async fn a_dispatcher_writes_to_the_parties_of_a_booking() {
     };
     assert_eq!(
         bodies(&customer_sees),
-        ["Heavy rain on EDSA: expect delays", "Your therapist is 5 minutes away"]
+        [
+            "Heavy rain on EDSA: expect delays",
+            "Your therapist is 5 minutes away"
+        ]
     );
     let therapist_sees = json_body(
         app.get_as(&therapist.token, &format!("/v1/bookings/{id}/messages"))
@@ -481,7 +553,10 @@ async fn a_dispatcher_writes_to_the_parties_of_a_booking() {
         200,
     )
     .await;
-    assert_eq!(bodies(&therapist_sees), ["Heavy rain on EDSA: expect delays"]);
+    assert_eq!(
+        bodies(&therapist_sees),
+        ["Heavy rain on EDSA: expect delays"]
+    );
 
     let audit = audit_actions(&app, &admin, &id).await;
     let rows: Vec<&Value> = audit

@@ -154,7 +154,9 @@ async fn the_demo_city_has_verified_stores_in_makati_with_visits_booked() {
     assert!(stores.len() >= 4 && stores.iter().any(|s| s.always_open));
 
     // The demo's own alert threshold (a short one here, to keep the test quick).
-    set_alert_after(&app.db, 2).await.expect("setting the demo's alert threshold");
+    set_alert_after(&app.db, 2)
+        .await
+        .expect("setting the demo's alert threshold");
     let server = Server::new(&app.address);
     let visits = book_store_visits(&server, &city.customers, &again)
         .await
