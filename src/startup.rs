@@ -185,8 +185,8 @@ impl Application {
                 matcher.therapist_state_changed(change);
             }));
             let to_others = replication.clone();
-            index.observe_dispatch(Arc::new(move |provider_id, state| {
-                to_others.dispatch_state(provider_id, state)
+            index.observe_dispatch(Arc::new(move |provider_id, change| {
+                to_others.dispatch_state(provider_id, change)
             }));
             let to_others = replication.clone();
             dashboards.observe_bookings(Arc::new(move |at, frame| to_others.booking(at, frame)));

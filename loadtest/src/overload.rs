@@ -16,7 +16,6 @@ use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use hilot::simulator::seed::{self, CitySpec, PhoneBlock};
 use hilot::simulator::stats::{latency_histogram, Percentiles};
-use hilot::simulator::Server;
 use parking_lot::Mutex;
 use serde::Serialize;
 
@@ -78,17 +77,9 @@ struct Outcomes {
 }
 
 pub async fn run(args: OverloadArgs) -> anyhow::Result<OverloadReport> {
-    let database_url = match &args.database_url {
-        Some(url) if !url.is_empty() => url.clone(),
-        _ => hilot::config::Settings::default().resolved_database_url()?,
-    };
-    let server = Server::new(&args.url);
-    server.wait_ready(Duration::from_secs(60)).await?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&database_url)
-        .await
-        .context("connecting to the server's database to seed accounts")?;
+    let (server, pool) =
+        crate::scenario::ready_server_and_seeding_pool(&args.url, args.database_url.as_deref())
+            .await?;
     let city = seed::seed_city(
         &pool,
         &CitySpec {

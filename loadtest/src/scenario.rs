@@ -133,18 +133,29 @@ pub struct RssReport {
     pub end: f64,
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
-    let database_url = match &args.database_url {
-        Some(url) if !url.is_empty() => url.clone(),
+/// The server, once ready, and a small pool on its database for seeding accounts (the given
+/// URL, else the one the server itself would use).
+pub async fn ready_server_and_seeding_pool(
+    url: &str,
+    database_url: Option<&str>,
+) -> anyhow::Result<(Server, sqlx::PgPool)> {
+    let database_url = match database_url {
+        Some(url) if !url.is_empty() => url.to_owned(),
         _ => hilot::config::Settings::default().resolved_database_url()?,
     };
-    let server = Server::new(&args.url);
+    let server = Server::new(url);
     server.wait_ready(Duration::from_secs(60)).await?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(&database_url)
         .await
         .context("connecting to the server's database to seed accounts")?;
+    Ok((server, pool))
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
+    let (server, pool) =
+        ready_server_and_seeding_pool(&args.url, args.database_url.as_deref()).await?;
     eprintln!(
         "seeding {} therapists and {} customers ...",
         args.therapists, args.customers

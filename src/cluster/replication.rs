@@ -23,7 +23,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 
 use super::link::{spawn_subscription, LinkStatus, Subscriber};
-use crate::geo::index::{FixOutcome, LiveFix, LiveIndex, Moved, TherapistState};
+use crate::geo::index::{DispatchChange, FixOutcome, LiveFix, LiveIndex, Moved, TherapistState};
 use crate::geo::Point;
 
 /// Events waiting to be published before new ones are dropped (Redis slow or away: the other
@@ -49,9 +49,11 @@ pub enum IndexEvent {
         at: DateTime<Utc>,
         received_at: DateTime<Utc>,
     },
-    /// Dispatch took the therapist (offered, busy) or let them go (`None`).
+    /// Dispatch took the therapist (offered, busy) or let them go (`None`); `was` is the state
+    /// it changed from, which the receiver must still hold for an offer's end to apply.
     Dispatch {
         p: i64,
+        was: Option<TherapistState>,
         state: Option<TherapistState>,
     },
     /// Profile, services, availability or verification changed: reload them from PostgreSQL.
@@ -194,10 +196,11 @@ impl Replication {
     }
 
     /// Local dispatch changed a therapist's dispatch state.
-    pub fn dispatch_state(&self, provider_id: i64, state: Option<TherapistState>) {
+    pub fn dispatch_state(&self, provider_id: i64, change: DispatchChange) {
         self.send(IndexEvent::Dispatch {
             p: provider_id,
-            state,
+            was: change.was,
+            state: change.now,
         });
     }
 
@@ -208,6 +211,9 @@ impl Replication {
 
     /// A booking frame this node's dashboards got.
     pub fn booking(&self, at: Point, frame: &Value) {
+        if self.outbound.is_none() {
+            return; // one node: nobody to tell, so no copy of the frame
+        }
         self.send(IndexEvent::Booking {
             lat: at.lat,
             lng: at.lng,
@@ -300,8 +306,10 @@ fn apply(appliers: &Appliers, events: Vec<IndexEvent>) {
                 }
                 metrics::counter!("hilot_replication_applied_total", "kind" => "fix").increment(1);
             }
-            IndexEvent::Dispatch { p, state } => {
-                appliers.index.apply_remote_dispatch_state(p, state);
+            IndexEvent::Dispatch { p, was, state } => {
+                appliers
+                    .index
+                    .apply_remote_dispatch_change(p, DispatchChange { was, now: state });
                 metrics::counter!("hilot_replication_applied_total", "kind" => "dispatch")
                     .increment(1);
             }

@@ -191,7 +191,25 @@ pub type StateObserver = std::sync::Arc<dyn Fn(StateChange) + Send + Sync>;
 
 /// Told when this node's dispatch offers a therapist, makes them busy or lets them go (the
 /// other nodes' indexes), outside the index lock. Not told of changes applied from elsewhere.
-pub type DispatchStateObserver = std::sync::Arc<dyn Fn(i64, Option<TherapistState>) + Send + Sync>;
+pub type DispatchStateObserver = std::sync::Arc<dyn Fn(i64, DispatchChange) + Send + Sync>;
+
+/// One node's dispatch-state change, as the other nodes apply it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DispatchChange {
+    pub was: Option<TherapistState>,
+    pub now: Option<TherapistState>,
+}
+
+impl DispatchChange {
+    /// Whether another node applies this change to its own view `current`. Changes from
+    /// different nodes cross on the wire (the lease holder ends its offer while the accepting
+    /// node makes the therapist busy), so each applies only to the state it started from:
+    /// the offer's end never frees a therapist another node already made busy. Busy itself
+    /// always applies: the database accepted the booking, whatever this node last heard.
+    pub fn applies_to(self, current: Option<TherapistState>) -> bool {
+        self.now == Some(TherapistState::Busy) || current == self.was
+    }
+}
 
 pub struct LiveIndex {
     inner: RwLock<Inner>,
@@ -215,9 +233,20 @@ impl LiveIndex {
         let _ = self.dispatch_observer.set(observer);
     }
 
-    /// Applies a dispatch state another node decided; its observers here see the state change
-    /// (dashboards), the dispatch observer does not (it would echo it back).
-    pub fn apply_remote_dispatch_state(&self, provider_id: i64, state: Option<TherapistState>) {
+    /// Applies a dispatch change another node decided, if it still applies here (see
+    /// [`DispatchChange::applies_to`]); its observers here see the state change (dashboards),
+    /// the dispatch observer does not (it would echo it back).
+    pub fn apply_remote_dispatch_change(&self, provider_id: i64, change: DispatchChange) {
+        self.change_entry_from(provider_id, false, |entry| {
+            if change.applies_to(entry.dispatch_state) {
+                entry.dispatch_state = change.now;
+            }
+            true
+        });
+    }
+
+    /// Sets a dispatch state the database vouches for (after a catch-up), whatever it was.
+    fn apply_authoritative_dispatch_state(&self, provider_id: i64, state: Option<TherapistState>) {
         self.change_entry_from(provider_id, false, |entry| {
             entry.dispatch_state = state;
             true
@@ -244,7 +273,7 @@ impl LiveIndex {
                 .collect()
         };
         for (id, state) in changes {
-            self.apply_remote_dispatch_state(id, state);
+            self.apply_authoritative_dispatch_state(id, state);
         }
     }
 
@@ -281,8 +310,12 @@ impl LiveIndex {
                         state: after,
                         point: entry.live.map(|(fix, _)| fix.point),
                     });
-                    let dispatch = (local && entry.dispatch_state != dispatch_before)
-                        .then_some(entry.dispatch_state);
+                    let dispatch = (local && entry.dispatch_state != dispatch_before).then_some(
+                        DispatchChange {
+                            was: dispatch_before,
+                            now: entry.dispatch_state,
+                        },
+                    );
                     (applied, report, dispatch)
                 }
             }
@@ -290,8 +323,8 @@ impl LiveIndex {
         if let (Some(report), Some(observer)) = (report, self.observer.get()) {
             observer(report);
         }
-        if let (Some(state), Some(observer)) = (dispatch, self.dispatch_observer.get()) {
-            observer(provider_id, state);
+        if let (Some(change), Some(observer)) = (dispatch, self.dispatch_observer.get()) {
+            observer(provider_id, change);
         }
         applied
     }
@@ -850,6 +883,53 @@ mod tests {
         assert!(index.nearby(&query(10), now).is_empty());
         index.set_dispatch_state(1, None);
         assert_eq!(index.nearby(&query(10), now).len(), 1);
+    }
+
+    #[test]
+    fn an_offer_ending_elsewhere_never_frees_a_therapist_made_busy_here() {
+        use TherapistState::{Busy, Offered};
+        let index = LiveIndex::new(DEFAULT_PRESENCE_TTL);
+        index.upsert_profile(therapist(1));
+        index.update_fix(1, fix(14.5550, 121.0244, Utc::now()));
+        // The lease holder offered; this node heard it, then the therapist accepted here.
+        let offered = DispatchChange {
+            was: None,
+            now: Some(Offered),
+        };
+        index.apply_remote_dispatch_change(1, offered);
+        index.set_dispatch_state(1, Some(Busy));
+        // The lease holder's end of the offer crosses the accept on the wire.
+        index.apply_remote_dispatch_change(
+            1,
+            DispatchChange {
+                was: Some(Offered),
+                now: None,
+            },
+        );
+        assert_eq!(index.state(1), Some(Busy));
+        // A busy therapist is busy wherever it was decided, whatever was heard before.
+        index.set_dispatch_state(1, None);
+        index.apply_remote_dispatch_change(
+            1,
+            DispatchChange {
+                was: None,
+                now: Some(Busy),
+            },
+        );
+        assert_eq!(index.state(1), Some(Busy));
+        // The end of the trip frees them.
+        index.apply_remote_dispatch_change(
+            1,
+            DispatchChange {
+                was: Some(Busy),
+                now: None,
+            },
+        );
+        assert_eq!(index.state(1), Some(TherapistState::Available));
+        // An offer made before this node heard of a busy therapist does not apply.
+        index.set_dispatch_state(1, Some(Busy));
+        index.apply_remote_dispatch_change(1, offered);
+        assert_eq!(index.state(1), Some(Busy));
     }
 
     #[test]

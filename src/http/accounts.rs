@@ -529,12 +529,21 @@ async fn check_login_limits(
         burst: settings.login_burst_per_phone,
         replenish: std::time::Duration::from_secs(settings.login_replenish_per_phone_s),
     });
-    match state.cluster_limits.check(&buckets).await {
+    let cluster = state.cluster_limits.check(&buckets).await;
+    cluster_or_local(cluster, || state.login_limiter.check(phone, address))
+}
+
+/// The cluster's answer when it gave one, else this node's.
+fn cluster_or_local(
+    cluster: Option<Result<(), std::time::Duration>>,
+    local: impl FnOnce() -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    match cluster {
         Some(Ok(())) => Ok(()),
         Some(Err(wait)) => Err(ApiError::TooManyRequests {
             retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
         }),
-        None => state.login_limiter.check(phone, address),
+        None => local(),
     }
 }
 
@@ -551,11 +560,8 @@ async fn check_registration_limit(state: &AppState, req: &HttpRequest) -> Result
         burst: state.settings.register_burst_per_address,
         replenish: std::time::Duration::from_secs(state.settings.register_replenish_per_address_s),
     };
-    match state.cluster_limits.check(&[bucket]).await {
-        Some(Ok(())) => Ok(()),
-        Some(Err(wait)) => Err(ApiError::TooManyRequests {
-            retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-        }),
-        None => state.limits.register_per_address.check(&address),
-    }
+    let cluster = state.cluster_limits.check(&[bucket]).await;
+    cluster_or_local(cluster, || {
+        state.limits.register_per_address.check(&address)
+    })
 }

@@ -53,7 +53,9 @@ pub async fn run(
                     match guard.admit(message) {
                         Admission::Admit => {}
                         Admission::Refuse(error) => {
-                            if super::send_text(&mut session, error.to_text()).await.is_err() { break None; }
+                            if let Some(error) = error {
+                                if super::send_text(&mut session, error.to_text()).await.is_err() { break None; }
+                            }
                             continue;
                         }
                         Admission::Close(reason) => break Some(reason),

@@ -75,7 +75,9 @@ pub async fn run(
                     match guard.admit(message) {
                         Admission::Admit => {}
                         Admission::Refuse(error) => {
-                            if super::send_text(&mut session, error.to_text()).await.is_err() { break None; }
+                            if let Some(error) = error {
+                                if super::send_text(&mut session, error.to_text()).await.is_err() { break None; }
+                            }
                             continue;
                         }
                         Admission::Close(reason) => break Some(reason),
@@ -99,7 +101,8 @@ pub async fn run(
                                 Ok(snapshot) => snapshot,
                                 Err(error) => error.to_text(),
                             },
-                            Admission::Refuse(error) => error.to_text(),
+                            Admission::Refuse(Some(error)) => error.to_text(),
+                            Admission::Refuse(None) => continue,
                             Admission::Close(reason) => break Some(reason),
                         },
                     },

@@ -28,8 +28,9 @@ pub struct FrameLimiter {
 #[derive(Debug)]
 pub enum Admission {
     Admit,
-    /// Drop the frame and send this error frame.
-    Refuse(ServerFrame),
+    /// Drop the frame and send this error frame (none for a refused pong: it answers our own
+    /// heartbeat, and an error the client cannot tie to anything it sent only confuses it).
+    Refuse(Option<ServerFrame>),
     /// The client keeps sending above its limit: close (1008).
     Close(CloseReason),
 }
@@ -61,14 +62,14 @@ impl FrameLimiter {
         if self.consecutive_refusals > MAX_CONSECUTIVE_REFUSALS {
             return Admission::Close(CloseReason::from((CloseCode::Policy, "too many frames")));
         }
-        Admission::Refuse(ServerFrame::error(
+        Admission::Refuse(Some(ServerFrame::error(
             "rate_limited",
             format!(
                 "more than {} {what} per second (burst {}); frame dropped",
                 self.per_second, self.burst
             ),
             None,
-        ))
+        )))
     }
 }
 
@@ -104,8 +105,11 @@ impl SocketGuard {
     }
 
     /// Admits or refuses one client frame (every kind counts).
-    pub fn admit(&mut self, _message: &AggregatedMessage) -> Admission {
-        self.frames.admit("frames")
+    pub fn admit(&mut self, message: &AggregatedMessage) -> Admission {
+        match (self.frames.admit("frames"), message) {
+            (Admission::Refuse(_), AggregatedMessage::Pong(_)) => Admission::Refuse(None),
+            (admission, _) => admission,
+        }
     }
 }
 

@@ -177,7 +177,9 @@ pub async fn run(
                     match guard.admit(message) {
                         Admission::Admit => {}
                         Admission::Refuse(error) => {
-                            if me.send(&error).await.is_err() { break None; }
+                            if let Some(error) = error {
+                                if me.send(&error).await.is_err() { break None; }
+                            }
                             continue;
                         }
                         Admission::Close(reason) => break Some(reason),

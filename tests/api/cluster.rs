@@ -13,21 +13,28 @@ use crate::helpers::{
     fresh_database, json_body, make_admin, register, spawn_app_in, test_redis_url, test_settings,
     TestApp,
 };
-use crate::live::{online_therapist, ping};
+use crate::live::{online_therapist, ping, stored_rows};
 
 /// The therapist's `seq`th fix: 33 m north of the previous one, a walk the jump check accepts.
 fn step(seq: i64) -> Value {
     ping(seq, MAKATI.0 + 0.001 + 0.0003 * seq as f64, MAKATI.1)
 }
 
-/// Sends the `seq`th fix and waits for its ack.
-async fn walk(socket: &mut Socket, seq: i64) {
-    socket.send_json(&step(seq)).await;
+/// Sends the `seq`th fix and waits for its ack, which it answers.
+async fn walk(socket: &mut Socket, seq: i64) -> Value {
+    send_fix(socket, step(seq)).await
+}
+
+/// Sends one fix and waits for its ack, which it answers.
+async fn send_fix(socket: &mut Socket, fix: Value) -> Value {
+    let seq = fix["seq"].clone();
+    socket.send_json(&fix).await;
     let reply = frame_where(socket, "an ack or an error", |f| {
         f["seq"] == seq && (f["type"] == "ack" || f["type"] == "error")
     })
     .await;
     assert_eq!(reply["type"], "ack", "{reply}");
+    reply
 }
 use crate::sockets::{connect_url, ws_url, Socket};
 
@@ -476,6 +483,126 @@ async fn redis_stopped_and_started_again_loses_no_booking_and_the_nodes_say_so()
         "a busy therapist is not offered as nearby"
     );
     drop(b);
+    drop(c);
+    a.shutdown().await;
+}
+
+/// Whether some session holds an advisory lock (the matcher's lease) in the test's database.
+async fn lease_held(app: &TestApp) -> bool {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+         WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap()
+        > 0
+}
+
+#[tokio::test]
+async fn a_node_killed_with_sigkill_strands_no_booking_and_loses_no_acknowledged_ping() {
+    // B starts first and takes the matcher lease; then A (in this process) and C stand by.
+    let database = fresh_database().await;
+    let db_url = database.1.clone();
+    let redis_url = test_redis_url();
+    let env = [
+        ("REDIS_URL", redis_url.as_str()),
+        ("HILOT_TRUSTED_PROXIES", "127.0.0.1"),
+    ];
+    let mut b = Binary::start(&db_url, &env);
+    b.wait_ready().await;
+    let mut settings = test_settings();
+    settings.redis_url = Some(redis_url.clone());
+    let a = spawn_app_in(database, settings).await;
+    eventually("B holds the matcher lease", || lease_held(&a)).await;
+    let mut c = Binary::start(&db_url, &env);
+    c.wait_ready().await;
+
+    let admin = make_admin(&a).await;
+    let (walker, swedish) = online_therapist(&a, &admin).await;
+    let (nearest, _) = online_therapist(&a, &admin).await;
+    let (customer, _) = register(&a, "customer").await;
+    // The walker streams fixes to B; the nearest therapist, 20 m from the customer, is on C.
+    let mut walker_on_b = connect_url(&b.ws_url("/v1/ws/therapist", &walker.token)).await;
+    let mut acked_as_stored = Vec::new();
+    for seq in 1..=5 {
+        let ack = walk(&mut walker_on_b, seq).await;
+        if ack["stored"] == true {
+            acked_as_stored.push(seq);
+        }
+    }
+    let mut nearest_on_c = connect_url(&c.ws_url("/v1/ws/therapist", &nearest.token)).await;
+    send_fix(&mut nearest_on_c, ping(1, MAKATI.0 + 0.0002, MAKATI.1)).await;
+
+    // Booked on A; the matcher on B offers it to the nearest therapist, on C.
+    for node in [&a.url(""), &c.url("")] {
+        eventually(&format!("{node} sees both therapists"), || async {
+            let ids = nearby_ids(node, &customer, &swedish).await;
+            ids.contains(&walker.provider_id) && ids.contains(&nearest.provider_id)
+        })
+        .await;
+    }
+    let booking = book(&a.url(""), &customer, &swedish, "sigkill-1").await;
+    let id = booking["id"].as_str().unwrap().to_owned();
+    frame_where(&mut nearest_on_c, "the offer reaches C", |f| {
+        f["type"] == "offer" && f["booking_id"] == id.as_str()
+    })
+    .await;
+
+    // B dies mid-dispatch, without draining or saying goodbye.
+    b.kill9();
+    b.wait_exit().await;
+    drop(walker_on_b);
+    let killed_at = std::time::Instant::now();
+    // Another node takes the lease (the design: within a few seconds of the kill).
+    eventually("another node holds the matcher lease", || lease_held(&a)).await;
+    eprintln!("lease moved {:?} after the SIGKILL", killed_at.elapsed());
+    // Every fix B acknowledged as stored is in PostgreSQL, once.
+    let stored = stored_rows(&a, &walker.provider_id).await;
+    for seq in &acked_as_stored {
+        assert!(
+            stored.contains(&(*seq, 1)),
+            "fix {seq} was acknowledged as stored by B: {stored:?}"
+        );
+    }
+    // The walker's app reconnects, to A, and goes on.
+    let mut walker_on_a = connect_url(&ws_url(a.port, "/v1/ws/therapist", &walker.token)).await;
+    walk(&mut walker_on_a, 6).await;
+
+    // The nearest therapist declines on C (or lets the offer expire, on a slow machine): the
+    // booking B was dispatching goes on, offered by the new lease holder to the walker.
+    let declined = reqwest::Client::new()
+        .post(c.url(&format!("/v1/bookings/{id}/decline")))
+        .bearer_auth(&nearest.token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let status = declined.status().as_u16();
+    assert!(
+        matches!(status, 200 | 409),
+        "decline: {status} {}",
+        declined.text().await.unwrap_or_default()
+    );
+    frame_where(&mut walker_on_a, "the booking is offered again", |f| {
+        f["type"] == "offer" && f["booking_id"] == id.as_str()
+    })
+    .await;
+    walker_on_a
+        .send_json(&json!({"type": "offer.accept", "booking_id": id}))
+        .await;
+    frame_where(&mut walker_on_a, "the walker's booking is accepted", |f| {
+        f["type"] == "booking.status" && f["booking_id"] == id.as_str() && f["status"] == "accepted"
+    })
+    .await;
+    let (status, body) = get_json(&c.url(""), &customer, &format!("/v1/bookings/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "accepted", "{body}");
+    assert_eq!(
+        body["provider"]["id"],
+        walker.provider_id.as_str(),
+        "{body}"
+    );
     drop(c);
     a.shutdown().await;
 }

@@ -347,7 +347,9 @@ step('the side panel counts the therapists online', WAIT_MS, async () => {
     .catch(async () => assert.fail(`#count-online shows "${await page.textContent('#count-online')}", expected at least 3`));
   assert.equal(await page.locator('#status.problem').count(), 0,
     `the status line reports a problem: ${await statusLine()}`);
-  assert.ok(await page.locator('.leaflet-hexes-pane path').count() >= 1, 'no supply hexagon drawn');
+  // The supply layer redraws on its own timer after the counts change: wait for it.
+  await page.waitForFunction(() => document.querySelectorAll('.leaflet-hexes-pane path').length >= 1, null, { timeout: WAIT_MS })
+    .catch(() => assert.fail('no supply hexagon drawn'));
   const refused = run.therapists.flatMap((t) => t.frames.filter((f) => f.type === 'error'));
   assert.deepEqual(refused, [], 'the server refused some therapist frames');
 });
