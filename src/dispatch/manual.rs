@@ -63,9 +63,9 @@ impl Dispatcher {
         Ok(booking)
     }
 
-    /// The chosen therapist if they can take this booking now: known (422 otherwise), online
-    /// with a fresh position, not busy or holding another offer, offering the booking's service
-    /// at home (409 naming what is missing).
+    /// The chosen therapist if they can take this booking now: known (404 on `therapist_id`
+    /// otherwise), online with a fresh position, not busy or holding another offer, offering
+    /// the booking's service at home (409 naming what is missing).
     async fn choose(&self, booking: &BookingFacts, therapist: Uuid) -> Result<Chosen, ApiError> {
         let provider_id: i64 = sqlx::query_scalar(
             "SELECT id FROM providers WHERE uuid = $1 AND type = 'therapist' AND deleted_at IS NULL",
