@@ -12,6 +12,7 @@ use crate::error::{ApiError, Context as _};
 #[derive(Default)]
 pub struct ServiceCatalog {
     ids: RwLock<HashMap<Uuid, i64>>,
+    durations: RwLock<HashMap<i64, i32>>,
 }
 
 impl ServiceCatalog {
@@ -31,5 +32,21 @@ impl ServiceCatalog {
             self.ids.write().insert(uuid, id);
         }
         Ok(id)
+    }
+
+    /// A service's session length in minutes (`services.duration_minutes`), cached.
+    pub async fn duration_minutes(&self, pool: &PgPool, service_id: i64) -> Result<i32, ApiError> {
+        if let Some(minutes) = self.durations.read().get(&service_id) {
+            return Ok(*minutes);
+        }
+        let minutes: i32 =
+            sqlx::query_scalar("SELECT duration_minutes FROM services WHERE id = $1")
+                .bind(service_id)
+                .fetch_optional(pool)
+                .await
+                .context("reading a service's duration")?
+                .unwrap_or(60);
+        self.durations.write().insert(service_id, minutes);
+        Ok(minutes)
     }
 }

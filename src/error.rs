@@ -266,3 +266,12 @@ pub fn unique_violation(error: &sqlx::Error) -> Option<&str> {
         _ => None,
     }
 }
+
+/// The constraint name of a database error, if it is an exclusion violation (two rows whose
+/// ranges may not overlap).
+pub fn exclusion_violation(error: &sqlx::Error) -> Option<&str> {
+    match error {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23P01") => db.constraint(),
+        _ => None,
+    }
+}

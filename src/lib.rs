@@ -12,6 +12,8 @@
 //! - [`providers`]: therapists: ownership lookups, platform limits, going online.
 //! - [`audit`]: `audit_logs` rows for every admin decision and role change.
 //! - [`catalog`]: the service catalog's ids, cached in memory.
+//! - [`schedule`]: weekly schedules, blocked times, slots, and whether a booking fits a
+//!   therapist's day (scheduled bookings and book-now feasibility).
 //! - [`geo`]: great-circle distance, ETAs, and the live H3 index of therapists.
 //! - [`ingest`]: location pings: validation, storage policy, the batched writer.
 //! - [`console`]: the dispatch console: booking detail, search, alerts, trip replay.
@@ -64,6 +66,7 @@ pub mod partitions;
 pub mod providers;
 pub mod realtime;
 pub mod reviews;
+pub mod schedule;
 pub mod shutdown;
 pub mod simulator;
 pub mod startup;

@@ -33,6 +33,7 @@ use crate::ingest::validate::PingLimits;
 use crate::ingest::writer::{PingRecord, WriterConfig};
 use crate::ingest::{settings as ingest_settings, Ingest};
 use crate::limits::{KeyedLimiter, LimitRule, Limits, LoginLimiter};
+use crate::schedule::diary::Diary;
 use crate::state::AppState;
 use crate::{db, geo, http, ingest, partitions, telemetry};
 
@@ -125,6 +126,12 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let dashboards = Arc::new(Dashboards::default());
+        let diary = Arc::new(Diary::new());
+        let calendars = diary
+            .reload_all(&pool)
+            .await
+            .context("loading therapists' calendars")?;
+        tracing::info!(therapists = calendars, "calendars loaded");
         let dispatcher = Dispatcher::new(
             background.clone(),
             index.clone(),
@@ -138,6 +145,7 @@ impl Application {
                 radius_m: settings.arrival_radius_m,
                 dwell: Duration::from_secs(settings.arrival_dwell_s),
             },
+            diary.clone(),
             shutdown_rx.clone(),
         );
         // What a fix sets off, whichever node received it: the booking's trip (wherever it is
@@ -231,6 +239,7 @@ impl Application {
             dispatcher,
             bus,
             dashboards,
+            diary,
             replication,
             cluster_link,
             cluster_limits,
@@ -303,6 +312,15 @@ impl Application {
         ));
         // Pending bookings are the matcher's: it reloads them once this node holds the lease.
         let matcher = state.dispatcher.start_matching();
+        let diary = tokio::spawn(crate::schedule::diary::run(
+            state.diary.clone(),
+            state.db.clone(),
+            shutdown.subscribe(),
+        ));
+        let scheduled = tokio::spawn(crate::dispatch::scheduled::run(
+            state.dispatcher.clone(),
+            shutdown.subscribe(),
+        ));
         let sweep = {
             let state = state.clone();
             let shutdown = shutdown.subscribe();
@@ -342,10 +360,6 @@ impl Application {
             outbox_config(&state.settings),
             shutdown.subscribe(),
         ));
-        let reminders = tokio::spawn(crate::notifications::reminders::run(
-            state.db.clone(),
-            shutdown.subscribe(),
-        ));
         let gauges = tokio::spawn(telemetry::export_gauges(
             state.clone(),
             shutdown.subscribe(),
@@ -369,8 +383,9 @@ impl Application {
             gauges,
             sweep,
             outbox,
-            reminders,
             matcher,
+            diary,
+            scheduled,
             visits,
             alerts
         );

@@ -24,6 +24,7 @@ use crate::ingest::Ingest;
 use crate::limits::{Limits, LoginLimiter};
 use crate::messages::{ChatMessage, Parties, ReadReceipt, Side};
 use crate::money::payments::Payments;
+use crate::schedule::diary::Diary;
 
 /// Cheap to clone: everything inside is a handle.
 #[derive(Clone)]
@@ -61,6 +62,8 @@ pub struct AppState {
     pub bus: EventBus,
     /// Dispatch dashboards connected to this server, with their viewports.
     pub dashboards: Arc<Dashboards>,
+    /// Every therapist's calendar, in memory (slots near a place, the matcher's eligibility).
+    pub diary: Arc<Diary>,
     /// Tells the other nodes what this one learnt about therapists (single node: nobody).
     pub replication: Arc<Replication>,
     /// This node's Redis link, as health and metrics report it.
@@ -183,6 +186,7 @@ impl AppState {
                 "refreshing the live index failed"
             );
         }
+        self.diary.changed(&self.db, provider_id).await;
         self.replication.profile(provider_id);
     }
 

@@ -605,6 +605,7 @@ async fn seed_city(pool: &PgPool) -> anyhow::Result<City> {
             all_services: true,
             online_with_fix: true,
             rng_seed: CITY_SEED,
+            with_schedule: 0.0,
         },
     )
     .await;

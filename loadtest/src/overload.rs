@@ -91,6 +91,7 @@ pub async fn run(args: OverloadArgs) -> anyhow::Result<OverloadReport> {
             all_services: false,
             online_with_fix: false,
             rng_seed: 14,
+            with_schedule: 0.0,
         },
     )
     .await?;

@@ -248,11 +248,16 @@ fn render(results: &Path) -> anyhow::Result<String> {
         let a = &s["scenario"];
         writeln!(
             out,
-            "**{}**: {} therapists pinging every {} s, {} bookings/s, {} dashboards{}; {} s ramp, {} s measured. {}\n",
+            "**{}**: {} therapists pinging every {} s, {} bookings/s{}, {} dashboards{}; {} s ramp, {} s measured. {}\n",
             a["name"].as_str().unwrap_or("?"),
             format_thousands(a["therapists"].as_u64().unwrap_or(0)),
             a["ping_interval_s"],
             a["bookings_per_s"],
+            a["scheduled_share"]
+                .as_f64()
+                .filter(|share| *share > 0.0)
+                .map(|share| format!(" ({:.0} % of them for later)", share * 100.0))
+                .unwrap_or_default(),
             a["dashboards"],
             a["viewport_km"]
                 .as_f64()
@@ -481,6 +486,7 @@ fn render(results: &Path) -> anyhow::Result<String> {
     }
     out.push('\n');
     render_dispatch(results, &mut out)?;
+    render_scheduled(results, &scenario, &mut out)?;
 
     // Issue 13: what crossing nodes adds. Dashboards on the therapists' node and on the other
     // node watch the same fixes; the difference of their p99s is the replication's share.
@@ -707,6 +713,95 @@ fn render_dispatch(results: &Path, out: &mut String) -> anyhow::Result<()> {
         }
         out.push('\n');
     }
+    Ok(())
+}
+
+/// Issue 15: slots near a place (criterion, `benches/slots.rs`) and the `scheduled` load test
+/// scenario, where a share of the bookings are made for later.
+fn render_scheduled<'a>(
+    results: &Path,
+    scenario: &impl Fn(&str) -> Option<&'a Value>,
+    out: &mut String,
+) -> anyhow::Result<()> {
+    let slots_ns = read_json(&results.join("criterion-slots_near_2000_therapists_one_day.json"))
+        .ok()
+        .and_then(|v| v.pointer("/mean/point_estimate").and_then(Value::as_f64));
+    // Criterion keeps each sample's mean; the slowest of them bounds the tail from above
+    // better than the overall mean does (one sample is many iterations).
+    let slowest_ns =
+        read_json(&results.join("criterion-slots_near_2000_therapists_one_day-sample.json"))
+            .ok()
+            .and_then(|v| {
+                let iters = v["iters"].as_array()?.iter().filter_map(Value::as_f64);
+                let times = v["times"].as_array()?.iter().filter_map(Value::as_f64);
+                times
+                    .zip(iters)
+                    .filter(|(_, n)| *n > 0.0)
+                    .map(|(t, n)| t / n)
+                    .reduce(f64::max)
+            });
+    let run = scenario("scheduled");
+    if slots_ns.is_none() && run.is_none() {
+        return Ok(());
+    }
+    out.push_str(
+        "#### Scheduled bookings (issue 15)\n\n| target | measured | verdict |\n|---|---:|---|\n",
+    );
+    for (what, ns) in [
+        ("mean", slots_ns),
+        ("slowest of criterion's samples", slowest_ns),
+    ] {
+        let slots = at_most(
+            &format!("slots near a place (`GET /v1/slots`'s computation) for a day in a city of 2,000 therapists (criterion, `benches/slots.rs`), {what} ≤ 20 ms"),
+            ns.map(|ns| ns / 1e6),
+            20.0,
+            " ms",
+        );
+        writeln!(
+            out,
+            "| {} | {} | {} |",
+            slots.what, slots.measured, slots.verdict
+        )?;
+    }
+    if let Some(s) = run {
+        let created = |key: &str| num(s, &format!("/counts/{key}")).unwrap_or(0.0);
+        let (now, later) = (
+            created("bookings_created"),
+            created("scheduled_bookings_created"),
+        );
+        let share = if now + later > 0.0 {
+            Some(100.0 * later / (now + later))
+        } else {
+            None
+        };
+        writeln!(
+            out,
+            "| `scheduled` scenario: bookings made for later (of all created) | {} % ({} of {}) | asked for {} % |",
+            fmt_num(share, 1),
+            later,
+            now + later,
+            fmt_num(num(s, "/scenario/scheduled_share").map(|f| f * 100.0), 0),
+        )?;
+        let accepted = created("scheduled_bookings_accepted");
+        writeln!(
+            out,
+            "| bookings for later a therapist took ahead of time, within the run | {} ({} %) | |",
+            accepted,
+            fmt_num((later > 0.0).then(|| 100.0 * accepted / later), 1),
+        )?;
+        writeln!(
+            out,
+            "| booking for later → 201 p99 (validation, the exclusion constraint's insert) | {} ms | |",
+            fmt_num(num(s, "/latencies_ms/scheduled_booking_created/p99_ms"), 1)
+        )?;
+        let first_offer = num(s, "/latencies_ms/booking_to_first_offer/p99_ms");
+        writeln!(
+            out,
+            "| book-now alongside: booking → first offer p99 | {} ms | |",
+            fmt_num(first_offer, 1)
+        )?;
+    }
+    out.push('\n');
     Ok(())
 }
 

@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// Book-now requests per second across the city (Poisson).
     #[arg(long, default_value_t = 20.0)]
     pub bookings_per_s: f64,
+    /// Share (0–1) of those bookings made for later (open, 1.5 to 5.5 hours ahead) instead of
+    /// now; half the therapists then keep a weekly schedule.
+    #[arg(long, default_value_t = 0.0)]
+    pub scheduled_share: f64,
     /// Dashboards watching the city.
     #[arg(long, default_value_t = 5)]
     pub dashboards: usize,
@@ -171,6 +175,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
             all_services: false,
             online_with_fix: false,
             rng_seed: 7,
+            with_schedule: if args.scheduled_share > 0.0 { 0.5 } else { 0.0 },
         },
     )
     .await?;
@@ -195,6 +200,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         },
         area: args.city.area(),
         bookings_per_s: args.bookings_per_s,
+        scheduled_ahead: hilot::simulator::DEFAULT_SCHEDULED_AHEAD,
+        scheduled_share: args.scheduled_share,
         dashboards: args.dashboards,
         viewport_km: args.viewport_km,
         ramp: Duration::from_secs(args.ramp_s),
@@ -247,6 +254,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         "pings_sent",
         "pings_acked",
         "bookings_created",
+        "scheduled_bookings_created",
+        "scheduled_bookings_accepted",
         "offers_received",
         "jobs_won",
         "bookings_completed",

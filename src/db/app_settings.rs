@@ -14,8 +14,6 @@ pub const DEFAULT_TIP_MAX: i64 = 10_000;
 pub const DEFAULT_MESSAGE_MAX_LENGTH: usize = 1_000;
 pub const DEFAULT_MESSAGES_PER_MINUTE: i64 = 20;
 pub const DEFAULT_CHAT_OPEN_AFTER_COMPLETION_MIN: i64 = 60;
-/// `reminder_minutes_before`: when the parties of a scheduled booking are reminded.
-pub const DEFAULT_REMINDER_MINUTES_BEFORE: i64 = 60;
 
 /// One setting's JSON value, if the row exists.
 pub async fn read(db: impl PgExecutor<'_>, key: &str) -> sqlx::Result<Option<Value>> {
@@ -95,13 +93,4 @@ pub async fn messaging(db: impl PgExecutor<'_>) -> sqlx::Result<Messaging> {
             .filter(|v| *v >= 0.0)
             .map_or(DEFAULT_CHAT_OPEN_AFTER_COMPLETION_MIN, |v| v as i64),
     })
-}
-
-pub async fn reminder_minutes_before(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
-    Ok(read(db, "reminder_minutes_before")
-        .await?
-        .as_ref()
-        .and_then(number)
-        .filter(|m| *m > 0.0)
-        .map_or(DEFAULT_REMINDER_MINUTES_BEFORE, |m| m as i64))
 }

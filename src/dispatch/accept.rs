@@ -16,7 +16,7 @@ use super::settings::DispatchSettings;
 use super::store::{self, BookingFacts, BookingView};
 use super::transitions::Transition;
 use super::{pricing, Caller, Dispatcher};
-use crate::error::{unique_violation, ApiError, Context as _};
+use crate::error::{exclusion_violation, unique_violation, ApiError, Context as _};
 
 #[derive(sqlx::FromRow)]
 struct LockedOffer {
@@ -76,6 +76,9 @@ impl Dispatcher {
             .ok_or_else(|| ApiError::not_found("booking"))?;
         if booking.provider_id == Some(provider_id) && booking.status == BookingStatus::Accepted {
             return self.view(booking.id).await; // a repeated accept of one's own booking
+        }
+        if booking.requested_provider_id == Some(provider_id) {
+            return self.accept_request(&booking, caller, asked_at).await;
         }
         match self
             .commit_accept(&booking, provider_id, caller.user_id, asked_at)
@@ -225,6 +228,9 @@ impl Dispatcher {
         store::set_actor(&mut tx, Some(actor), "Accepted by the therapist")
             .await
             .context("marking the actor")?;
+        let travel_minutes =
+            i32::try_from(self.inner.eta.eta_seconds(offer.distance_m).div_ceil(60))
+                .unwrap_or(i32::MAX);
         let updated = sqlx::query(include_str!("../../sql/accept_booking.sql"))
             .bind(booking.id)
             .bind(provider_id)
@@ -236,6 +242,7 @@ impl Dispatcher {
             .bind(price.commission_rate)
             .bind(price.commission_amount)
             .bind(price.provider_earnings)
+            .bind(travel_minutes)
             .execute(&mut *tx)
             .await;
         match updated {
@@ -248,6 +255,11 @@ impl Dispatcher {
             Err(error) if unique_violation(&error).is_some() => {
                 return Err(AcceptError::Refused(ApiError::Conflict(
                     "you already have an active booking".into(),
+                )))
+            }
+            Err(error) if exclusion_violation(&error).is_some() => {
+                return Err(AcceptError::Refused(ApiError::Conflict(
+                    "this booking would overlap another of your bookings".into(),
                 )))
             }
             Err(error) => return Err(AcceptError::Refused(ApiError::from(error))),
@@ -298,6 +310,9 @@ impl Dispatcher {
             .await
             .context("loading the booking")?
             .ok_or_else(|| ApiError::not_found("booking"))?;
+        if booking.requested_provider_id == Some(provider_id) {
+            return self.decline_request(&booking, caller).await;
+        }
         let declined = offers::close(&self.inner.db, booking.id, provider_id, Outcome::Declined)
             .await
             .context("declining the offer")?;

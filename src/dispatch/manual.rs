@@ -26,7 +26,7 @@ use super::store::{self, BookingFacts, BookingView};
 use super::waiting::PlannedOffer;
 use super::Dispatcher;
 use crate::audit::{self, AuditContext};
-use crate::error::{unique_violation, ApiError, Context as _, FieldError};
+use crate::error::{exclusion_violation, unique_violation, ApiError, Context as _, FieldError};
 use crate::geo::index::{ServiceOffer, TherapistState};
 use crate::geo::{distance_m, Point};
 
@@ -289,6 +289,11 @@ impl Dispatcher {
             Err(error) if unique_violation(&error).is_some() => {
                 return Err(ApiError::Conflict(
                     "the therapist is on another booking".into(),
+                ))
+            }
+            Err(error) if exclusion_violation(&error).is_some() => {
+                return Err(ApiError::Conflict(
+                    "the therapist's calendar has no room for this booking".into(),
                 ))
             }
             Err(error) => return Err(ApiError::from(error)),

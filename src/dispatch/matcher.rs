@@ -35,6 +35,9 @@ use super::waiting::{PlannedOffer, RoundRules, WaitingBooking, WaitingBookings};
 use super::{pricing, Dispatcher};
 use crate::geo::index::TherapistState;
 use crate::geo::Point;
+use crate::schedule::diary::Job;
+use crate::schedule::slots::Session;
+use crate::schedule::SchedulingSettings;
 
 /// The PostgreSQL channel matcher events travel on between nodes.
 pub const NOTIFY_CHANNEL: &str = "hilot_dispatch";
@@ -125,14 +128,27 @@ pub async fn notify_remote(db: &PgPool, event: &MatchEvent) -> sqlx::Result<()> 
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    OfferExpiry { booking_id: i64, provider_id: i64 },
-    Deadline { booking_id: i64 },
+    OfferExpiry {
+        booking_id: i64,
+        provider_id: i64,
+    },
+    Deadline {
+        booking_id: i64,
+    },
+    /// An open scheduled booking nobody has taken yet: its customer is told before it would be
+    /// cancelled.
+    Warning {
+        booking_id: i64,
+    },
 }
 
 /// What an offer frame says about its booking, read once, when it is first offered.
 struct BookingContext {
     service: ServiceRef,
     location: Option<LocationView>,
+    /// `now` or `scheduled`, and when a scheduled one starts: the therapist decides on both.
+    booking_type: String,
+    scheduled_at: Option<DateTime<Utc>>,
 }
 
 struct Matcher {
@@ -143,6 +159,7 @@ struct Matcher {
     uuids: FxHashMap<i64, Uuid>,
     timers: BinaryHeap<Reverse<(DateTime<Utc>, Timer)>>,
     settings: DispatchSettings,
+    scheduling: SchedulingSettings,
     settings_read: Instant,
     /// When the last round ran: rounds run at most once a window.
     last_round: Instant,
@@ -236,6 +253,7 @@ async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
         uuids: FxHashMap::default(),
         timers: BinaryHeap::new(),
         settings: DispatchSettings::load(&db).await,
+        scheduling: SchedulingSettings::load(&db).await,
         settings_read: Instant::now(),
         last_round: Instant::now(),
         new_since: None,
@@ -328,9 +346,14 @@ impl Matcher {
 
     async fn refresh_settings(&mut self) {
         if self.settings_read.elapsed() >= SETTINGS_REFRESH {
-            self.settings = DispatchSettings::load(self.db()).await;
-            self.settings_read = Instant::now();
+            self.reload_settings().await;
         }
+    }
+
+    async fn reload_settings(&mut self) {
+        self.settings = DispatchSettings::load(self.db()).await;
+        self.scheduling = SchedulingSettings::load(self.db()).await;
+        self.settings_read = Instant::now();
     }
 
     /// Loads every pending booking and its offers (taking over, or reconciling).
@@ -357,8 +380,12 @@ impl Matcher {
         Ok(())
     }
 
-    /// Starts waiting for a pending booking, with the offers it already has.
+    /// Starts waiting for a pending booking, with the offers it already has. A request to a
+    /// named therapist is theirs to answer, not the matcher's.
     async fn admit(&mut self, facts: store::BookingFacts, stored: Vec<offers::StoredOffer>) {
+        if facts.is_request() {
+            return;
+        }
         let Some(point) = facts
             .lat
             .zip(facts.lng)
@@ -367,13 +394,28 @@ impl Matcher {
             tracing::error!(booking_id = facts.id, "a pending booking has no location");
             return;
         };
-        let deadline = facts.requested_at
-            + chrono::Duration::from_std(self.settings.pending_timeout).unwrap_or_default();
+        let session = Session::minutes(
+            i64::from(facts.duration_minutes.unwrap_or(60)),
+            i64::from(facts.buffer_minutes),
+        );
+        // A scheduled booking is offered until its lead time; a `now` one until the pending
+        // timeout.
+        let (deadline, job) = match (facts.is_scheduled(), facts.scheduled_at) {
+            (true, Some(start)) => (start - self.scheduling.lead, Job::Later { start, session }),
+            _ => (
+                facts.requested_at
+                    + chrono::Duration::from_std(self.settings.pending_timeout).unwrap_or_default(),
+                Job::Now {
+                    session,
+                    place: point,
+                },
+            ),
+        };
         let radius = self
             .settings
             .initial_radius_m
             .min(self.settings.max_radius_m);
-        let Some(mut booking) = WaitingBooking::new(
+        let Some(booking) = WaitingBooking::new(
             facts.id,
             point,
             facts.service_id,
@@ -383,6 +425,15 @@ impl Matcher {
         ) else {
             return;
         };
+        let mut booking = booking.with_job(job);
+        if booking.is_scheduled() {
+            self.timers.push(Reverse((
+                deadline - self.scheduling.unmatched_warning,
+                Timer::Warning {
+                    booking_id: facts.id,
+                },
+            )));
+        }
         for offer in stored {
             booking.rounds = booking.rounds.max(offer.round);
             match offer.outcome {
@@ -437,8 +488,7 @@ impl Matcher {
                     // Operators expect a change to apply to the next booking: read afresh unless
                     // just read (a burst of bookings shares one read).
                     if self.settings_read.elapsed() >= SETTINGS_FRESH_FOR_NEW_BOOKINGS {
-                        self.settings = DispatchSettings::load(self.db()).await;
-                        self.settings_read = Instant::now();
+                        self.reload_settings().await;
                     }
                     match store::facts_by_id(self.db(), booking_id).await {
                         Ok(Some(facts)) if facts.status == BookingStatus::Pending => {
@@ -570,6 +620,7 @@ impl Matcher {
         let now = Utc::now();
         let mut expired_offers = Vec::new();
         let mut deadlines = Vec::new();
+        let mut warnings = Vec::new();
         while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -592,6 +643,16 @@ impl Matcher {
                         deadlines.push(booking_id);
                     }
                 }
+                Timer::Warning { booking_id } => {
+                    if self.waiting.contains(booking_id) {
+                        warnings.push(booking_id);
+                    }
+                }
+            }
+        }
+        for booking_id in warnings {
+            if let Some(deadline) = self.waiting.get(booking_id).map(|b| b.deadline) {
+                self.dispatcher.warn_unmatched(booking_id, deadline).await;
             }
         }
         if !expired_offers.is_empty() {
@@ -760,6 +821,8 @@ impl Matcher {
                         BookingContext {
                             service: view.service,
                             location: view.location,
+                            booking_type: view.booking_type,
+                            scheduled_at: view.scheduled_at,
                         },
                     );
                 }
@@ -793,6 +856,8 @@ impl Matcher {
                     "booking_id": uuid,
                     "service": context.service,
                     "location": context.location,
+                    "booking_type": context.booking_type,
+                    "scheduled_at": context.scheduled_at,
                     "distance_m": offer.distance_m.round() as u64,
                     "eta_seconds": offer.eta_seconds,
                     "earnings": crate::domain::money::round_money(price.provider_earnings).to_string(),

@@ -31,6 +31,8 @@ pub mod notify;
 pub mod offers;
 pub mod pricing;
 pub mod ranking;
+pub mod reschedule;
+pub mod scheduled;
 pub mod settings;
 pub mod store;
 pub mod transitions;
@@ -49,6 +51,7 @@ use crate::fanout::bus::EventBus;
 use crate::fanout::dashboard::Dashboards;
 use crate::geo::index::{LiveIndex, StateChange, TherapistState};
 use crate::geo::EtaModel;
+use crate::schedule::diary::Diary;
 use lifecycle::BookingStatus;
 use matcher::MatchEvent;
 use store::{BookingFacts, BookingView};
@@ -68,8 +71,11 @@ struct Inner {
     trips: Mutex<trips::Trips>,
     /// The matcher running on this node, while this node holds its region's lease.
     matcher: Mutex<Option<mpsc::UnboundedSender<MatchEvent>>>,
-    /// Eligibility beyond the index's own, applied by the matcher to every candidate.
+    /// Eligibility beyond the index's own, applied by the matcher to every candidate: the
+    /// therapist's calendar allows the booking.
     filter: waiting::EligibilityFilter,
+    /// Every therapist's calendar (schedules, blocked times, commitments).
+    diary: Arc<Diary>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -77,6 +83,18 @@ struct Inner {
 #[derive(Clone)]
 pub struct Dispatcher {
     inner: Arc<Inner>,
+}
+
+/// The matcher's calendar predicate: a candidate `hit.distance_m` away may be offered the
+/// booking only if their calendar allows it (see [`Diary::can_take`]).
+pub fn calendar_filter(diary: Arc<Diary>, eta: EtaModel) -> waiting::EligibilityFilter {
+    Arc::new(move |booking, hit, now| match &booking.job {
+        None => true,
+        Some(job) => {
+            let travel = chrono::Duration::seconds(i64::from(eta.eta_seconds(hit.distance_m)));
+            diary.can_take(hit.provider_id, job, travel, now, eta)
+        }
+    })
 }
 
 /// The caller of a booking operation, as the dispatcher needs them.
@@ -89,6 +107,8 @@ pub struct Caller {
 }
 
 impl Dispatcher {
+    // Each argument is a distinct shared handle the dispatcher keeps; a bundle would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: PgPool,
         index: Arc<LiveIndex>,
@@ -96,6 +116,7 @@ impl Dispatcher {
         dashboards: Arc<Dashboards>,
         eta: EtaModel,
         geofence: Geofence,
+        diary: Arc<Diary>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -108,7 +129,8 @@ impl Dispatcher {
                 geofence,
                 trips: Mutex::new(trips::Trips::default()),
                 matcher: Mutex::new(None),
-                filter: waiting::admit_all(),
+                filter: calendar_filter(diary.clone(), eta),
+                diary,
                 shutdown,
             }),
         }
@@ -124,7 +146,10 @@ impl Dispatcher {
                 .map_err(anyhow::Error::from)?;
         for booking in &active {
             if let Some(provider_id) = booking.provider_id {
-                self.track_trip(booking, provider_id, booking.status);
+                // An accepted scheduled booking is not a trip until its therapist sets out.
+                if !(booking.is_scheduled() && booking.status == Accepted) {
+                    self.track_trip(booking, provider_id, booking.status);
+                }
             }
         }
         Ok(active.len())
@@ -193,8 +218,9 @@ impl Dispatcher {
             .context("loading the booking")?
             .ok_or_else(|| ApiError::not_found("booking"))?;
         let is_customer = booking.customer_id == caller.user_id;
-        let is_therapist =
-            caller.provider_id.is_some() && booking.provider_id == caller.provider_id;
+        let is_therapist = caller.provider_id.is_some()
+            && (booking.provider_id == caller.provider_id
+                || booking.requested_provider_id == caller.provider_id);
         if is_customer || is_therapist || caller.is_admin {
             Ok(booking)
         } else {
@@ -217,5 +243,13 @@ impl Dispatcher {
     /// Tells the customer and the dashboards about a booking just created (pending).
     pub async fn announce(&self, booking_id: i64) {
         self.push_status(booking_id, None).await;
+    }
+
+    pub fn diary(&self) -> &Arc<Diary> {
+        &self.inner.diary
+    }
+
+    pub fn db(&self) -> &PgPool {
+        &self.inner.db
     }
 }

@@ -89,6 +89,13 @@ pub struct BookingView {
     pub completed_at: Option<DateTime<Utc>>,
     pub cancelled_at: Option<DateTime<Utc>>,
     pub cancellation_reason: Option<String>,
+    /// The therapist a scheduled booking asks for by name (it is a request to them until they
+    /// answer; `provider` is set when they accept).
+    pub requested_provider: Option<ProviderRef>,
+    /// When an unanswered request to a named therapist lapses.
+    pub request_expires_at: Option<DateTime<Utc>>,
+    /// The session's length.
+    pub duration_minutes: Option<i32>,
     /// How the booking is paid, and where the payment stands (`null` in lists).
     pub payment: Option<crate::money::views::PaymentView>,
 }
@@ -109,12 +116,36 @@ pub struct BookingFacts {
     pub total_amount: Decimal,
     pub lat: Option<f64>,
     pub lng: Option<f64>,
+    /// `now` or `scheduled`.
+    pub booking_type: String,
+    /// The therapist a scheduled request names (pending until they answer).
+    pub requested_provider_id: Option<i64>,
+    pub request_expires_at: Option<DateTime<Utc>>,
+    pub duration_minutes: Option<i32>,
+    pub buffer_minutes: i32,
+}
+
+impl BookingFacts {
+    pub fn is_scheduled(&self) -> bool {
+        self.booking_type == "scheduled"
+    }
+
+    /// A scheduled booking that names its therapist: a request to them, not for the matcher.
+    pub fn is_request(&self) -> bool {
+        self.requested_provider_id.is_some()
+    }
+
+    /// Who the booking holds or asks for.
+    pub fn therapist(&self) -> Option<i64> {
+        self.provider_id.or(self.requested_provider_id)
+    }
 }
 
 const FACTS_SQL: &str =
     "SELECT b.id, b.uuid, b.booking_number, b.status, b.customer_id, b.provider_id, p.user_id AS provider_user_id, \
         b.service_id, b.requested_at, b.scheduled_at, b.total_amount, \
-        bl.latitude::float8 AS lat, bl.longitude::float8 AS lng \
+        bl.latitude::float8 AS lat, bl.longitude::float8 AS lng, b.booking_type::text AS booking_type, \
+        b.requested_provider_id, b.request_expires_at, b.duration_minutes, b.buffer_minutes \
      FROM bookings b LEFT JOIN providers p ON p.id = b.provider_id \
      LEFT JOIN booking_locations bl ON bl.booking_id = b.id";
 
@@ -185,6 +216,11 @@ struct ViewRow {
     completed_at: Option<DateTime<Utc>>,
     cancelled_at: Option<DateTime<Utc>>,
     cancellation_reason: Option<String>,
+    requested_uuid: Option<Uuid>,
+    requested_first_name: Option<String>,
+    requested_rating: Option<Decimal>,
+    request_expires_at: Option<DateTime<Utc>>,
+    duration_minutes: Option<i32>,
     payment_method: crate::money::PaymentMethod,
 }
 
@@ -193,9 +229,12 @@ const VIEW_SQL: &str = "SELECT b.uuid, b.booking_number, b.status, b.type::text 
         p.average_rating AS provider_rating, bl.latitude::float8 AS lat, bl.longitude::float8 AS lng, bl.address, \
         bl.unit_number, bl.landmark, b.service_price, b.distance_surcharge, b.platform_fee, b.promo_discount, \
         b.total_amount, s.currency, b.cancellation_fee, b.customer_notes, b.requested_at, b.scheduled_at, \
-        b.accepted_at, b.started_at, b.completed_at, b.cancelled_at, b.cancellation_reason, b.payment_method \
+        b.accepted_at, b.started_at, b.completed_at, b.cancelled_at, b.cancellation_reason, \
+        rp.uuid AS requested_uuid, rpu.first_name AS requested_first_name, rp.average_rating AS requested_rating, \
+        b.request_expires_at, b.duration_minutes, b.payment_method \
      FROM bookings b JOIN services s ON s.id = b.service_id \
      LEFT JOIN providers p ON p.id = b.provider_id LEFT JOIN users pu ON pu.id = p.user_id \
+     LEFT JOIN providers rp ON rp.id = b.requested_provider_id LEFT JOIN users rpu ON rpu.id = rp.user_id \
      LEFT JOIN booking_locations bl ON bl.booking_id = b.id";
 
 fn into_view(row: ViewRow, timeline: Vec<TimelineEntry>) -> BookingView {
@@ -242,6 +281,13 @@ fn into_view(row: ViewRow, timeline: Vec<TimelineEntry>) -> BookingView {
         completed_at: row.completed_at,
         cancelled_at: row.cancelled_at,
         cancellation_reason: row.cancellation_reason,
+        requested_provider: row.requested_uuid.map(|id| ProviderRef {
+            id,
+            first_name: row.requested_first_name.unwrap_or_default(),
+            average_rating: row.requested_rating.unwrap_or_default(),
+        }),
+        request_expires_at: row.request_expires_at,
+        duration_minutes: row.duration_minutes,
         // Nothing is charged before a therapist accepts: a pending booking's payment needs no query.
         payment: (row.status == BookingStatus::Pending)
             .then(|| crate::money::views::unpaid(row.payment_method, row.total_amount)),
@@ -286,7 +332,7 @@ pub async fn list_for_user(
     limit: i64,
 ) -> sqlx::Result<Vec<BookingView>> {
     let rows: Vec<ViewRow> = sqlx::query_as(&format!(
-        "{VIEW_SQL} WHERE (b.customer_id = $1 OR p.user_id = $1) AND b.deleted_at IS NULL \
+        "{VIEW_SQL} WHERE (b.customer_id = $1 OR p.user_id = $1 OR rp.user_id = $1) AND b.deleted_at IS NULL \
            AND ($2::booking_status IS NULL OR b.status = $2) \
          ORDER BY b.created_at DESC, b.id DESC LIMIT $3"
     ))

@@ -89,13 +89,31 @@ impl Dispatcher {
         tx.commit().await.context("committing the status change")?;
 
         // Trips first: the matcher, hearing the booking left pending, frees the therapists it
-        // held for it, and must find the winner already busy.
+        // held for it, and must find the winner already busy. A scheduled booking becomes a
+        // trip when its therapist sets out, not when they accept it days ahead.
         match (change.to, change.provider_id.or(booking.provider_id)) {
-            (BookingStatus::Accepted, Some(provider_id)) => {
+            (BookingStatus::Accepted, Some(provider_id)) if !booking.is_scheduled() => {
                 self.track_trip(booking, provider_id, BookingStatus::Accepted)
             }
-            (to, Some(provider_id)) => self.trip_status_changed(provider_id, to),
+            (BookingStatus::EnRoute, Some(provider_id)) if booking.is_scheduled() => {
+                self.track_trip(booking, provider_id, BookingStatus::EnRoute)
+            }
+            (to, Some(provider_id)) => self.trip_status_changed(provider_id, booking.id, to),
             (_, None) => {}
+        }
+        // The therapist's calendar changed: their commitments gained, moved or lost this one.
+        if let Some(provider_id) = change.provider_id.or(booking.therapist()) {
+            let counts = booking.is_scheduled()
+                || self
+                    .inner
+                    .diary
+                    .get(provider_id)
+                    .is_some_and(|entry| entry.bookable());
+            if counts {
+                let diary = self.inner.diary.clone();
+                let db = self.inner.db.clone();
+                tokio::spawn(async move { diary.changed(&db, provider_id).await });
+            }
         }
         if leaves_pending {
             self.signal(MatchEvent::BookingClosed {
@@ -229,8 +247,44 @@ impl Dispatcher {
             .await
     }
 
-    /// Nobody accepted in time: the booking ends cancelled, `no_therapist_available` (through
-    /// the same rule as every cancellation, only while it is still pending).
+    /// Hilot cancels a pending request (declined by the named therapist, or unanswered): free,
+    /// through the same rule as every cancellation; `None` when the booking changed meanwhile.
+    pub(super) async fn cancel_by_system(
+        &self,
+        booking: &BookingFacts,
+        reason: &str,
+        note: &str,
+        by: Option<i64>,
+    ) -> Result<Option<BookingView>, ApiError> {
+        let policy = DispatchSettings::load(&self.inner.db).await.cancellation;
+        let mut tx = self
+            .inner
+            .db
+            .begin()
+            .await
+            .context("starting a cancellation")?;
+        let request = Cancellation {
+            booking_id: booking.id,
+            actor: Actor::System,
+            actor_user: by,
+            reason,
+            note,
+            only_from: Some(BookingStatus::Pending),
+            fee: cancellation::FeeDecision::Policy,
+        };
+        let cancelled = match cancellation::cancel(&mut tx, request, &policy).await {
+            Ok(cancelled) => cancelled,
+            Err(ApiError::Conflict(_)) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        self.commit_cancellation(tx, booking, cancelled, reason)
+            .await
+            .map(Some)
+    }
+
+    /// Nobody accepted in time (the pending timeout; for a booking for later, its lead time):
+    /// the booking ends cancelled, `no_therapist_available` (through the same rule as every
+    /// cancellation, only while it is still pending).
     pub(super) async fn expire_unmatched(&self, booking_id: i64) -> Result<(), ApiError> {
         let Some(booking) = store::facts_by_id(&self.inner.db, booking_id)
             .await
@@ -248,7 +302,11 @@ impl Dispatcher {
             actor: Actor::System,
             actor_user: None,
             reason: NO_THERAPIST_AVAILABLE,
-            note: "No therapist accepted before the pending timeout",
+            note: if booking.is_scheduled() {
+                "No therapist accepted before the lead time"
+            } else {
+                "No therapist accepted before the pending timeout"
+            },
             only_from: Some(BookingStatus::Pending),
             fee: cancellation::FeeDecision::Policy,
         };

@@ -76,10 +76,20 @@ impl Dispatcher {
         );
     }
 
-    pub(super) fn trip_status_changed(&self, provider_id: i64, to: BookingStatus) {
+    /// A booking's status changed: its trip follows. A therapist's trip is one booking; a change
+    /// to another of their bookings (a scheduled one later on) leaves the trip alone.
+    pub(super) fn trip_status_changed(&self, provider_id: i64, booking_id: i64, to: BookingStatus) {
+        let mut trips = self.inner.trips.lock();
+        let Some(trip) = trips.by_provider.get_mut(&provider_id) else {
+            return;
+        };
+        if trip.booking_id != booking_id {
+            return;
+        }
         if to.is_final() {
+            drop(trips);
             self.end_trip(provider_id);
-        } else if let Some(trip) = self.inner.trips.lock().by_provider.get_mut(&provider_id) {
+        } else {
             trip.status = to;
         }
     }
@@ -91,7 +101,10 @@ impl Dispatcher {
 
     /// The customer's live view: status, ETA, and the therapist's position while on the way.
     pub fn track(&self, booking: &BookingFacts) -> (Option<LiveFix>, Option<u32>) {
-        if !booking.status.shares_position() {
+        // An accepted scheduled booking shares nothing until its therapist sets out.
+        if !booking.status.shares_position()
+            || (booking.is_scheduled() && booking.status == BookingStatus::Accepted)
+        {
             return (None, None);
         }
         let Some(provider_id) = booking.provider_id else {

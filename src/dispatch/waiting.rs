@@ -16,6 +16,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::assignment::{self, BookingNeed, Edge};
 use crate::geo::index::{LiveIndex, NearbyHit, NearbyQuery, ServiceOffer};
 use crate::geo::{distance_m, EtaModel, Point};
+use crate::schedule::diary::Job;
 
 /// Waiting bookings are bucketed by H3 cells of this resolution (about 36 km², edge ≈ 3.7 km),
 /// so a therapist's change looks at a few hundred buckets at most, whatever the city's size.
@@ -47,6 +48,8 @@ pub struct WaitingBooking {
     pub open: FxHashMap<i64, DateTime<Utc>>,
     /// Rounds that offered it to someone so far.
     pub rounds: i32,
+    /// What the therapist's calendar must allow (`None`: nothing is checked).
+    pub job: Option<Job>,
     cell: CellIndex,
 }
 
@@ -72,14 +75,26 @@ impl WaitingBooking {
             tried: FxHashSet::default(),
             open: FxHashMap::default(),
             rounds: 0,
+            job: None,
             cell,
         })
+    }
+
+    /// Sets what the therapist's calendar must allow.
+    pub fn with_job(mut self, job: Job) -> Self {
+        self.job = Some(job);
+        self
+    }
+
+    /// A scheduled booking: offered ahead of time, with no waiting credit (it is not urgent).
+    pub fn is_scheduled(&self) -> bool {
+        matches!(self.job, Some(Job::Later { .. }))
     }
 }
 
 /// Whether a therapist the index found may be offered this booking now, beyond the index's own
 /// eligibility (verified, active, online, free, in range, offering the service). The default
-/// admits everyone; scheduled bookings plug in schedule feasibility here.
+/// admits everyone; the server plugs in the calendar ([`crate::schedule::diary::Diary::can_take`]).
 pub type EligibilityFilter =
     Arc<dyn Fn(&WaitingBooking, &NearbyHit, DateTime<Utc>) -> bool + Send + Sync>;
 
@@ -341,7 +356,11 @@ impl WaitingBookings {
             needs.push(BookingNeed {
                 slots,
                 open: booking.open.len(),
-                waited_s: (now - booking.requested_at).num_milliseconds().max(0) as f64 / 1000.0,
+                waited_s: if booking.is_scheduled() {
+                    0.0
+                } else {
+                    (now - booking.requested_at).num_milliseconds().max(0) as f64 / 1000.0
+                },
             });
             round_bookings.push(id);
             for hit in candidates {

@@ -249,7 +249,12 @@ impl Courier for EventCourier {
                     return Ok::<_, sqlx::Error>(()); // another worker did it
                 }
                 let f = settlement::load(&mut tx, booking_id).await?;
-                let notices = if job.event_type == "booking.created" {
+                // A booking just made, or moved to another time (the reschedule answer told both
+                // parties already), notifies nobody here; its webhooks still go out.
+                let notices = if matches!(
+                    job.event_type.as_str(),
+                    "booking.created" | "booking.rescheduled"
+                ) {
                     Vec::new()
                 } else {
                     notices(&f, &status)

@@ -563,6 +563,17 @@ impl LiveIndex {
     /// and about `limit` geodesics. The search stops after [`SEARCH_BUDGET`] cells and
     /// therapists, answering what it proved so far.
     pub fn nearby(&self, query: &NearbyQuery, now: DateTime<Utc>) -> Vec<NearbyHit> {
+        self.nearby_where(query, now, |_, _| true)
+    }
+
+    /// [`Self::nearby`] among the therapists `keep(provider_id, distance_m)` admits (a
+    /// caller's own rule, such as room in their calendar), so the limit counts only them.
+    pub fn nearby_where(
+        &self,
+        query: &NearbyQuery,
+        now: DateTime<Utc>,
+        keep: impl Fn(i64, f64) -> bool,
+    ) -> Vec<NearbyHit> {
         if query.limit == 0 || !query.point.is_valid() {
             return Vec::new();
         }
@@ -661,6 +672,7 @@ impl LiveIndex {
                             && self
                                 .eligible_offer(entry, query.service_id, d, now)
                                 .is_some()
+                            && keep(provider_id, d)
                         {
                             let at = measured.partition_point(|&(m, id)| {
                                 m.total_cmp(&d).then(id.cmp(&provider_id)).is_lt()

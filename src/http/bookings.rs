@@ -68,10 +68,15 @@ pub struct CreateBooking {
     pub place: ServicePlace,
     /// The store, for an `in_store` booking (`GET /v1/stores/nearby`).
     pub store_id: Option<Uuid>,
-    /// `now` (dispatched at once). `scheduled` is refused for home services for now; an
-    /// `in_store` booking may be `scheduled` for `scheduled_at`.
+    /// `now` (dispatched at once) or `scheduled` (for `scheduled_at`: a home service is offered
+    /// ahead of time, or asked of `provider_id`; an `in_store` booking is booked at the store).
     pub booking_type: BookingKind,
+    /// Required for `scheduled`: at least the lead time ahead (60 min by default), within the
+    /// booking horizon (30 days), and with `provider_id` one of that therapist's slots.
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// `scheduled` only: ask this therapist (a request they accept or decline within
+    /// `scheduled_request_timeout`; it holds the slot meanwhile). Without it the platform finds one.
+    pub provider_id: Option<Uuid>,
     /// One of the caller's saved addresses; or give `location`.
     pub address_id: Option<Uuid>,
     pub location: Option<NewLocation>,
@@ -160,9 +165,16 @@ pub async fn create(
     }
 
     if request.place == ServicePlace::InStore {
+        if request.provider_id.is_some() {
+            return Err(ApiError::invalid(
+                "provider_id",
+                "is only for home-service bookings (an in_store booking names its store_id)",
+            ));
+        }
         return create_in_store(&state, user_id, &key, &request_hash, &request).await;
     }
     let now = Utc::now();
+    let scheduling = crate::schedule::SchedulingSettings::load(&state.db).await;
     let mut errors = Vec::new();
     if request.store_id.is_some() {
         errors.push(FieldError::new(
@@ -170,24 +182,31 @@ pub async fn create(
             "is only for in_store bookings (type: in_store)",
         ));
     }
-    if let Some(at) = request.scheduled_at {
-        if request.booking_type == BookingKind::Now {
-            // A `now` booking starts at once; a time sent with it would move its
-            // free-cancellation window.
-            errors.push(FieldError::new(
-                "scheduled_at",
-                "must be absent for a `now` booking",
-            ));
-        } else if at <= now {
-            errors.push(FieldError::new("scheduled_at", "must be in the future"));
-        }
-    }
-    match request.booking_type {
-        BookingKind::Now => {}
-        BookingKind::Scheduled => errors.push(FieldError::new(
-            "booking_type",
-            "only `now` bookings are dispatched by this server; scheduled bookings are not supported yet",
+    match (request.booking_type, request.scheduled_at) {
+        (BookingKind::Now, Some(_)) => errors.push(FieldError::new(
+            "scheduled_at",
+            "must be absent for a `now` booking (it starts at once)",
         )),
+        (BookingKind::Now, None) => {
+            if request.provider_id.is_some() {
+                errors.push(FieldError::new(
+                    "provider_id",
+                    "is only for `scheduled` bookings (book-now goes to the nearest therapist)",
+                ));
+            }
+        }
+        (BookingKind::Scheduled, None) => errors.push(FieldError::new(
+            "scheduled_at",
+            "is required for a `scheduled` booking",
+        )),
+        (BookingKind::Scheduled, Some(at)) => {
+            if let Err(ApiError::Validation {
+                errors: mut found, ..
+            }) = dispatch::reschedule::check_time("scheduled_at", at, now, &scheduling)
+            {
+                errors.append(&mut found);
+            }
+        }
     }
     if let Some(notes) = &request.customer_notes {
         check_text(&mut errors, "customer_notes", notes, 0, 1000);
@@ -231,6 +250,34 @@ pub async fn create(
     .context("finding the service")?;
     let (service_id, base_price) =
         service.ok_or_else(|| ApiError::invalid("service_id", "no such service"))?;
+    let duration_minutes = state
+        .catalog
+        .duration_minutes(&state.db, service_id)
+        .await?;
+    let session = crate::schedule::slots::Session::minutes(
+        i64::from(duration_minutes),
+        scheduling.travel_buffer_minutes,
+    );
+    // A request to a named therapist: they must be bookable, offer the service at home, and
+    // have the time free in their schedule. The exclusion constraint settles races at insert.
+    let requested_provider = match (
+        request.booking_type,
+        request.provider_id,
+        request.scheduled_at,
+    ) {
+        (BookingKind::Scheduled, Some(provider_uuid), Some(at)) => {
+            let provider_id =
+                super::schedule::bookable_therapist(&state, provider_uuid, service_id).await?;
+            super::schedule::check_therapist_free(&state, provider_id, session, at).await?;
+            Some(provider_id)
+        }
+        _ => None,
+    };
+    let request_expires_at = requested_provider.and(request.scheduled_at).map(|at| {
+        (now + scheduling.request_timeout)
+            .min(at - scheduling.lead)
+            .max(now + chrono::Duration::seconds(1))
+    });
     let place = match (&request.address_id, &request.location) {
         (Some(address_id), _) => saved_address(&state, user_id, *address_id).await?,
         (None, Some(location)) => Place {
@@ -310,8 +357,10 @@ pub async fn create(
     let inserted: Option<i64> = sqlx::query_scalar(
         "INSERT INTO bookings (customer_id, service_id, type, booking_type, scheduled_at, status, service_price, \
              distance_surcharge, platform_fee, promo_discount, total_amount, provider_earnings, commission_amount, \
-             commission_rate, customer_notes, idempotency_key, idempotency_request_hash, payment_method) \
-         VALUES ($1, $2, 'home_service', 'now', $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             commission_rate, customer_notes, idempotency_key, idempotency_request_hash, payment_method, \
+             requested_provider_id, request_expires_at, duration_minutes, buffer_minutes) \
+         VALUES ($1, $2, 'home_service', $16::booking_schedule_type, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+             $17, $18, $19, $20) \
          ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING id",
     )
@@ -330,9 +379,23 @@ pub async fn create(
     .bind(&key)
     .bind(&request_hash)
     .bind(payment_method)
+    .bind(match request.booking_type {
+        BookingKind::Now => "now",
+        BookingKind::Scheduled => "scheduled",
+    })
+    .bind(requested_provider)
+    .bind(request_expires_at)
+    .bind(duration_minutes)
+    .bind(scheduling.travel_buffer_minutes as i32)
     .fetch_optional(&mut *tx)
     .await
-    .context("creating the booking")?;
+    .map_err(|error| match crate::error::exclusion_violation(&error) {
+        Some(_) => ApiError::FieldConflict(FieldError::new(
+            "scheduled_at",
+            "the therapist is already booked then: choose another slot",
+        )),
+        None => ApiError::from(error),
+    })?;
     let Some(booking_id) = inserted else {
         // A concurrent request with the same key committed first: answer as a replay.
         tx.rollback().await.ok();
@@ -409,7 +472,11 @@ pub async fn create(
         .await
         .context("loading the booking")?
     {
-        state.dispatcher.start(&facts);
+        if facts.is_request() {
+            state.dispatcher.announce_request(&facts, &view).await;
+        } else {
+            state.dispatcher.start(&facts);
+        }
         state.dispatcher.announce(booking_id).await;
     }
     Ok(HttpResponse::Created().json(view))
@@ -723,7 +790,10 @@ async fn find_promo(
 }
 
 /// The caller as the dispatcher sees them (their therapist provider, if any).
-async fn dispatch_caller(state: &AppState, caller: &Caller) -> Result<dispatch::Caller, ApiError> {
+pub(super) async fn dispatch_caller(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<dispatch::Caller, ApiError> {
     let provider_id: Option<i64> = if caller.has(Role::Therapist) {
         sqlx::query_scalar("SELECT id FROM providers WHERE user_id = $1 AND type = 'therapist' AND deleted_at IS NULL")
             .bind(caller.user_id())

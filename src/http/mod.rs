@@ -21,7 +21,9 @@ pub mod offers;
 pub mod openapi;
 pub mod operations;
 pub mod page;
+pub mod reschedules;
 pub mod reviews;
+pub mod schedule;
 pub mod stores;
 pub mod therapist;
 pub mod webhooks;
@@ -62,6 +64,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(therapist::list_services)
         .service(therapist::delete_service)
         .service(therapist::put_availability)
+        .service(schedule::put_schedule)
+        .service(schedule::get_schedule)
+        .service(schedule::add_blocked_time)
+        .service(schedule::list_blocked_times)
+        .service(schedule::delete_blocked_time)
+        .service(schedule::therapist_slots)
+        .service(schedule::slots_near)
         .service(admin::list_providers)
         .service(admin::verify_provider)
         .service(admin::put_roles)
@@ -81,6 +90,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(bookings::change_status)
         .service(bookings::cancel)
         .service(bookings::track)
+        .service(reschedules::propose)
+        .service(reschedules::list)
+        .service(reschedules::approve)
+        .service(reschedules::reject)
         .service(stores::put_profile)
         .service(stores::get_profile)
         .service(stores::put_service)

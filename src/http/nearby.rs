@@ -15,6 +15,8 @@ use crate::domain::validate::{check_lat_lng, check_range};
 use crate::error::{ApiError, Problem};
 use crate::geo::index::{NearbyQuery, MAX_SEARCH_RADIUS_M};
 use crate::geo::Point;
+use crate::schedule::diary::Job;
+use crate::schedule::slots::Session;
 use crate::state::AppState;
 
 /// Search radius when the client gives none.
@@ -78,7 +80,8 @@ pub struct NearbyAnswer {
     pub therapists: Vec<NearbyTherapist>,
 }
 
-/// The nearest online, verified therapists who offer the service and travel this far.
+/// The nearest online, verified therapists who offer the service, travel this far, and could
+/// do the session now and still reach their next scheduled booking in time.
 #[utoipa::path(
     tag = "matching",
     security(("bearer" = [])),
@@ -120,14 +123,36 @@ pub async fn nearby(
         .await?
         .ok_or_else(|| ApiError::NotFound("service_id: no such service".into()))?;
 
-    let hits = state.index.nearby(
+    // Only therapists who could start this session now and still make their next scheduled
+    // booking (the matcher's own rule, so nobody is shown who would not be offered the job).
+    let point = Point::new(params.lat, params.lng);
+    let duration = state
+        .catalog
+        .duration_minutes(&state.db, service_id)
+        .await?;
+    let session = Session::minutes(
+        i64::from(duration),
+        state.diary.settings().travel_buffer_minutes,
+    );
+    let job = Job::Now {
+        session,
+        place: point,
+    };
+    let now = Utc::now();
+    let hits = state.index.nearby_where(
         &NearbyQuery {
-            point: Point::new(params.lat, params.lng),
+            point,
             service_id,
             radius_m: f64::from(radius_m),
             limit: limit as usize,
         },
-        Utc::now(),
+        now,
+        |provider_id, distance_m| {
+            let travel = chrono::Duration::seconds(i64::from(state.eta.eta_seconds(distance_m)));
+            state
+                .diary
+                .can_take(provider_id, &job, travel, now, state.eta)
+        },
     );
     let therapists = hits
         .into_iter()

@@ -7,8 +7,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     accounts, admin, bookings, catalog, console, console_actions, dispatch_map, health, map,
-    messages, money, nearby, notifications, offers, operations, page, reviews, stores, therapist,
-    webhooks, ws,
+    messages, money, nearby, notifications, offers, operations, page, reschedules, reviews,
+    schedule, stores, therapist, webhooks, ws,
 };
 use crate::error::{FieldError, Problem};
 
@@ -26,11 +26,15 @@ use crate::error::{FieldError, Problem};
         catalog::list_services,
         therapist::put_profile, therapist::get_profile, therapist::put_service,
         therapist::list_services, therapist::delete_service, therapist::put_availability,
+        schedule::put_schedule, schedule::get_schedule, schedule::add_blocked_time,
+        schedule::list_blocked_times, schedule::delete_blocked_time, schedule::therapist_slots,
+        schedule::slots_near,
         admin::list_providers, admin::verify_provider, admin::put_roles, offers::booking_offers,
         admin::put_user_active, admin::put_provider_active, admin::revoke_tokens,
         nearby::nearby, ws::therapist_socket, ws::customer_socket, accounts::ws_ticket,
         bookings::create, bookings::list, bookings::get_booking, bookings::accept, bookings::decline,
         bookings::change_status, bookings::cancel, bookings::track,
+        reschedules::propose, reschedules::list, reschedules::approve, reschedules::reject,
         dispatch_map::dashboard_socket, dispatch_map::live, dispatch_map::stats, dispatch_map::hexes,
         page::index, page::asset,
         stores::put_profile, stores::get_profile, stores::put_service, stores::delete_service,
@@ -59,6 +63,7 @@ use crate::error::{FieldError, Problem};
         (name = "catalog", description = "Services on offer"),
         (name = "therapist", description = "A therapist's profile, services and availability"),
         (name = "admin", description = "Verification, roles, suspension, deactivation and revocation (admins only)"),
+        (name = "scheduling", description = "Weekly schedules, blocked times and slots"),
         (name = "matching", description = "Nearest therapists, from the live index"),
         (name = "bookings", description = "Book now, offers, the lifecycle and live tracking"),
         (name = "stores", description = "Wellness centres: set-up, opening hours and rooms, nearby stores, in-store bookings"),

@@ -1,72 +1,90 @@
-//! Reminders: the parties of an accepted scheduled booking are notified once, a set time
-//! (`reminder_minutes_before`) before it starts. A sweep runs every minute on every node; the
-//! unique index `uq_notifications_one_reminder` makes each reminder happen once.
+//! Reminders: the parties of an accepted scheduled booking are notified before it starts, once
+//! per mark of `scheduling.reminder_minutes` (60 and 15 minutes by default). Only the nearest
+//! mark due is sent, so a booking accepted ten minutes ahead gets the 15-minute reminder and not
+//! both at once. The dispatcher's scheduled sweep (every node, every few seconds) runs this and
+//! sends the socket frames; the unique index `uq_notifications_one_reminder_each` makes each
+//! reminder happen once however many nodes sweep.
 
-use std::time::Duration;
-
-use serde_json::json;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
 use sqlx::PgPool;
-use tokio::sync::watch;
+use uuid::Uuid;
 
 use super::{kind, notify, Notice};
+use crate::schedule::SchedulingSettings;
 
-/// How often the sweep looks for bookings to remind.
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// A reminder just written: whom to tell on their socket, and what.
+#[derive(Debug, Clone)]
+pub struct Reminder {
+    pub user_id: i64,
+    /// `{type: "booking.reminder", booking_id, scheduled_at, minutes_before, mark}`.
+    pub payload: Value,
+}
 
 /// booking id, uuid, number, scheduled_at, customer, the therapist's user.
-type DueReminder = (
-    i64,
-    uuid::Uuid,
-    String,
-    chrono::DateTime<chrono::Utc>,
-    i64,
-    Option<i64>,
-);
+type Upcoming = (i64, Uuid, String, DateTime<Utc>, i64, i64);
 
-/// Sends the reminders due now; answers how many were written.
-pub async fn sweep(db: &PgPool) -> anyhow::Result<usize> {
-    let minutes = crate::db::app_settings::reminder_minutes_before(db).await?;
-    let due: Vec<DueReminder> = sqlx::query_as(
+/// Writes the reminders due now (notification rows and device pushes) and answers them.
+pub async fn due(db: &PgPool, marks: &[i64]) -> anyhow::Result<Vec<Reminder>> {
+    let Some(widest) = marks.iter().copied().max() else {
+        return Ok(Vec::new());
+    };
+    let upcoming: Vec<Upcoming> = sqlx::query_as(
         "SELECT b.id, b.uuid, b.booking_number, b.scheduled_at, b.customer_id, p.user_id \
-         FROM bookings b LEFT JOIN providers p ON p.id = b.provider_id \
-         WHERE b.booking_type = 'scheduled' AND b.status = 'accepted' AND b.deleted_at IS NULL \
+         FROM bookings b JOIN providers p ON p.id = b.provider_id \
+         WHERE b.booking_type = 'scheduled' AND b.status IN ('accepted', 'en_route') \
+           AND b.deleted_at IS NULL \
            AND b.scheduled_at > now() AND b.scheduled_at <= now() + make_interval(mins => $1::int)",
     )
-    .bind(minutes as i32)
+    .bind(widest as i32)
     .fetch_all(db)
     .await?;
-    let mut written = 0;
-    for (booking_id, uuid, number, at, customer, therapist) in due {
+    let mut written = Vec::new();
+    for (booking_id, uuid, number, at, customer, therapist) in upcoming {
+        let left = at - Utc::now();
+        let Some(mark) = marks
+            .iter()
+            .copied()
+            .filter(|m| left <= chrono::Duration::minutes(*m))
+            .min()
+        else {
+            continue;
+        };
+        let minutes_before = left.num_minutes().max(0);
+        let payload = json!({
+            "type": kind::REMINDER,
+            "booking_id": uuid,
+            "scheduled_at": at,
+            "minutes_before": minutes_before,
+            "mark": mark,
+        });
         let mut tx = db.begin().await?;
-        for user_id in std::iter::once(customer).chain(therapist) {
-            let minutes_before = (at - chrono::Utc::now()).num_minutes().max(0);
+        let mut told = Vec::new();
+        for user_id in [customer, therapist] {
             let notice = Notice {
                 user_id,
                 kind: kind::REMINDER,
                 title: "Booking reminder".into(),
                 body: format!("Booking {number} starts in {minutes_before} minutes"),
                 action_type: Some("open_booking"),
-                action_data: json!({"booking_id": uuid, "scheduled_at": at, "minutes_before": minutes_before}),
+                action_data: payload.clone(),
                 booking_id: Some(booking_id),
             };
             if notify(&mut tx, notice).await?.is_some() {
-                written += 1;
+                told.push(Reminder {
+                    user_id,
+                    payload: payload.clone(),
+                });
             }
         }
         tx.commit().await?;
+        written.extend(told);
     }
     Ok(written)
 }
 
-/// Runs the sweep every minute until shutdown.
-pub async fn run(db: PgPool, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        if let Err(error) = sweep(&db).await {
-            tracing::warn!(error = format!("{error:#}"), "the reminder sweep failed");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-    }
+/// Writes the reminders due now under the operator's settings; answers how many were written.
+pub async fn sweep(db: &PgPool) -> anyhow::Result<usize> {
+    let settings = SchedulingSettings::load(db).await;
+    Ok(due(db, &settings.reminder_minutes).await?.len())
 }

@@ -1,5 +1,5 @@
 //! Simulated customers: each keeps a customer socket open to hear about its bookings, and a
-//! Poisson process books now at random addresses over HTTP.
+//! Poisson process books at random addresses over HTTP (now, and a share for later).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +59,9 @@ fn on_frame(stats: &Stats, frame: &Value) {
         return;
     };
     match frame.get("status").and_then(Value::as_str) {
+        Some("accepted") if stats.is_scheduled(booking) => {
+            stats.count("scheduled_bookings_accepted")
+        }
         Some("accepted") => stats.customer_saw_accepted(booking, Instant::now()),
         Some("completed") => {
             stats.count("bookings_completed");
@@ -77,15 +80,20 @@ fn on_frame(stats: &Stats, frame: &Value) {
     }
 }
 
-/// Books now at `per_second` on average (exponential gaps) until `stop`. Open loop: each
-/// booking is sent at its scheduled time on its own task, and its latency counts from that
-/// time, so a slow server cannot push later requests back and hide its own tail.
-pub async fn book_now_poisson(
+/// Books at `per_second` on average (exponential gaps) until `stop`: a `scheduled_share` of
+/// the bookings are open bookings for later (within `ahead` of now, on a whole second), the
+/// rest book now. Open loop: each booking is sent at its scheduled time on its own task, and its
+/// latency counts from that time, so a slow server cannot push later requests back and hide
+/// its own tail.
+#[allow(clippy::too_many_arguments)]
+pub async fn book_poisson(
     server: Server,
     customers: Vec<SimAccount>,
     service_ids: Vec<uuid::Uuid>,
     area: Area,
     per_second: f64,
+    scheduled_share: f64,
+    ahead: (Duration, Duration),
     stats: Arc<Stats>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -104,7 +112,7 @@ pub async fn book_now_poisson(
         let customer = customers.choose(&mut rng).expect("customers").clone();
         let service_id = *service_ids.choose(&mut rng).expect("services");
         let at = area.random_point(&mut rng);
-        let body = json!({
+        let mut body = json!({
             "service_id": service_id,
             "booking_type": "now",
             "location": {
@@ -114,8 +122,23 @@ pub async fn book_now_poisson(
             },
             "customer_notes": "simulated booking",
         });
+        if rng.gen::<f64>() < scheduled_share {
+            body["booking_type"] = json!("scheduled");
+            let (earliest, latest) = ahead;
+            let lead = if latest > earliest {
+                rng.gen_range(earliest..=latest)
+            } else {
+                earliest
+            };
+            body["scheduled_at"] = json!(later(chrono::Utc::now(), lead));
+        }
         tokio::spawn(book(server.clone(), customer, body, next, stats.clone()));
     }
+}
+
+/// `lead` after `now`, on a whole second.
+fn later(now: chrono::DateTime<chrono::Utc>, lead: Duration) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(now.timestamp() + lead.as_secs() as i64 + 1, 0).unwrap_or(now)
 }
 
 async fn book(
@@ -125,7 +148,12 @@ async fn book(
     scheduled: Instant,
     stats: Arc<Stats>,
 ) {
-    stats.count("bookings_requested");
+    let for_later = body["booking_type"] == "scheduled";
+    stats.count(if for_later {
+        "scheduled_bookings_requested"
+    } else {
+        "bookings_requested"
+    });
     let response = server
         .http
         .post(server.url("/v1/bookings"))
@@ -139,6 +167,12 @@ async fn book(
         Err(_) => return stats.error("http_transport"),
     };
     let status = response.status();
+    if for_later {
+        stats.record(
+            super::stats::Metric::ScheduledBookingCreated,
+            scheduled.elapsed(),
+        );
+    }
     if status.as_u16() != 201 {
         // Name the first field the problem points at, so a report says what was refused.
         let problem: Value = response.json().await.unwrap_or_default();
@@ -152,7 +186,8 @@ async fn book(
             .and_then(Value::as_str)
             .map(|f| format!(":{f}"))
             .unwrap_or_default();
-        return stats.error(format!("book_now_http_{}{field}", status.as_u16()));
+        let kind = if for_later { "book_later" } else { "book_now" };
+        return stats.error(format!("{kind}_http_{}{field}", status.as_u16()));
     }
     let booking: Value = match response.json().await {
         Ok(v) => v,
@@ -163,10 +198,30 @@ async fn book(
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok())
     {
+        // A booking for later is not dispatched at once: its offers and acceptance stay out
+        // of the book-now latencies.
+        Some(id) if for_later => {
+            stats.count("scheduled_bookings_created");
+            stats.scheduled_booking(id);
+        }
         Some(id) => {
             stats.count("bookings_created");
             stats.booking_requested(id, scheduled);
         }
         None => stats.error("book_now_bad_body"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bookings_for_later_start_on_a_whole_second_at_least_the_lead_ahead() {
+        let now = chrono::DateTime::from_timestamp_millis(1_700_000_000_500).unwrap();
+        let at = later(now, Duration::from_secs(90 * 60));
+        assert_eq!(at.timestamp_subsec_millis(), 0);
+        assert!(at >= now + chrono::Duration::minutes(90));
+        assert!(at <= now + chrono::Duration::minutes(90) + chrono::Duration::seconds(1));
     }
 }

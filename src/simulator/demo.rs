@@ -24,6 +24,9 @@ pub struct DemoOptions {
     /// Bookings per minute across the city.
     #[arg(long, default_value_t = 12.0)]
     pub bookings_per_minute: f64,
+    /// Share of bookings made for later (1.5 to 5.5 hours ahead) rather than now.
+    #[arg(long, default_value_t = 0.25)]
+    pub scheduled_share: f64,
     /// Seconds between a therapist's pings.
     #[arg(long, default_value_t = 2.0)]
     pub ping_interval_s: f64,
@@ -84,6 +87,7 @@ pub async fn run(settings: &Settings, options: DemoOptions) -> anyhow::Result<()
             all_services: false,
             online_with_fix: false,
             rng_seed: 2026,
+            with_schedule: 0.5,
         },
     )
     .await?;
@@ -98,7 +102,7 @@ pub async fn run(settings: &Settings, options: DemoOptions) -> anyhow::Result<()
     }
     pool.close().await;
     println!(
-        "demo city: {} therapists, {} stores and {} customers around Makati; dispatcher login {} / {}",
+        "demo city: {} therapists (half with a weekly schedule), {} stores and {} customers around Makati; dispatcher login {} / {}",
         city.therapists.len(),
         stores.len(),
         city.customers.len(),
@@ -124,6 +128,8 @@ pub async fn run(settings: &Settings, options: DemoOptions) -> anyhow::Result<()
         behaviour: gentle_behaviour(Duration::from_secs_f64(options.ping_interval_s.max(0.2))),
         area: MAKATI,
         bookings_per_s: options.bookings_per_minute / 60.0,
+        scheduled_ahead: super::DEFAULT_SCHEDULED_AHEAD,
+        scheduled_share: options.scheduled_share,
         dashboards: 0,
         viewport_km: None,
         ramp: Duration::from_secs(10),
@@ -147,10 +153,12 @@ pub async fn run(settings: &Settings, options: DemoOptions) -> anyhow::Result<()
         tokio::select! {
             _ = report.tick() => {
                 println!(
-                    "demo: {} pings acked, {} bookings, {} accepted, {} completed, {} unmatched, {} errors",
+                    "demo: {} pings acked, {} bookings now and {} for later, {} accepted now and {} for later, {} completed, {} unmatched, {} errors",
                     stats.count_of("pings_acked"),
                     stats.count_of("bookings_created"),
+                    stats.count_of("scheduled_bookings_created"),
                     stats.count_of("jobs_won"),
+                    stats.count_of("scheduled_jobs_won"),
                     stats.count_of("bookings_completed"),
                     stats.count_of("bookings_unmatched"),
                     stats.error_total(),

@@ -66,6 +66,11 @@ pub struct Plan {
     pub behaviour: Behaviour,
     pub area: Area,
     pub bookings_per_s: f64,
+    /// Share (0–1) of the bookings made for later rather than now ...
+    pub scheduled_share: f64,
+    /// ... for a time between these two leads from the moment of booking (at least the
+    /// server's `scheduling.lead_minutes`).
+    pub scheduled_ahead: (Duration, Duration),
     pub dashboards: usize,
     /// Each dashboard watches a random square viewport this many km wide inside the area;
     /// `None`: the whole area.
@@ -139,12 +144,14 @@ impl Simulation {
                 stopped.clone(),
             ));
         }
-        let (customers, services, area, rate, ramp) = (
+        let (customers, services, area, rate, ramp, scheduled_share, ahead) = (
             city.customers.clone(),
             city.service_ids.clone(),
             plan.area,
             plan.bookings_per_s,
             plan.ramp,
+            plan.scheduled_share,
+            plan.scheduled_ahead,
         );
         let (booking_stats, mut booking_stop) = (stats.clone(), stopped.clone());
         tasks.spawn(async move {
@@ -152,12 +159,14 @@ impl Simulation {
                 _ = tokio::time::sleep(ramp) => {}
                 _ = crate::shutdown::stopped(&mut booking_stop) => return,
             }
-            customer::book_now_poisson(
+            customer::book_poisson(
                 server,
                 customers,
                 services,
                 area,
                 rate,
+                scheduled_share,
+                ahead,
                 booking_stats,
                 booking_stop,
             )
@@ -177,6 +186,10 @@ impl Simulation {
         self.stats
     }
 }
+
+/// Bookings for later start 1.5 to 5.5 hours ahead (the default lead time is an hour).
+pub const DEFAULT_SCHEDULED_AHEAD: (Duration, Duration) =
+    (Duration::from_secs(90 * 60), Duration::from_secs(330 * 60));
 
 /// A random square viewport `km` wide inside `area` (or the whole area if it is smaller).
 fn viewport_in(area: Area, km: f64, rng: &mut impl Rng) -> Area {

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::accounts::{password, tokens, Role, USER_MODEL_TYPE};
 use crate::geo::Point;
+use crate::schedule::weekly::{self, DayRange, WeeklySchedule};
 
 /// The password of every simulated account, so a person can log in as one from an app.
 pub const SIMULATED_PASSWORD: &str = "hilot-demo-password";
@@ -94,6 +95,9 @@ pub struct CitySpec {
     pub online_with_fix: bool,
     /// Seed of the random city: the same seed gives the same bases.
     pub rng_seed: u64,
+    /// Share of therapists (0–1) who keep a weekly schedule (every day, all day, Manila time),
+    /// so they are offered scheduled bookings as well as book-now work.
+    pub with_schedule: f64,
 }
 
 /// Admins seeded for simulated dashboards (each dashboard uses its own).
@@ -368,6 +372,25 @@ pub async fn seed_city(pool: &PgPool, spec: &CitySpec) -> anyhow::Result<SeededC
     .execute(&mut *tx)
     .await
     .context("offering simulated services")?;
+
+    // Weekly schedules: the first `with_schedule` of the therapists take bookings for later
+    // around the clock (a demo runs at any hour).
+    let scheduled =
+        ((spec.therapists as f64) * spec.with_schedule.clamp(0.0, 1.0)).round() as usize;
+    if scheduled > 0 {
+        let mut all_day = WeeklySchedule::empty(weekly::DEFAULT_TIMEZONE);
+        for day in &mut all_day.days {
+            day.push(DayRange {
+                start: 0,
+                end: 24 * 60,
+            });
+        }
+        for &provider_id in provider_ids.iter().take(scheduled) {
+            crate::schedule::store::replace_schedule(&mut tx, provider_id, &all_day)
+                .await
+                .context("giving simulated therapists a schedule")?;
+        }
+    }
 
     if spec.online_with_fix {
         sqlx::query(

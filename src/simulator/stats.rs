@@ -25,15 +25,19 @@ pub enum Metric {
     /// The same, for a dashboard on another node than the therapists' sockets: the fix went
     /// through the replication (Redis) on its way.
     PingToOtherNodeDashboard,
+    /// A booking for later's scheduled request → its `201` (validation, the therapist-free
+    /// check and the exclusion constraint's insert).
+    ScheduledBookingCreated,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 5] = [
+    pub const ALL: [Metric; 6] = [
         Metric::PingToAck,
         Metric::BookingToFirstOffer,
         Metric::AcceptToCustomerStatus,
         Metric::PingToDashboard,
         Metric::PingToOtherNodeDashboard,
+        Metric::ScheduledBookingCreated,
     ];
 
     pub fn label(self) -> &'static str {
@@ -43,6 +47,7 @@ impl Metric {
             Metric::AcceptToCustomerStatus => "accept → customer booking.status",
             Metric::PingToDashboard => "ping → dashboard provider.moved",
             Metric::PingToOtherNodeDashboard => "ping → dashboard on another node",
+            Metric::ScheduledBookingCreated => "booking for later → 201",
         }
     }
 }
@@ -70,6 +75,8 @@ struct BookingClock {
     first_offer: Option<Instant>,
     accept_sent: Option<Instant>,
     customer_accepted: Option<Instant>,
+    /// A booking for later: kept out of the book-now latencies.
+    scheduled: bool,
 }
 
 impl Default for Stats {
@@ -129,6 +136,18 @@ impl Stats {
         let clock = bookings.entry(booking).or_default();
         update(clock);
         *clock
+    }
+
+    /// A booking for later was created.
+    pub fn scheduled_booking(&self, booking: Uuid) {
+        self.with_clock(booking, |c| c.scheduled = true);
+    }
+
+    pub fn is_scheduled(&self, booking: Uuid) -> bool {
+        self.bookings
+            .lock()
+            .get(&booking)
+            .is_some_and(|c| c.scheduled)
     }
 
     pub fn booking_requested(&self, booking: Uuid, scheduled: Instant) {

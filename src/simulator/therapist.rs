@@ -31,7 +31,12 @@ enum Duty {
     /// Online, wandering near base, open to offers.
     Idle,
     /// Sent `offer.accept`; waiting for `booking.status: accepted` (or losing the race).
-    Accepting { booking: Uuid, customer: Point },
+    /// `later`: a booking for later, which leaves them free now once won.
+    Accepting {
+        booking: Uuid,
+        customer: Point,
+        later: bool,
+    },
     /// Travelling to the customer.
     EnRoute { booking: Uuid, customer: Point },
     /// At the door, waiting for the geofence to report arrival.
@@ -48,6 +53,7 @@ enum Timer {
         booking: Uuid,
         customer: Point,
         accept: bool,
+        later: bool,
     },
     SendStatus {
         booking: Uuid,
@@ -68,6 +74,10 @@ struct Therapist {
     seq: i64,
     /// Scheduled send time of each unacknowledged ping, by seq.
     in_flight: HashMap<i64, Instant>,
+    /// Bookings for later they won, with the customer's place: they set out on `booking.due`.
+    later_jobs: HashMap<Uuid, Point>,
+    /// Those now due, oldest first: they set out on the next tick they are free.
+    due_jobs: std::collections::VecDeque<(Uuid, Point)>,
     /// How often to ping: the behaviour's until the server's `config` frame says otherwise.
     ping_interval: Duration,
 }
@@ -97,6 +107,8 @@ pub async fn run(
         timer: None,
         seq: 0,
         in_flight: HashMap::new(),
+        later_jobs: HashMap::new(),
+        due_jobs: std::collections::VecDeque::new(),
         ping_interval,
     };
     let mut backoff = client::Backoff::new();
@@ -182,6 +194,12 @@ impl Therapist {
     async fn on_tick(&mut self, socket: &mut Socket, scheduled: Instant) -> Result<(), ()> {
         let dt = self.ping_interval.as_secs_f64();
         let previous = self.position;
+        if self.duty == Duty::Idle {
+            if let Some((booking, customer)) = self.due_jobs.pop_front() {
+                self.stats.count("scheduled_jobs_started");
+                self.set_out(socket, booking, customer).await?;
+            }
+        }
         match self.duty {
             Duty::Off => return Ok(()),
             Duty::Idle => {
@@ -263,6 +281,7 @@ impl Therapist {
             "offer" => self.on_offer(socket, &frame).await?,
             "offer.withdrawn" => self.on_withdrawn(&frame),
             "booking.status" => self.on_booking_status(socket, &frame).await?,
+            "booking.due" => self.on_due(&frame),
             "error" => self.on_error(&frame),
             _ => {}
         }
@@ -293,6 +312,7 @@ impl Therapist {
             self.stats.error("offer_without_location");
             return Ok(());
         };
+        let later = frame.get("booking_type").and_then(Value::as_str) == Some("scheduled");
         let accept = self.rng.gen::<f64>() < self.behaviour.accept_probability;
         let (low, high) = self.behaviour.decision_delay;
         let delay = if high > low {
@@ -306,6 +326,7 @@ impl Therapist {
                 booking,
                 customer: Point::new(lat, lng),
                 accept,
+                later,
             },
         ));
         Ok(())
@@ -331,6 +352,11 @@ impl Therapist {
             return Ok(());
         };
         let status = frame.get("status").and_then(Value::as_str).unwrap_or("");
+        if status == "cancelled" {
+            // A booking for later they hold may be called off before it is due.
+            self.later_jobs.remove(&booking);
+            self.due_jobs.retain(|(b, _)| *b != booking);
+        }
         let mine = match self.duty {
             Duty::Accepting { booking: b, .. }
             | Duty::EnRoute { booking: b, .. }
@@ -342,23 +368,23 @@ impl Therapist {
             return Ok(());
         }
         match (status, self.duty) {
+            // A booking for later is in their calendar now; they stay free until it is due
+            // (`booking.due`, at its lead time).
+            (
+                "accepted",
+                Duty::Accepting {
+                    later: true,
+                    customer,
+                    ..
+                },
+            ) => {
+                self.stats.count("scheduled_jobs_won");
+                self.later_jobs.insert(booking, customer);
+                self.duty = Duty::Idle;
+            }
             ("accepted", Duty::Accepting { customer, .. }) => {
                 self.stats.count("jobs_won");
-                self.duty = Duty::EnRoute { booking, customer };
-                self.send(
-                    socket,
-                    json!({"type": "status", "booking_id": booking, "status": "en_route"}),
-                )
-                .await?;
-                if let Travel::Skip { step } = self.behaviour.travel {
-                    self.timer = Some((
-                        Instant::now() + step,
-                        Timer::SendStatus {
-                            booking,
-                            status: "arrived",
-                        },
-                    ));
-                }
+                self.set_out(socket, booking, customer).await?;
             }
             ("arrived", Duty::EnRoute { .. } | Duty::AtDoor { .. }) => {
                 self.stats.count("arrivals");
@@ -391,6 +417,42 @@ impl Therapist {
         Ok(())
     }
 
+    /// Drives to the customer (`en_route`); with travel skipped, arrives after a step.
+    async fn set_out(
+        &mut self,
+        socket: &mut Socket,
+        booking: Uuid,
+        customer: Point,
+    ) -> Result<(), ()> {
+        self.duty = Duty::EnRoute { booking, customer };
+        self.send(
+            socket,
+            json!({"type": "status", "booking_id": booking, "status": "en_route"}),
+        )
+        .await?;
+        if let Travel::Skip { step } = self.behaviour.travel {
+            self.timer = Some((
+                Instant::now() + step,
+                Timer::SendStatus {
+                    booking,
+                    status: "arrived",
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    /// A booking for later they won is due: they set out on the next tick they are free (the
+    /// matcher kept their calendar clear for it, but an off-duty spell may not be over).
+    fn on_due(&mut self, frame: &Value) {
+        let Some(booking) = client::booking_id(frame) else {
+            return;
+        };
+        if let Some(customer) = self.later_jobs.remove(&booking) {
+            self.due_jobs.push_back((booking, customer));
+        }
+    }
+
     fn on_error(&mut self, frame: &Value) {
         let code = frame
             .get("code")
@@ -411,9 +473,14 @@ impl Therapist {
                 booking,
                 customer,
                 accept,
+                later,
             } => {
                 if accept && self.duty == Duty::Idle {
-                    self.duty = Duty::Accepting { booking, customer };
+                    self.duty = Duty::Accepting {
+                        booking,
+                        customer,
+                        later,
+                    };
                     self.stats.accept_sent(booking, Instant::now());
                     self.stats.count("offers_accepted");
                     self.send(

@@ -25,6 +25,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "booking.completed",
     "booking.cancelled",
     "booking.no_show",
+    "booking.rescheduled",
     "payment.paid",
     "payment.failed",
     "payment.refunded",

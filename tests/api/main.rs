@@ -28,6 +28,7 @@ mod money_rules;
 mod partitions;
 mod ranking_rating;
 mod reviews_chat;
+mod scheduled;
 mod schema;
 mod simulator;
 mod sockets;

@@ -10,6 +10,9 @@ use hilot::simulator::seed::{
 use hilot::simulator::stats::Metric;
 use hilot::simulator::{Behaviour, Plan, Server, Simulation, Travel};
 
+use serde_json::json;
+
+use crate::bookings::set_app_setting;
 use crate::helpers::{json_body, spawn_app_with, test_settings};
 
 /// A few blocks of Salcedo Village: short trips, so a test sees whole jobs.
@@ -36,10 +39,21 @@ async fn simulated_therapists_drive_to_customers_and_finish_their_sessions() {
             all_services: true,
             online_with_fix: false,
             rng_seed: 1,
+            with_schedule: 0.5,
         },
     )
     .await
     .expect("seeding the city");
+    // Bookings for later 10 s ahead with no lead time: each is due at once, so the therapist
+    // who took it sets out within the test.
+    set_app_setting(
+        &app,
+        "scheduling",
+        json!({"slot_step_minutes": 15, "travel_buffer_minutes": 15, "lead_minutes": 0,
+               "horizon_days": 30, "max_ranges_per_day": 6, "unmatched_warning_minutes": 0,
+               "reschedule_timeout_s": 3600}),
+    )
+    .await;
     let plan = Plan {
         behaviour: Behaviour {
             ping_interval: Duration::from_millis(300),
@@ -54,6 +68,8 @@ async fn simulated_therapists_drive_to_customers_and_finish_their_sessions() {
         },
         area: SALCEDO,
         bookings_per_s: 1.0,
+        scheduled_share: 0.3,
+        scheduled_ahead: (Duration::from_secs(10), Duration::from_secs(10)),
         dashboards: 1,
         viewport_km: None,
         ramp: Duration::from_secs(1),
@@ -61,8 +77,18 @@ async fn simulated_therapists_drive_to_customers_and_finish_their_sessions() {
     };
     let simulation = Simulation::start(Server::new(&app.address), &city, plan);
     let stats = simulation.stats.clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while stats.count_of("bookings_completed") < 3 && tokio::time::Instant::now() < deadline {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let scheduled_completed = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM bookings WHERE booking_type = 'scheduled' AND status = 'completed'",
+        )
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+    };
+    while (stats.count_of("bookings_completed") < 3 || scheduled_completed().await < 1)
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let stats = simulation.stop(Duration::from_secs(10)).await;
@@ -71,6 +97,28 @@ async fn simulated_therapists_drive_to_customers_and_finish_their_sessions() {
     assert!(
         seen.counts.get("bookings_completed").copied().unwrap_or(0) >= 3,
         "customers saw too few completed bookings: {seen:#?}"
+    );
+    // Some customers booked for later; therapists with a schedule took them ahead of time and
+    // set out when they were due (the lifecycle check below covers them too).
+    assert!(
+        seen.counts.get("scheduled_jobs_won").copied().unwrap_or(0) >= 1
+            && seen
+                .counts
+                .get("scheduled_jobs_started")
+                .copied()
+                .unwrap_or(0)
+                >= 1,
+        "no booking for later was taken and carried out: {seen:#?}"
+    );
+    assert!(scheduled_completed().await >= 1);
+    let scheduled_therapists: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT provider_id) FROM practitioner_availability")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        scheduled_therapists, 4,
+        "half the therapists keep a schedule"
     );
     assert!(
         seen.errors.is_empty(),
@@ -139,6 +187,7 @@ async fn the_demo_city_has_verified_stores_in_makati_with_visits_booked() {
             all_services: false,
             online_with_fix: false,
             rng_seed: 7,
+            with_schedule: 0.0,
         },
     )
     .await
