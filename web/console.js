@@ -14,6 +14,8 @@
     storesEveryMs: 10000,
     alertsEveryMs: 15000,
     searchDelayMs: 300,
+    // While one of the open booking's offers is open, the panel reads the booking again this often.
+    offerRefreshMs: 2000,
     flyToZoom: 16,
     // A replay lasts about this long on screen, whatever the trip's real duration.
     replayScreenMs: 8000,
@@ -289,7 +291,10 @@
 
   function closeDetail() {
     openId = null;
+    openDetail = null;
+    clearTimeout(offerRefresh);
     $('detail').hidden = true;
+    $('action-result').hidden = true;
     stopReplay();
   }
 
@@ -301,6 +306,7 @@
   }
 
   function renderDetail(d) {
+    openDetail = d;
     const b = d.booking;
     $('detail-number').textContent = b.booking_number;
     const status = $('detail-status');
@@ -339,7 +345,8 @@
       const li = el('li', null);
       li.dataset.outcome = o.outcome;
       li.append(el('span', 'when', time(o.sent_at)),
-        el('span', 'what', `${o.provider.first_name}: ${human(o.outcome)} · ${Math.round(o.distance_m)} m`));
+        el('span', 'what', `${o.provider.first_name}: ${human(o.outcome)}` +
+          (o.closed_at ? ` at ${time(o.closed_at)}` : '') + ` · ${Math.round(o.distance_m)} m`));
       return li;
     }));
 
@@ -348,7 +355,9 @@
     $('detail-messages').replaceChildren(...messages.map((m) => {
       const li = el('li', null);
       li.dataset.from = m.from;
-      const who = m.from === 'customer' ? d.customer.name : (d.provider ? d.provider.name : m.from);
+      const who = m.from === 'customer' ? d.customer.name
+        : m.from === 'dispatcher' ? `Dispatch to the ${m.to}`
+          : (d.provider ? d.provider.name : m.from);
       li.append(el('span', 'when', time(m.at)), el('span', 'what', `${who}: ${m.body}` + (m.read_at ? ' ✓' : '')));
       return li;
     }));
@@ -368,7 +377,85 @@
       return li;
     }));
     $('detail-audit-section').hidden = d.audit.length === 0;
+
+    renderActions();
+    // An offer is out: the outcome shows without a click (the dashboard socket only tells about
+    // bookings in view).
+    clearTimeout(offerRefresh);
+    if (offers.some((o) => o.outcome === 'open')) {
+      const id = openId;
+      offerRefresh = setTimeout(() => { if (openId === id) openBooking(id); }, CONFIG.offerRefreshMs);
+    }
   }
+
+  // --- dispatcher actions ---------------------------------------------------------------------------
+  let openDetail = null;
+  let offerRefresh = null;
+  let therapistTimer = null;
+
+  /** Enables what the open booking's status allows. */
+  function renderActions() {
+    const d = openDetail;
+    if (!d) return;
+    const b = d.booking;
+    const chosen = Boolean($('action-therapist').value);
+    const home = b.type !== 'in_store';
+    $('action-offer').disabled = !(chosen && home && b.status === 'pending');
+    $('action-reassign').disabled = !(chosen && home && ['accepted', 'en_route'].includes(b.status));
+    $('action-offline').disabled = !chosen;
+    $('action-cancel').disabled = ['completed', 'cancelled', 'no_show', 'in_progress'].includes(b.status);
+    $('action-send').disabled = false;
+  }
+
+  function showActionResult(text, problem) {
+    const note = $('action-result');
+    note.textContent = text;
+    note.classList.toggle('error', Boolean(problem));
+    note.dataset.state = problem ? 'error' : 'done';
+    note.hidden = false;
+  }
+
+  async function findTherapists() {
+    const q = $('action-therapist-query').value.trim();
+    if (q.length < 2) return;
+    let found;
+    try {
+      found = await api(`/v1/admin/search?q=${encodeURIComponent(q)}`);
+    } catch (error) {
+      showActionResult(error.message, true);
+      return;
+    }
+    const select = $('action-therapist');
+    const options = found.therapists.map((t) => {
+      const option = el('option', null, `${t.name} · ${human(t.status)}`);
+      option.value = t.provider_id;
+      return option;
+    });
+    select.replaceChildren(el('option', null, options.length ? 'Choose a therapist' : 'No therapist found'), ...options);
+    select.firstChild.value = '';
+    if (options.length === 1) select.value = options[0].value;
+    renderActions();
+  }
+
+  /** Runs one action on the open booking; the panel shows the outcome and reloads. */
+  async function act(label, path, body, method = 'POST') {
+    const id = openId;
+    if (!id) return;
+    $('action-result').dataset.state = 'busy';
+    try {
+      await api(path, { method, body });
+      showActionResult(label, false);
+    } catch (error) {
+      showActionResult(`${label}: refused. ${error.message}`, true);
+      return;
+    }
+    if (openId === id) openBooking(id);
+  }
+
+  function reason() {
+    return $('action-reason').value.trim();
+  }
+
 
   // --- trip replay ----------------------------------------------------------------------------------
   let replay = null;
@@ -448,6 +535,26 @@
 
   // --- wiring ---------------------------------------------------------------------------------------
   $('detail-close').addEventListener('click', closeDetail);
+  $('action-therapist-query').addEventListener('input', () => {
+    clearTimeout(therapistTimer);
+    therapistTimer = setTimeout(findTherapists, CONFIG.searchDelayMs);
+  });
+  $('action-therapist').addEventListener('change', renderActions);
+  $('action-offer').addEventListener('click', () => act('Offered',
+    `/v1/admin/bookings/${openId}/offers`,
+    { therapist_id: $('action-therapist').value, ...(reason() ? { reason: reason() } : {}) }));
+  $('action-reassign').addEventListener('click', () => act('Reassigned',
+    `/v1/admin/bookings/${openId}/reassign`, { therapist_id: $('action-therapist').value, reason: reason() }));
+  $('action-offline').addEventListener('click', () => act('Marked offline',
+    `/v1/admin/therapists/${$('action-therapist').value}/offline`, { reason: reason() }));
+  $('action-cancel').addEventListener('click', () => act('Cancelled',
+    `/v1/admin/bookings/${openId}/cancel`, { reason: reason(), charge_fee: $('action-charge-fee').checked }));
+  $('message-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    act('Sent', `/v1/admin/bookings/${openId}/messages`,
+      { body: $('action-message').value, to: $('action-message-to').value })
+      .then(() => { if ($('action-result').dataset.state === 'done') $('action-message').value = ''; });
+  });
   $('replay-trip').addEventListener('click', replayTrip);
   $('search-form').addEventListener('submit', (event) => {
     event.preventDefault();

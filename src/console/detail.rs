@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::dispatch::offers::{self, OfferView};
 use crate::dispatch::store::{self, BookingView};
 use crate::error::{ApiError, Context as _};
 use crate::messages::ChatMessage;
@@ -77,6 +78,8 @@ pub struct BookingDetail {
     /// The chat between the customer and the therapist, oldest first (the latest 200). Reading
     /// them here marks nothing read.
     pub messages: Vec<ChatMessage>,
+    /// Every offer of the booking, oldest first: to whom, when, and how it ended.
+    pub offers: Vec<OfferView>,
     /// Dispatcher actions on this booking, oldest first.
     pub audit: Vec<AuditEntry>,
 }
@@ -166,6 +169,9 @@ pub async fn detail(db: &PgPool, booking_uuid: Uuid) -> Result<BookingDetail, Ap
     let messages = crate::messages::for_dispatcher(&mut conn, facts.id, PANEL_MESSAGES)
         .await
         .context("loading the messages")?;
+    let offers = offers::for_booking(&mut *conn, facts.id)
+        .await
+        .context("loading the offers")?;
     let audit: Vec<AuditEntry> = sqlx::query_as(
         "SELECT a.action, u.first_name || ' ' || u.last_name AS actor_name, a.created_at AS at, \
                 a.old_values, a.new_values, host(a.ip_address) AS ip_address \
@@ -189,6 +195,7 @@ pub async fn detail(db: &PgPool, booking_uuid: Uuid) -> Result<BookingDetail, Ap
         visit,
         trip,
         messages,
+        offers,
         audit,
     })
 }

@@ -5,6 +5,9 @@
 //! - [`search`]: therapists, bookings and stores by name, phone or booking number.
 //! - [`alerts`]: bookings waiting, therapists silent on a booking, sessions overrunning.
 //! - [`trip`]: a booking's stored fixes from acceptance to arrival, as GeoJSON.
+//!
+//! What dispatchers change goes through the engine: `crate::dispatch::manual` (offer,
+//! reassign, cancel, offline) and `crate::messages::post_from_dispatcher`.
 
 pub mod alerts;
 pub mod basemap;

@@ -28,6 +28,20 @@ pub struct Cancellation<'a> {
     /// Cancel only if the booking is still in this status (the pending timeout must not cancel
     /// a booking accepted a moment ago); otherwise 409.
     pub only_from: Option<BookingStatus>,
+    /// Which fee: the policy's for this actor, or a dispatcher's decision.
+    pub fee: FeeDecision,
+}
+
+/// Who decides the fee of a cancellation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeeDecision {
+    /// The policy, for the actor cancelling (only a customer cancelling late pays).
+    Policy,
+    /// A dispatcher cancelling for the customer (who phoned in, or did not answer) charges the
+    /// fee the policy asks of a customer cancelling now.
+    ChargeCustomer,
+    /// A dispatcher waives any fee.
+    Waive,
 }
 
 /// What a cancellation did, for the dispatcher's follow-up (stop dispatch, free the therapist).
@@ -129,10 +143,15 @@ pub async fn cancel(
         TransitionError::Illegal { .. } => ApiError::Conflict(e.to_string()),
         TransitionError::NotAllowed { .. } => ApiError::Forbidden(e.to_string()),
     })?;
+    let fee_actor = match request.fee {
+        FeeDecision::Policy => request.actor,
+        FeeDecision::ChargeCustomer => Actor::Customer,
+        FeeDecision::Waive => Actor::System,
+    };
     let fee = fee(
         policy,
         row.status,
-        request.actor,
+        fee_actor,
         &row.booking_type,
         row.scheduled_at,
         row.accepted_at,

@@ -86,6 +86,12 @@ pub enum MatchEvent {
         provider_id: i64,
         outcome: Outcome,
     },
+    /// A dispatcher opened an offer by hand (recorded already): the matcher arms it like its
+    /// own and sends the offer frame.
+    OfferOpened {
+        booking_id: i64,
+        provider_id: i64,
+    },
     TherapistAvailable {
         provider_id: i64,
     },
@@ -498,6 +504,10 @@ impl Matcher {
                 }
             }
             MatchEvent::BookingClosed { booking_id } => self.forget(booking_id),
+            MatchEvent::OfferOpened {
+                booking_id,
+                provider_id,
+            } => self.arm_dispatcher_offer(booking_id, provider_id).await,
             MatchEvent::OfferClosed {
                 booking_id,
                 provider_id,
@@ -542,6 +552,68 @@ impl Matcher {
         if self.settings.batch_window.is_zero() && self.waiting.has_dirty() {
             self.round().await;
         }
+    }
+
+    /// Takes over an offer a dispatcher made: the therapist is reserved, the expiry armed, and
+    /// the offer frame sent, exactly as for an offer of a round.
+    async fn arm_dispatcher_offer(&mut self, booking_id: i64, provider_id: i64) {
+        if !self.waiting.contains(booking_id) {
+            match store::facts_by_id(self.db(), booking_id).await {
+                Ok(Some(facts)) if facts.status == BookingStatus::Pending => {
+                    self.admit(facts, Vec::new()).await
+                }
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::warn!(booking_id, %error, "loading a booking for a dispatcher's offer failed; the reconcile picks it up");
+                    return;
+                }
+            }
+        }
+        let stored = match offers::open_offer(self.db(), booking_id, provider_id).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return, // answered or closed meanwhile
+            Err(error) => {
+                tracing::warn!(booking_id, %error, "reading a dispatcher's offer failed; the reconcile picks it up");
+                return;
+            }
+        };
+        let index = self.dispatcher.inner.index.clone();
+        if index.state(provider_id) == Some(TherapistState::Available) {
+            index.set_dispatch_state(provider_id, Some(TherapistState::Offered));
+        }
+        self.waiting
+            .offer_opened(booking_id, provider_id, stored.expires_at);
+        if let Some(rounds) = self.waiting.rounds_mut(booking_id) {
+            *rounds = (*rounds).max(stored.round);
+        }
+        self.timers.push(Reverse((
+            stored.expires_at + ACCEPT_GRACE,
+            Timer::OfferExpiry {
+                booking_id,
+                provider_id,
+            },
+        )));
+        let Some(service_id) = self.waiting.get(booking_id).map(|b| b.service_id) else {
+            return;
+        };
+        let terms = index.profile(provider_id).and_then(|profile| {
+            profile
+                .services
+                .into_iter()
+                .find(|s| s.service_id == service_id)
+        });
+        let Some(terms) = terms else {
+            tracing::warn!(booking_id, provider_id, "a dispatcher's offer to a therapist without the service's terms here; it expires unsent");
+            return;
+        };
+        let offer = PlannedOffer {
+            booking_id,
+            provider_id,
+            distance_m: stored.distance_m,
+            eta_seconds: u32::try_from(stored.eta_seconds).unwrap_or_default(),
+            terms,
+        };
+        self.send_offer(&offer, stored.expires_at).await;
     }
 
     async fn fire_timers(&mut self) {

@@ -10,6 +10,8 @@
 //! - [`accept`]: accepting and declining an offer, from any node.
 //! - [`transitions`]: status changes and cancellations; the one place a transition commits.
 //! - [`cancellation`]: the one cancellation rule (fee window, promo released, actor, reason).
+//! - [`manual`]: a dispatcher's offer to a chosen therapist, reassignment, cancellation with a
+//!   fee decision, and marking a therapist offline (audited).
 //! - [`trips`]: active bookings: busy therapists, live position for the customer, geofence.
 //! - [`notify`]: frames to customers, therapists and dashboards.
 //!
@@ -23,6 +25,7 @@ pub mod assignment;
 pub mod cancellation;
 pub mod lease;
 pub mod lifecycle;
+pub mod manual;
 pub mod matcher;
 pub mod notify;
 pub mod offers;

@@ -175,6 +175,31 @@ pub async fn close_open_of_booking(
     .await
 }
 
+/// An open offer as the matcher arms it (one a dispatcher made).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OpenOffer {
+    pub round: i32,
+    pub expires_at: DateTime<Utc>,
+    pub distance_m: f64,
+    pub eta_seconds: i32,
+}
+
+/// The therapist's open offer of a booking, if it is still open.
+pub async fn open_offer(
+    db: impl PgExecutor<'_>,
+    booking_id: i64,
+    provider_id: i64,
+) -> sqlx::Result<Option<OpenOffer>> {
+    sqlx::query_as(
+        "SELECT round, expires_at, distance_m, eta_seconds FROM booking_offers \
+         WHERE booking_id = $1 AND provider_id = $2 AND outcome IS NULL",
+    )
+    .bind(booking_id)
+    .bind(provider_id)
+    .fetch_optional(db)
+    .await
+}
+
 /// An offer of a pending booking, as a matcher taking over reads it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StoredOffer {

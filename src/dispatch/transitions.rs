@@ -240,6 +240,7 @@ impl Dispatcher {
             reason,
             note: &note,
             only_from: None,
+            fee: cancellation::FeeDecision::Policy,
         };
         let cancelled = cancellation::cancel(&mut tx, request, &policy).await?;
         self.commit_cancellation(tx, &booking, cancelled, reason)
@@ -269,6 +270,7 @@ impl Dispatcher {
             reason,
             note,
             only_from: Some(BookingStatus::Pending),
+            fee: cancellation::FeeDecision::Policy,
         };
         let cancelled = match cancellation::cancel(&mut tx, request, &policy).await {
             Ok(cancelled) => cancelled,
@@ -306,6 +308,7 @@ impl Dispatcher {
                 "No therapist accepted before the pending timeout"
             },
             only_from: Some(BookingStatus::Pending),
+            fee: cancellation::FeeDecision::Policy,
         };
         let cancelled = match cancellation::cancel(&mut tx, request, &policy).await {
             Ok(cancelled) => cancelled,
@@ -321,7 +324,7 @@ impl Dispatcher {
     /// Commits a cancellation [`cancellation::cancel`] made in `tx`: the transition starts from
     /// the status and therapist it read under its lock (not the caller's earlier read), and its
     /// money and outbox event are already written.
-    async fn commit_cancellation(
+    pub(super) async fn commit_cancellation(
         &self,
         tx: Transaction<'static, Postgres>,
         booking: &BookingFacts,

@@ -8,6 +8,7 @@ pub mod bookings;
 pub mod catalog;
 pub mod client_address;
 pub mod console;
+pub mod console_actions;
 pub mod dispatch_map;
 pub mod extract;
 pub mod health;
@@ -109,6 +110,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(console::find)
         .service(console::list_alerts)
         .service(console::map_stores)
+        .service(console_actions::offer_booking)
+        .service(console_actions::reassign_booking)
+        .service(console_actions::cancel_booking)
+        .service(console_actions::message_parties)
+        .service(console_actions::mark_offline)
         .service(map::base_map)
         .service(map::pmtiles)
         .service(money::wallet)

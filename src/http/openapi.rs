@@ -6,9 +6,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    accounts, admin, bookings, catalog, console, dispatch_map, health, map, messages, money,
-    nearby, notifications, offers, operations, page, reschedules, reviews, schedule, stores,
-    therapist, webhooks, ws,
+    accounts, admin, bookings, catalog, console, console_actions, dispatch_map, health, map,
+    messages, money, nearby, notifications, offers, operations, page, reschedules, reviews,
+    schedule, stores, therapist, webhooks, ws,
 };
 use crate::error::{FieldError, Problem};
 
@@ -42,6 +42,9 @@ use crate::error::{FieldError, Problem};
         stores::check_in, stores::nearby, stores::get_store,
         console::booking_trip, console::booking_detail, console::find, console::list_alerts,
         console::map_stores, map::base_map, map::pmtiles,
+        console_actions::offer_booking, console_actions::reassign_booking,
+        console_actions::cancel_booking, console_actions::message_parties,
+        console_actions::mark_offline,
         money::wallet, money::wallet_transactions, money::topup, money::pay_booking, money::tip,
         money::gateway_webhook, money::run_payouts, money::list_payouts, money::payout_status,
         money::ledger_check,

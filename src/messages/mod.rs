@@ -20,6 +20,8 @@ use crate::notifications::{self, kind, Notice};
 pub enum Side {
     Customer,
     Therapist,
+    /// A dispatcher writing to the parties from the console.
+    Dispatcher,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -31,14 +33,20 @@ pub struct ChatMessage {
     pub at: DateTime<Utc>,
     /// When the other party read it (read receipt).
     pub read_at: Option<DateTime<Utc>>,
+    /// Whom a dispatcher's message was written to (absent on the parties' own messages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<Side>,
 }
 
 impl ChatMessage {
     /// The `message` socket frame.
     pub fn frame(&self) -> String {
-        json!({"type": "message", "booking_id": self.booking_id, "id": self.id, "from": self.from,
-               "body": self.body, "at": self.at})
-        .to_string()
+        let mut frame = json!({"type": "message", "booking_id": self.booking_id, "id": self.id,
+                               "from": self.from, "body": self.body, "at": self.at});
+        if let Some(to) = self.to {
+            frame["to"] = json!(to);
+        }
+        frame.to_string()
     }
 }
 
@@ -95,19 +103,25 @@ fn side_of(b: &ChatBooking, user_id: i64) -> Side {
 struct Row {
     uuid: Uuid,
     sender_id: i64,
+    from_dispatcher: bool,
     message: String,
     created_at: DateTime<Utc>,
     read_at: Option<DateTime<Utc>>,
 }
 
-fn view(b: &ChatBooking, row: Row) -> ChatMessage {
+fn view(b: &ChatBooking, row: Row, viewer: i64) -> ChatMessage {
     ChatMessage {
         id: row.uuid,
         booking_id: b.uuid,
-        from: side_of(b, row.sender_id),
+        from: if row.from_dispatcher {
+            Side::Dispatcher
+        } else {
+            side_of(b, row.sender_id)
+        },
         body: row.message,
         at: row.created_at,
         read_at: row.read_at,
+        to: row.from_dispatcher.then(|| side_of(b, viewer)),
     }
 }
 
@@ -122,29 +136,7 @@ pub async fn post(
     let limits = crate::db::app_settings::messaging(db)
         .await
         .context("reading the chat limits")?;
-    let text = body.trim();
-    let length = text.chars().count();
-    if length == 0 {
-        return Err(ApiError::invalid("body", "must not be empty"));
-    }
-    if length > limits.max_length {
-        return Err(ApiError::invalid(
-            "body",
-            format!(
-                "must be at most {} characters (messaging.max_length)",
-                limits.max_length
-            ),
-        ));
-    }
-    if text.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(ApiError::Validation {
-            detail: "body: must not contain control characters".into(),
-            errors: vec![FieldError::new(
-                "body",
-                "must not contain control characters",
-            )],
-        });
-    }
+    let text = checked_body(body, &limits)?;
     let open = match b.status.as_str() {
         "accepted" | "en_route" | "arrived" | "in_progress" => true,
         "completed" => b.completed_at.is_some_and(|at| {
@@ -191,7 +183,7 @@ pub async fn post(
     }
     let row: Row = sqlx::query_as(
         "INSERT INTO messages (booking_id, sender_id, receiver_id, message) VALUES ($1, $2, $3, $4) \
-         RETURNING uuid, sender_id, message, created_at, read_at",
+         RETURNING uuid, sender_id, from_dispatcher, message, created_at, read_at",
     )
     .bind(b.id)
     .bind(sender)
@@ -200,7 +192,7 @@ pub async fn post(
     .fetch_one(&mut *tx)
     .await
     .context("saving the message")?;
-    let message = view(&b, row);
+    let message = view(&b, row, sender);
     let preview: String = text.chars().take(100).collect();
     notifications::notify(
         &mut tx,
@@ -221,6 +213,133 @@ pub async fn post(
     Ok((message, parties(&b)))
 }
 
+/// A message body trimmed, or 422: empty, longer than `messaging.max_length`, or holding
+/// control characters other than newlines.
+fn checked_body<'a>(
+    body: &'a str,
+    limits: &crate::db::app_settings::Messaging,
+) -> Result<&'a str, ApiError> {
+    let text = body.trim();
+    let length = text.chars().count();
+    if length == 0 {
+        return Err(ApiError::invalid("body", "must not be empty"));
+    }
+    if length > limits.max_length {
+        return Err(ApiError::invalid(
+            "body",
+            format!(
+                "must be at most {} characters (messaging.max_length)",
+                limits.max_length
+            ),
+        ));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ApiError::Validation {
+            detail: "body: must not contain control characters".into(),
+            errors: vec![FieldError::new(
+                "body",
+                "must not contain control characters",
+            )],
+        });
+    }
+    Ok(text)
+}
+
+/// Whom a dispatcher writes to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Recipients {
+    Customer,
+    Therapist,
+    /// The customer, and the therapist if the booking has one.
+    #[default]
+    Both,
+}
+
+/// A dispatcher writes to a booking's parties, whatever its status (the chat's opening hours
+/// are the parties'): one message per receiver, each notified, and the action audited in the
+/// same transaction. Answers each message with the user whose sockets get it.
+pub async fn post_from_dispatcher(
+    db: &PgPool,
+    booking: Uuid,
+    dispatcher: i64,
+    body: &str,
+    to: Recipients,
+    audit_context: &crate::audit::AuditContext,
+) -> Result<Vec<(ChatMessage, i64)>, ApiError> {
+    let b: ChatBooking = sqlx::query_as(
+        "SELECT b.id, b.uuid, b.booking_number, b.status::text AS status, b.customer_id, p.user_id AS therapist, \
+                b.completed_at \
+         FROM bookings b LEFT JOIN providers p ON p.id = b.provider_id WHERE b.uuid = $1 AND b.deleted_at IS NULL",
+    )
+    .bind(booking)
+    .fetch_optional(db)
+    .await
+    .context("loading the booking")?
+    .ok_or_else(|| ApiError::not_found("booking"))?;
+    let limits = crate::db::app_settings::messaging(db)
+        .await
+        .context("reading the chat limits")?;
+    let text = checked_body(body, &limits)?;
+    let receivers: Vec<i64> = match (to, b.therapist) {
+        (Recipients::Customer, _) | (Recipients::Both, None) => vec![b.customer_id],
+        (Recipients::Therapist, Some(therapist)) => vec![therapist],
+        (Recipients::Both, Some(therapist)) => vec![b.customer_id, therapist],
+        (Recipients::Therapist, None) => {
+            return Err(ApiError::Conflict(format!(
+                "the booking has no therapist (it is {})",
+                b.status
+            )))
+        }
+    };
+    let mut tx = db.begin().await.context("starting the message")?;
+    let mut sent = Vec::with_capacity(receivers.len());
+    for receiver in receivers {
+        let row: Row = sqlx::query_as(
+            "INSERT INTO messages (booking_id, sender_id, receiver_id, message, from_dispatcher) \
+             VALUES ($1, $2, $3, $4, true) \
+             RETURNING uuid, sender_id, from_dispatcher, message, created_at, read_at",
+        )
+        .bind(b.id)
+        .bind(dispatcher)
+        .bind(receiver)
+        .bind(text)
+        .fetch_one(&mut *tx)
+        .await
+        .context("saving the message")?;
+        let message = view(&b, row, receiver);
+        notifications::notify(
+            &mut tx,
+            Notice {
+                user_id: receiver,
+                kind: kind::MESSAGE,
+                title: format!("Hilot dispatch about booking {}", b.booking_number),
+                body: text.chars().take(100).collect(),
+                action_type: Some("open_chat"),
+                action_data: json!({"booking_id": b.uuid, "message_id": message.id}),
+                booking_id: Some(b.id),
+            },
+        )
+        .await
+        .context("notifying the receiver")?;
+        sent.push((message, receiver));
+    }
+    crate::audit::record(
+        &mut *tx,
+        audit_context,
+        "booking.messaged",
+        "booking",
+        b.id,
+        json!({}),
+        json!({"to": sent.iter().map(|(m, _)| m.to).collect::<Vec<_>>(), "body": text}),
+    )
+    .await
+    .context("auditing the message")?;
+    tx.commit().await.context("committing the message")?;
+    metrics::counter!("hilot_messages_sent_total").increment(sent.len() as u64);
+    Ok(sent)
+}
+
 fn parties(b: &ChatBooking) -> Parties {
     Parties {
         booking_id: b.id,
@@ -239,15 +358,18 @@ pub async fn list(
 ) -> Result<Vec<ChatMessage>, ApiError> {
     let b = chat_booking(db, booking, user_id).await?;
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT * FROM (SELECT uuid, sender_id, message, created_at, read_at, id FROM messages \
-             WHERE booking_id = $1 AND deleted_at IS NULL ORDER BY id DESC LIMIT $2) recent ORDER BY id",
+        "SELECT * FROM (SELECT uuid, sender_id, from_dispatcher, message, created_at, read_at, id \
+             FROM messages WHERE booking_id = $1 AND deleted_at IS NULL \
+               AND (NOT from_dispatcher OR receiver_id = $3) \
+             ORDER BY id DESC LIMIT $2) recent ORDER BY id",
     )
     .bind(b.id)
     .bind(limit)
+    .bind(user_id)
     .fetch_all(db)
     .await
     .context("listing messages")?;
-    Ok(rows.into_iter().map(|r| view(&b, r)).collect())
+    Ok(rows.into_iter().map(|r| view(&b, r, user_id)).collect())
 }
 
 /// Read receipts: what marking the messages read did.
@@ -303,6 +425,8 @@ struct DispatcherRow {
     uuid: Uuid,
     booking_uuid: Uuid,
     from_customer: bool,
+    from_dispatcher: bool,
+    to_customer: bool,
     message: String,
     created_at: DateTime<Utc>,
     read_at: Option<DateTime<Utc>>,
@@ -327,7 +451,9 @@ pub async fn for_dispatcher(
         .map(|row| ChatMessage {
             id: row.uuid,
             booking_id: row.booking_uuid,
-            from: if row.from_customer {
+            from: if row.from_dispatcher {
+                Side::Dispatcher
+            } else if row.from_customer {
                 Side::Customer
             } else {
                 Side::Therapist
@@ -335,6 +461,11 @@ pub async fn for_dispatcher(
             body: row.message,
             at: row.created_at,
             read_at: row.read_at,
+            to: row.from_dispatcher.then_some(if row.to_customer {
+                Side::Customer
+            } else {
+                Side::Therapist
+            }),
         })
         .collect())
 }

@@ -33,6 +33,28 @@ pub struct DemoOptions {
     /// Seed the accounts, print the dispatcher login, and exit without simulating.
     #[arg(long)]
     pub seed_only: bool,
+    /// The demo database's `alerts.pending_wait_s`: a booking waiting this long raises an
+    /// alert, so a newcomer sees one within the first minute (the walk-in left for a
+    /// dispatcher). Production keeps its own setting (default 120 s); 0 leaves it alone.
+    #[arg(long, env = "HILOT_DEMO_ALERT_AFTER_S", default_value_t = DEMO_ALERT_AFTER_S)]
+    pub alert_after_s: u64,
+}
+
+/// The demo's alert threshold for waiting bookings, in seconds (see `--alert-after-s`).
+pub const DEMO_ALERT_AFTER_S: u64 = 30;
+
+/// Sets `alerts.pending_wait_s` in the demo's database (the server reads it at every look for
+/// alerts), keeping the other thresholds.
+pub async fn set_alert_after(pool: &sqlx::PgPool, seconds: u64) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE app_settings SET value = value || jsonb_build_object('pending_wait_s', $1::bigint) \
+         WHERE key = 'alerts'",
+    )
+    .bind(i64::try_from(seconds).unwrap_or(i64::MAX))
+    .execute(pool)
+    .await
+    .context("setting the demo's alert threshold")?;
+    Ok(())
 }
 
 /// How often the demo prints what has happened.
@@ -70,6 +92,14 @@ pub async fn run(settings: &Settings, options: DemoOptions) -> anyhow::Result<()
     )
     .await?;
     let stores = seed::seed_makati_stores(&pool, PhoneBlock::Demo, 2026).await?;
+    if options.alert_after_s > 0 {
+        set_alert_after(&pool, options.alert_after_s).await?;
+        println!(
+            "demo: a booking waiting {} s raises an alert (alerts.pending_wait_s in this database; \
+             --alert-after-s 0 keeps the setting)",
+            options.alert_after_s
+        );
+    }
     pool.close().await;
     println!(
         "demo city: {} therapists (half with a weekly schedule), {} stores and {} customers around Makati; dispatcher login {} / {}",
@@ -108,7 +138,7 @@ pub async fn run(settings: &Settings, options: DemoOptions) -> anyhow::Result<()
     match book_store_visits(&server, &city.customers, &stores).await {
         Ok(visits) => println!(
             "demo: in-store bookings: {} checked in, {} appointments later today, {} waiting for a \
-             store's confirmation (a waiting alert on the console after alerts.pending_wait_s)",
+             store's confirmation (an alert on the console once it waited alerts.pending_wait_s)",
             visits.checked_in, visits.appointments, visits.unconfirmed
         ),
         Err(e) => println!("demo: could not book the store visits: {e:#}"),

@@ -371,7 +371,9 @@ async fn offers_reach_only_therapists_who_still_qualify() {
     )
     .await;
     expect_closed(&mut socket, 4001, "suspended").await;
-    // The offer went with the socket: accepting it now is refused.
+    // The offer went with the socket: accepting it now is refused (404/409 once the matcher
+    // withdrew it; 403 when the accept gets there first, on a loaded machine: the accept reads
+    // the suspension itself and withdraws the offer).
     let id = first["id"].as_str().unwrap();
     let status = app
         .post_as(
@@ -382,7 +384,10 @@ async fn offers_reach_only_therapists_who_still_qualify() {
         .await
         .status()
         .as_u16();
-    assert!(matches!(status, 404 | 409), "accept answered {status}");
+    assert!(
+        matches!(status, 403 | 404 | 409),
+        "accept answered {status}"
+    );
     let assigned: i64 =
         sqlx::query_scalar("SELECT count(*) FROM bookings WHERE provider_id IS NOT NULL")
             .fetch_one(&app.db)

@@ -8,6 +8,7 @@ mod bookings;
 mod cli;
 mod cluster;
 mod console;
+mod console_actions;
 mod credentials;
 mod dashboard;
 mod delivery;

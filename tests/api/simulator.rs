@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hilot::simulator::demo::{book_store_visits, StoreVisits};
+use hilot::simulator::demo::{book_store_visits, set_alert_after, StoreVisits};
 use hilot::simulator::seed::{
     seed_city, seed_makati_stores, Area, CitySpec, PhoneBlock, SimStore, MAKATI,
 };
@@ -173,7 +173,9 @@ async fn simulated_therapists_drive_to_customers_and_finish_their_sessions() {
 
 #[tokio::test]
 async fn the_demo_city_has_verified_stores_in_makati_with_visits_booked() {
-    let app = spawn_app_with(test_settings()).await;
+    let mut settings = test_settings();
+    settings.watch_interval_s = 1;
+    let app = spawn_app_with(settings).await;
     let city = seed_city(
         &app.db,
         &CitySpec {
@@ -200,6 +202,10 @@ async fn the_demo_city_has_verified_stores_in_makati_with_visits_booked() {
     assert_eq!(ids(&stores), ids(&again), "seeding again reuses the stores");
     assert!(stores.len() >= 4 && stores.iter().any(|s| s.always_open));
 
+    // The demo's own alert threshold (a short one here, to keep the test quick).
+    set_alert_after(&app.db, 2)
+        .await
+        .expect("setting the demo's alert threshold");
     let server = Server::new(&app.address);
     let visits = book_store_visits(&server, &city.customers, &again)
         .await
@@ -254,4 +260,24 @@ async fn the_demo_city_has_verified_stores_in_makati_with_visits_booked() {
             .any(|s| s["store_id"] == store.store_id.to_string()),
         "{nearby}"
     );
+
+    // The walk-in nobody confirmed raises the demo's alert once it waited the threshold.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let alerts = json_body(app.get_as(&city.admin.token, "/v1/admin/alerts").await, 200).await;
+        let waiting = alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == "booking_waiting")
+            .count();
+        if waiting >= 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no waiting alert within 30 s: {alerts}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }

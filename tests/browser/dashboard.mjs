@@ -4,7 +4,8 @@
 // Makati over their sockets, one customer booking, a store), then drives Chromium through the
 // page: log in as the admin, see the base map's tiles drawn from the server's PMTiles archive,
 // see the therapists, see one move, see the booking go accepted → en_route, open its detail,
-// replay its trip, find it by search, see a store and an alert, see the counts. Leaves a
+// replay its trip, find it by search, see a store and an alert, offer the waiting booking to a
+// chosen therapist from its detail and see it accepted, see the counts. Leaves a
 // screenshot per step in tests/artifacts/ (dashboard.png at the end).
 //
 // Run by scripts/browser-test, which starts the server; by hand:
@@ -337,6 +338,7 @@ step('an alert shows for a booking nobody takes', 2 * WAIT_MS, async () => {
   await expectVisible(page.locator(`#detail[data-booking-id="${lonely.id}"][data-state="ready"]`), 'the alert did not open its booking');
   await snap('alerts');
   await page.click('#detail-close');
+  run.lonely = lonely;
 });
 
 step('the side panel counts the therapists online', WAIT_MS, async () => {
@@ -350,6 +352,38 @@ step('the side panel counts the therapists online', WAIT_MS, async () => {
     .catch(() => assert.fail('no supply hexagon drawn'));
   const refused = run.therapists.flatMap((t) => t.frames.filter((f) => f.type === 'error'));
   assert.deepEqual(refused, [], 'the server refused some therapist frames');
+});
+
+step('a dispatcher offers the waiting booking to a chosen therapist, who accepts it', 3 * WAIT_MS, async () => {
+  const { page } = run;
+  const { lonely } = run;
+  const chosen = run.therapists.find((t) => t !== run.assigned);
+  const alert = page.locator(`#alerts li[data-kind="booking_waiting"][data-booking-id="${lonely.id}"]`);
+  await expectVisible(alert, 'the waiting booking\'s alert is gone');
+  await alert.click();
+  await expectVisible(page.locator(`#detail[data-booking-id="${lonely.id}"][data-state="ready"]`), 'the booking did not open');
+  // Found by name, chosen, offered with a reason.
+  await page.fill('#action-therapist-query', `No${chosen.index + 1}`);
+  await page.waitForFunction((id) => [...document.querySelectorAll('#action-therapist option')].some((o) => o.value === id),
+    chosen.providerId, { timeout: WAIT_MS })
+    .catch(async () => assert.fail(`the therapist was not found: ${await page.textContent('#action-therapist')}`));
+  await page.selectOption('#action-therapist', chosen.providerId);
+  await page.fill('#action-reason', 'the customer asked for them');
+  await page.click('#action-offer');
+  await waitForAttribute(page.locator('#action-result'), 'data-state', 'done',
+    'the offer was not made');
+  await expectVisible(page.locator('#detail-offers li[data-outcome="open"]'), 'the open offer is not listed');
+  // The engine sends it: the therapist's socket gets the offer, and they accept it.
+  await nextFrame([chosen], (f) => f.type === 'offer' && f.booking_id === lonely.id, `the dispatcher's offer of ${lonely.id}`);
+  chosen.socket.send(JSON.stringify({ type: 'offer.accept', booking_id: lonely.id }));
+  await nextFrame([chosen], (f) => f.type === 'booking.status' && f.booking_id === lonely.id && f.status === 'accepted',
+    `booking ${lonely.id} accepted`);
+  // The panel shows the outcome by itself, and the audited action.
+  await expectVisible(page.locator('#detail-offers li[data-outcome="accepted"]'), 'the accepted offer is not shown');
+  await waitForAttribute(page.locator('#detail-status'), 'data-status', 'accepted', 'the panel does not show accepted');
+  assert.match(await page.textContent('#detail-audit'), /booking\.offered by /);
+  await snap('offer');
+  await page.click('#detail-close');
 });
 
 // --- therapists ---------------------------------------------------------------------------------
