@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::cancellation::{self, Cancellation, FeeDecision};
+use super::cancellation::{Cancellation, FeeDecision};
 use super::lifecycle::{Actor, BookingStatus};
 use super::matcher::MatchEvent;
 use super::notify::frame;
@@ -359,13 +359,6 @@ impl Dispatcher {
             .await
             .context("loading the booking")?
             .ok_or_else(|| ApiError::not_found("booking"))?;
-        let policy = DispatchSettings::load(&self.inner.db).await.cancellation;
-        let mut tx = self
-            .inner
-            .db
-            .begin()
-            .await
-            .context("starting a cancellation")?;
         let note = format!("Cancelled by a dispatcher: {reason}");
         let request = Cancellation {
             booking_id: booking.id,
@@ -380,7 +373,7 @@ impl Dispatcher {
                 FeeDecision::Waive
             },
         };
-        let cancelled = cancellation::cancel(&mut tx, request, &policy).await?;
+        let (mut tx, cancelled) = self.start_cancellation(request).await?;
         audit::record(
             &mut *tx,
             audit_context,

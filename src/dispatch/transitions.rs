@@ -225,13 +225,6 @@ impl Dispatcher {
         } else {
             Actor::Admin
         };
-        let policy = DispatchSettings::load(&self.inner.db).await.cancellation;
-        let mut tx = self
-            .inner
-            .db
-            .begin()
-            .await
-            .context("starting a cancellation")?;
         let note = format!("Cancelled by the {}: {reason}", actor_label(actor));
         let request = Cancellation {
             booking_id: booking.id,
@@ -242,7 +235,7 @@ impl Dispatcher {
             only_from: None,
             fee: cancellation::FeeDecision::Policy,
         };
-        let cancelled = cancellation::cancel(&mut tx, request, &policy).await?;
+        let (tx, cancelled) = self.start_cancellation(request).await?;
         self.commit_cancellation(tx, &booking, cancelled, reason)
             .await
     }
@@ -256,13 +249,6 @@ impl Dispatcher {
         note: &str,
         by: Option<i64>,
     ) -> Result<Option<BookingView>, ApiError> {
-        let policy = DispatchSettings::load(&self.inner.db).await.cancellation;
-        let mut tx = self
-            .inner
-            .db
-            .begin()
-            .await
-            .context("starting a cancellation")?;
         let request = Cancellation {
             booking_id: booking.id,
             actor: Actor::System,
@@ -272,8 +258,8 @@ impl Dispatcher {
             only_from: Some(BookingStatus::Pending),
             fee: cancellation::FeeDecision::Policy,
         };
-        let cancelled = match cancellation::cancel(&mut tx, request, &policy).await {
-            Ok(cancelled) => cancelled,
+        let (tx, cancelled) = match self.start_cancellation(request).await {
+            Ok(started) => started,
             Err(ApiError::Conflict(_)) => return Ok(None),
             Err(error) => return Err(error),
         };
@@ -295,8 +281,6 @@ impl Dispatcher {
         if booking.status != BookingStatus::Pending {
             return Ok(());
         }
-        let policy = DispatchSettings::load(&self.inner.db).await.cancellation;
-        let mut tx = self.inner.db.begin().await.context("starting an expiry")?;
         let request = Cancellation {
             booking_id,
             actor: Actor::System,
@@ -310,8 +294,8 @@ impl Dispatcher {
             only_from: Some(BookingStatus::Pending),
             fee: cancellation::FeeDecision::Policy,
         };
-        let cancelled = match cancellation::cancel(&mut tx, request, &policy).await {
-            Ok(cancelled) => cancelled,
+        let (tx, cancelled) = match self.start_cancellation(request).await {
+            Ok(started) => started,
             Err(ApiError::Conflict(_)) => return Ok(()), // accepted or cancelled meanwhile
             Err(error) => return Err(error),
         };
@@ -319,6 +303,24 @@ impl Dispatcher {
         self.commit_cancellation(tx, &booking, cancelled, NO_THERAPIST_AVAILABLE)
             .await
             .map(|_| ())
+    }
+
+    /// Applies the one cancellation rule in a new transaction, with the current policy; the
+    /// caller adds what else belongs in it (an audit row) and commits with
+    /// [`Dispatcher::commit_cancellation`].
+    pub(super) async fn start_cancellation(
+        &self,
+        request: Cancellation<'_>,
+    ) -> Result<(Transaction<'static, Postgres>, Cancelled), ApiError> {
+        let policy = DispatchSettings::load(&self.inner.db).await.cancellation;
+        let mut tx = self
+            .inner
+            .db
+            .begin()
+            .await
+            .context("starting a cancellation")?;
+        let cancelled = cancellation::cancel(&mut tx, request, &policy).await?;
+        Ok((tx, cancelled))
     }
 
     /// Commits a cancellation [`cancellation::cancel`] made in `tx`: the transition starts from

@@ -109,6 +109,30 @@ struct Row {
     read_at: Option<DateTime<Utc>>,
 }
 
+/// Saves one message (a party's, or a dispatcher's to one party).
+async fn insert(
+    tx: &mut sqlx::PgConnection,
+    booking_id: i64,
+    sender: i64,
+    receiver: i64,
+    text: &str,
+    from_dispatcher: bool,
+) -> Result<Row, ApiError> {
+    sqlx::query_as(
+        "INSERT INTO messages (booking_id, sender_id, receiver_id, message, from_dispatcher) \
+         VALUES ($1, $2, $3, $4, $5) \
+         RETURNING uuid, sender_id, from_dispatcher, message, created_at, read_at",
+    )
+    .bind(booking_id)
+    .bind(sender)
+    .bind(receiver)
+    .bind(text)
+    .bind(from_dispatcher)
+    .fetch_one(tx)
+    .await
+    .context("saving the message")
+}
+
 fn view(b: &ChatBooking, row: Row, viewer: i64) -> ChatMessage {
     ChatMessage {
         id: row.uuid,
@@ -181,17 +205,7 @@ pub async fn post(
             retry_after_secs: retry as u64,
         });
     }
-    let row: Row = sqlx::query_as(
-        "INSERT INTO messages (booking_id, sender_id, receiver_id, message) VALUES ($1, $2, $3, $4) \
-         RETURNING uuid, sender_id, from_dispatcher, message, created_at, read_at",
-    )
-    .bind(b.id)
-    .bind(sender)
-    .bind(receiver)
-    .bind(text)
-    .fetch_one(&mut *tx)
-    .await
-    .context("saving the message")?;
+    let row = insert(&mut tx, b.id, sender, receiver, text, false).await?;
     let message = view(&b, row, sender);
     let preview: String = text.chars().take(100).collect();
     notifications::notify(
@@ -295,18 +309,7 @@ pub async fn post_from_dispatcher(
     let mut tx = db.begin().await.context("starting the message")?;
     let mut sent = Vec::with_capacity(receivers.len());
     for receiver in receivers {
-        let row: Row = sqlx::query_as(
-            "INSERT INTO messages (booking_id, sender_id, receiver_id, message, from_dispatcher) \
-             VALUES ($1, $2, $3, $4, true) \
-             RETURNING uuid, sender_id, from_dispatcher, message, created_at, read_at",
-        )
-        .bind(b.id)
-        .bind(dispatcher)
-        .bind(receiver)
-        .bind(text)
-        .fetch_one(&mut *tx)
-        .await
-        .context("saving the message")?;
+        let row = insert(&mut tx, b.id, dispatcher, receiver, text, true).await?;
         let message = view(&b, row, receiver);
         notifications::notify(
             &mut tx,

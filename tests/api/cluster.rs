@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::binary::{free_port, Binary};
+use crate::dispatch::lease_held;
 use crate::helpers::{
     fresh_database, json_body, make_admin, register, spawn_app_in, test_redis_url, test_settings,
     TestApp,
@@ -485,18 +486,6 @@ async fn redis_stopped_and_started_again_loses_no_booking_and_the_nodes_say_so()
     drop(b);
     drop(c);
     a.shutdown().await;
-}
-
-/// Whether some session holds an advisory lock (the matcher's lease) in the test's database.
-async fn lease_held(app: &TestApp) -> bool {
-    sqlx::query_scalar::<_, i64>(
-        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
-         WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()",
-    )
-    .fetch_one(&app.db)
-    .await
-    .unwrap()
-        > 0
 }
 
 #[tokio::test]

@@ -272,7 +272,7 @@ async fn an_accept_rechecks_that_the_therapist_is_still_online_and_free() {
 }
 
 /// Whether some session holds an advisory lock in `db_url`'s database.
-async fn lease_held(app: &TestApp) -> bool {
+pub async fn lease_held(app: &TestApp) -> bool {
     sqlx::query_scalar::<_, i64>(
         "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
          WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()",
