@@ -2,6 +2,7 @@
 //! and whenever a therapist's profile, services, availability or verification change.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -83,18 +84,31 @@ const FIX_SQL: &str = "SELECT p.id AS provider_id, l.latitude::float8 AS lat, l.
         ORDER BY created_at DESC LIMIT 1) l \
      WHERE p.type = 'therapist' AND p.deleted_at IS NULL AND ($3::bigint IS NULL OR p.id = $3)";
 
+// Each query, for one therapist, in its own shape (see `db::shape_for_one`).
+static PROFILE_OF_ONE_SQL: LazyLock<String> =
+    LazyLock::new(|| crate::db::shape_for_one(PROFILE_SQL, "$1"));
+static OFFERS_OF_ONE_SQL: LazyLock<String> =
+    LazyLock::new(|| crate::db::shape_for_one(OFFER_SQL, "$1"));
+static FIX_OF_ONE_SQL: LazyLock<String> = LazyLock::new(|| crate::db::shape_for_one(FIX_SQL, "$3"));
+
 /// Loads profiles (all therapists, or one) with their service offers.
 pub async fn load_profiles(
     pool: &PgPool,
     only: Option<i64>,
 ) -> anyhow::Result<Vec<TherapistProfile>> {
-    let rows: Vec<ProfileRow> = sqlx::query_as(PROFILE_SQL)
+    let rows: Vec<ProfileRow> = sqlx::query_as(match only {
+        Some(_) => PROFILE_OF_ONE_SQL.as_str(),
+        None => PROFILE_SQL,
+    })
         .bind(only)
         .bind(USER_MODEL_TYPE)
         .fetch_all(pool)
         .await
         .context("loading therapist profiles")?;
-    let offers: Vec<OfferRow> = sqlx::query_as(OFFER_SQL)
+    let offers: Vec<OfferRow> = sqlx::query_as(match only {
+        Some(_) => OFFERS_OF_ONE_SQL.as_str(),
+        None => OFFER_SQL,
+    })
         .bind(only)
         .fetch_all(pool)
         .await
@@ -173,7 +187,10 @@ async fn load_fixes(
     only: Option<i64>,
 ) -> anyhow::Result<()> {
     let since = Utc::now() - chrono::Duration::from_std(REBUILD_FIX_WINDOW).expect("fits");
-    let fixes: Vec<FixRow> = sqlx::query_as(FIX_SQL)
+    let fixes: Vec<FixRow> = sqlx::query_as(match only {
+        Some(_) => FIX_OF_ONE_SQL.as_str(),
+        None => FIX_SQL,
+    })
         .bind(since)
         .bind(match_max_accuracy_m)
         .bind(only)

@@ -2,6 +2,8 @@
 //! `therapist_profiles.default_schedule` kept in step) and therapists' calendars read from
 //! them and from their bookings.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -51,6 +53,21 @@ const BLOCKED_SQL: &str = "SELECT provider_id, start_datetime, end_datetime \
      WHERE end_datetime > $1 AND start_datetime < $2 AND ($3::bigint IS NULL OR provider_id = $3) \
      ORDER BY provider_id, start_datetime";
 
+// Each query, for one therapist, in its own shape (see `db::shape_for_one`).
+static RANGES_OF_ONE_SQL: LazyLock<String> =
+    LazyLock::new(|| crate::db::shape_for_one(RANGES_SQL, "$1"));
+static BLOCKED_OF_ONE_SQL: LazyLock<String> =
+    LazyLock::new(|| crate::db::shape_for_one(BLOCKED_SQL, "$3"));
+const COMMITMENTS_SQL: &str = include_str!("../../sql/schedule_commitments.sql");
+static COMMITMENTS_OF_ONE_SQL: LazyLock<String> =
+    LazyLock::new(|| crate::db::shape_for_one(COMMITMENTS_SQL, "$3"));
+const BASES_SQL: &str = "SELECT provider_id, base_location_latitude::float8, base_location_longitude::float8 \
+     FROM therapist_profiles \
+     WHERE base_location_latitude IS NOT NULL AND base_location_longitude IS NOT NULL \
+       AND ($1::bigint IS NULL OR provider_id = $1)";
+static BASES_OF_ONE_SQL: LazyLock<String> =
+    LazyLock::new(|| crate::db::shape_for_one(BASES_SQL, "$1"));
+
 /// Schedules from their rows; a therapist whose rows are all gone keeps none.
 fn schedules_from(rows: Vec<RangeRow>) -> FxHashMap<i64, WeeklySchedule> {
     let mut out: FxHashMap<i64, WeeklySchedule> = FxHashMap::default();
@@ -78,7 +95,7 @@ pub async fn schedule_of(
     db: &mut PgConnection,
     provider_id: i64,
 ) -> sqlx::Result<Option<WeeklySchedule>> {
-    let rows: Vec<RangeRow> = sqlx::query_as(RANGES_SQL)
+    let rows: Vec<RangeRow> = sqlx::query_as(RANGES_OF_ONE_SQL.as_str())
         .bind(Some(provider_id))
         .fetch_all(&mut *db)
         .await?;
@@ -150,7 +167,10 @@ async fn commitments(
     only: Option<i64>,
     except_booking: Option<i64>,
 ) -> sqlx::Result<Vec<CommitmentRow>> {
-    sqlx::query_as(include_str!("../../sql/schedule_commitments.sql"))
+    sqlx::query_as(match only {
+        Some(_) => COMMITMENTS_OF_ONE_SQL.as_str(),
+        None => COMMITMENTS_SQL,
+    })
         .bind(from)
         .bind(to)
         .bind(only)
@@ -165,7 +185,10 @@ async fn blocked(
     to: DateTime<Utc>,
     only: Option<i64>,
 ) -> sqlx::Result<Vec<BlockedRow>> {
-    sqlx::query_as(BLOCKED_SQL)
+    sqlx::query_as(match only {
+        Some(_) => BLOCKED_OF_ONE_SQL.as_str(),
+        None => BLOCKED_SQL,
+    })
         .bind(from)
         .bind(to)
         .bind(only)
@@ -200,7 +223,13 @@ pub async fn calendars(
     to: DateTime<Utc>,
     only: Option<i64>,
 ) -> sqlx::Result<(FxHashMap<i64, WeeklySchedule>, FxHashMap<i64, Calendar>)> {
-    let ranges: Vec<RangeRow> = sqlx::query_as(RANGES_SQL).bind(only).fetch_all(db).await?;
+    let ranges: Vec<RangeRow> = sqlx::query_as(match only {
+        Some(_) => RANGES_OF_ONE_SQL.as_str(),
+        None => RANGES_SQL,
+    })
+    .bind(only)
+    .fetch_all(db)
+    .await?;
     let mut calendars: FxHashMap<i64, Calendar> = FxHashMap::default();
     for row in blocked(db, from, to, only).await? {
         calendars
@@ -221,12 +250,10 @@ pub async fn calendars(
 
 /// Therapists' base locations (where scheduled work is priced and reached from).
 pub async fn bases(db: &sqlx::PgPool, only: Option<i64>) -> sqlx::Result<FxHashMap<i64, Point>> {
-    let rows: Vec<(i64, f64, f64)> = sqlx::query_as(
-        "SELECT provider_id, base_location_latitude::float8, base_location_longitude::float8 \
-         FROM therapist_profiles \
-         WHERE base_location_latitude IS NOT NULL AND base_location_longitude IS NOT NULL \
-           AND ($1::bigint IS NULL OR provider_id = $1)",
-    )
+    let rows: Vec<(i64, f64, f64)> = sqlx::query_as(match only {
+        Some(_) => BASES_OF_ONE_SQL.as_str(),
+        None => BASES_SQL,
+    })
     .bind(only)
     .fetch_all(db)
     .await?;

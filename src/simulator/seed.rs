@@ -412,6 +412,18 @@ pub async fn seed_city(pool: &PgPool, spec: &CitySpec) -> anyhow::Result<SeededC
     let (_, admin_secrets) =
         upsert_users(&mut tx, &admin_people, &password_hash, Role::Admin).await?;
     tx.commit().await.context("committing the seed")?;
+    // Thousands of rows arrived at once, faster than autovacuum notices: without fresh
+    // statistics PostgreSQL plans the server's lookups of one therapist for tables it believes
+    // nearly empty (scanning every therapist through the wrong index, 30–60 ms a lookup at 10,000
+    // therapists), and its cached plans keep that until the next analyze. A city that grew over
+    // months has its statistics; a seeded one gets them here.
+    sqlx::query(
+        "ANALYZE users, model_has_roles, personal_access_tokens, providers, therapist_profiles, \
+         provider_services, provider_locations, practitioner_availability",
+    )
+    .execute(pool)
+    .await
+    .context("analyzing the seeded tables")?;
 
     let therapists = therapist_people
         .phones
