@@ -156,7 +156,7 @@ pub fn record_request(method: &actix_web::http::Method, route: &str, status: u16
 /// How often the gauges that are read rather than counted (index size, queue depth) refresh.
 pub const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Publishes gauges of the live index and the ping queue until shutdown.
+/// Publishes gauges of the live index, the ping queue and the database pools until shutdown.
 pub async fn export_gauges(
     state: crate::state::AppState,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -171,6 +171,18 @@ pub async fn export_gauges(
             metrics::gauge!("hilot_index_fresh_therapists", "state" => label).set(count as f64);
         }
         metrics::gauge!("hilot_ping_queue_depth").set(state.ingest.queue_depth() as f64);
+        // A pool with no idle connection makes every query wait its turn: the first thing to
+        // look at when latency grows while the database itself answers quickly.
+        for (name, pool) in [
+            ("requests", &state.db),
+            ("background", &state.background_db),
+        ] {
+            let idle = pool.num_idle() as f64;
+            let open = f64::from(pool.size());
+            metrics::gauge!("hilot_db_connections", "pool" => name, "state" => "idle").set(idle);
+            metrics::gauge!("hilot_db_connections", "pool" => name, "state" => "busy")
+                .set(open - idle);
+        }
         tokio::select! {
             _ = tokio::time::sleep(GAUGE_INTERVAL) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,

@@ -166,6 +166,10 @@ struct Matcher {
     /// When the first booking arrived since the last round: new bookings wait a whole window
     /// for the bookings arriving with them, so they are assigned together.
     new_since: Option<Instant>,
+    /// Bookings announced since the last round, read from the database together when it starts:
+    /// one query a window instead of one per booking, so the matcher keeps up with a city's
+    /// bookings however slow each round trip is under load.
+    arriving: rustc_hash::FxHashSet<i64>,
 }
 
 enum Stop {
@@ -257,6 +261,7 @@ async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
         settings_read: Instant::now(),
         last_round: Instant::now(),
         new_since: None,
+        arriving: Default::default(),
     };
     if let Err(error) = matcher.reload().await {
         tracing::error!(
@@ -269,7 +274,7 @@ async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
     let mut reconcile = tokio::time::interval(RECONCILE_INTERVAL);
     reconcile.reset();
     let stop = loop {
-        let round_at = matcher.waiting.has_dirty().then(|| {
+        let round_at = matcher.round_due().then(|| {
             let window = matcher.settings.batch_window;
             let earliest = matcher.last_round + window;
             match matcher.new_since {
@@ -484,23 +489,10 @@ impl Matcher {
         let index = self.dispatcher.inner.index.clone();
         match event {
             MatchEvent::BookingCreated { booking_id } => {
-                if !self.waiting.contains(booking_id) {
-                    // Operators expect a change to apply to the next booking: read afresh unless
-                    // just read (a burst of bookings shares one read).
-                    if self.settings_read.elapsed() >= SETTINGS_FRESH_FOR_NEW_BOOKINGS {
-                        self.reload_settings().await;
-                    }
-                    match store::facts_by_id(self.db(), booking_id).await {
-                        Ok(Some(facts)) if facts.status == BookingStatus::Pending => {
-                            self.admit(facts, Vec::new()).await;
-                            // It waits a whole window for the bookings arriving with it.
-                            self.new_since.get_or_insert_with(Instant::now);
-                        }
-                        Ok(_) => {}
-                        Err(error) => {
-                            tracing::warn!(booking_id, %error, "loading a new booking failed; the reconcile picks it up")
-                        }
-                    }
+                if !self.waiting.contains(booking_id) && self.arriving.insert(booking_id) {
+                    // It waits a whole window for the bookings arriving with it; the round
+                    // reads them all.
+                    self.new_since.get_or_insert_with(Instant::now);
                 }
             }
             MatchEvent::BookingClosed { booking_id } => self.forget(booking_id),
@@ -549,8 +541,40 @@ impl Matcher {
                 }
             }
         }
-        if self.settings.batch_window.is_zero() && self.waiting.has_dirty() {
+        if self.settings.batch_window.is_zero() && self.round_due() {
             self.round().await;
+        }
+    }
+
+    /// Whether a round has anything to do: bookings arrived, or something changed for waiting ones.
+    fn round_due(&self) -> bool {
+        self.waiting.has_dirty() || !self.arriving.is_empty()
+    }
+
+    /// Reads the bookings announced since the last round, in one query, and starts waiting for
+    /// those still pending.
+    async fn admit_arriving(&mut self) {
+        if self.arriving.is_empty() {
+            return;
+        }
+        // Operators expect a change to apply to the next booking: read afresh unless just read.
+        if self.settings_read.elapsed() >= SETTINGS_FRESH_FOR_NEW_BOOKINGS {
+            self.reload_settings().await;
+        }
+        let ids: Vec<i64> = self.arriving.drain().collect();
+        match store::facts_by_ids(self.db(), &ids).await {
+            Ok(mut found) => {
+                // Oldest first, as they arrived.
+                found.sort_by_key(|facts| facts.id);
+                for facts in found {
+                    if facts.status == BookingStatus::Pending && !self.waiting.contains(facts.id) {
+                        self.admit(facts, Vec::new()).await;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(bookings = ids.len(), %error, "loading new bookings failed; the reconcile picks them up")
+            }
         }
     }
 
@@ -723,6 +747,7 @@ impl Matcher {
     async fn round(&mut self) {
         self.last_round = Instant::now();
         self.new_since = None;
+        self.admit_arriving().await;
         self.refresh_settings().await;
         let started = Instant::now();
         let now = Utc::now();
@@ -775,6 +800,14 @@ impl Matcher {
             }
         };
         tracing::debug!(planned = rows.len(), made = made.len(), "offers opened");
+        let first_offered: Vec<i64> = made
+            .iter()
+            .map(|(booking_id, _)| *booking_id)
+            .filter(|booking_id| !self.contexts.contains_key(booking_id))
+            .collect::<rustc_hash::FxHashSet<i64>>()
+            .into_iter()
+            .collect();
+        self.read_contexts(&first_offered).await;
         let mut rounds_bumped = rustc_hash::FxHashSet::default();
         for (offer, round, expires_at) in rows {
             let key = (offer.booking_id, offer.provider_id);
@@ -809,15 +842,23 @@ impl Matcher {
         }
     }
 
-    async fn send_offer(&mut self, offer: &PlannedOffer, expires_at: DateTime<Utc>) {
-        let Some(uuid) = self.uuids.get(&offer.booking_id).copied() else {
+    /// Reads what offer frames say about these bookings, in one query.
+    async fn read_contexts(&mut self, booking_ids: &[i64]) {
+        if booking_ids.is_empty() {
             return;
-        };
-        if !self.contexts.contains_key(&offer.booking_id) {
-            match store::view_without_timeline(self.db(), offer.booking_id).await {
-                Ok(view) => {
+        }
+        let by_uuid: FxHashMap<Uuid, i64> = booking_ids
+            .iter()
+            .filter_map(|id| self.uuids.get(id).map(|uuid| (*uuid, *id)))
+            .collect();
+        match store::views_without_timeline(self.db(), booking_ids).await {
+            Ok(views) => {
+                for view in views {
+                    let Some(booking_id) = by_uuid.get(&view.id).copied() else {
+                        continue;
+                    };
                     self.contexts.insert(
-                        offer.booking_id,
+                        booking_id,
                         BookingContext {
                             service: view.service,
                             location: view.location,
@@ -826,13 +867,23 @@ impl Matcher {
                         },
                     );
                 }
-                Err(error) => {
-                    tracing::warn!(booking_id = offer.booking_id, %error, "reading a booking for its offer failed");
-                    return;
-                }
+            }
+            Err(error) => {
+                tracing::warn!(bookings = booking_ids.len(), %error, "reading bookings for their offers failed")
             }
         }
-        let context = &self.contexts[&offer.booking_id];
+    }
+
+    async fn send_offer(&mut self, offer: &PlannedOffer, expires_at: DateTime<Utc>) {
+        let Some(uuid) = self.uuids.get(&offer.booking_id).copied() else {
+            return;
+        };
+        if !self.contexts.contains_key(&offer.booking_id) {
+            self.read_contexts(&[offer.booking_id]).await;
+        }
+        let Some(context) = self.contexts.get(&offer.booking_id) else {
+            return;
+        };
         let Some(user_id) = self.dispatcher.provider_user(offer.provider_id).await else {
             return;
         };

@@ -168,6 +168,14 @@ pub async fn facts_by_id(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Optio
         .await
 }
 
+/// Facts of several bookings in one query (the matcher reads a window's new bookings at once).
+pub async fn facts_by_ids(db: impl PgExecutor<'_>, ids: &[i64]) -> sqlx::Result<Vec<BookingFacts>> {
+    sqlx::query_as(&format!("{FACTS_SQL} WHERE b.id = ANY($1)"))
+        .bind(ids)
+        .fetch_all(db)
+        .await
+}
+
 /// Facts of bookings in the given statuses (start-up: resume dispatch, mark therapists busy).
 /// The home-service bookings in these statuses: dispatch's own (in-store bookings are the
 /// stores', and never offered to therapists).
@@ -322,6 +330,22 @@ pub async fn view_without_timeline(
         .fetch_one(db)
         .await?;
     Ok(into_view(row, Vec::new()))
+}
+
+/// Several bookings without their timelines, in one query, in no particular order (the
+/// matcher reads what a round's offer frames say about their bookings at once).
+pub async fn views_without_timeline(
+    db: impl PgExecutor<'_>,
+    booking_ids: &[i64],
+) -> sqlx::Result<Vec<BookingView>> {
+    let rows: Vec<ViewRow> = sqlx::query_as(&format!("{VIEW_SQL} WHERE b.id = ANY($1)"))
+        .bind(booking_ids)
+        .fetch_all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| into_view(row, Vec::new()))
+        .collect())
 }
 
 /// The caller's bookings (as customer or as therapist), newest first, without timelines.

@@ -100,19 +100,19 @@ pub async fn load_profiles(
         Some(_) => PROFILE_OF_ONE_SQL.as_str(),
         None => PROFILE_SQL,
     })
-        .bind(only)
-        .bind(USER_MODEL_TYPE)
-        .fetch_all(pool)
-        .await
-        .context("loading therapist profiles")?;
+    .bind(only)
+    .bind(USER_MODEL_TYPE)
+    .fetch_all(pool)
+    .await
+    .context("loading therapist profiles")?;
     let offers: Vec<OfferRow> = sqlx::query_as(match only {
         Some(_) => OFFERS_OF_ONE_SQL.as_str(),
         None => OFFER_SQL,
     })
-        .bind(only)
-        .fetch_all(pool)
-        .await
-        .context("loading service offers")?;
+    .bind(only)
+    .fetch_all(pool)
+    .await
+    .context("loading service offers")?;
     let mut by_provider: HashMap<i64, Vec<ServiceOffer>> = HashMap::new();
     for o in offers {
         by_provider
@@ -191,12 +191,12 @@ async fn load_fixes(
         Some(_) => FIX_OF_ONE_SQL.as_str(),
         None => FIX_SQL,
     })
-        .bind(since)
-        .bind(match_max_accuracy_m)
-        .bind(only)
-        .fetch_all(pool)
-        .await
-        .context("loading latest fixes")?;
+    .bind(since)
+    .bind(match_max_accuracy_m)
+    .bind(only)
+    .fetch_all(pool)
+    .await
+    .context("loading latest fixes")?;
     let now = Utc::now();
     for f in fixes {
         // The server heard this fix when it stored it, at the latest at its fix time; a fix

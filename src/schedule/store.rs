@@ -61,7 +61,8 @@ static BLOCKED_OF_ONE_SQL: LazyLock<String> =
 const COMMITMENTS_SQL: &str = include_str!("../../sql/schedule_commitments.sql");
 static COMMITMENTS_OF_ONE_SQL: LazyLock<String> =
     LazyLock::new(|| crate::db::shape_for_one(COMMITMENTS_SQL, "$3"));
-const BASES_SQL: &str = "SELECT provider_id, base_location_latitude::float8, base_location_longitude::float8 \
+const BASES_SQL: &str =
+    "SELECT provider_id, base_location_latitude::float8, base_location_longitude::float8 \
      FROM therapist_profiles \
      WHERE base_location_latitude IS NOT NULL AND base_location_longitude IS NOT NULL \
        AND ($1::bigint IS NULL OR provider_id = $1)";
@@ -171,12 +172,12 @@ async fn commitments(
         Some(_) => COMMITMENTS_OF_ONE_SQL.as_str(),
         None => COMMITMENTS_SQL,
     })
-        .bind(from)
-        .bind(to)
-        .bind(only)
-        .bind(except_booking)
-        .fetch_all(db)
-        .await
+    .bind(from)
+    .bind(to)
+    .bind(only)
+    .bind(except_booking)
+    .fetch_all(db)
+    .await
 }
 
 async fn blocked(
@@ -189,11 +190,11 @@ async fn blocked(
         Some(_) => BLOCKED_OF_ONE_SQL.as_str(),
         None => BLOCKED_SQL,
     })
-        .bind(from)
-        .bind(to)
-        .bind(only)
-        .fetch_all(db)
-        .await
+    .bind(from)
+    .bind(to)
+    .bind(only)
+    .fetch_all(db)
+    .await
 }
 
 /// One therapist's calendar between `from` and `to`, leaving out `except_booking` (a booking
