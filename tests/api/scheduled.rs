@@ -112,6 +112,26 @@ async fn slot_after(
     panic!("no free slot after {after}");
 }
 
+/// The next 06:00 in Manila at least two hours away: a start with the rest of that day free
+/// after it, so moving a booking a few hours later stays within one day of the all-day schedule
+/// whatever the time the test runs (a session across midnight spans two days' ranges).
+fn next_manila_morning() -> DateTime<Utc> {
+    let manila = FixedOffset::east_opt(8 * 3600).unwrap();
+    let soonest = (Utc::now() + chrono::Duration::hours(2)).with_timezone(&manila);
+    let mut day = soonest.date_naive();
+    loop {
+        let morning = day
+            .and_hms_opt(6, 0, 0)
+            .unwrap()
+            .and_local_timezone(manila)
+            .unwrap();
+        if morning >= soonest {
+            return morning.with_timezone(&Utc);
+        }
+        day = day.succ_opt().unwrap();
+    }
+}
+
 fn scheduled_body(service: &str, at: DateTime<Utc>, provider: Option<&str>) -> Value {
     let mut body = booking_body(service, MAKATI.0, MAKATI.1);
     body["booking_type"] = json!("scheduled");
@@ -624,7 +644,7 @@ async fn a_reschedule_is_approved_and_another_rejected() {
         &customer,
         &therapist,
         &service,
-        Utc::now() + chrono::Duration::hours(2),
+        next_manila_morning(),
         "resched",
     )
     .await;
@@ -753,7 +773,7 @@ async fn a_reschedule_fails_when_its_slot_was_taken_expires_unanswered_and_stops
         &customer,
         &therapist,
         &service,
-        Utc::now() + chrono::Duration::hours(2),
+        next_manila_morning(),
         "taken",
     )
     .await;
