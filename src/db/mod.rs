@@ -29,20 +29,6 @@ pub fn pool_options(settings: &Settings) -> PgPoolOptions {
         .test_before_acquire(false)
 }
 
-/// A query written for everyone or one, `($n::bigint IS NULL OR column = $n)`, in the shape
-/// for one: the same text without `$n::bigint IS NULL OR `, with the same parameters.
-///
-/// Why two shapes: PostgreSQL caches a generic plan for a prepared statement after a few runs,
-/// and the generic plan of that filter scans every row even when one is asked for. Reloading one
-/// therapist that way cost 70 ms of database time each at 10,000 therapists (pg_stat_statements
-/// in the dispatch-10k load scenario), which made PostgreSQL the bottleneck of a city coming
-/// online. Panics when the text has no such filter: a query this is used on must have one.
-pub fn shape_for_one(sql: &str, param: &str) -> String {
-    let filter = format!("{param}::bigint IS NULL OR ");
-    assert!(sql.contains(&filter), "no `{filter}` in the query");
-    sql.replace(&filter, "")
-}
-
 pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     url.parse::<PgConnectOptions>()
         .map(|o| o.application_name("hilot"))
@@ -107,14 +93,6 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn the_shape_for_one_drops_the_everyone_branch_only() {
-        assert_eq!(
-            super::shape_for_one("WHERE a AND ($3::bigint IS NULL OR p.id = $3)", "$3"),
-            "WHERE a AND (p.id = $3)"
-        );
-    }
-
     use super::*;
 
     #[test]

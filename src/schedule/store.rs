@@ -53,21 +53,21 @@ const BLOCKED_SQL: &str = "SELECT provider_id, start_datetime, end_datetime \
      WHERE end_datetime > $1 AND start_datetime < $2 AND ($3::bigint IS NULL OR provider_id = $3) \
      ORDER BY provider_id, start_datetime";
 
-// Each query, for one therapist, in its own shape (see `db::shape_for_one`).
+// Each query, for one therapist, in its own shape (see `geo::load::shape_for_one`).
 static RANGES_OF_ONE_SQL: LazyLock<String> =
-    LazyLock::new(|| crate::db::shape_for_one(RANGES_SQL, "$1"));
+    LazyLock::new(|| crate::geo::load::shape_for_one(RANGES_SQL, "$1"));
 static BLOCKED_OF_ONE_SQL: LazyLock<String> =
-    LazyLock::new(|| crate::db::shape_for_one(BLOCKED_SQL, "$3"));
+    LazyLock::new(|| crate::geo::load::shape_for_one(BLOCKED_SQL, "$3"));
 const COMMITMENTS_SQL: &str = include_str!("../../sql/schedule_commitments.sql");
 static COMMITMENTS_OF_ONE_SQL: LazyLock<String> =
-    LazyLock::new(|| crate::db::shape_for_one(COMMITMENTS_SQL, "$3"));
+    LazyLock::new(|| crate::geo::load::shape_for_one(COMMITMENTS_SQL, "$3"));
 const BASES_SQL: &str =
     "SELECT provider_id, base_location_latitude::float8, base_location_longitude::float8 \
      FROM therapist_profiles \
      WHERE base_location_latitude IS NOT NULL AND base_location_longitude IS NOT NULL \
        AND ($1::bigint IS NULL OR provider_id = $1)";
 static BASES_OF_ONE_SQL: LazyLock<String> =
-    LazyLock::new(|| crate::db::shape_for_one(BASES_SQL, "$1"));
+    LazyLock::new(|| crate::geo::load::shape_for_one(BASES_SQL, "$1"));
 
 /// Schedules from their rows; a therapist whose rows are all gone keeps none.
 fn schedules_from(rows: Vec<RangeRow>) -> FxHashMap<i64, WeeklySchedule> {
