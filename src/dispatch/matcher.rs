@@ -800,13 +800,14 @@ impl Matcher {
             }
         };
         tracing::debug!(planned = rows.len(), made = made.len(), "offers opened");
-        let first_offered: Vec<i64> = made
+        // What the offer frames say about bookings offered for the first time: one read for all.
+        let mut first_offered: Vec<i64> = made
             .iter()
             .map(|(booking_id, _)| *booking_id)
             .filter(|booking_id| !self.contexts.contains_key(booking_id))
-            .collect::<rustc_hash::FxHashSet<i64>>()
-            .into_iter()
             .collect();
+        first_offered.sort_unstable();
+        first_offered.dedup();
         self.read_contexts(&first_offered).await;
         let mut rounds_bumped = rustc_hash::FxHashSet::default();
         for (offer, round, expires_at) in rows {

@@ -1,8 +1,8 @@
 //! Filling the live index from the database: at start-up (so a restart does not blank the map)
 //! and whenever a therapist's profile, services, availability or verification change.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -84,47 +84,41 @@ const FIX_SQL: &str = "SELECT p.id AS provider_id, l.latitude::float8 AS lat, l.
         ORDER BY created_at DESC LIMIT 1) l \
      WHERE p.type = 'therapist' AND p.deleted_at IS NULL AND ($3::bigint IS NULL OR p.id = $3)";
 
-/// A query written for everyone or one, `($n::bigint IS NULL OR column = $n)`, in the shape
-/// for one: the same text without `$n::bigint IS NULL OR `, with the same parameters.
+/// The statement to run for everyone (`only` = `None`) or for one therapist: `sql` as written,
+/// or, for one, the same text without its `$n::bigint IS NULL OR ` (the parameters stay the same).
 ///
 /// Why two shapes: PostgreSQL caches a generic plan for a prepared statement after a few runs,
-/// and the generic plan of that filter scans every row even when one is asked for. Reloading one
-/// therapist that way cost 70 ms of database time each at 10,000 therapists (pg_stat_statements
-/// in the dispatch-10k load scenario), which made PostgreSQL the bottleneck of a city coming
-/// online. Panics when the text has no such filter: a query this is used on must have one.
-pub fn shape_for_one(sql: &str, param: &str) -> String {
+/// and the generic plan of `($n::bigint IS NULL OR column = $n)` scans every row even when one
+/// is asked for. Reloading one therapist that way cost 70 ms of database time each at 10,000
+/// therapists (pg_stat_statements in the dispatch-10k load scenario), which made PostgreSQL the
+/// bottleneck of a city coming online. Used by every query that reloads one therapist (here and
+/// in the schedule's store). Panics when the text has no such filter: a query this is used on
+/// must have one.
+pub fn statement_for(sql: &'static str, param: &str, only: Option<i64>) -> Cow<'static, str> {
     let filter = format!("{param}::bigint IS NULL OR ");
     assert!(sql.contains(&filter), "no `{filter}` in the query");
-    sql.replace(&filter, "")
+    match only {
+        Some(_) => Cow::Owned(sql.replace(&filter, "")),
+        None => Cow::Borrowed(sql),
+    }
 }
-
-// Each query, for one therapist, in its own shape (see `shape_for_one`).
-static PROFILE_OF_ONE_SQL: LazyLock<String> = LazyLock::new(|| shape_for_one(PROFILE_SQL, "$1"));
-static OFFERS_OF_ONE_SQL: LazyLock<String> = LazyLock::new(|| shape_for_one(OFFER_SQL, "$1"));
-static FIX_OF_ONE_SQL: LazyLock<String> = LazyLock::new(|| shape_for_one(FIX_SQL, "$3"));
 
 /// Loads profiles (all therapists, or one) with their service offers.
 pub async fn load_profiles(
     pool: &PgPool,
     only: Option<i64>,
 ) -> anyhow::Result<Vec<TherapistProfile>> {
-    let rows: Vec<ProfileRow> = sqlx::query_as(match only {
-        Some(_) => PROFILE_OF_ONE_SQL.as_str(),
-        None => PROFILE_SQL,
-    })
-    .bind(only)
-    .bind(USER_MODEL_TYPE)
-    .fetch_all(pool)
-    .await
-    .context("loading therapist profiles")?;
-    let offers: Vec<OfferRow> = sqlx::query_as(match only {
-        Some(_) => OFFERS_OF_ONE_SQL.as_str(),
-        None => OFFER_SQL,
-    })
-    .bind(only)
-    .fetch_all(pool)
-    .await
-    .context("loading service offers")?;
+    let rows: Vec<ProfileRow> = sqlx::query_as(&statement_for(PROFILE_SQL, "$1", only))
+        .bind(only)
+        .bind(USER_MODEL_TYPE)
+        .fetch_all(pool)
+        .await
+        .context("loading therapist profiles")?;
+    let offers: Vec<OfferRow> = sqlx::query_as(&statement_for(OFFER_SQL, "$1", only))
+        .bind(only)
+        .fetch_all(pool)
+        .await
+        .context("loading service offers")?;
     let mut by_provider: HashMap<i64, Vec<ServiceOffer>> = HashMap::new();
     for o in offers {
         by_provider
@@ -199,16 +193,13 @@ async fn load_fixes(
     only: Option<i64>,
 ) -> anyhow::Result<()> {
     let since = Utc::now() - chrono::Duration::from_std(REBUILD_FIX_WINDOW).expect("fits");
-    let fixes: Vec<FixRow> = sqlx::query_as(match only {
-        Some(_) => FIX_OF_ONE_SQL.as_str(),
-        None => FIX_SQL,
-    })
-    .bind(since)
-    .bind(match_max_accuracy_m)
-    .bind(only)
-    .fetch_all(pool)
-    .await
-    .context("loading latest fixes")?;
+    let fixes: Vec<FixRow> = sqlx::query_as(&statement_for(FIX_SQL, "$3", only))
+        .bind(since)
+        .bind(match_max_accuracy_m)
+        .bind(only)
+        .fetch_all(pool)
+        .await
+        .context("loading latest fixes")?;
     let now = Utc::now();
     for f in fixes {
         // The server heard this fix when it stored it, at the latest at its fix time; a fix
@@ -232,10 +223,12 @@ async fn load_fixes(
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_shape_for_one_drops_the_everyone_branch_only() {
+    fn the_statement_for_one_drops_the_everyone_branch_only() {
+        let sql = "WHERE a AND ($3::bigint IS NULL OR p.id = $3)";
         assert_eq!(
-            super::shape_for_one("WHERE a AND ($3::bigint IS NULL OR p.id = $3)", "$3"),
+            super::statement_for(sql, "$3", Some(7)),
             "WHERE a AND (p.id = $3)"
         );
+        assert_eq!(super::statement_for(sql, "$3", None), sql);
     }
 }

@@ -2,8 +2,6 @@
 //! `therapist_profiles.default_schedule` kept in step) and therapists' calendars read from
 //! them and from their bookings.
 
-use std::sync::LazyLock;
-
 use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -13,6 +11,7 @@ use uuid::Uuid;
 
 use super::slots::{Calendar, Commitment, Interval};
 use super::weekly::{self, DayRange, WeeklySchedule};
+use crate::geo::load::statement_for;
 use crate::geo::Point;
 
 #[derive(sqlx::FromRow)]
@@ -53,21 +52,14 @@ const BLOCKED_SQL: &str = "SELECT provider_id, start_datetime, end_datetime \
      WHERE end_datetime > $1 AND start_datetime < $2 AND ($3::bigint IS NULL OR provider_id = $3) \
      ORDER BY provider_id, start_datetime";
 
-// Each query, for one therapist, in its own shape (see `geo::load::shape_for_one`).
-static RANGES_OF_ONE_SQL: LazyLock<String> =
-    LazyLock::new(|| crate::geo::load::shape_for_one(RANGES_SQL, "$1"));
-static BLOCKED_OF_ONE_SQL: LazyLock<String> =
-    LazyLock::new(|| crate::geo::load::shape_for_one(BLOCKED_SQL, "$3"));
+// Each query that reads one therapist or everyone runs in the shape for its case (see
+// `geo::load::statement_for`).
 const COMMITMENTS_SQL: &str = include_str!("../../sql/schedule_commitments.sql");
-static COMMITMENTS_OF_ONE_SQL: LazyLock<String> =
-    LazyLock::new(|| crate::geo::load::shape_for_one(COMMITMENTS_SQL, "$3"));
 const BASES_SQL: &str =
     "SELECT provider_id, base_location_latitude::float8, base_location_longitude::float8 \
      FROM therapist_profiles \
      WHERE base_location_latitude IS NOT NULL AND base_location_longitude IS NOT NULL \
        AND ($1::bigint IS NULL OR provider_id = $1)";
-static BASES_OF_ONE_SQL: LazyLock<String> =
-    LazyLock::new(|| crate::geo::load::shape_for_one(BASES_SQL, "$1"));
 
 /// Schedules from their rows; a therapist whose rows are all gone keeps none.
 fn schedules_from(rows: Vec<RangeRow>) -> FxHashMap<i64, WeeklySchedule> {
@@ -96,7 +88,7 @@ pub async fn schedule_of(
     db: &mut PgConnection,
     provider_id: i64,
 ) -> sqlx::Result<Option<WeeklySchedule>> {
-    let rows: Vec<RangeRow> = sqlx::query_as(RANGES_OF_ONE_SQL.as_str())
+    let rows: Vec<RangeRow> = sqlx::query_as(&statement_for(RANGES_SQL, "$1", Some(provider_id)))
         .bind(Some(provider_id))
         .fetch_all(&mut *db)
         .await?;
@@ -168,16 +160,13 @@ async fn commitments(
     only: Option<i64>,
     except_booking: Option<i64>,
 ) -> sqlx::Result<Vec<CommitmentRow>> {
-    sqlx::query_as(match only {
-        Some(_) => COMMITMENTS_OF_ONE_SQL.as_str(),
-        None => COMMITMENTS_SQL,
-    })
-    .bind(from)
-    .bind(to)
-    .bind(only)
-    .bind(except_booking)
-    .fetch_all(db)
-    .await
+    sqlx::query_as(&statement_for(COMMITMENTS_SQL, "$3", only))
+        .bind(from)
+        .bind(to)
+        .bind(only)
+        .bind(except_booking)
+        .fetch_all(db)
+        .await
 }
 
 async fn blocked(
@@ -186,15 +175,12 @@ async fn blocked(
     to: DateTime<Utc>,
     only: Option<i64>,
 ) -> sqlx::Result<Vec<BlockedRow>> {
-    sqlx::query_as(match only {
-        Some(_) => BLOCKED_OF_ONE_SQL.as_str(),
-        None => BLOCKED_SQL,
-    })
-    .bind(from)
-    .bind(to)
-    .bind(only)
-    .fetch_all(db)
-    .await
+    sqlx::query_as(&statement_for(BLOCKED_SQL, "$3", only))
+        .bind(from)
+        .bind(to)
+        .bind(only)
+        .fetch_all(db)
+        .await
 }
 
 /// One therapist's calendar between `from` and `to`, leaving out `except_booking` (a booking
@@ -224,13 +210,10 @@ pub async fn calendars(
     to: DateTime<Utc>,
     only: Option<i64>,
 ) -> sqlx::Result<(FxHashMap<i64, WeeklySchedule>, FxHashMap<i64, Calendar>)> {
-    let ranges: Vec<RangeRow> = sqlx::query_as(match only {
-        Some(_) => RANGES_OF_ONE_SQL.as_str(),
-        None => RANGES_SQL,
-    })
-    .bind(only)
-    .fetch_all(db)
-    .await?;
+    let ranges: Vec<RangeRow> = sqlx::query_as(&statement_for(RANGES_SQL, "$1", only))
+        .bind(only)
+        .fetch_all(db)
+        .await?;
     let mut calendars: FxHashMap<i64, Calendar> = FxHashMap::default();
     for row in blocked(db, from, to, only).await? {
         calendars
@@ -251,13 +234,10 @@ pub async fn calendars(
 
 /// Therapists' base locations (where scheduled work is priced and reached from).
 pub async fn bases(db: &sqlx::PgPool, only: Option<i64>) -> sqlx::Result<FxHashMap<i64, Point>> {
-    let rows: Vec<(i64, f64, f64)> = sqlx::query_as(match only {
-        Some(_) => BASES_OF_ONE_SQL.as_str(),
-        None => BASES_SQL,
-    })
-    .bind(only)
-    .fetch_all(db)
-    .await?;
+    let rows: Vec<(i64, f64, f64)> = sqlx::query_as(&statement_for(BASES_SQL, "$1", only))
+        .bind(only)
+        .fetch_all(db)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|(id, lat, lng)| (id, Point::new(lat, lng)))
