@@ -40,6 +40,8 @@ use crate::{db, geo, http, ingest, partitions, telemetry};
 /// Connections the outbox worker (booking events, push, webhooks, refunds) may hold, apart from
 /// the request pool.
 pub const OUTBOX_DB_CONNECTIONS: u32 = 4;
+/// Connections of the ping writer's own (it commits one batch at a time).
+pub const WRITER_CONNECTIONS: u32 = 2;
 /// How long to wait for Redis at start-up before giving up with a clear error.
 pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Once running, a Redis command (or a reconnection attempt) gives up after this long.
@@ -289,8 +291,10 @@ impl Application {
         let server_handle = server.handle();
         let mut server_task = tokio::spawn(server);
         let grace = Duration::from_secs(state.settings.shutdown_grace_s);
+        // The writer's own connections: an ack waits for its batch's commit, and on the shared
+        // pool a batch queued behind other work.
         let writer = tokio::spawn(ingest::writer::run(
-            state.background_db.clone(),
+            db::dedicated_pool(&state.background_db, WRITER_CONNECTIONS),
             ping_queue,
             WriterConfig {
                 batch_max: state.settings.ping_batch_max.max(1),

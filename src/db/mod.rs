@@ -46,6 +46,19 @@ pub fn background_pool(settings: &Settings) -> anyhow::Result<PgPool> {
         .connect_lazy_with(connect_options(&url)?))
 }
 
+/// A few connections of their own for one latency-critical task (the matcher, the ping writer),
+/// to the same database as `of`. On the shared pool such a task queued behind every socket's
+/// transaction: under load the matcher waited 0.7 s for each of its reads and rounds fell
+/// seconds apart. Connects lazily; the connections stay open while the task runs.
+pub fn dedicated_pool(of: &PgPool, connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(connections.max(1))
+        .acquire_timeout(BACKGROUND_ACQUIRE_TIMEOUT)
+        .idle_timeout(None)
+        .test_before_acquire(false)
+        .connect_lazy_with(of.connect_options().as_ref().clone())
+}
+
 /// Connects, checks PostGIS, and applies pending migrations.
 pub async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<PgPool> {
     let url = settings.resolved_database_url()?;

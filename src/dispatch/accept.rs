@@ -13,7 +13,8 @@ use super::lifecycle::BookingStatus;
 use super::matcher::{MatchEvent, ACCEPT_GRACE};
 use super::offers::{self, Outcome};
 use super::settings::DispatchSettings;
-use super::store::{self, BookingFacts, BookingView};
+use super::store::{self, BookingFacts};
+use super::transitions::Changed;
 use super::transitions::Transition;
 use super::{pricing, Caller, Dispatcher};
 use crate::error::{exclusion_violation, unique_violation, ApiError, Context as _};
@@ -64,7 +65,7 @@ impl Dispatcher {
         &self,
         booking_uuid: Uuid,
         caller: Caller,
-    ) -> Result<BookingView, ApiError> {
+    ) -> Result<Changed, ApiError> {
         // An offer accepted before it expired counts, however long the transaction then waits.
         let asked_at = chrono::Utc::now();
         let provider_id = caller
@@ -75,7 +76,10 @@ impl Dispatcher {
             .context("loading the booking")?
             .ok_or_else(|| ApiError::not_found("booking"))?;
         if booking.provider_id == Some(provider_id) && booking.status == BookingStatus::Accepted {
-            return self.view(booking.id).await; // a repeated accept of one's own booking
+            // A repeated accept of one's own booking.
+            return Ok(Changed {
+                booking_id: booking.id,
+            });
         }
         if booking.requested_provider_id == Some(provider_id) {
             return self.accept_request(&booking, caller, asked_at).await;
@@ -111,7 +115,7 @@ impl Dispatcher {
         provider_id: i64,
         actor: i64,
         asked_at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<BookingView, AcceptError> {
+    ) -> Result<Changed, AcceptError> {
         let cfg = DispatchSettings::load(&self.inner.db).await;
         let mut tx = self.inner.db.begin().await.context("starting the accept")?;
         let status: BookingStatus =

@@ -22,7 +22,8 @@ use super::matcher::MatchEvent;
 use super::notify::frame;
 use super::offers::{self, OfferView};
 use super::settings::DispatchSettings;
-use super::store::{self, BookingFacts, BookingView};
+use super::store::{self, BookingFacts};
+use super::transitions::Changed;
 use super::waiting::PlannedOffer;
 use super::Dispatcher;
 use crate::audit::{self, AuditContext};
@@ -218,7 +219,7 @@ impl Dispatcher {
         therapist: Uuid,
         reason: &str,
         audit_context: &AuditContext,
-    ) -> Result<BookingView, ApiError> {
+    ) -> Result<Changed, ApiError> {
         let booking = self.dispatched_booking(booking_uuid).await?;
         if !matches!(
             booking.status,
@@ -318,9 +319,6 @@ impl Dispatcher {
         )
         .await
         .context("auditing the reassignment")?;
-        let view = store::view(&mut tx, booking.id)
-            .await
-            .context("loading the booking")?;
         tx.commit().await.context("committing the reassignment")?;
         metrics::counter!("hilot_bookings_reassigned_total").increment(1);
 
@@ -341,7 +339,9 @@ impl Dispatcher {
                 .await;
         }
         self.push_status(booking.id, Some(REASSIGNED)).await;
-        Ok(view)
+        Ok(Changed {
+            booking_id: booking.id,
+        })
     }
 
     /// Cancels a booking for a dispatcher through the one cancellation rule, with their fee
@@ -354,7 +354,7 @@ impl Dispatcher {
         reason: &str,
         charge_fee: bool,
         audit_context: &AuditContext,
-    ) -> Result<BookingView, ApiError> {
+    ) -> Result<Changed, ApiError> {
         let booking = store::facts_by_uuid(&self.inner.db, booking_uuid)
             .await
             .context("loading the booking")?

@@ -54,6 +54,11 @@ pub const ACCEPT_GRACE: chrono::Duration = chrono::Duration::milliseconds(500);
 pub const SEARCH_BUDGET: Duration = Duration::from_millis(50);
 /// Everything pending is compared with the database this often, in case a `NOTIFY` was lost.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
+/// Connections of the matcher's own (it runs one query at a time; the second covers a
+/// reconnect).
+const MATCHER_CONNECTIONS: u32 = 2;
+/// Most events applied in one turn of the loop, between looks at rounds and timers.
+const EVENTS_PER_TURN: usize = 512;
 
 /// A region and its matcher. One region, the whole world, is the default; sharding adds more.
 #[derive(Debug, Clone)]
@@ -152,6 +157,8 @@ struct BookingContext {
 }
 
 struct Matcher {
+    /// The matcher's own connections ([`MATCHER_CONNECTIONS`]).
+    db: PgPool,
     dispatcher: Dispatcher,
     waiting: WaitingBookings,
     contexts: FxHashMap<i64, BookingContext>,
@@ -248,16 +255,19 @@ async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
             return Stop::LeaseLost;
         }
     };
+    // Its own connections: the matcher is one task on the critical path of every booking.
+    let matcher_pool = crate::db::dedicated_pool(&db, MATCHER_CONNECTIONS);
     let (events, mut inbox) = mpsc::unbounded_channel();
     *dispatcher.inner.matcher.lock() = Some(events);
     let mut matcher = Matcher {
+        db: matcher_pool.clone(),
         dispatcher: dispatcher.clone(),
         waiting: WaitingBookings::default(),
         contexts: FxHashMap::default(),
         uuids: FxHashMap::default(),
         timers: BinaryHeap::new(),
-        settings: DispatchSettings::load(&db).await,
-        scheduling: SchedulingSettings::load(&db).await,
+        settings: DispatchSettings::load(&matcher_pool).await,
+        scheduling: SchedulingSettings::load(&matcher_pool).await,
         settings_read: Instant::now(),
         last_round: Instant::now(),
         new_since: None,
@@ -273,6 +283,7 @@ async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
     let mut heartbeat = tokio::time::interval(LEASE_HEARTBEAT);
     let mut reconcile = tokio::time::interval(RECONCILE_INTERVAL);
     reconcile.reset();
+    let mut events_batch = Vec::with_capacity(EVENTS_PER_TURN);
     let stop = loop {
         let round_at = matcher.round_due().then(|| {
             let window = matcher.settings.batch_window;
@@ -286,15 +297,43 @@ async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
         let timer_in = next_timer
             .map(|at| (at - Utc::now()).to_std().unwrap_or_default())
             .unwrap_or(Duration::from_secs(3600));
+        // Rounds and timers come before the inbox: at 10,000 therapists every ping of an
+        // available one is an event, the inbox is rarely empty under load, and a round polled
+        // after it would wait for a lull that never comes (rounds fell seconds apart).
         tokio::select! {
             biased;
             _ = crate::shutdown::stopped(&mut shutdown) => break Stop::Shutdown,
             _ = heartbeat.tick() => {
+                let started = Instant::now();
                 if !lease.alive().await {
                     break Stop::LeaseLost;
                 }
+                step_took("heartbeat", started);
             }
-            Some(event) = inbox.recv() => matcher.apply(event).await,
+            _ = sleep_until(round_at), if round_at.is_some() => {
+                let started = Instant::now();
+                // What is already queued counts for this round (a booking announced just now).
+                matcher.apply_queued(&mut inbox, &mut events_batch).await;
+                step_took("events", started);
+                let started = Instant::now();
+                matcher.round().await;
+                step_took("round", started);
+            }
+            _ = tokio::time::sleep(timer_in) => {
+                let started = Instant::now();
+                matcher.fire_timers().await;
+                step_took("timers", started);
+            }
+            received = inbox.recv_many(&mut events_batch, EVENTS_PER_TURN) => {
+                if received == 0 {
+                    break Stop::Shutdown; // every sender is gone: the dispatcher is
+                }
+                let started = Instant::now();
+                for event in events_batch.drain(..) {
+                    matcher.apply(event).await;
+                }
+                step_took("events", started);
+            }
             message = listener.try_recv() => match message {
                 Ok(Some(notification)) => {
                     match serde_json::from_str::<MatchEvent>(notification.payload()) {
@@ -313,8 +352,6 @@ async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
                     break Stop::LeaseLost;
                 }
             },
-            _ = tokio::time::sleep(timer_in) => matcher.fire_timers().await,
-            _ = sleep_until(round_at), if round_at.is_some() => matcher.round().await,
             _ = reconcile.tick() => {
                 if let Err(error) = matcher.reload().await {
                     tracing::warn!(error = format!("{error:#}"), "matcher reconcile failed");
@@ -333,8 +370,16 @@ async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
     }
     drop(listener);
     listen_pool.close().await;
+    matcher_pool.close().await;
     lease.release().await;
     stop
+}
+
+/// How long one step of the matcher's loop took (`hilot_matcher_step_seconds{step}`): whatever
+/// one step waits for, every other step waits behind it.
+fn step_took(step: &'static str, started: Instant) {
+    metrics::histogram!("hilot_matcher_step_seconds", "step" => step)
+        .record(started.elapsed().as_secs_f64());
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -346,7 +391,7 @@ async fn sleep_until(at: Option<Instant>) {
 
 impl Matcher {
     fn db(&self) -> &PgPool {
-        &self.dispatcher.inner.db
+        &self.db
     }
 
     async fn refresh_settings(&mut self) {
@@ -543,6 +588,26 @@ impl Matcher {
         }
         if self.settings.batch_window.is_zero() && self.round_due() {
             self.round().await;
+        }
+    }
+
+    /// Applies the events queued right now (not those that keep arriving meanwhile).
+    async fn apply_queued(
+        &mut self,
+        inbox: &mut mpsc::UnboundedReceiver<MatchEvent>,
+        batch: &mut Vec<MatchEvent>,
+    ) {
+        let queued = inbox.len();
+        let mut applied = 0;
+        while applied < queued {
+            let received = inbox.recv_many(batch, EVENTS_PER_TURN.min(queued - applied)).await;
+            if received == 0 {
+                break;
+            }
+            applied += received;
+            for event in batch.drain(..) {
+                self.apply(event).await;
+            }
         }
     }
 
@@ -747,8 +812,12 @@ impl Matcher {
     async fn round(&mut self) {
         self.last_round = Instant::now();
         self.new_since = None;
+        let t = Instant::now();
         self.admit_arriving().await;
+        step_took("round_admit", t);
+        let t = Instant::now();
         self.refresh_settings().await;
+        step_took("round_settings", t);
         let started = Instant::now();
         let now = Utc::now();
         let rules = RoundRules {
@@ -790,6 +859,7 @@ impl Matcher {
                 Some((offer, booking.rounds + 1, expires_at))
             })
             .collect();
+        let t = Instant::now();
         let made = match offers::open(self.db(), &rows).await {
             Ok(made) => made
                 .into_iter()
@@ -808,7 +878,11 @@ impl Matcher {
             .collect();
         first_offered.sort_unstable();
         first_offered.dedup();
+        step_took("round_open", t);
+        let t = Instant::now();
         self.read_contexts(&first_offered).await;
+        step_took("round_contexts", t);
+        let t = Instant::now();
         let mut rounds_bumped = rustc_hash::FxHashSet::default();
         for (offer, round, expires_at) in rows {
             let key = (offer.booking_id, offer.provider_id);
@@ -841,6 +915,7 @@ impl Matcher {
             );
             self.send_offer(&offer, expires_at).await;
         }
+        step_took("round_send", t);
     }
 
     /// Reads what offer frames say about these bookings, in one query.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::store;
+use super::store::{self, BookingFacts};
 use super::Dispatcher;
 use crate::geo::Point;
 
@@ -54,6 +54,12 @@ impl Dispatcher {
         let Ok(Some(facts)) = store::facts_by_id(&self.inner.db, booking_id).await else {
             return;
         };
+        self.push_status_of(&facts, reason).await;
+    }
+
+    /// [`Dispatcher::push_status`] for a booking whose facts are known (a transition just
+    /// committed them), without reading them again.
+    pub(super) async fn push_status_of(&self, facts: &BookingFacts, reason: Option<&str>) {
         let mut payload = json!({
             "type": "booking.status",
             "booking_id": facts.uuid,

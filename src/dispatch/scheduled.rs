@@ -17,6 +17,7 @@ use super::lifecycle::BookingStatus;
 use super::matcher::ACCEPT_GRACE;
 use super::notify::frame;
 use super::store::{self, BookingFacts, BookingView};
+use super::transitions::Changed;
 use super::transitions::Transition;
 use super::{Caller, Dispatcher};
 use crate::error::{ApiError, Context as _};
@@ -113,7 +114,7 @@ impl Dispatcher {
         booking: &BookingFacts,
         caller: Caller,
         asked_at: DateTime<Utc>,
-    ) -> Result<BookingView, ApiError> {
+    ) -> Result<Changed, ApiError> {
         let mut tx = self.inner.db.begin().await.context("starting the accept")?;
         let (status, expires_at, eligible): (BookingStatus, Option<DateTime<Utc>>, bool) =
             sqlx::query_as(

@@ -31,6 +31,23 @@ pub(super) fn actor_label(actor: Actor) -> &'static str {
     }
 }
 
+/// A booking whose transition committed. Its view is read only by a caller that answers with
+/// it ([`Changed::view`], after the commit): a socket's status frame is answered by the
+/// `booking.status` push, and reading the whole view (three queries) inside every transition's
+/// transaction held its connection for nothing.
+#[must_use]
+#[derive(Debug, Clone, Copy)]
+pub struct Changed {
+    pub booking_id: i64,
+}
+
+impl Changed {
+    /// The booking as it is now (it may already have moved on).
+    pub async fn view(self, dispatcher: &Dispatcher) -> Result<BookingView, ApiError> {
+        dispatcher.view(self.booking_id).await
+    }
+}
+
 /// A transition whose compare-and-set `UPDATE` ran in the transaction handed with it.
 pub(super) struct Transition<'a> {
     pub booking: &'a BookingFacts,
@@ -56,7 +73,7 @@ impl Dispatcher {
         &self,
         mut tx: Transaction<'static, Postgres>,
         change: Transition<'_>,
-    ) -> Result<BookingView, ApiError> {
+    ) -> Result<Changed, ApiError> {
         let booking = change.booking;
         let leaves_pending = booking.status == BookingStatus::Pending;
         let closed_offers = if leaves_pending {
@@ -83,9 +100,6 @@ impl Dispatcher {
         if !change.effects_written {
             crate::effects::on_booking_transition(&mut tx, booking.id).await?;
         }
-        let view = store::view(&mut tx, booking.id)
-            .await
-            .context("loading the booking")?;
         tx.commit().await.context("committing the status change")?;
 
         // Trips first: the matcher, hearing the booking left pending, frees the therapists it
@@ -130,8 +144,19 @@ impl Dispatcher {
             self.tell_withdrawn(booking.uuid, &closed_offers, told)
                 .await;
         }
-        self.push_status(booking.id, change.reason).await;
-        Ok(view)
+        // The facts after the transition, as committed: no read back.
+        let mut after = booking.clone();
+        after.status = change.to;
+        if let Some(provider_id) = change.provider_id {
+            if after.provider_id != Some(provider_id) {
+                after.provider_id = Some(provider_id);
+                after.provider_user_id = self.provider_user(provider_id).await;
+            }
+        }
+        self.push_status_of(&after, change.reason).await;
+        Ok(Changed {
+            booking_id: booking.id,
+        })
     }
 
     /// A status change by the assigned therapist (or an admin).
@@ -140,7 +165,7 @@ impl Dispatcher {
         booking_uuid: Uuid,
         caller: Caller,
         to: BookingStatus,
-    ) -> Result<BookingView, ApiError> {
+    ) -> Result<Changed, ApiError> {
         cancellation::refuse_status_cancel(to)?;
         let booking = self.visible_booking(booking_uuid, caller).await?;
         let actor = if caller.provider_id.is_some() && booking.provider_id == caller.provider_id {
@@ -166,7 +191,7 @@ impl Dispatcher {
         to: BookingStatus,
         actor_user: Option<i64>,
         note: &str,
-    ) -> Result<BookingView, ApiError> {
+    ) -> Result<Changed, ApiError> {
         let mut tx = self
             .inner
             .db
@@ -216,7 +241,7 @@ impl Dispatcher {
         booking_uuid: Uuid,
         caller: Caller,
         reason: &str,
-    ) -> Result<BookingView, ApiError> {
+    ) -> Result<Changed, ApiError> {
         let booking = self.visible_booking(booking_uuid, caller).await?;
         let actor = if booking.customer_id == caller.user_id {
             Actor::Customer
@@ -248,7 +273,7 @@ impl Dispatcher {
         reason: &str,
         note: &str,
         by: Option<i64>,
-    ) -> Result<Option<BookingView>, ApiError> {
+    ) -> Result<Option<Changed>, ApiError> {
         let request = Cancellation {
             booking_id: booking.id,
             actor: Actor::System,
@@ -332,7 +357,7 @@ impl Dispatcher {
         booking: &BookingFacts,
         cancelled: Cancelled,
         reason: &str,
-    ) -> Result<BookingView, ApiError> {
+    ) -> Result<Changed, ApiError> {
         let before = BookingFacts {
             status: cancelled.previous,
             provider_id: cancelled.provider_id,

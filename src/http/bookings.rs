@@ -893,6 +893,8 @@ pub async fn accept(
     state
         .dispatcher
         .accept(path.into_inner(), who)
+        .await?
+        .view(&state.dispatcher)
         .await
         .map(web::Json)
 }
@@ -966,6 +968,8 @@ pub async fn change_status(
     state
         .dispatcher
         .change_status(path.into_inner(), who, body.status)
+        .await?
+        .view(&state.dispatcher)
         .await
         .map(web::Json)
 }
@@ -1007,6 +1011,8 @@ pub async fn cancel(
     state
         .dispatcher
         .cancel(path.into_inner(), who, body.reason.trim())
+        .await?
+        .view(&state.dispatcher)
         .await
         .map(web::Json)
 }

@@ -131,6 +131,8 @@ pub async fn reassign_booking(
             reason,
             &AuditContext::from_request(&req, caller.user_id()),
         )
+        .await?
+        .view(&state.dispatcher)
         .await
         .map(web::Json)
 }
@@ -181,6 +183,8 @@ pub async fn cancel_booking(
             body.charge_fee,
             &AuditContext::from_request(&req, caller.user_id()),
         )
+        .await?
+        .view(&state.dispatcher)
         .await
         .map(web::Json)
 }
