@@ -39,7 +39,7 @@ use crate::{db, geo, http, ingest, partitions, telemetry};
 
 /// Connections the outbox worker (booking events, push, webhooks, refunds) may hold, apart from
 /// the request pool.
-pub const OUTBOX_DB_CONNECTIONS: u32 = 4;
+pub const OUTBOX_DB_CONNECTIONS: u32 = 6;
 /// Connections of the ping writer's own (it commits one batch at a time).
 pub const WRITER_CONNECTIONS: u32 = 2;
 /// How long to wait for Redis at start-up before giving up with a clear error.

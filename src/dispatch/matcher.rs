@@ -80,6 +80,9 @@ impl Default for Region {
 pub enum MatchEvent {
     BookingCreated {
         booking_id: i64,
+        /// When it was made: its batching window counts from then.
+        #[serde(default)]
+        requested_at: Option<DateTime<Utc>>,
     },
     /// The booking left `pending`; whoever moved it closed its open offers.
     BookingClosed {
@@ -533,11 +536,22 @@ impl Matcher {
     async fn apply(&mut self, event: MatchEvent) {
         let index = self.dispatcher.inner.index.clone();
         match event {
-            MatchEvent::BookingCreated { booking_id } => {
+            MatchEvent::BookingCreated {
+                booking_id,
+                requested_at,
+            } => {
                 if !self.waiting.contains(booking_id) && self.arriving.insert(booking_id) {
                     // It waits a whole window for the bookings arriving with it; the round
-                    // reads them all.
-                    self.new_since.get_or_insert_with(Instant::now);
+                    // reads them all. The window counts from when it was made, not from when
+                    // the matcher heard: the time its request took to commit, and any queue
+                    // it then waited in, is already part of its wait.
+                    let window = self.settings.batch_window;
+                    let waited = requested_at
+                        .and_then(|at| (Utc::now() - at).to_std().ok())
+                        .unwrap_or_default()
+                        .min(window);
+                    let made = Instant::now().checked_sub(waited).unwrap_or_else(Instant::now);
+                    self.new_since = Some(self.new_since.map_or(made, |since| since.min(made)));
                 }
             }
             MatchEvent::BookingClosed { booking_id } => self.forget(booking_id),
@@ -859,8 +873,23 @@ impl Matcher {
                 Some((offer, booking.rounds + 1, expires_at))
             })
             .collect();
+        // What the offer frames say about bookings offered for the first time is read in one
+        // query, on the matcher's other connection while the offers are written.
+        let mut first_offered: Vec<i64> = rows
+            .iter()
+            .map(|(offer, _, _)| offer.booking_id)
+            .filter(|booking_id| !self.contexts.contains_key(booking_id))
+            .collect();
+        first_offered.sort_unstable();
+        first_offered.dedup();
         let t = Instant::now();
-        let made = match offers::open(self.db(), &rows).await {
+        let (made, views) = tokio::join!(
+            offers::open(self.db(), &rows),
+            self.fetch_contexts(&first_offered)
+        );
+        step_took("round_open", t);
+        self.keep_contexts(views);
+        let made = match made {
             Ok(made) => made
                 .into_iter()
                 .collect::<rustc_hash::FxHashSet<(i64, i64)>>(),
@@ -870,18 +899,6 @@ impl Matcher {
             }
         };
         tracing::debug!(planned = rows.len(), made = made.len(), "offers opened");
-        // What the offer frames say about bookings offered for the first time: one read for all.
-        let mut first_offered: Vec<i64> = made
-            .iter()
-            .map(|(booking_id, _)| *booking_id)
-            .filter(|booking_id| !self.contexts.contains_key(booking_id))
-            .collect();
-        first_offered.sort_unstable();
-        first_offered.dedup();
-        step_took("round_open", t);
-        let t = Instant::now();
-        self.read_contexts(&first_offered).await;
-        step_took("round_contexts", t);
         let t = Instant::now();
         let mut rounds_bumped = rustc_hash::FxHashSet::default();
         for (offer, round, expires_at) in rows {
@@ -920,14 +937,29 @@ impl Matcher {
 
     /// Reads what offer frames say about these bookings, in one query.
     async fn read_contexts(&mut self, booking_ids: &[i64]) {
+        let views = self.fetch_contexts(booking_ids).await;
+        self.keep_contexts(views);
+    }
+
+    /// The views the offer frames of these bookings are made from, with the booking ids asked.
+    async fn fetch_contexts(
+        &self,
+        booking_ids: &[i64],
+    ) -> (Vec<i64>, sqlx::Result<Vec<store::BookingView>>) {
         if booking_ids.is_empty() {
-            return;
+            return (Vec::new(), Ok(Vec::new()));
         }
+        let views = store::views_without_timeline(self.db(), booking_ids).await;
+        (booking_ids.to_vec(), views)
+    }
+
+    fn keep_contexts(&mut self, fetched: (Vec<i64>, sqlx::Result<Vec<store::BookingView>>)) {
+        let (booking_ids, views) = fetched;
         let by_uuid: FxHashMap<Uuid, i64> = booking_ids
             .iter()
             .filter_map(|id| self.uuids.get(id).map(|uuid| (*uuid, *id)))
             .collect();
-        match store::views_without_timeline(self.db(), booking_ids).await {
+        match views {
             Ok(views) => {
                 for view in views {
                     let Some(booking_id) = by_uuid.get(&view.id).copied() else {

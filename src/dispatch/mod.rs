@@ -164,6 +164,7 @@ impl Dispatcher {
     pub fn start(&self, booking: &BookingFacts) {
         self.signal(MatchEvent::BookingCreated {
             booking_id: booking.id,
+            requested_at: Some(booking.requested_at),
         });
     }
 

@@ -108,9 +108,35 @@ impl Failure {
     }
 }
 
+/// What one attempt at a delivery came to: the receiver's status on success.
+pub type Outcome = Result<Option<u16>, Failure>;
+
 /// Delivers one channel's jobs (an HTTP call, usually). Returns the receiver's status on success.
 pub trait Courier: Send + Sync {
-    fn deliver<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Result<Option<u16>, Failure>>;
+    fn deliver<'a>(&'a self, job: &'a Job) -> BoxFuture<'a, Outcome>;
+
+    /// How many due deliveries one attempt takes together ([`Courier::deliver_batch`]).
+    fn batch_size(&self) -> usize {
+        1
+    }
+
+    /// Delivers several jobs in one attempt: one outcome per job, in order. By default, one
+    /// after another.
+    fn deliver_batch<'a>(&'a self, jobs: &'a [Job]) -> BoxFuture<'a, Vec<Outcome>> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                outcomes.push(self.deliver(job).await);
+            }
+            outcomes
+        })
+    }
+
+    /// True when a successful delivery already marked its row delivered (in the transaction
+    /// that did the work), so the worker need not write it again.
+    fn records_delivery(&self) -> bool {
+        false
+    }
 }
 
 pub type Couriers = Vec<(Channel, Arc<dyn Courier>)>;

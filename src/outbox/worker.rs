@@ -10,16 +10,21 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rand::Rng;
 use sqlx::PgPool;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 
 use super::{Courier, Couriers, Failure, Job};
 
 const CLAIM_SQL: &str = include_str!("../../sql/outbox_claim.sql");
 /// Deliveries one claim takes per target, and the most a worker has in flight per target.
 pub const PER_TARGET_IN_FLIGHT: usize = 2;
-/// Booking events are fanned out (database work only) at most this many at a time per node, so
-/// a burst of transitions never competes with requests for the database.
-pub const EVENT_FAN_OUT_IN_FLIGHT: usize = 2;
+/// Booking events are fanned out (database work only) in at most this many attempts at a time
+/// per node (each a batch, `effects::EVENT_BATCH`), so a burst of transitions never competes
+/// with requests for the database.
+pub const EVENT_ATTEMPTS_IN_FLIGHT: usize = 2;
+/// A claim looks at most this many times its limit (and at least [`CLAIM_HEAD_MIN`]) rows
+/// at the head of a channel's queue.
+pub const CLAIM_HEAD_FACTOR: usize = 4;
+pub const CLAIM_HEAD_MIN: usize = 64;
 /// How often the backlog gauges are refreshed.
 pub const BACKLOG_GAUGE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -66,9 +71,12 @@ pub async fn run(
         .collect();
     let couriers = Arc::new(couriers);
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    // Deliveries in flight per target, and attempts in flight per channel.
     let in_flight: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let attempts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let lease_s = (config.attempt_timeout + Duration::from_secs(30)).as_secs_f64();
     let mut last_gauges = Instant::now() - BACKLOG_GAUGE_INTERVAL;
+    let finished = Arc::new(Notify::new());
     loop {
         if *shutdown.borrow() {
             break;
@@ -84,49 +92,73 @@ pub async fn run(
             .filter(|(_, n)| **n >= PER_TARGET_IN_FLIGHT)
             .map(|(t, _)| t.clone())
             .collect();
-        let events_in_flight: usize = in_flight
-            .lock()
-            .iter()
-            .filter(|(t, _)| t.starts_with("event:"))
-            .map(|(_, n)| *n)
-            .sum();
-        let event_room = EVENT_FAN_OUT_IN_FLIGHT
-            .saturating_sub(events_in_flight)
-            .min(free);
-        let others: Vec<&String> = channels.iter().filter(|c| c.as_str() != "event").collect();
-        let event_channel: Vec<&String> =
-            channels.iter().filter(|c| c.as_str() == "event").collect();
-        let mut claimed = claim(&db, &event_channel, &busy, event_room, lease_s).await;
-        let mut full = !claimed.is_empty() && claimed.len() == event_room;
-        let room = free - claimed.len();
-        let more = claim(&db, &others, &busy, room, lease_s).await;
-        full |= !more.is_empty() && more.len() == room;
-        claimed.extend(more);
-        for job in claimed {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break;
+        // One channel at a time, each from the head of its own queue; booking events within
+        // their own bound, the other channels sharing what room is left. A courier that takes
+        // deliveries in batches gets them in one attempt (one permit).
+        let mut spawned = 0;
+        let mut full = false;
+        for channel in &channels {
+            let Some(courier) = couriers.get(channel).cloned() else {
+                continue;
             };
-            *in_flight.lock().entry(job.target.clone()).or_default() += 1;
-            let db = db.clone();
-            let couriers = couriers.clone();
-            let in_flight = in_flight.clone();
-            tokio::spawn(async move {
-                attempt(&db, &couriers, &config, &job).await;
-                let mut map = in_flight.lock();
-                if let Some(n) = map.get_mut(&job.target) {
-                    *n -= 1;
-                    if *n == 0 {
-                        map.remove(&job.target);
+            let batch = courier.batch_size().max(1);
+            let attempts_room = if channel == "event" {
+                EVENT_ATTEMPTS_IN_FLIGHT.saturating_sub(*attempts.lock().get(channel).unwrap_or(&0))
+            } else {
+                usize::MAX
+            }
+            .min(free - spawned);
+            if attempts_room == 0 {
+                full = true; // at capacity: more may be due once a delivery ends
+                continue;
+            }
+            let limit = attempts_room.saturating_mul(batch);
+            let got = claim(&db, channel, &busy, limit, lease_s).await;
+            full |= got.len() == limit;
+            for chunk in got.chunks(batch) {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                spawned += 1;
+                let jobs = chunk.to_vec();
+                {
+                    let mut map = in_flight.lock();
+                    for job in &jobs {
+                        *map.entry(job.target.clone()).or_default() += 1;
                     }
                 }
-                drop(permit);
-            });
+                *attempts.lock().entry(channel.clone()).or_default() += 1;
+                let db = db.clone();
+                let courier = courier.clone();
+                let in_flight = in_flight.clone();
+                let attempts = attempts.clone();
+                let finished = finished.clone();
+                let channel = channel.clone();
+                tokio::spawn(async move {
+                    attempt(&db, courier.as_ref(), &config, &jobs).await;
+                    {
+                        let mut map = in_flight.lock();
+                        for job in &jobs {
+                            if let Some(n) = map.get_mut(&job.target) {
+                                *n -= 1;
+                                if *n == 0 {
+                                    map.remove(&job.target);
+                                }
+                            }
+                        }
+                    }
+                    if let Some(n) = attempts.lock().get_mut(&channel) {
+                        *n = n.saturating_sub(1);
+                    }
+                    drop(permit);
+                    finished.notify_one();
+                });
+            }
         }
-        if full {
-            tokio::task::yield_now().await;
-            continue;
-        }
+        // More may be due than there was room for: claim again as soon as a delivery ends
+        // (not at once, which claimed nothing for the full channels and spun on the others).
         tokio::select! {
+            _ = finished.notified(), if full => {}
             _ = tokio::time::sleep(config.poll) => {}
             _ = crate::outbox::worker::stopped(&mut shutdown) => break,
         }
@@ -139,23 +171,24 @@ pub async fn run(
     .await;
 }
 
-/// Claims up to `limit` due deliveries of `channels` (see `sql/outbox_claim.sql`).
+/// Claims up to `limit` due deliveries of `channel` (see `sql/outbox_claim.sql`).
 async fn claim(
     db: &PgPool,
-    channels: &[&String],
+    channel: &str,
     busy: &[String],
     limit: usize,
     lease_s: f64,
 ) -> Vec<Job> {
-    if limit == 0 || channels.is_empty() {
+    if limit == 0 {
         return Vec::new();
     }
     sqlx::query_as(CLAIM_SQL)
-        .bind(channels)
+        .bind(channel)
         .bind(busy)
         .bind(PER_TARGET_IN_FLIGHT as i64)
         .bind(limit as i64)
         .bind(lease_s)
+        .bind((limit * CLAIM_HEAD_FACTOR).max(CLAIM_HEAD_MIN) as i64)
         .fetch_all(db)
         .await
         .unwrap_or_else(|error| {
@@ -168,30 +201,47 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-async fn attempt(
-    db: &PgPool,
-    couriers: &HashMap<String, Arc<dyn Courier>>,
-    config: &WorkerConfig,
-    job: &Job,
-) {
-    let Some(courier) = couriers.get(&job.channel) else {
+async fn attempt(db: &PgPool, courier: &dyn Courier, config: &WorkerConfig, jobs: &[Job]) {
+    let Some(first) = jobs.first() else {
         return;
     };
     let started = Instant::now();
-    let outcome = match tokio::time::timeout(config.attempt_timeout, courier.deliver(job)).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(Failure::retry(
-            format!("no answer within {:?}", config.attempt_timeout),
-            None,
-        )),
-    };
-    metrics::histogram!("hilot_outbox_attempt_seconds", "channel" => job.channel.clone())
+    let outcomes =
+        match tokio::time::timeout(config.attempt_timeout, courier.deliver_batch(jobs)).await {
+            Ok(outcomes) => outcomes,
+            Err(_) => jobs
+                .iter()
+                .map(|_| {
+                    Err(Failure::retry(
+                        format!("no answer within {:?}", config.attempt_timeout),
+                        None,
+                    ))
+                })
+                .collect(),
+        };
+    metrics::histogram!("hilot_outbox_attempt_seconds", "channel" => first.channel.clone())
         .record(started.elapsed().as_secs_f64());
+    for (job, outcome) in jobs.iter().zip(outcomes) {
+        record(db, config, job, outcome, courier.records_delivery()).await;
+    }
+}
+
+/// Records one delivery's outcome: delivered, retried after a backoff, or dead.
+async fn record(
+    db: &PgPool,
+    config: &WorkerConfig,
+    job: &Job,
+    outcome: super::Outcome,
+    already_recorded: bool,
+) {
     let recorded = match outcome {
         Ok(status) => {
             metrics::counter!("hilot_outbox_deliveries_total", "channel" => job.channel.clone(), "outcome" => "delivered").increment(1);
             metrics::histogram!("hilot_outbox_delivery_latency_seconds", "channel" => job.channel.clone())
                 .record((chrono::Utc::now() - job.created_at).num_milliseconds().max(0) as f64 / 1000.0);
+            if already_recorded {
+                return;
+            }
             sqlx::query(
                 "UPDATE outbox SET status = 'delivered', delivered_at = now(), last_status_code = $2, \
                      last_error = NULL, updated_at = now() WHERE id = $1",
@@ -252,7 +302,7 @@ async fn attempt(
 
 async fn export_backlog(db: &PgPool) {
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT channel, status::text, count(*) FROM outbox WHERE status <> 'delivered' GROUP BY 1, 2",
+        "SELECT channel, status::text, count(*) FROM outbox WHERE status IN ('pending', 'dead') GROUP BY 1, 2",
     )
     .fetch_all(db)
     .await

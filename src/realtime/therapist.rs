@@ -5,13 +5,15 @@
 //! therapist is doing from the frames it relays (offers, booking statuses) and from its own
 //! pings (how far from the customer's door), and asks for fewer pings when the server is behind.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use serde::Deserialize;
+use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::frames::{
@@ -31,6 +33,53 @@ use crate::state::AppState;
 use crate::{dispatch, providers};
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+/// Frames waiting on the database that one socket may have queued behind the running one.
+const MAX_QUEUED_ERRANDS: usize = 16;
+
+/// Booking frames (offer answers, status changes) wait on the database: they run one at a time
+/// and in order, beside the socket's loop rather than in it: a status change queued for a
+/// connection under load held up every ack and relayed frame of its socket for as long (acks
+/// took seconds at 10,000 therapists). Each runs as a task of its own, so one already started
+/// finishes even if the socket closes; the loop sends what it answers.
+#[derive(Default)]
+struct Errands {
+    running: Option<JoinHandle<Option<ServerFrame>>>,
+    queued: VecDeque<BoxFuture<'static, Option<ServerFrame>>>,
+}
+
+impl Errands {
+    /// Queues an errand (started at once if none runs); refused when too many wait.
+    fn push(&mut self, errand: BoxFuture<'static, Option<ServerFrame>>) -> Result<(), ()> {
+        if self.running.is_none() {
+            self.running = Some(tokio::spawn(errand));
+            return Ok(());
+        }
+        if self.queued.len() >= MAX_QUEUED_ERRANDS {
+            return Err(());
+        }
+        self.queued.push_back(errand);
+        Ok(())
+    }
+
+    /// What the running errand answers when it ends (the next one starts); pending while none
+    /// runs. Cancel-safe: an answer not yet taken stays in its task.
+    async fn finished(&mut self) -> Option<ServerFrame> {
+        let Some(running) = self.running.as_mut() else {
+            return std::future::pending().await;
+        };
+        let answer = running.await.unwrap_or_else(|error| {
+            tracing::error!(%error, "a therapist socket's errand failed");
+            Some(ServerFrame::error(
+                "internal",
+                "the server could not finish this frame; try again",
+                None,
+            ))
+        });
+        self.running = self.queued.pop_front().map(tokio::spawn);
+        answer
+    }
+}
 
 /// Who is on the other end.
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +145,7 @@ struct TherapistSession {
     duty: Duty,
     /// The ping interval last sent in a `config` frame.
     ping_interval_s: u32,
+    errands: Errands,
 }
 
 /// Runs one therapist socket until the client leaves, times out, or the server shuts down.
@@ -119,6 +169,7 @@ pub async fn run(
         acks,
         duty: Duty::default(),
         ping_interval_s: 0,
+        errands: Errands::default(),
     };
     let _open = me.state.sockets.open("therapist");
     me.state
@@ -149,6 +200,11 @@ pub async fn run(
                     if me.deliver_ack(ack).await.is_err() { failed = true; break; }
                 }
                 if failed { break None; }
+            }
+            answer = me.errands.finished() => {
+                if let Some(frame) = answer {
+                    if me.send(&frame).await.is_err() { break None; }
+                }
             }
             Some(frame) = inbox.recv() => {
                 me.follow(&frame);
@@ -383,6 +439,29 @@ impl TherapistSession {
         }
     }
 
+    /// Runs a frame that waits on the database as the socket's next errand, or says the socket
+    /// has too many waiting.
+    async fn run_errand(
+        &mut self,
+        errand: BoxFuture<'static, Option<ServerFrame>>,
+    ) -> Result<(), Flow> {
+        if self.errands.push(errand).is_err() {
+            metrics::counter!("hilot_socket_frames_refused_total", "reason" => "errands_full")
+                .increment(1);
+            return self
+                .send(&ServerFrame::error(
+                    "rate_limited",
+                    format!(
+                        "{MAX_QUEUED_ERRANDS} frames are already waiting for their answers; \
+                         send this one again after them"
+                    ),
+                    None,
+                ))
+                .await;
+        }
+        Ok(())
+    }
+
     /// `offer.accept`, `offer.decline` and `status`: the same operations as the HTTP calls.
     /// Success shows up as the `booking.status` push; failure as an error frame.
     async fn on_booking_frame(
@@ -395,33 +474,35 @@ impl TherapistSession {
             provider_id: Some(self.who.provider_id),
             is_admin: false,
         };
-        let dispatcher = &self.state.dispatcher;
-        let result = match (action, frame.status) {
-            (BookingAction::Accept, _) => dispatcher
-                .accept(frame.booking_id, caller)
-                .await
-                .map(|_| ()),
-            (BookingAction::Decline, _) => dispatcher.decline(frame.booking_id, caller).await,
-            (_, Some(status)) => dispatcher
-                .change_status(frame.booking_id, caller, status)
-                .await
-                .map(|_| ()),
-            (_, None) => Err(crate::error::ApiError::invalid("status", "is required")),
-        };
-        match result {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                if let crate::error::ApiError::Internal(cause) = &error {
-                    tracing::error!(error = ?cause, "a booking frame failed");
-                }
-                let problem = error.problem();
-                let code = problem.kind.trim_start_matches("/problems/").to_owned();
-                self.send(&ServerFrame::error(&code, problem.detail, None))
+        let dispatcher = self.state.dispatcher.clone();
+        self.run_errand(Box::pin(async move {
+            let result = match (action, frame.status) {
+                (BookingAction::Accept, _) => dispatcher
+                    .accept(frame.booking_id, caller)
                     .await
+                    .map(|_| ()),
+                (BookingAction::Decline, _) => dispatcher.decline(frame.booking_id, caller).await,
+                (_, Some(status)) => dispatcher
+                    .change_status(frame.booking_id, caller, status)
+                    .await
+                    .map(|_| ()),
+                (_, None) => Err(crate::error::ApiError::invalid("status", "is required")),
+            };
+            match result {
+                Ok(()) => None,
+                Err(error) => {
+                    if let crate::error::ApiError::Internal(cause) = &error {
+                        tracing::error!(error = ?cause, "a booking frame failed");
+                    }
+                    Some(error_frame(&error))
+                }
             }
-        }
+        }))
+        .await
     }
 
+    /// Availability is answered in line, unlike the booking frames: the app's next pings
+    /// count as those of a therapist online (or not) only once it has been applied.
     async fn on_availability(&mut self, frame: AvailabilityFrame) -> Result<(), Flow> {
         let result = async {
             let provider = providers::own_therapist(&self.state.db, self.who.user_id).await?;
@@ -431,20 +512,20 @@ impl TherapistSession {
             Ok::<_, crate::error::ApiError>(availability)
         }
         .await;
-        match result {
-            Ok(availability) => {
-                self.send(&ServerFrame::Availability {
-                    online: availability.online,
-                    verification_status: availability.verification_status,
-                })
-                .await
-            }
-            Err(error) => {
-                let problem = error.problem();
-                let code = problem.kind.trim_start_matches("/problems/").to_owned();
-                self.send(&ServerFrame::error(&code, problem.detail, None))
-                    .await
-            }
-        }
+        self.send(&match result {
+            Ok(availability) => ServerFrame::Availability {
+                online: availability.online,
+                verification_status: availability.verification_status,
+            },
+            Err(error) => error_frame(&error),
+        })
+        .await
     }
+}
+
+/// The error frame of a refused operation: its problem type's name and detail.
+fn error_frame(error: &crate::error::ApiError) -> ServerFrame {
+    let problem = error.problem();
+    let code = problem.kind.trim_start_matches("/problems/").to_owned();
+    ServerFrame::error(&code, problem.detail, None)
 }
