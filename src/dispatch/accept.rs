@@ -61,11 +61,7 @@ impl From<ApiError> for AcceptError {
 
 impl Dispatcher {
     /// Accepts an offer: the first accept wins; others get 409.
-    pub async fn accept(
-        &self,
-        booking_uuid: Uuid,
-        caller: Caller,
-    ) -> Result<Changed, ApiError> {
+    pub async fn accept(&self, booking_uuid: Uuid, caller: Caller) -> Result<Changed, ApiError> {
         // An offer accepted before it expired counts, however long the transaction then waits.
         let asked_at = chrono::Utc::now();
         let provider_id = caller

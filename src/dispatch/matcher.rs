@@ -550,7 +550,9 @@ impl Matcher {
                         .and_then(|at| (Utc::now() - at).to_std().ok())
                         .unwrap_or_default()
                         .min(window);
-                    let made = Instant::now().checked_sub(waited).unwrap_or_else(Instant::now);
+                    let made = Instant::now()
+                        .checked_sub(waited)
+                        .unwrap_or_else(Instant::now);
                     self.new_since = Some(self.new_since.map_or(made, |since| since.min(made)));
                 }
             }
@@ -614,7 +616,9 @@ impl Matcher {
         let queued = inbox.len();
         let mut applied = 0;
         while applied < queued {
-            let received = inbox.recv_many(batch, EVENTS_PER_TURN.min(queued - applied)).await;
+            let received = inbox
+                .recv_many(batch, EVENTS_PER_TURN.min(queued - applied))
+                .await;
             if received == 0 {
                 break;
             }
