@@ -79,6 +79,26 @@ impl Errands {
         self.running = self.queued.pop_front().map(tokio::spawn);
         answer
     }
+
+    /// The socket is gone: booking frames it already read are still carried out, in order (a
+    /// `completed` or an accept sent just before the app closed is not lost), then `then` runs;
+    /// nobody hears their answers.
+    fn finish_detached(self, then: impl FnOnce() + Send + 'static) {
+        let Errands { running, queued } = self;
+        if running.is_none() && queued.is_empty() {
+            then();
+            return;
+        }
+        tokio::spawn(async move {
+            if let Some(running) = running {
+                let _ = running.await;
+            }
+            for errand in queued {
+                errand.await;
+            }
+            then();
+        });
+    }
 }
 
 /// Who is on the other end.
@@ -269,7 +289,10 @@ pub async fn run(
         .hub()
         .unregister(who.user_id, me.connection)
         .await;
-    me.state.dispatcher.therapist_disconnected(who.provider_id);
+    // Their open offer moves on once the frames they sent before leaving are carried out.
+    let dispatcher = me.state.dispatcher.clone();
+    std::mem::take(&mut me.errands)
+        .finish_detached(move || dispatcher.therapist_disconnected(who.provider_id));
     if let Some(reason) = close_reason {
         super::close(me.session, Some(reason)).await;
     }
