@@ -329,7 +329,7 @@ async fn lead(dispatcher: &Dispatcher, mut lease: Lease) -> Stop {
             }
             received = inbox.recv_many(&mut events_batch, EVENTS_PER_TURN) => {
                 if received == 0 {
-                    break Stop::Shutdown; // every sender is gone: the dispatcher is
+                    break Stop::Shutdown; // every sender is gone: the dispatcher is dropped
                 }
                 let started = Instant::now();
                 for event in events_batch.drain(..) {
@@ -833,9 +833,7 @@ impl Matcher {
         let t = Instant::now();
         self.admit_arriving().await;
         step_took("round_admit", t);
-        let t = Instant::now();
         self.refresh_settings().await;
-        step_took("round_settings", t);
         let started = Instant::now();
         let now = Utc::now();
         let rules = RoundRules {
@@ -892,7 +890,7 @@ impl Matcher {
             self.fetch_contexts(&first_offered)
         );
         step_took("round_open", t);
-        self.keep_contexts(views);
+        self.keep_contexts(&first_offered, views);
         let made = match made {
             Ok(made) => made
                 .into_iter()
@@ -903,7 +901,6 @@ impl Matcher {
             }
         };
         tracing::debug!(planned = rows.len(), made = made.len(), "offers opened");
-        let t = Instant::now();
         let mut rounds_bumped = rustc_hash::FxHashSet::default();
         for (offer, round, expires_at) in rows {
             let key = (offer.booking_id, offer.provider_id);
@@ -936,29 +933,24 @@ impl Matcher {
             );
             self.send_offer(&offer, expires_at).await;
         }
-        step_took("round_send", t);
     }
 
     /// Reads what offer frames say about these bookings, in one query.
     async fn read_contexts(&mut self, booking_ids: &[i64]) {
         let views = self.fetch_contexts(booking_ids).await;
-        self.keep_contexts(views);
+        self.keep_contexts(booking_ids, views);
     }
 
-    /// The views the offer frames of these bookings are made from, with the booking ids asked.
-    async fn fetch_contexts(
-        &self,
-        booking_ids: &[i64],
-    ) -> (Vec<i64>, sqlx::Result<Vec<store::BookingView>>) {
+    /// The views the offer frames of these bookings are made from.
+    async fn fetch_contexts(&self, booking_ids: &[i64]) -> sqlx::Result<Vec<store::BookingView>> {
         if booking_ids.is_empty() {
-            return (Vec::new(), Ok(Vec::new()));
+            return Ok(Vec::new());
         }
-        let views = store::views_without_timeline(self.db(), booking_ids).await;
-        (booking_ids.to_vec(), views)
+        store::views_without_timeline(self.db(), booking_ids).await
     }
 
-    fn keep_contexts(&mut self, fetched: (Vec<i64>, sqlx::Result<Vec<store::BookingView>>)) {
-        let (booking_ids, views) = fetched;
+    /// Keeps what the offer frames of these bookings say, from their fetched views.
+    fn keep_contexts(&mut self, booking_ids: &[i64], views: sqlx::Result<Vec<store::BookingView>>) {
         let by_uuid: FxHashMap<Uuid, i64> = booking_ids
             .iter()
             .filter_map(|id| self.uuids.get(id).map(|uuid| (*uuid, *id)))

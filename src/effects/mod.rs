@@ -218,6 +218,9 @@ async fn announce(
 /// Booking events one fan-out transaction takes: at 100 bookings a second (six events each) one
 /// transaction per event was five round trips and a commit apiece, and the queue fell behind.
 pub const EVENT_BATCH: usize = 32;
+/// Such transactions a node's outbox worker runs at a time, so a burst of transitions never
+/// competes with requests for the database.
+pub const EVENT_ATTEMPTS_IN_FLIGHT: usize = 2;
 
 /// The outbox courier of booking events: writes the events' notices and webhooks and marks them
 /// delivered, in one transaction for a batch (so a retry after a crash does not repeat them).
@@ -310,12 +313,12 @@ impl Courier for EventCourier {
             if events.len() == jobs.len() && self.fan_out_together(&events).await.is_ok() {
                 return jobs.iter().map(|_| Ok(None)).collect();
             }
-            let mut outcomes = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                outcomes.push(self.deliver(job).await);
-            }
-            outcomes
+            crate::outbox::deliver_each(self, jobs).await
         })
+    }
+
+    fn max_attempts_in_flight(&self) -> usize {
+        EVENT_ATTEMPTS_IN_FLIGHT
     }
 
     fn records_delivery(&self) -> bool {

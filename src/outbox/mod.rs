@@ -123,13 +123,13 @@ pub trait Courier: Send + Sync {
     /// Delivers several jobs in one attempt: one outcome per job, in order. By default, one
     /// after another.
     fn deliver_batch<'a>(&'a self, jobs: &'a [Job]) -> BoxFuture<'a, Vec<Outcome>> {
-        Box::pin(async move {
-            let mut outcomes = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                outcomes.push(self.deliver(job).await);
-            }
-            outcomes
-        })
+        Box::pin(deliver_each(self, jobs))
+    }
+
+    /// Most attempts of this channel a worker has in flight at once (unbounded by default, but
+    /// for the worker's own concurrency).
+    fn max_attempts_in_flight(&self) -> usize {
+        usize::MAX
     }
 
     /// True when a successful delivery already marked its row delivered (in the transaction
@@ -137,6 +137,16 @@ pub trait Courier: Send + Sync {
     fn records_delivery(&self) -> bool {
         false
     }
+}
+
+/// Delivers the jobs one after another, each on its own: what [`Courier::deliver_batch`] does
+/// unless a courier does better.
+pub async fn deliver_each<C: Courier + ?Sized>(courier: &C, jobs: &[Job]) -> Vec<Outcome> {
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        outcomes.push(courier.deliver(job).await);
+    }
+    outcomes
 }
 
 pub type Couriers = Vec<(Channel, Arc<dyn Courier>)>;

@@ -17,10 +17,6 @@ use super::{Courier, Couriers, Failure, Job};
 const CLAIM_SQL: &str = include_str!("../../sql/outbox_claim.sql");
 /// Deliveries one claim takes per target, and the most a worker has in flight per target.
 pub const PER_TARGET_IN_FLIGHT: usize = 2;
-/// Booking events are fanned out (database work only) in at most this many attempts at a time
-/// per node (each a batch, `effects::EVENT_BATCH`), so a burst of transitions never competes
-/// with requests for the database.
-pub const EVENT_ATTEMPTS_IN_FLIGHT: usize = 2;
 /// A claim looks at most this many times its limit (and at least [`CLAIM_HEAD_MIN`]) rows
 /// at the head of a channel's queue.
 pub const CLAIM_HEAD_FACTOR: usize = 4;
@@ -92,9 +88,9 @@ pub async fn run(
             .filter(|(_, n)| **n >= PER_TARGET_IN_FLIGHT)
             .map(|(t, _)| t.clone())
             .collect();
-        // One channel at a time, each from the head of its own queue; booking events within
-        // their own bound, the other channels sharing what room is left. A courier that takes
-        // deliveries in batches gets them in one attempt (one permit).
+        // One channel at a time, each from the head of its own queue, within its courier's
+        // bound on attempts in flight; a courier that takes deliveries in batches gets them in
+        // one attempt (one permit).
         let mut spawned = 0;
         let mut full = false;
         for channel in &channels {
@@ -102,12 +98,10 @@ pub async fn run(
                 continue;
             };
             let batch = courier.batch_size().max(1);
-            let attempts_room = if channel == "event" {
-                EVENT_ATTEMPTS_IN_FLIGHT.saturating_sub(*attempts.lock().get(channel).unwrap_or(&0))
-            } else {
-                usize::MAX
-            }
-            .min(free - spawned);
+            let attempts_room = courier
+                .max_attempts_in_flight()
+                .saturating_sub(*attempts.lock().get(channel).unwrap_or(&0))
+                .min(free - spawned);
             if attempts_room == 0 {
                 full = true; // at capacity: more may be due once a delivery ends
                 continue;

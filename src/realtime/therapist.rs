@@ -40,8 +40,9 @@ const MAX_QUEUED_ERRANDS: usize = 16;
 /// Booking frames (offer answers, status changes) wait on the database: they run one at a time
 /// and in order, beside the socket's loop rather than in it: a status change queued for a
 /// connection under load held up every ack and relayed frame of its socket for as long (acks
-/// took seconds at 10,000 therapists). Each runs as a task of its own, so one already started
-/// finishes even if the socket closes; the loop sends what it answers.
+/// took seconds at 10,000 therapists). Each runs as a task of its own; the loop sends what it
+/// answers, and those already read when the socket closes are still carried out
+/// ([`Errands::finish_detached`]).
 #[derive(Default)]
 struct Errands {
     running: Option<JoinHandle<Option<ServerFrame>>>,
