@@ -1,5 +1,6 @@
 -- The accept's compare-and-set: only a booking still pending is taken, with its final price
--- and, for a `now` booking, the travel estimate that starts its busy range.
+-- and, for a `now` booking, the travel estimate that starts its busy range. The caller appends
+-- the actor's condition ($12, $13: `store::actor_condition`).
 UPDATE bookings
 SET status = 'accepted', provider_id = $2, accepted_at = now(),
     service_price = $3, distance_surcharge = $4, platform_fee = $5, promo_discount = $6,

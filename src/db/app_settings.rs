@@ -40,11 +40,10 @@ fn field(value: &Option<Value>, name: &str) -> Option<f64> {
 /// `max_pending_bookings` when the setting is missing or malformed.
 pub const DEFAULT_MAX_PENDING_BOOKINGS: u32 = 2;
 
-/// `max_pending_bookings`: bookings one customer may have waiting for a therapist.
-pub async fn max_pending_bookings(db: impl PgExecutor<'_>) -> sqlx::Result<u32> {
-    Ok(read(db, "max_pending_bookings")
-        .await?
-        .as_ref()
+/// `max_pending_bookings`: bookings one customer may have waiting for a therapist, from its
+/// value (already read).
+pub fn max_pending_bookings_of(value: Option<&Value>) -> u32 {
+    value
         .and_then(|v| match v {
             Value::Number(n) => n.as_u64(),
             Value::String(s) => s.trim().parse().ok(),
@@ -52,7 +51,7 @@ pub async fn max_pending_bookings(db: impl PgExecutor<'_>) -> sqlx::Result<u32> 
         })
         .and_then(|n| u32::try_from(n).ok())
         .filter(|n| *n > 0)
-        .unwrap_or(DEFAULT_MAX_PENDING_BOOKINGS))
+        .unwrap_or(DEFAULT_MAX_PENDING_BOOKINGS)
 }
 
 pub async fn review_window_days(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {

@@ -37,6 +37,43 @@ struct TherapistTerms {
     base_distance_km: Option<i32>,
     per_km_surcharge: Option<Decimal>,
     commission_rate: Option<Decimal>,
+    promo_kind: Option<String>,
+    promo_value: Option<Decimal>,
+    promo_max: Option<Decimal>,
+    promo_min: Option<Decimal>,
+    platform_fee_setting: Option<serde_json::Value>,
+    commission_rate_setting: Option<serde_json::Value>,
+}
+
+impl TherapistTerms {
+    /// The promo terms reserved for the booking, if any.
+    fn promo(&self) -> Option<pricing::PromoTerms> {
+        let (kind, value) = (self.promo_kind.as_deref()?, self.promo_value?);
+        Some(pricing::PromoTerms {
+            discount: if kind == "percentage" {
+                pricing::Discount::Percentage {
+                    percent: value,
+                    max: self.promo_max,
+                }
+            } else {
+                pricing::Discount::FixedAmount(value)
+            },
+            min_booking_amount: self.promo_min,
+        })
+    }
+
+    /// The operator's settings the price depends on, parsed as everywhere else.
+    fn settings(&self) -> DispatchSettings {
+        DispatchSettings::from_values(
+            [
+                ("platform_fee", self.platform_fee_setting.clone()),
+                ("commission_rate", self.commission_rate_setting.clone()),
+            ]
+            .into_iter()
+            .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+            .collect(),
+        )
+    }
 }
 
 /// Why an accept was refused after the offer itself was closed (committed), so the matcher
@@ -112,7 +149,6 @@ impl Dispatcher {
         actor: i64,
         asked_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<Changed, AcceptError> {
-        let cfg = DispatchSettings::load(&self.inner.db).await;
         let mut tx = self.inner.db.begin().await.context("starting the accept")?;
         let status: BookingStatus =
             sqlx::query_scalar("SELECT status FROM bookings WHERE id = $1 FOR UPDATE")
@@ -196,16 +232,11 @@ impl Dispatcher {
             sqlx::query_as(include_str!("../../sql/accept_terms.sql"))
                 .bind(provider_id)
                 .bind(booking.service_id)
+                .bind(booking.id)
                 .fetch_optional(&mut *tx)
                 .await
                 .context("reading the therapist's terms")?;
-        let Some(TherapistTerms {
-            price,
-            base_distance_km,
-            per_km_surcharge,
-            commission_rate: own_rate,
-        }) = terms
-        else {
+        let Some(terms) = terms else {
             offers::close(&mut *tx, booking.id, provider_id, Outcome::Withdrawn)
                 .await
                 .context("withdrawing the offer")?;
@@ -215,36 +246,39 @@ impl Dispatcher {
                 reason: "accept_failed",
             }));
         };
-        let promo = promo_terms_for_booking(&mut tx, booking.id).await?;
+        let cfg = terms.settings();
         let price = pricing::price_booking(&pricing::PriceInputs {
-            price,
-            base_distance_km: base_distance_km.unwrap_or(5),
-            per_km_surcharge: per_km_surcharge.unwrap_or_default(),
+            price: terms.price,
+            base_distance_km: terms.base_distance_km.unwrap_or(5),
+            per_km_surcharge: terms.per_km_surcharge.unwrap_or_default(),
             distance_m: offer.distance_m,
             platform_fee: cfg.platform_fee,
-            commission_rate: own_rate.unwrap_or(cfg.commission_rate),
-            promo,
+            commission_rate: terms.commission_rate.unwrap_or(cfg.commission_rate),
+            promo: terms.promo(),
         });
-        store::set_actor(&mut tx, Some(actor), "Accepted by the therapist")
-            .await
-            .context("marking the actor")?;
         let travel_minutes =
             i32::try_from(self.inner.eta.eta_seconds(offer.distance_m).div_ceil(60))
                 .unwrap_or(i32::MAX);
-        let updated = sqlx::query(include_str!("../../sql/accept_booking.sql"))
-            .bind(booking.id)
-            .bind(provider_id)
-            .bind(price.service_price)
-            .bind(price.distance_surcharge)
-            .bind(price.platform_fee)
-            .bind(price.promo_discount)
-            .bind(price.total_amount)
-            .bind(price.commission_rate)
-            .bind(price.commission_amount)
-            .bind(price.provider_earnings)
-            .bind(travel_minutes)
-            .execute(&mut *tx)
-            .await;
+        let updated = sqlx::query(&format!(
+            "{} AND {}",
+            include_str!("../../sql/accept_booking.sql").trim_end(),
+            store::actor_condition(12)
+        ))
+        .bind(booking.id)
+        .bind(provider_id)
+        .bind(price.service_price)
+        .bind(price.distance_surcharge)
+        .bind(price.platform_fee)
+        .bind(price.promo_discount)
+        .bind(price.total_amount)
+        .bind(price.commission_rate)
+        .bind(price.commission_amount)
+        .bind(price.provider_earnings)
+        .bind(travel_minutes)
+        .bind(store::actor_text(Some(actor)))
+        .bind("Accepted by the therapist")
+        .execute(&mut *tx)
+        .await;
         match updated {
             Ok(result) if result.rows_affected() == 1 => {}
             Ok(_) => {
@@ -264,29 +298,15 @@ impl Dispatcher {
             }
             Err(error) => return Err(AcceptError::Refused(ApiError::from(error))),
         }
-        sqlx::query(
-            "UPDATE booking_offers SET outcome = 'accepted', closed_at = now() WHERE id = $1",
-        )
-        .bind(offer.id)
-        .execute(&mut *tx)
-        .await
-        .context("closing the accepted offer")?;
-        sqlx::query(include_str!("../../sql/booking_travel_estimate.sql"))
+        sqlx::query(include_str!("../../sql/accept_records.sql"))
+            .bind(offer.id)
             .bind(booking.id)
             .bind(offer.distance_m)
-            .bind(
-                i32::try_from(self.inner.eta.eta_seconds(offer.distance_m).div_ceil(60))
-                    .unwrap_or(i32::MAX),
-            )
-            .execute(&mut *tx)
-            .await
-            .context("recording the travel estimate")?;
-        sqlx::query("UPDATE promo_code_usages SET discount_amount = $2 WHERE booking_id = $1")
-            .bind(booking.id)
+            .bind(travel_minutes)
             .bind(price.promo_discount)
             .execute(&mut *tx)
             .await
-            .context("recording the promo discount")?;
+            .context("recording the accepted offer, travel estimate and promo discount")?;
         self.commit_transition(
             tx,
             Transition {
@@ -339,28 +359,4 @@ impl Dispatcher {
         metrics::counter!("hilot_offers_declined_total").increment(1);
         Ok(())
     }
-}
-
-/// The promo terms reserved for a booking, if any.
-async fn promo_terms_for_booking(
-    tx: &mut sqlx::PgConnection,
-    booking_id: i64,
-) -> Result<Option<pricing::PromoTerms>, ApiError> {
-    let row: Option<(String, Decimal, Option<Decimal>, Option<Decimal>)> =
-        sqlx::query_as(include_str!("../../sql/promo_terms_for_booking.sql"))
-            .bind(booking_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .context("reading the booking's promo code")?;
-    Ok(row.map(|(kind, value, max, min)| pricing::PromoTerms {
-        discount: if kind == "percentage" {
-            pricing::Discount::Percentage {
-                percent: value,
-                max,
-            }
-        } else {
-            pricing::Discount::FixedAmount(value)
-        },
-        min_booking_amount: min,
-    }))
 }

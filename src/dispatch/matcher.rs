@@ -542,9 +542,9 @@ impl Matcher {
             } => {
                 if !self.waiting.contains(booking_id) && self.arriving.insert(booking_id) {
                     // It waits a whole window for the bookings arriving with it; the round
-                    // reads them all. The window counts from when it was made, not from when
-                    // the matcher heard: the time its request took to commit, and any queue
-                    // it then waited in, is already part of its wait.
+                    // reads them all. The window counts from when it was asked for (its request
+                    // reached the server), not from when the matcher heard: the time the request
+                    // took to commit, and any queue it waited in, is already part of its wait.
                     let window = self.settings.batch_window;
                     let waited = requested_at
                         .and_then(|at| (Utc::now() - at).to_std().ok())

@@ -160,11 +160,12 @@ impl Dispatcher {
         tokio::spawn(matcher::run(self.clone(), matcher::Region::default()))
     }
 
-    /// A booking was created (pending): the matcher takes it from here.
-    pub fn start(&self, booking: &BookingFacts) {
+    /// A booking just committed (pending), asked for at `requested_at`: the matcher takes it
+    /// from here, its batching window counting from then.
+    pub fn start_waiting(&self, booking_id: i64, requested_at: chrono::DateTime<chrono::Utc>) {
         self.signal(MatchEvent::BookingCreated {
-            booking_id: booking.id,
-            requested_at: Some(booking.requested_at),
+            booking_id,
+            requested_at: Some(requested_at),
         });
     }
 

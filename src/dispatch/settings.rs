@@ -54,7 +54,7 @@ fn seconds(value: Option<f64>, default: Duration) -> Duration {
 }
 
 /// Every app setting dispatch reads, in one query.
-const KEYS: &[&str] = &[
+pub const KEYS: &[&str] = &[
     "booking_timeout",
     "dispatch",
     "service_radius_max",
@@ -75,10 +75,12 @@ impl DispatchSettings {
                     tracing::warn!(%error, "reading dispatch settings failed; using defaults");
                     Vec::new()
                 });
-        Self::from_rows(rows.into_iter().collect())
+        Self::from_values(rows.into_iter().collect())
     }
 
-    fn from_rows(mut values: std::collections::HashMap<String, Value>) -> Self {
+    /// The settings from `app_settings` rows (key → value) already read; anything missing or
+    /// malformed takes its default.
+    pub fn from_values(mut values: std::collections::HashMap<String, Value>) -> Self {
         let timeouts = values.remove("booking_timeout");
         let dispatch = values.remove("dispatch");
         let max_km = values
@@ -167,7 +169,7 @@ mod tests {
             ),
             ("service_radius_max".to_owned(), json!("20")),
         ];
-        let settings = DispatchSettings::from_rows(rows.into_iter().collect());
+        let settings = DispatchSettings::from_values(rows.into_iter().collect());
         assert_eq!(settings.pending_timeout, Duration::from_secs(300));
         assert_eq!(settings.commission_rate, Decimal::from(15));
         assert_eq!(settings.max_radius_m, 20_000.0);
@@ -183,7 +185,7 @@ mod tests {
             "dispatch".to_owned(),
             json!({"batch_window_ms": 0, "batch_size": 2}),
         )];
-        let settings = DispatchSettings::from_rows(rows.into_iter().collect());
+        let settings = DispatchSettings::from_values(rows.into_iter().collect());
         assert_eq!(settings.batch_window, Duration::ZERO);
         assert_eq!(settings.batch_size, 2);
     }

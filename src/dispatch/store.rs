@@ -376,13 +376,30 @@ pub async fn list_for_user(
 }
 
 /// Marks who is changing a booking (and why) for the timeline trigger, for this transaction.
+/// [`set_actor`] inside an `UPDATE bookings` of the change itself, as a condition of its `WHERE`
+/// (`$n` the actor's user id as text, empty for none; `$n+1` the note): the settings are made
+/// while the row is found, before it changes, so the timeline trigger reads them, and the
+/// change costs no round trip of its own for them.
+pub fn actor_condition(n: usize) -> String {
+    format!(
+        "set_config('hilot.actor_user_id', ${n}, true) IS NOT NULL \
+         AND set_config('hilot.timeline_note', ${}, true) IS NOT NULL",
+        n + 1
+    )
+}
+
+/// The actor's user id as [`actor_condition`] and [`set_actor`] take it.
+pub fn actor_text(actor_user_id: Option<i64>) -> String {
+    actor_user_id.map(|id| id.to_string()).unwrap_or_default()
+}
+
 pub async fn set_actor(
     tx: &mut PgConnection,
     actor_user_id: Option<i64>,
     note: &str,
 ) -> sqlx::Result<()> {
     sqlx::query("SELECT set_config('hilot.actor_user_id', $1, true), set_config('hilot.timeline_note', $2, true)")
-        .bind(actor_user_id.map(|id| id.to_string()).unwrap_or_default())
+        .bind(actor_text(actor_user_id))
         .bind(note)
         .execute(tx)
         .await

@@ -198,20 +198,20 @@ impl Dispatcher {
             .begin()
             .await
             .context("starting a status change")?;
-        store::set_actor(&mut tx, actor_user, note)
-            .await
-            .context("marking the actor")?;
         let stamp = match to {
             BookingStatus::InProgress => ", started_at = now()",
             BookingStatus::Completed => ", completed_at = now()",
             _ => "",
         };
         let rows = sqlx::query(&format!(
-            "UPDATE bookings SET status = $3{stamp} WHERE id = $1 AND status = $2"
+            "UPDATE bookings SET status = $3{stamp} WHERE id = $1 AND status = $2 AND {}",
+            store::actor_condition(4)
         ))
         .bind(booking.id)
         .bind(booking.status)
         .bind(to)
+        .bind(store::actor_text(actor_user))
+        .bind(note)
         .execute(&mut *tx)
         .await
         .context("changing the status")?

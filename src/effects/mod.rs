@@ -25,12 +25,12 @@ async fn load_and_queue(
     event: Option<&str>,
 ) -> Result<BookingMoney, ApiError> {
     sqlx::query_as(&format!(
-        "WITH b AS ({}), queued AS ( \
+        "WITH b AS ({} WHERE b.id = $1), queued AS ( \
              INSERT INTO outbox (channel, target, event_type, payload) \
              SELECT 'event', 'event:' || b.id, COALESCE($2, 'booking.' || b.status), \
                     jsonb_build_object('booking_id', b.id, 'status', b.status) FROM b \
          ) SELECT * FROM b",
-        settlement::LOAD_SQL
+        settlement::LOAD_SELECT
     ))
     .bind(booking_id)
     .bind(event)
@@ -160,34 +160,49 @@ fn notices(f: &BookingMoney, status: &str) -> Vec<Notice> {
     notices
 }
 
-/// The booking's data in operator webhooks (`$2` is the booking id).
-const BOOKING_EVENT_DATA: &str = "SELECT jsonb_build_object('booking_id', b.uuid, 'booking_number', b.booking_number, \
-        'status', b.status, 'provider_id', p.uuid, 'service_id', s.uuid, \
-        'total_amount', to_char(b.total_amount, 'FM999999990.00'), 'currency', 'PHP', \
-        'payment_method', b.payment_method, 'cancellation_reason', b.cancellation_reason, \
-        'cancellation_fee', to_char(COALESCE(b.cancellation_fee, 0), 'FM999999990.00')) \
-     FROM bookings b JOIN services s ON s.id = b.service_id LEFT JOIN providers p ON p.id = b.provider_id \
-     WHERE b.id = $2";
+/// The booking's data in operator webhooks, for the booking whose id is `id` (an SQL expression).
+fn booking_event_data(id: &str) -> String {
+    format!(
+        "SELECT jsonb_build_object('booking_id', b.uuid, 'booking_number', b.booking_number, \
+            'status', b.status, 'provider_id', p.uuid, 'service_id', s.uuid, \
+            'total_amount', to_char(b.total_amount, 'FM999999990.00'), 'currency', 'PHP', \
+            'payment_method', b.payment_method, 'cancellation_reason', b.cancellation_reason, \
+            'cancellation_fee', to_char(COALESCE(b.cancellation_fee, 0), 'FM999999990.00')) \
+         FROM bookings b JOIN services s ON s.id = b.service_id LEFT JOIN providers p ON p.id = b.provider_id \
+         WHERE b.id = {id}"
+    )
+}
 
-/// Writes the notices (with a push per active device, as [`crate::notifications::notify`] does)
-/// and queues the event's webhooks (`data.status` as of the event), in one statement.
+/// Writes the events' notices (with a push per active device, as [`crate::notifications::notify`]
+/// does) and queues their webhooks (`data.status` as of each event), for a whole batch in one
+/// statement, in the events' order.
 async fn announce(
     tx: &mut PgConnection,
-    booking_id: i64,
-    notices: &[Notice],
-    event: &str,
-    status: &str,
+    notices: &[(usize, i64, Notice)],
+    events: &[(usize, i64, &str, &str)],
 ) -> sqlx::Result<()> {
-    let rows: Vec<serde_json::Value> = notices
+    let notices: Vec<serde_json::Value> = notices
         .iter()
-        .map(|n| json!({"user_id": n.user_id, "type": n.kind, "title": n.title, "body": n.body}))
+        .map(|(ord, booking_id, n)| {
+            json!({"ord": ord, "booking_id": booking_id, "user_id": n.user_id, "type": n.kind,
+                   "title": n.title, "body": n.body})
+        })
+        .collect();
+    let events: Vec<serde_json::Value> = events
+        .iter()
+        .map(|(ord, booking_id, event, status)| {
+            json!({"ord": ord, "booking_id": booking_id, "event_type": event, "status": status})
+        })
         .collect();
     sqlx::query(&format!(
         "WITH notes AS ( \
              INSERT INTO notifications (user_id, type, title, body, action_type, action_data, booking_id) \
              SELECT n.user_id, n.type, n.title, n.body, 'open_booking', \
-                    jsonb_build_object('booking_id', (SELECT uuid FROM bookings WHERE id = $2)), $2 \
-             FROM jsonb_to_recordset($1) AS n(user_id BIGINT, type TEXT, title TEXT, body TEXT) \
+                    jsonb_build_object('booking_id', (SELECT uuid FROM bookings WHERE id = n.booking_id)), \
+                    n.booking_id \
+             FROM jsonb_to_recordset($1) \
+                 AS n(ord BIGINT, booking_id BIGINT, user_id BIGINT, type TEXT, title TEXT, body TEXT) \
+             ORDER BY n.ord \
              ON CONFLICT DO NOTHING \
              RETURNING uuid, user_id, type, title, body, action_type, action_data \
          ), pushes AS ( \
@@ -199,17 +214,18 @@ async fn announce(
              FROM notes n JOIN device_tokens d ON d.user_id = n.user_id AND d.is_active IS NOT FALSE \
          ), hooks AS ( \
              INSERT INTO outbox (channel, target, endpoint_id, event_type, payload) \
-             SELECT 'webhook', 'webhook:' || e.id, e.id, $3, \
-                    jsonb_build_object('type', $3::text, 'timestamp', now(), \
-                        'data', ({BOOKING_EVENT_DATA}) || jsonb_build_object('status', $4::text)) \
-             FROM webhook_endpoints e WHERE {} \
+             SELECT 'webhook', 'webhook:' || e.id, e.id, ev.event_type, \
+                    jsonb_build_object('type', ev.event_type, 'timestamp', now(), \
+                        'data', ({}) || jsonb_build_object('status', ev.status)) \
+             FROM jsonb_to_recordset($2) AS ev(ord BIGINT, booking_id BIGINT, event_type TEXT, status TEXT) \
+             JOIN webhook_endpoints e ON {} \
+             ORDER BY ev.ord, e.id \
          ) SELECT count(*) FROM notes",
-        crate::webhooks::subscribed_to("$3")
+        booking_event_data("ev.booking_id"),
+        crate::webhooks::subscribed_to("ev.event_type")
     ))
-    .bind(serde_json::Value::Array(rows))
-    .bind(booking_id)
-    .bind(event)
-    .bind(status)
+    .bind(serde_json::Value::Array(notices))
+    .bind(serde_json::Value::Array(events))
     .execute(&mut *tx)
     .await
     .map(|_| ())
@@ -244,25 +260,45 @@ fn event_of(job: &Job) -> Result<(i64, String), Failure> {
     Ok((booking_id, status))
 }
 
-/// Writes one claimed event's notices and webhooks in the transaction.
-async fn fan_out(
-    tx: &mut PgConnection,
-    job: &Job,
-    booking_id: i64,
-    status: &str,
-) -> sqlx::Result<()> {
-    let f = settlement::load(&mut *tx, booking_id).await?;
-    // A booking just made, or moved to another time (the reschedule answer told both parties
-    // already), notifies nobody here; its webhooks still go out.
-    let notices = if matches!(
-        job.event_type.as_str(),
-        "booking.created" | "booking.rescheduled"
-    ) {
-        Vec::new()
-    } else {
-        notices(&f, status)
-    };
-    announce(&mut *tx, booking_id, &notices, &job.event_type, status).await
+/// Writes the claimed events' notices and webhooks in the transaction: their bookings read in
+/// one query and everything written in one statement, however many events the batch holds.
+async fn fan_out(tx: &mut PgConnection, events: &[(&Job, i64, String)]) -> sqlx::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut booking_ids: Vec<i64> = events
+        .iter()
+        .map(|(_, booking_id, _)| *booking_id)
+        .collect();
+    booking_ids.sort_unstable();
+    booking_ids.dedup();
+    let loaded: std::collections::HashMap<i64, BookingMoney> =
+        settlement::load_many(&mut *tx, &booking_ids)
+            .await?
+            .into_iter()
+            .map(|f| (f.id, f))
+            .collect();
+    let mut all_notices = Vec::new();
+    let mut announced = Vec::with_capacity(events.len());
+    for (ord, (job, booking_id, status)) in events.iter().enumerate() {
+        // As one event's own read would: a booking that is gone fails the batch (and then
+        // this event alone).
+        let f = loaded.get(booking_id).ok_or(sqlx::Error::RowNotFound)?;
+        // A booking just made, or moved to another time (the reschedule answer told both
+        // parties already), notifies nobody here; its webhooks still go out.
+        if !matches!(
+            job.event_type.as_str(),
+            "booking.created" | "booking.rescheduled"
+        ) {
+            all_notices.extend(
+                notices(f, status)
+                    .into_iter()
+                    .map(|n| (ord, *booking_id, n)),
+            );
+        }
+        announced.push((ord, *booking_id, job.event_type.as_str(), status.as_str()));
+    }
+    announce(&mut *tx, &all_notices, &announced).await
 }
 
 impl EventCourier {
@@ -278,11 +314,12 @@ impl EventCourier {
         .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
-        for (job, booking_id, status) in events {
-            if claimed.contains(&job.id) {
-                fan_out(&mut tx, job, *booking_id, status).await?;
-            }
-        }
+        let claimed: Vec<(&Job, i64, String)> = events
+            .iter()
+            .filter(|(job, _, _)| claimed.contains(&job.id))
+            .cloned()
+            .collect();
+        fan_out(&mut tx, &claimed).await?;
         tx.commit().await
     }
 }

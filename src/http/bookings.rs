@@ -151,6 +151,7 @@ pub async fn create(
     RawBody(body): RawBody,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Customer)?;
+    let received_at = super::ReceivedAt::of(&req);
     let key = idempotency_key(&req)?;
     // The hash is over the parsed JSON (keys sorted), so whitespace or key order is not "another body".
     let canonical: serde_json::Value = super::extract::parse_json(&body)?;
@@ -174,7 +175,8 @@ pub async fn create(
         return create_in_store(&state, user_id, &key, &request_hash, &request).await;
     }
     let now = Utc::now();
-    let scheduling = crate::schedule::SchedulingSettings::load(&state.db).await;
+    let settings = NewBookingSettings::load(&state.db).await?;
+    let scheduling = &settings.scheduling;
     let mut errors = Vec::new();
     if request.store_id.is_some() {
         errors.push(FieldError::new(
@@ -202,7 +204,7 @@ pub async fn create(
         (BookingKind::Scheduled, Some(at)) => {
             if let Err(ApiError::Validation {
                 errors: mut found, ..
-            }) = dispatch::reschedule::check_time("scheduled_at", at, now, &scheduling)
+            }) = dispatch::reschedule::check_time("scheduled_at", at, now, scheduling)
             {
                 errors.append(&mut found);
             }
@@ -300,7 +302,7 @@ pub async fn create(
     };
 
     // Until a therapist accepts, the price is an estimate from the catalog price.
-    let cfg = dispatch_settings::DispatchSettings::load(&state.db).await;
+    let cfg = &settings.dispatch;
     let estimate = pricing::price_booking(&pricing::PriceInputs {
         price: base_price,
         base_distance_km: 0,
@@ -311,9 +313,7 @@ pub async fn create(
         promo: promo.as_ref().map(|p| p.terms),
     });
 
-    let max_pending = crate::db::app_settings::max_pending_bookings(&state.db)
-        .await
-        .context("reading max_pending_bookings")?;
+    let max_pending = settings.max_pending;
     let payment_method = request
         .payment_method
         .unwrap_or(crate::money::PaymentMethod::Cash);
@@ -327,13 +327,15 @@ pub async fn create(
         .execute(&mut *tx)
         .await
         .context("locking the customer")?;
-    let waiting: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM bookings WHERE customer_id = $1 AND status = 'pending' AND deleted_at IS NULL",
-    )
-    .bind(user_id)
-    .fetch_one(&mut *tx)
-    .await
-    .context("counting waiting bookings")?;
+    // Its waiting bookings, counted now that it is locked; and a key of its older than the
+    // idempotency window is freed to be used again (rolled back with the rest on a refusal).
+    let waiting: i64 = sqlx::query_scalar(include_str!("../../sql/booking_waiting_count.sql"))
+        .bind(user_id)
+        .bind(&key)
+        .bind(now - IDEMPOTENCY_WINDOW)
+        .fetch_one(&mut *tx)
+        .await
+        .context("counting waiting bookings")?;
     if waiting >= i64::from(max_pending) {
         // A retry of a booking that was created meanwhile is still a replay, not a refusal.
         tx.rollback().await.ok();
@@ -344,58 +346,44 @@ pub async fn create(
         }
         return Err(ApiError::TooManyPendingBookings { limit: max_pending });
     }
-    // A key older than the window may be used again: free it.
-    sqlx::query(
-        "UPDATE bookings SET idempotency_key = NULL WHERE customer_id = $1 AND idempotency_key = $2 AND created_at < $3",
-    )
-    .bind(user_id)
-    .bind(&key)
-    .bind(now - IDEMPOTENCY_WINDOW)
-    .execute(&mut *tx)
-    .await
-    .context("expiring an old idempotency key")?;
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO bookings (customer_id, service_id, type, booking_type, scheduled_at, status, service_price, \
-             distance_surcharge, platform_fee, promo_discount, total_amount, provider_earnings, commission_amount, \
-             commission_rate, customer_notes, idempotency_key, idempotency_request_hash, payment_method, \
-             requested_provider_id, request_expires_at, duration_minutes, buffer_minutes) \
-         VALUES ($1, $2, 'home_service', $16::booking_schedule_type, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-             $17, $18, $19, $20) \
-         ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-         RETURNING id",
-    )
-    .bind(user_id)
-    .bind(service_id)
-    .bind(request.scheduled_at)
-    .bind(estimate.service_price)
-    .bind(estimate.distance_surcharge)
-    .bind(estimate.platform_fee)
-    .bind(estimate.promo_discount)
-    .bind(estimate.total_amount)
-    .bind(estimate.provider_earnings)
-    .bind(estimate.commission_amount)
-    .bind(estimate.commission_rate)
-    .bind(optional_text(&request.customer_notes))
-    .bind(&key)
-    .bind(&request_hash)
-    .bind(payment_method)
-    .bind(match request.booking_type {
-        BookingKind::Now => "now",
-        BookingKind::Scheduled => "scheduled",
-    })
-    .bind(requested_provider)
-    .bind(request_expires_at)
-    .bind(duration_minutes)
-    .bind(scheduling.travel_buffer_minutes as i32)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(|error| match crate::error::exclusion_violation(&error) {
-        Some(_) => ApiError::FieldConflict(FieldError::new(
-            "scheduled_at",
-            "the therapist is already booked then: choose another slot",
-        )),
-        None => ApiError::from(error),
-    })?;
+    let inserted: Option<i64> = sqlx::query_scalar(include_str!("../../sql/booking_insert.sql"))
+        .bind(user_id)
+        .bind(service_id)
+        .bind(request.scheduled_at)
+        .bind(estimate.service_price)
+        .bind(estimate.distance_surcharge)
+        .bind(estimate.platform_fee)
+        .bind(estimate.promo_discount)
+        .bind(estimate.total_amount)
+        .bind(estimate.provider_earnings)
+        .bind(estimate.commission_amount)
+        .bind(estimate.commission_rate)
+        .bind(optional_text(&request.customer_notes))
+        .bind(&key)
+        .bind(&request_hash)
+        .bind(payment_method)
+        .bind(match request.booking_type {
+            BookingKind::Now => "now",
+            BookingKind::Scheduled => "scheduled",
+        })
+        .bind(requested_provider)
+        .bind(request_expires_at)
+        .bind(duration_minutes)
+        .bind(scheduling.travel_buffer_minutes as i32)
+        .bind(&place.address)
+        .bind(&place.unit_number)
+        .bind(&place.landmark)
+        .bind(coordinate(place.lat))
+        .bind(coordinate(place.lng))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|error| match crate::error::exclusion_violation(&error) {
+            Some(_) => ApiError::FieldConflict(FieldError::new(
+                "scheduled_at",
+                "the therapist is already booked then: choose another slot",
+            )),
+            None => ApiError::from(error),
+        })?;
     let Some(booking_id) = inserted else {
         // A concurrent request with the same key committed first: answer as a replay.
         tx.rollback().await.ok();
@@ -408,19 +396,6 @@ pub async fn create(
             )),
         };
     };
-    sqlx::query(
-        "INSERT INTO booking_locations (booking_id, address, unit_number, landmark, latitude, longitude) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(booking_id)
-    .bind(&place.address)
-    .bind(&place.unit_number)
-    .bind(&place.landmark)
-    .bind(coordinate(place.lat))
-    .bind(coordinate(place.lng))
-    .execute(&mut *tx)
-    .await
-    .context("saving the booking location")?;
     if let Some(promo) = &promo {
         let reserved = sqlx::query(
             "UPDATE promo_codes SET usage_count = COALESCE(usage_count, 0) + 1 \
@@ -468,18 +443,61 @@ pub async fn create(
         None => ApiError::from(e),
     })?;
     metrics::counter!("hilot_bookings_created_total").increment(1);
-    if let Some(facts) = store::facts_by_id(&state.db, booking_id)
-        .await
-        .context("loading the booking")?
-    {
-        if facts.is_request() {
+    if requested_provider.is_some() {
+        if let Some(facts) = store::facts_by_id(&state.db, booking_id)
+            .await
+            .context("loading the booking")?
+        {
             state.dispatcher.announce_request(&facts, &view).await;
-        } else {
-            state.dispatcher.start(&facts);
         }
-        state.dispatcher.announce(booking_id).await;
+    } else {
+        // The matcher hears at once (no read back): it has what it needs.
+        state.dispatcher.start_waiting(booking_id, received_at);
     }
+    state.dispatcher.announce(booking_id).await;
     Ok(HttpResponse::Created().json(view))
+}
+
+/// Every operator setting a home-service booking is checked and priced with, read in one
+/// query (the booking path reads no setting twice).
+struct NewBookingSettings {
+    scheduling: crate::schedule::SchedulingSettings,
+    dispatch: dispatch_settings::DispatchSettings,
+    max_pending: u32,
+}
+
+impl NewBookingSettings {
+    async fn load(db: &sqlx::PgPool) -> Result<Self, ApiError> {
+        let keys: Vec<&str> = dispatch_settings::KEYS
+            .iter()
+            .copied()
+            .chain([
+                "scheduling",
+                "scheduled_request_timeout",
+                "max_pending_bookings",
+            ])
+            .collect();
+        let rows: Vec<(String, serde_json::Value)> =
+            sqlx::query_as("SELECT key, value FROM app_settings WHERE key = ANY($1)")
+                .bind(&keys)
+                .fetch_all(db)
+                .await
+                .context("reading the booking settings")?;
+        let mut values: std::collections::HashMap<String, serde_json::Value> =
+            rows.into_iter().collect();
+        let max_pending = crate::db::app_settings::max_pending_bookings_of(
+            values.remove("max_pending_bookings").as_ref(),
+        );
+        let scheduling = crate::schedule::SchedulingSettings::from_values(
+            values.remove("scheduling"),
+            values.remove("scheduled_request_timeout"),
+        );
+        Ok(Self {
+            scheduling,
+            dispatch: dispatch_settings::DispatchSettings::from_values(values),
+            max_pending,
+        })
+    }
 }
 
 /// An in-store booking: a room at a store, now or at `scheduled_at`, waiting for the store to

@@ -202,12 +202,29 @@ impl RootSpanBuilder for AccessSpan {
     }
 }
 
+/// When a request reached the server (set by [`observe`] before any handler or extractor runs).
+/// A new booking's batching window counts from then: whatever the request then waited for
+/// (authentication, a database connection, its transaction) is already part of the customer's
+/// wait.
+#[derive(Clone, Copy, Debug)]
+pub struct ReceivedAt(pub chrono::DateTime<chrono::Utc>);
+
+impl ReceivedAt {
+    /// When `req` reached the server; now, for a request that did not pass [`observe`].
+    pub fn of(req: &HttpRequest) -> chrono::DateTime<chrono::Utc> {
+        req.extensions()
+            .get::<ReceivedAt>()
+            .map_or_else(chrono::Utc::now, |at| at.0)
+    }
+}
+
 /// Sets `x-request-id` on every answer and records request metrics by route pattern.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
+    req.extensions_mut().insert(ReceivedAt(chrono::Utc::now()));
     let state = req.app_data::<web::Data<crate::state::AppState>>().cloned();
     let operations = req.path().starts_with("/health") || req.path() == "/metrics";
     let _admitted = match state.as_ref().filter(|_| !operations) {

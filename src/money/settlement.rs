@@ -49,21 +49,38 @@ pub struct BookingMoney {
     pub has_transactions: bool,
 }
 
-/// The money facts of booking `$1` (also run by the transition hook inside its statement).
-pub const LOAD_SQL: &str = "SELECT b.id, b.uuid, b.booking_number, b.status::text AS status, b.customer_id, \
+/// What the money rules read of a booking (the money facts; the transition hook also runs it
+/// inside its statement). The caller adds which bookings (`WHERE ...`).
+pub const LOAD_SELECT: &str = "SELECT b.id, b.uuid, b.booking_number, b.status::text AS status, b.customer_id, \
                 p.user_id AS therapist_user_id, b.payment_method, b.total_amount, b.provider_earnings, \
                 b.commission_amount, b.commission_rate, COALESCE(b.platform_fee, 0) AS platform_fee, \
                 COALESCE(b.promo_discount, 0) AS promo_discount, \
                 COALESCE(b.cancellation_fee, 0) AS cancellation_fee, COALESCE(b.tip_amount, 0) AS tip_amount, \
                 u.first_name AS therapist_name, b.cancelled_by, b.cancellation_reason, \
                 EXISTS (SELECT 1 FROM transactions t WHERE t.booking_id = b.id) AS has_transactions \
-         FROM bookings b LEFT JOIN providers p ON p.id = b.provider_id LEFT JOIN users u ON u.id = p.user_id \
-         WHERE b.id = $1";
+         FROM bookings b LEFT JOIN providers p ON p.id = b.provider_id LEFT JOIN users u ON u.id = p.user_id";
 
+/// [`LOAD_SELECT`] of one booking (`$1`).
+pub fn load_sql() -> String {
+    format!("{LOAD_SELECT} WHERE b.id = $1")
+}
+
+/// The money facts of one booking.
 pub async fn load(tx: &mut PgConnection, booking_id: i64) -> sqlx::Result<BookingMoney> {
-    sqlx::query_as(LOAD_SQL)
+    sqlx::query_as(&load_sql())
         .bind(booking_id)
         .fetch_one(tx)
+        .await
+}
+
+/// [`load`] of several bookings in one query (in no particular order; a missing one is absent).
+pub async fn load_many(
+    tx: &mut PgConnection,
+    booking_ids: &[i64],
+) -> sqlx::Result<Vec<BookingMoney>> {
+    sqlx::query_as(&format!("{LOAD_SELECT} WHERE b.id = ANY($1)"))
+        .bind(booking_ids)
+        .fetch_all(tx)
         .await
 }
 
