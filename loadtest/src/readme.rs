@@ -536,7 +536,10 @@ fn unit_costs<'a>(compare: &Value, scenario: &impl Fn(&str) -> Option<&'a Value>
         let pings = num(s, "/counts/pings_acked").unwrap_or(0.0);
         let units = num(s, &format!("/counts/{work}"))?;
         let ping_us = ping_us?;
-        (units > 0.0).then(|| ((cpu_us - pings * ping_us) / units).max(0.0))
+        // Below zero, the run's pings cost less each than idle ones (busy sockets share their
+        // wakeups), and the work's own share cannot be told apart: no figure rather than 0.
+        let left = cpu_us - pings * ping_us;
+        (units > 0.0 && left > 0.0).then(|| left / units)
     };
     let nearby_us = compare["nearby"].as_array().and_then(|rows| {
         rows.iter()
@@ -592,6 +595,11 @@ fn render_costs<'a>(
     ] {
         writeln!(out, "| {what} | {} | {source} |", fmt_num(value, 1))?;
     }
+    out.push_str(
+        "\nA dash where a run's pings, paid at the idle ping's cost, already account for all its \
+         CPU: busier sockets share their wakeups, so their pings cost less each, and the work's \
+         own share cannot be told apart.\n",
+    );
     Ok(())
 }
 
