@@ -176,6 +176,7 @@ pub async fn export_gauges(
         for (name, pool) in [
             ("requests", &state.db),
             ("background", &state.background_db),
+            ("answers", state.dispatcher.answers_pool()),
         ] {
             let idle = pool.num_idle() as f64;
             let open = f64::from(pool.size());

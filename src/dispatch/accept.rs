@@ -7,6 +7,7 @@
 //! transaction.
 
 use rust_decimal::Decimal;
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::lifecycle::BookingStatus;
@@ -14,8 +15,7 @@ use super::matcher::{MatchEvent, ACCEPT_GRACE};
 use super::offers::{self, Outcome};
 use super::settings::DispatchSettings;
 use super::store::{self, BookingFacts};
-use super::transitions::Changed;
-use super::transitions::Transition;
+use super::transitions::{self, Changed, Transition};
 use super::{pricing, Caller, Dispatcher};
 use crate::error::{exclusion_violation, unique_violation, ApiError, Context as _};
 
@@ -101,10 +101,20 @@ impl Dispatcher {
     pub async fn accept(&self, booking_uuid: Uuid, caller: Caller) -> Result<Changed, ApiError> {
         // An offer accepted before it expired counts, however long the transaction then waits.
         let asked_at = chrono::Utc::now();
+        let started = std::time::Instant::now();
         let provider_id = caller
             .provider_id
             .ok_or_else(|| ApiError::not_found("booking"))?;
-        let booking = store::facts_by_uuid(&self.inner.db, booking_uuid)
+        // One connection for the whole answer, from the answers' own pool: the booking is read
+        // in the transaction that takes it.
+        let mut tx = self
+            .inner
+            .answers
+            .begin()
+            .await
+            .context("starting the accept")?;
+        transitions::step_took("accept_connection", started);
+        let booking = store::facts_by_uuid(&mut *tx, booking_uuid)
             .await
             .context("loading the booking")?
             .ok_or_else(|| ApiError::not_found("booking"))?;
@@ -115,10 +125,12 @@ impl Dispatcher {
             });
         }
         if booking.requested_provider_id == Some(provider_id) {
+            // A request to this therapist by name is answered in a transaction of its own.
+            drop(tx);
             return self.accept_request(&booking, caller, asked_at).await;
         }
         match self
-            .commit_accept(&booking, provider_id, caller.user_id, asked_at)
+            .commit_accept(tx, &booking, provider_id, caller.user_id, asked_at)
             .await
         {
             Ok(view) => {
@@ -144,12 +156,13 @@ impl Dispatcher {
 
     async fn commit_accept(
         &self,
+        mut tx: Transaction<'static, Postgres>,
         booking: &BookingFacts,
         provider_id: i64,
         actor: i64,
         asked_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<Changed, AcceptError> {
-        let mut tx = self.inner.db.begin().await.context("starting the accept")?;
+        let began = std::time::Instant::now();
         let status: BookingStatus =
             sqlx::query_scalar("SELECT status FROM bookings WHERE id = $1 FOR UPDATE")
                 .bind(booking.id)
@@ -307,6 +320,7 @@ impl Dispatcher {
             .execute(&mut *tx)
             .await
             .context("recording the accepted offer, travel estimate and promo discount")?;
+        transitions::step_took("accept_statements", began);
         self.commit_transition(
             tx,
             Transition {
@@ -326,14 +340,21 @@ impl Dispatcher {
         let provider_id = caller
             .provider_id
             .ok_or_else(|| ApiError::not_found("booking"))?;
-        let booking = store::facts_by_uuid(&self.inner.db, booking_uuid)
+        let mut conn = self
+            .inner
+            .answers
+            .acquire()
+            .await
+            .context("starting the decline")?;
+        let booking = store::facts_by_uuid(&mut *conn, booking_uuid)
             .await
             .context("loading the booking")?
             .ok_or_else(|| ApiError::not_found("booking"))?;
         if booking.requested_provider_id == Some(provider_id) {
+            drop(conn);
             return self.decline_request(&booking, caller).await;
         }
-        let declined = offers::close(&self.inner.db, booking.id, provider_id, Outcome::Declined)
+        let declined = offers::close(&mut *conn, booking.id, provider_id, Outcome::Declined)
             .await
             .context("declining the offer")?;
         if !declined {
@@ -342,7 +363,7 @@ impl Dispatcher {
             )
             .bind(booking.id)
             .bind(provider_id)
-            .fetch_one(&self.inner.db)
+            .fetch_one(&mut *conn)
             .await
             .context("reading the offers")?;
             return Err(if ever {

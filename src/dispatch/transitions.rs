@@ -75,6 +75,7 @@ impl Dispatcher {
         change: Transition<'_>,
     ) -> Result<Changed, ApiError> {
         let booking = change.booking;
+        let started = std::time::Instant::now();
         let leaves_pending = booking.status == BookingStatus::Pending;
         let closed_offers = if leaves_pending {
             let outcome = if change.to == BookingStatus::Accepted {
@@ -100,7 +101,10 @@ impl Dispatcher {
         if !change.effects_written {
             crate::effects::on_booking_transition(&mut tx, booking.id).await?;
         }
+        step_took("before_commit", started);
+        let committing = std::time::Instant::now();
         tx.commit().await.context("committing the status change")?;
+        step_took("commit", committing);
 
         // Trips first: the matcher, hearing the booking left pending, frees the therapists it
         // held for it, and must find the winner already busy. A scheduled booking becomes a
@@ -167,7 +171,16 @@ impl Dispatcher {
         to: BookingStatus,
     ) -> Result<Changed, ApiError> {
         cancellation::refuse_status_cancel(to)?;
-        let booking = self.visible_booking(booking_uuid, caller).await?;
+        // One connection for the whole change: the booking is read in its transaction.
+        let mut tx = self
+            .inner
+            .db
+            .begin()
+            .await
+            .context("starting a status change")?;
+        let booking = self
+            .visible_booking_on(&mut *tx, booking_uuid, caller)
+            .await?;
         let actor = if caller.provider_id.is_some() && booking.provider_id == caller.provider_id {
             Actor::Therapist
         } else if caller.is_admin {
@@ -176,7 +189,8 @@ impl Dispatcher {
             Actor::Customer
         };
         check_transition(booking.status, to, actor).map_err(transition_error)?;
-        self.apply_transition(
+        self.apply_transition_in(
+            tx,
             &booking,
             to,
             Some(caller.user_id),
@@ -192,12 +206,25 @@ impl Dispatcher {
         actor_user: Option<i64>,
         note: &str,
     ) -> Result<Changed, ApiError> {
-        let mut tx = self
+        let tx = self
             .inner
             .db
             .begin()
             .await
             .context("starting a status change")?;
+        self.apply_transition_in(tx, booking, to, actor_user, note)
+            .await
+    }
+
+    /// [`Dispatcher::apply_transition`] in a transaction the caller began.
+    async fn apply_transition_in(
+        &self,
+        mut tx: Transaction<'static, Postgres>,
+        booking: &BookingFacts,
+        to: BookingStatus,
+        actor_user: Option<i64>,
+        note: &str,
+    ) -> Result<Changed, ApiError> {
         let stamp = match to {
             BookingStatus::InProgress => ", started_at = now()",
             BookingStatus::Completed => ", completed_at = now()",
@@ -375,4 +402,13 @@ impl Dispatcher {
         )
         .await
     }
+}
+
+/// How long one step of a status change took (`hilot_transition_step_seconds{step}`): for an
+/// accept, the wait for its connection and its own statements; for every transition, what runs
+/// before the commit (closing offers, effects) and the commit. Under load an accept's wait for
+/// its connection is the first thing to look at when accept → `booking.status` grows.
+pub(super) fn step_took(step: &'static str, started: std::time::Instant) {
+    metrics::histogram!("hilot_transition_step_seconds", "step" => step)
+        .record(started.elapsed().as_secs_f64());
 }
