@@ -525,10 +525,14 @@ struct UnitCosts {
     booking_us: Option<f64>,
     nearby_us: Option<f64>,
     stored_ping_us: Option<f64>,
+    /// A run's pings, at the idle ping's cost, came to all its CPU or more: its work's figure
+    /// is left out rather than shown as 0.
+    hidden_by_pings: bool,
 }
 
 fn unit_costs<'a>(compare: &Value, scenario: &impl Fn(&str) -> Option<&'a Value>) -> UnitCosts {
     let ping_us = scenario("pings-idle").and_then(|s| num(s, "/server_cpu/us_per_ping_acked"));
+    let hidden_by_pings = std::cell::Cell::new(false);
     // CPU left once the run's pings are paid for, per unit of `work`.
     let marginal = |name: &str, work: &str| -> Option<f64> {
         let s = scenario(name)?;
@@ -539,6 +543,9 @@ fn unit_costs<'a>(compare: &Value, scenario: &impl Fn(&str) -> Option<&'a Value>
         // Below zero, the run's pings cost less each than idle ones (busy sockets share their
         // wakeups), and the work's own share cannot be told apart: no figure rather than 0.
         let left = cpu_us - pings * ping_us;
+        if left <= 0.0 {
+            hidden_by_pings.set(true);
+        }
         (units > 0.0 && left > 0.0).then(|| left / units)
     };
     let nearby_us = compare["nearby"].as_array().and_then(|rows| {
@@ -552,6 +559,7 @@ fn unit_costs<'a>(compare: &Value, scenario: &impl Fn(&str) -> Option<&'a Value>
         booking_us: marginal("bookings", "bookings_created"),
         nearby_us,
         stored_ping_us: num(compare, "/ingest/server_cpu_us_per_ping"),
+        hidden_by_pings: hidden_by_pings.get(),
     }
 }
 
@@ -595,11 +603,13 @@ fn render_costs<'a>(
     ] {
         writeln!(out, "| {what} | {} | {source} |", fmt_num(value, 1))?;
     }
-    out.push_str(
-        "\nA dash where a run's pings, paid at the idle ping's cost, already account for all its \
-         CPU: busier sockets share their wakeups, so their pings cost less each, and the work's \
-         own share cannot be told apart.\n",
-    );
+    if c.hidden_by_pings {
+        out.push_str(
+            "\nA dash where a run's pings, paid at the idle ping's cost, already account for all \
+             its CPU: busier sockets share their wakeups, so their pings cost less each, and the \
+             work's own share cannot be told apart.\n",
+        );
+    }
     Ok(())
 }
 
