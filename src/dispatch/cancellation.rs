@@ -187,7 +187,8 @@ pub async fn cancel(
 }
 
 /// A booking that was cancelled gives its promo code back (its use and the per-customer count).
-async fn release_promo(tx: &mut PgConnection, booking_id: i64) -> sqlx::Result<()> {
+/// Every cancelling path calls this, in-store ones included.
+pub async fn release_promo(tx: &mut PgConnection, booking_id: i64) -> sqlx::Result<()> {
     sqlx::query(include_str!("../../sql/promo_release.sql"))
         .bind(booking_id)
         .execute(tx)

@@ -47,9 +47,7 @@ pub async fn on_frame(
             Err(error) => Err(error),
         }
     };
-    result.err().map(|error| {
-        let problem = error.problem();
-        let code = problem.kind.trim_start_matches("/problems/").to_owned();
-        ServerFrame::error(&code, problem.detail, envelope.seq)
-    })
+    result
+        .err()
+        .map(|error| ServerFrame::refusal(&error, envelope.seq))
 }

@@ -136,6 +136,17 @@ impl ServerFrame {
         }
     }
 
+    /// The error frame of an operation the API refused: its problem type in snake_case, as
+    /// every socket error code is (`rate_limited`, `not_found`), and the problem's detail.
+    pub fn refusal(error: &crate::error::ApiError, seq: Option<i64>) -> Self {
+        let problem = error.problem();
+        let code = problem
+            .kind
+            .trim_start_matches("/problems/")
+            .replace('-', "_");
+        Self::error(&code, problem.detail, seq)
+    }
+
     pub fn to_text(&self) -> String {
         serde_json::to_string(self).expect("server frames always serialise")
     }

@@ -518,7 +518,7 @@ impl TherapistSession {
                     if let crate::error::ApiError::Internal(cause) = &error {
                         tracing::error!(error = ?cause, "a booking frame failed");
                     }
-                    Some(error_frame(&error))
+                    Some(ServerFrame::refusal(&error, None))
                 }
             }
         }))
@@ -541,15 +541,8 @@ impl TherapistSession {
                 online: availability.online,
                 verification_status: availability.verification_status,
             },
-            Err(error) => error_frame(&error),
+            Err(error) => ServerFrame::refusal(&error, None),
         })
         .await
     }
-}
-
-/// The error frame of a refused operation: its problem type's name and detail.
-fn error_frame(error: &crate::error::ApiError) -> ServerFrame {
-    let problem = error.problem();
-    let code = problem.kind.trim_start_matches("/problems/").to_owned();
-    ServerFrame::error(&code, problem.detail, None)
 }

@@ -23,6 +23,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::stored_hours;
+use crate::dispatch::cancellation::release_promo;
 use crate::dispatch::lifecycle::BookingStatus;
 use crate::dispatch::pricing::{self, PromoTerms};
 use crate::dispatch::settings::DispatchSettings;
@@ -518,34 +519,18 @@ pub async fn transition(
             .await
             .context("recording the check-in")?;
     }
-    if to == BookingStatus::Cancelled && facts.status == BookingStatus::Pending {
-        release_promo(&mut tx, facts.booking_id).await?;
+    if to == BookingStatus::Cancelled {
+        // Whoever cancels, and from whichever status, the promo code is given back, as a
+        // delivered booking's cancellation gives it back.
+        release_promo(&mut tx, facts.booking_id)
+            .await
+            .context("releasing the promo code")?;
     }
     // Money and notifications move with the status, in the same transaction.
     crate::effects::on_booking_transition(&mut tx, facts.booking_id).await?;
     let view = view_in(&mut tx, facts.booking_id, settings).await?;
     tx.commit().await.context("committing the change")?;
     Ok(view)
-}
-
-async fn release_promo(tx: &mut PgConnection, booking_id: i64) -> Result<(), ApiError> {
-    let released: Option<i64> = sqlx::query_scalar(
-        "DELETE FROM promo_code_usages WHERE booking_id = $1 RETURNING promo_code_id",
-    )
-    .bind(booking_id)
-    .fetch_optional(&mut *tx)
-    .await
-    .context("releasing the promo code")?;
-    if let Some(promo_id) = released {
-        sqlx::query(
-            "UPDATE promo_codes SET usage_count = GREATEST(COALESCE(usage_count, 0) - 1, 0) WHERE id = $1",
-        )
-        .bind(promo_id)
-        .execute(&mut *tx)
-        .await
-        .context("releasing the promo code")?;
-    }
-    Ok(())
 }
 
 /// The store's bookings, soonest visit first, optionally in one status.
@@ -601,6 +586,11 @@ pub async fn sweep(db: &PgPool, now: DateTime<Utc>) -> Result<Vec<i64>, ApiError
     .fetch_all(&mut *tx)
     .await
     .context("ending unconfirmed visits")?;
+    for booking_id in &changed {
+        release_promo(&mut tx, *booking_id)
+            .await
+            .context("releasing the promo code")?;
+    }
     store::set_actor(
         &mut tx,
         None,

@@ -614,7 +614,7 @@ async fn every_socket_survives_mangled_frames() {
         "frame_too_large",
         "invalid_bbox",
         "unsupported_frame",
-        "not-found",
+        "not_found",
         "validation",
         "conflict",
         "forbidden",

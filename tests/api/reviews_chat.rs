@@ -261,7 +261,7 @@ async fn customer_and_therapist_chat_across_both_sockets() {
         .await;
     assert_eq!(
         next_of(&mut stranger_socket, "error").await["code"],
-        "not-found"
+        "not_found"
     );
 
     // Rate: six a minute per sender (one sent so far by the customer).

@@ -787,6 +787,28 @@ async fn concurrent_bookings_never_hold_more_rooms_than_the_store_has() {
     .await;
 }
 
+async fn book_in_store_with_promo(
+    app: &TestApp,
+    customer: &str,
+    store: &Store,
+) -> reqwest::Response {
+    let service = service_id(app, "swedish-massage").await;
+    app.client
+        .post(app.url("/v1/bookings"))
+        .bearer_auth(customer)
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&json!({
+            "service_id": service,
+            "type": "in_store",
+            "store_id": store.store_id,
+            "booking_type": "now",
+            "promo_code": "VISITONCE",
+        }))
+        .send()
+        .await
+        .expect("request reaches the server")
+}
+
 #[tokio::test]
 async fn unconfirmed_visits_end_and_confirmed_ones_become_no_shows_after_the_grace_period() {
     let mut settings = test_settings();
@@ -816,11 +838,19 @@ async fn unconfirmed_visits_end_and_confirmed_ones_become_no_shows_after_the_gra
             &json!({}),
         )
         .await;
-    let unconfirmed = json_body(
-        book_in_store(&app, &customer, &store.store_id, None).await,
-        201,
+    // The visit the store never confirms used a once-per-customer promo code.
+    sqlx::query(
+        "INSERT INTO promo_codes (code, discount_type, discount_value, valid_from, valid_until, usage_limit, per_user_limit) \
+         VALUES ('VISITONCE', 'fixed_amount', 100, now() - interval '1 day', now() + interval '1 day', 1000, 1)",
     )
-    .await;
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let unconfirmed = json_body(book_in_store_with_promo(&app, &customer, &store).await, 201).await;
+    assert_eq!(
+        unconfirmed["pricing"]["promo_discount"], "100.00",
+        "{unconfirmed}"
+    );
     let unconfirmed_id = unconfirmed["id"].as_str().unwrap().to_owned();
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -856,6 +886,9 @@ async fn unconfirmed_visits_end_and_confirmed_ones_become_no_shows_after_the_gra
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The store never confirmed, so the customer has their promo code back.
+    let again = json_body(book_in_store_with_promo(&app, &customer, &store).await, 201).await;
+    assert_eq!(again["pricing"]["promo_discount"], "100.00", "{again}");
     // A no-show cannot check in any more.
     problem(
         app.post_as(
