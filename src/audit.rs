@@ -15,6 +15,15 @@ pub struct AuditContext {
 }
 
 impl AuditContext {
+    /// A change that came over a socket, where only the user is known.
+    pub fn user(actor_user_id: i64) -> Self {
+        Self {
+            actor_user_id: Some(actor_user_id),
+            ip: None,
+            user_agent: None,
+        }
+    }
+
     pub fn from_request(req: &actix_web::HttpRequest, actor_user_id: i64) -> Self {
         Self {
             actor_user_id: Some(actor_user_id),

@@ -4,6 +4,7 @@
 //! provider totals, and settlement when it comes) and what follows the commit (the matcher,
 //! trips, status frames).
 
+use serde_json::json;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
@@ -13,6 +14,7 @@ use super::offers::{self, Outcome};
 use super::settings::DispatchSettings;
 use super::store::{self, BookingFacts, BookingView};
 use super::{matcher::MatchEvent, Caller, Dispatcher, NO_THERAPIST_AVAILABLE};
+use crate::audit::{self, AuditContext};
 use crate::error::{ApiError, Context as _};
 
 pub(super) fn transition_error(error: TransitionError) -> ApiError {
@@ -163,12 +165,14 @@ impl Dispatcher {
         })
     }
 
-    /// A status change by the assigned therapist (or an admin).
+    /// A status change by the assigned therapist (or an admin, whose change is also written
+    /// to `audit_logs` with `audit_context`, in the change's transaction).
     pub async fn change_status(
         &self,
         booking_uuid: Uuid,
         caller: Caller,
         to: BookingStatus,
+        audit_context: &AuditContext,
     ) -> Result<Changed, ApiError> {
         cancellation::refuse_status_cancel(to)?;
         // One connection for the whole change: the booking is read in its transaction.
@@ -189,6 +193,19 @@ impl Dispatcher {
             Actor::Customer
         };
         check_transition(booking.status, to, actor).map_err(transition_error)?;
+        if actor == Actor::Admin {
+            audit::record(
+                &mut *tx,
+                audit_context,
+                "booking.status_changed",
+                "booking",
+                booking.id,
+                json!({"status": booking.status}),
+                json!({"status": to}),
+            )
+            .await
+            .context("auditing the status change")?;
+        }
         self.apply_transition_in(
             tx,
             &booking,
@@ -263,11 +280,14 @@ impl Dispatcher {
 
     /// Cancels a booking for its customer, its therapist or an admin, with the policy's fee
     /// (the rule is [`cancellation::cancel`]); the matcher drops it and the therapist is free.
+    /// An admin's cancellation is written to `audit_logs` with `audit_context`, as one through
+    /// the console is.
     pub async fn cancel(
         &self,
         booking_uuid: Uuid,
         caller: Caller,
         reason: &str,
+        audit_context: &AuditContext,
     ) -> Result<Changed, ApiError> {
         let booking = self.visible_booking(booking_uuid, caller).await?;
         let actor = if booking.customer_id == caller.user_id {
@@ -287,7 +307,21 @@ impl Dispatcher {
             only_from: None,
             fee: cancellation::FeeDecision::Policy,
         };
-        let (tx, cancelled) = self.start_cancellation(request).await?;
+        let (mut tx, cancelled) = self.start_cancellation(request).await?;
+        if actor == Actor::Admin {
+            audit::record(
+                &mut *tx,
+                audit_context,
+                "booking.cancelled",
+                "booking",
+                booking.id,
+                json!({"status": cancelled.previous}),
+                json!({"status": BookingStatus::Cancelled, "reason": reason,
+                       "cancellation_fee": crate::domain::money::round_money(cancelled.fee).to_string()}),
+            )
+            .await
+            .context("auditing the cancellation")?;
+        }
         self.commit_cancellation(tx, &booking, cancelled, reason)
             .await
     }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::auth::Caller;
 use super::extract::{Json, Query, RawBody};
 use crate::accounts::Role;
+use crate::audit::AuditContext;
 use crate::dispatch::lifecycle::BookingStatus;
 use crate::dispatch::pricing::{self, Discount, PromoTerms};
 use crate::dispatch::store::{self, BookingView};
@@ -977,6 +978,7 @@ pub struct StatusRequest {
 )]
 #[post("/v1/bookings/{booking_id}/status")]
 pub async fn change_status(
+    req: HttpRequest,
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<Uuid>,
@@ -985,7 +987,12 @@ pub async fn change_status(
     let who = dispatch_caller(&state, &caller).await?;
     state
         .dispatcher
-        .change_status(path.into_inner(), who, body.status)
+        .change_status(
+            path.into_inner(),
+            who,
+            body.status,
+            &AuditContext::from_request(&req, caller.user_id()),
+        )
         .await?
         .view(&state.dispatcher)
         .await
@@ -1017,6 +1024,7 @@ pub struct CancelRequest {
 )]
 #[post("/v1/bookings/{booking_id}/cancel")]
 pub async fn cancel(
+    req: HttpRequest,
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<Uuid>,
@@ -1028,7 +1036,12 @@ pub async fn cancel(
     let who = dispatch_caller(&state, &caller).await?;
     state
         .dispatcher
-        .cancel(path.into_inner(), who, body.reason.trim())
+        .cancel(
+            path.into_inner(),
+            who,
+            body.reason.trim(),
+            &AuditContext::from_request(&req, caller.user_id()),
+        )
         .await?
         .view(&state.dispatcher)
         .await

@@ -507,7 +507,12 @@ impl TherapistSession {
                     .map(|_| ()),
                 (BookingAction::Decline, _) => dispatcher.decline(frame.booking_id, caller).await,
                 (_, Some(status)) => dispatcher
-                    .change_status(frame.booking_id, caller, status)
+                    .change_status(
+                        frame.booking_id,
+                        caller,
+                        status,
+                        &crate::audit::AuditContext::user(caller.user_id),
+                    )
                     .await
                     .map(|_| ()),
                 (_, None) => Err(crate::error::ApiError::invalid("status", "is required")),

@@ -86,7 +86,7 @@ pub async fn take_offer(socket: &mut Socket, booking_id: &str) {
     .await;
 }
 
-async fn set_status(app: &TestApp, token: &str, id: &str, status: &str) -> Value {
+pub async fn set_status(app: &TestApp, token: &str, id: &str, status: &str) -> Value {
     json_body(
         app.post_as(
             token,

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::console::{book_home, next_matching, take_offer, therapist_at, MAKATI};
+use crate::console::{book_home, next_matching, set_status, take_offer, therapist_at, MAKATI};
 use crate::helpers::{error_fields, json_body, make_admin, problem, register, spawn_app, TestApp};
 use crate::sockets::{connect, Socket};
 
@@ -373,6 +373,67 @@ async fn a_dispatcher_cancels_with_a_reason_and_decides_the_fee() {
     assert_eq!(row["old_values"]["status"], "accepted");
     assert_eq!(row["new_values"]["reason"], "customer phoned: not at home");
     assert_eq!(row["new_values"]["charge_fee"], true);
+
+    // An admin cancelling through the customers' `/cancel` is audited too; a customer is not.
+    let through_bookings = book_home(&app, &customer, &service, MAKATI.0, MAKATI.1).await;
+    let through_id = through_bookings["id"].as_str().unwrap().to_owned();
+    take_offer(&mut socket, &through_id).await;
+    json_body(
+        app.post_as(
+            &admin,
+            &format!("/v1/bookings/{through_id}/cancel"),
+            &json!({"reason": "duplicate request"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let audit = audit_actions(&app, &admin, &through_id).await;
+    let row = audit
+        .iter()
+        .find(|a| a["action"] == "booking.cancelled")
+        .unwrap_or_else(|| panic!("no audit row for an admin's cancellation: {audit:?}"));
+    assert_eq!(row["old_values"]["status"], "accepted");
+    assert_eq!(row["new_values"]["reason"], "duplicate request");
+    assert!(row["actor_name"].is_string(), "{row}");
+    let by_customer = book_home(&app, &customer, &service, MAKATI.0, MAKATI.1).await;
+    let by_customer_id = by_customer["id"].as_str().unwrap().to_owned();
+    json_body(
+        app.post_as(
+            &customer,
+            &format!("/v1/bookings/{by_customer_id}/cancel"),
+            &json!({"reason": "changed my mind"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert!(audit_actions(&app, &admin, &by_customer_id)
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn an_admin_marking_a_no_show_is_audited_and_the_therapists_own_steps_are_not() {
+    let app = spawn_app().await;
+    let admin = make_admin(&app).await;
+    let (therapist, mut socket, service) =
+        therapist_at(&app, &admin, MAKATI.0 + 0.001, MAKATI.1).await;
+    let (customer, _) = register(&app, "customer").await;
+    let booking = book_home(&app, &customer, &service, MAKATI.0, MAKATI.1).await;
+    let id = booking["id"].as_str().unwrap().to_owned();
+    take_offer(&mut socket, &id).await;
+    set_status(&app, &therapist.token, &id, "en_route").await;
+    set_status(&app, &therapist.token, &id, "arrived").await;
+    assert!(audit_actions(&app, &admin, &id).await.is_empty());
+
+    let after = set_status(&app, &admin, &id, "no_show").await;
+    assert_eq!(after["status"], "no_show");
+    let audit = audit_actions(&app, &admin, &id).await;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["action"], "booking.status_changed");
+    assert_eq!(audit[0]["old_values"]["status"], "arrived");
+    assert_eq!(audit[0]["new_values"]["status"], "no_show");
 }
 
 #[tokio::test]
