@@ -7,6 +7,7 @@
 //! falls back to its in-process limiter: limits per node are better than none, and a login must
 //! not fail because Redis did.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 /// Checks every bucket in order and takes a token from each until one is empty; answers 0 when
@@ -27,6 +28,10 @@ for i, key in ipairs(KEYS) do
 end
 return 0
 "#;
+
+/// The script, sent by its SHA-1 (`EVALSHA`): Redis loads it once, and a check sends a few
+/// dozen bytes instead of the script's text (re-sent only when Redis answers `NOSCRIPT`).
+static GCRA_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA));
 
 /// A Redis limit check gives up after this long and the node decides on its own.
 pub const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
@@ -60,18 +65,21 @@ impl ClusterLimits {
     /// or Redis away), decide locally. `Some(Err(wait))`: refused for `wait`.
     pub async fn check(&self, buckets: &[Bucket]) -> Option<Result<(), Duration>> {
         let (connection, prefix) = self.redis.as_ref()?;
-        let mut command = redis::cmd("EVAL");
-        command.arg(GCRA).arg(buckets.len());
+        let mut invocation = GCRA_SCRIPT.prepare_invoke();
         for bucket in buckets {
-            command.arg(format!("{prefix}:limit:{}", bucket.key));
+            invocation.key(format!("{prefix}:limit:{}", bucket.key));
         }
         for bucket in buckets {
-            command
+            invocation
                 .arg(bucket.burst.max(1))
                 .arg(bucket.replenish.as_millis().max(1) as u64);
         }
         let mut connection = connection.clone();
-        match tokio::time::timeout(CHECK_TIMEOUT, command.query_async::<i64>(&mut connection)).await
+        match tokio::time::timeout(
+            CHECK_TIMEOUT,
+            invocation.invoke_async::<i64>(&mut connection),
+        )
+        .await
         {
             Ok(Ok(0)) => Some(Ok(())),
             Ok(Ok(wait_ms)) => Some(Err(Duration::from_millis(wait_ms.max(1) as u64))),
