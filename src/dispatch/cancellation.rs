@@ -28,6 +28,9 @@ pub struct Cancellation<'a> {
     /// Cancel only if the booking is still in this status (the pending timeout must not cancel
     /// a booking accepted a moment ago); otherwise 409.
     pub only_from: Option<BookingStatus>,
+    /// For a therapist cancelling: the therapist who must still be assigned when the booking
+    /// is locked (a reassignment may have raced the request); otherwise 403.
+    pub assigned_to: Option<i64>,
     /// Which fee: the policy's for this actor, or a dispatcher's decision.
     pub fee: FeeDecision,
 }
@@ -133,6 +136,14 @@ pub async fn cancel(
     .await
     .context("locking the booking")?
     .ok_or_else(|| ApiError::not_found("booking"))?;
+    if request
+        .assigned_to
+        .is_some_and(|therapist| row.provider_id != Some(therapist))
+    {
+        return Err(ApiError::Forbidden(
+            "the booking is no longer assigned to you".into(),
+        ));
+    }
     if request.only_from.is_some_and(|s| s != row.status) {
         return Err(ApiError::Conflict(format!(
             "the booking is {} now",

@@ -367,6 +367,7 @@ impl Dispatcher {
             reason,
             note: &note,
             only_from: None,
+            assigned_to: None,
             fee: if charge_fee {
                 FeeDecision::ChargeCustomer
             } else {

@@ -294,8 +294,15 @@ impl Dispatcher {
             Actor::Customer
         } else if caller.provider_id.is_some() && booking.provider_id == caller.provider_id {
             Actor::Therapist
-        } else {
+        } else if caller.is_admin {
             Actor::Admin
+        } else {
+            // A therapist who sees the booking only because it was requested of them (and went
+            // to someone else, or to nobody yet) is not a party to it.
+            return Err(ApiError::Forbidden(
+                "only the customer, the assigned therapist or an admin may cancel this booking"
+                    .into(),
+            ));
         };
         let note = format!("Cancelled by the {}: {reason}", actor_label(actor));
         let request = Cancellation {
@@ -305,6 +312,10 @@ impl Dispatcher {
             reason,
             note: &note,
             only_from: None,
+            // Checked again under the lock: a reassignment a moment ago makes them a stranger.
+            assigned_to: (actor == Actor::Therapist)
+                .then_some(booking.provider_id)
+                .flatten(),
             fee: cancellation::FeeDecision::Policy,
         };
         let (mut tx, cancelled) = self.start_cancellation(request).await?;
@@ -342,6 +353,7 @@ impl Dispatcher {
             reason,
             note,
             only_from: Some(BookingStatus::Pending),
+            assigned_to: None,
             fee: cancellation::FeeDecision::Policy,
         };
         let (tx, cancelled) = match self.start_cancellation(request).await {
@@ -378,6 +390,7 @@ impl Dispatcher {
                 "No therapist accepted before the pending timeout"
             },
             only_from: Some(BookingStatus::Pending),
+            assigned_to: None,
             fee: cancellation::FeeDecision::Policy,
         };
         let (tx, cancelled) = match self.start_cancellation(request).await {

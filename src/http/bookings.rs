@@ -139,7 +139,7 @@ struct Promo {
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a customer", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive in time", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The key was used with another body, or the customer already has `max_pending_bookings` bookings waiting (type `/problems/too-many-pending-bookings`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The key was used with another body, the customer already has `max_pending_bookings` bookings waiting (type `/problems/too-many-pending-bookings`), or owes a cancellation fee their wallet did not cover", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field (service, address, location, time, promo code); `scheduled_at` on a `now` booking", body = Problem, content_type = "application/problem+json"),
     )
@@ -603,13 +603,21 @@ async fn check_payment_method(
     estimate: Decimal,
 ) -> Result<(), ApiError> {
     use crate::money::PaymentMethod;
+    let balance = crate::money::views::wallet(&state.db, user_id)
+        .await
+        .context("reading the wallet")?
+        .map_or(Decimal::ZERO, |w| w.balance);
+    if balance < Decimal::ZERO {
+        // A cancellation or no-show fee the wallet could not cover: settled before the next
+        // booking, whatever its method, or a customer could run up fees without end.
+        return Err(ApiError::Conflict(format!(
+            "you owe {} in cancellation fees; top up your wallet to book again",
+            crate::money::ledger::money_text(-balance)
+        )));
+    }
     match method {
         PaymentMethod::Cash => Ok(()),
         PaymentMethod::Wallet => {
-            let balance = crate::money::views::wallet(&state.db, user_id)
-                .await
-                .context("reading the wallet")?
-                .map_or(Decimal::ZERO, |w| w.balance);
             if balance < estimate {
                 return Err(ApiError::invalid(
                     "payment_method",

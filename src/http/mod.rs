@@ -46,7 +46,10 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Registers every route. Shared by the server and by in-process tests.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(health::live)
+    // The router tries routes in this order, and each dynamic one before a match costs a
+    // regex run: the hottest request, nearby, comes first (a static path shadows nothing).
+    cfg.service(nearby::nearby)
+        .service(health::live)
         .service(health::ready)
         .service(operations::metrics)
         .service(operations::openapi)
@@ -78,7 +81,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(admin::put_user_active)
         .service(admin::put_provider_active)
         .service(admin::revoke_tokens)
-        .service(nearby::nearby)
         .service(ws::therapist_socket)
         .service(ws::customer_socket)
         .service(accounts::ws_ticket)

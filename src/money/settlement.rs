@@ -92,6 +92,25 @@ pub fn cancellation_split(fee: Decimal, commission_rate: Decimal) -> (Decimal, D
     (fee - platform, platform)
 }
 
+/// Of a fee `charged` to a wallet that went from `balance_before` to below zero: the part the
+/// wallet could not cover (what the customer now owes), never more than the charge.
+pub fn uncollected(charged: Decimal, balance_before: Decimal) -> Decimal {
+    (charged - balance_before.max(Decimal::ZERO)).clamp(Decimal::ZERO, charged)
+}
+
+/// A cancellation fee split when only `collected` of it came in: the therapist's share is
+/// taken from what was collected (a payout never sends money Hilot did not receive); the
+/// platform holds the rest, including what the customer still owes.
+pub fn cancellation_split_collected(
+    fee: Decimal,
+    collected: Decimal,
+    commission_rate: Decimal,
+) -> (Decimal, Decimal) {
+    let (to_therapist, _) =
+        cancellation_split(collected.clamp(Decimal::ZERO, fee), commission_rate);
+    (to_therapist, fee - to_therapist)
+}
+
 /// Of a cancelled booking's payment `paid` and its `fee`: what is refunded, and what of the fee
 /// is still to be charged because the payment did not cover it.
 pub fn refund_and_fee(paid: Decimal, fee: Decimal) -> (Decimal, Decimal) {
@@ -284,6 +303,10 @@ pub async fn on_cancelled(tx: &mut PgConnection, b: &BookingMoney) -> Result<(),
             issue_refund(tx, b, payment_id, method, refund, "Booking cancelled").await?;
         }
     }
+    // What the customer's wallet could not cover is a debt: the customer cannot book again
+    // until it is paid (`http::bookings::check_payment_method`), and the therapist is
+    // compensated only from what was collected.
+    let mut owed = Decimal::ZERO;
     if fee_to_charge > Decimal::ZERO {
         let (id, _) = ledger::record(
             tx,
@@ -299,7 +322,7 @@ pub async fn on_cancelled(tx: &mut PgConnection, b: &BookingMoney) -> Result<(),
         )
         .await
         .context("recording the cancellation fee")?;
-        ledger::post(
+        let line = ledger::post(
             tx,
             b.customer_id,
             EntryKind::CancellationFee,
@@ -309,9 +332,11 @@ pub async fn on_cancelled(tx: &mut PgConnection, b: &BookingMoney) -> Result<(),
             &format!("Cancellation fee, booking {}", b.booking_number),
         )
         .await?;
+        owed = uncollected(fee_to_charge, line.balance_before);
     }
     if let (Some(therapist), true) = (b.therapist_user_id, fee > Decimal::ZERO) {
-        let (to_therapist, to_platform) = cancellation_split(fee, b.commission_rate);
+        let (to_therapist, to_platform) =
+            cancellation_split_collected(fee, fee - owed, b.commission_rate);
         if to_therapist > Decimal::ZERO {
             ledger::post(
                 tx,
@@ -452,6 +477,24 @@ mod tests {
     #[test]
     fn the_fee_comes_out_of_the_payment_first() {
         assert_eq!(refund_and_fee(d("1000"), d("500")), (d("500"), d("0")));
+        // A wallet of 100 charged a fee of 500 owes 400; an empty or overdrawn one owes it all.
+        assert_eq!(uncollected(d("500"), d("100")), d("400"));
+        assert_eq!(uncollected(d("500"), d("0")), d("500"));
+        assert_eq!(uncollected(d("500"), d("-50")), d("500"));
+        assert_eq!(uncollected(d("500"), d("800")), d("0"));
+        // Compensation comes only from what was collected; the platform holds the rest.
+        assert_eq!(
+            cancellation_split_collected(d("500"), d("500"), d("15")),
+            (d("425"), d("75"))
+        );
+        assert_eq!(
+            cancellation_split_collected(d("500"), d("100"), d("15")),
+            (d("85"), d("415"))
+        );
+        assert_eq!(
+            cancellation_split_collected(d("500"), d("0"), d("15")),
+            (d("0"), d("500"))
+        );
         assert_eq!(refund_and_fee(d("0"), d("500")), (d("0"), d("500")));
         assert_eq!(refund_and_fee(d("1000"), d("0")), (d("1000"), d("0")));
     }

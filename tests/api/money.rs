@@ -468,6 +468,62 @@ async fn a_late_cancellation_keeps_the_fee_and_refunds_the_rest() {
 }
 
 #[tokio::test]
+async fn a_fee_the_wallet_cannot_cover_is_owed_not_paid_out_and_blocks_the_next_booking() {
+    let (app, gateway) = money_app().await;
+    let admin = make_admin(&app).await;
+    let (therapist, mut socket, service) = therapist_near(&app, &admin).await;
+    let (customer, _) = register(&app, "customer").await;
+    top_up(&app, &gateway, &customer, "100.00").await;
+
+    // Cash, accepted, then cancelled late by the customer: a fee of 400 against a wallet of 100.
+    let id = book_and_offer(&app, &customer, &mut socket, &service, "cash").await;
+    crate::helpers::accept(&app, &therapist.token, &id).await;
+    let cancelled = json_body(
+        app.post_as(
+            &customer,
+            &format!("/v1/bookings/{id}/cancel"),
+            &json!({"reason": "changed my mind"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(cancelled["cancellation_fee"], "400.00");
+    assert_eq!(wallet(&app, &customer).await["balance"], "-300.00");
+    // The therapist is compensated from the 100 collected (less the platform's 15 %), not from
+    // the 300 the customer owes: a payout never sends money that never came in.
+    assert_eq!(wallet(&app, &therapist.token).await["balance"], "85.00");
+    assert_ledger_ok(&app).await;
+
+    // Owing, the customer cannot book again, by any method, until the debt is paid.
+    let refused = problem(
+        app.client
+            .post(app.url("/v1/bookings"))
+            .bearer_auth(&customer)
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .json(&json!({
+                "service_id": service,
+                "booking_type": "now",
+                "location": {"lat": MAKATI.0, "lng": MAKATI.1, "address": "6750 Ayala Ave, Makati"},
+                "payment_method": "cash",
+            }))
+            .send()
+            .await
+            .unwrap(),
+        409,
+    )
+    .await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains("owe 300.00"),
+        "{refused}"
+    );
+    top_up(&app, &gateway, &customer, "300.00").await;
+    assert_eq!(wallet(&app, &customer).await["balance"], "0.00");
+    book_and_offer(&app, &customer, &mut socket, &service, "cash").await;
+    assert_ledger_ok(&app).await;
+}
+
+#[tokio::test]
 async fn tips_go_to_the_therapist_in_full_and_bad_tips_move_nothing() {
     let (app, gateway) = money_app().await;
     let admin = make_admin(&app).await;

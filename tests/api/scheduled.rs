@@ -589,6 +589,26 @@ async fn a_named_therapist_declines_one_request_and_lets_another_lapse() {
         .as_str()
         .unwrap()
         .to_owned();
+    // Named, the therapist may see and decline the request, but not cancel the customer's
+    // booking as though they were its party (or an admin).
+    let refused = problem(
+        app.post_as(
+            &therapist.token,
+            &format!("/v1/bookings/{declined}/cancel"),
+            &json!({"reason": "not mine to keep"}),
+        )
+        .await,
+        403,
+    )
+    .await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains("customer"),
+        "{refused}"
+    );
+    assert_eq!(
+        booking(&app, &customer, &declined).await["status"],
+        "pending"
+    );
     json_body(
         app.post_as(
             &therapist.token,
