@@ -30,7 +30,10 @@ struct TripBooking {
     customer_id: i64,
     provider_id: Option<i64>,
     provider_uuid: Option<Uuid>,
-    accepted_at: Option<DateTime<Utc>>,
+    booking_type: String,
+    /// When the therapist now on it took it: their acceptance, or a dispatcher's reassignment.
+    assigned_at: Option<DateTime<Utc>>,
+    set_out_at: Option<DateTime<Utc>>,
     arrived_at: Option<DateTime<Utc>>,
     ended_at: Option<DateTime<Utc>>,
     lat: Option<f64>,
@@ -68,7 +71,14 @@ pub async fn replay(
 ) -> Result<TripCollection, ApiError> {
     let booking: TripBooking = sqlx::query_as(
         "SELECT b.uuid, b.booking_number, b.status, b.type::text AS kind, b.customer_id, \
-                b.provider_id, p.uuid AS provider_uuid, b.accepted_at, \
+                b.provider_id, p.uuid AS provider_uuid, b.booking_type::text AS booking_type, \
+                GREATEST(b.accepted_at, \
+                  (SELECT max(t.created_at) FROM booking_timeline t \
+                    WHERE t.booking_id = b.id AND t.status = 'accepted'), \
+                  (SELECT max(a.created_at) FROM audit_logs a WHERE a.auditable_type = 'booking' \
+                    AND a.auditable_id = b.id AND a.action = 'booking.reassigned')) AS assigned_at, \
+                (SELECT max(t.created_at) FROM booking_timeline t \
+                  WHERE t.booking_id = b.id AND t.status = 'en_route') AS set_out_at, \
                 (SELECT min(t.created_at) FROM booking_timeline t \
                   WHERE t.booking_id = b.id AND t.status = 'arrived') AS arrived_at, \
                 COALESCE(b.completed_at, b.cancelled_at) AS ended_at, \
@@ -94,7 +104,8 @@ pub async fn replay(
             "an in-store booking has no trip: the customer goes to the store".into(),
         ));
     }
-    let fixes: Vec<Fix> = match (booking.provider_id, booking.accepted_at) {
+    let from = trip_start(&booking, viewer.is_admin);
+    let fixes: Vec<Fix> = match (booking.provider_id, from) {
         (Some(provider_id), Some(from)) => {
             let to = booking
                 .arrived_at
@@ -112,10 +123,23 @@ pub async fn replay(
         // Never accepted: nobody travelled.
         _ => Vec::new(),
     };
-    Ok(collection(&booking, &fixes))
+    Ok(collection(&booking, from, &fixes))
 }
 
-fn collection(booking: &TripBooking, fixes: &[Fix]) -> TripCollection {
+/// Where the replay starts: never before the therapist now on the booking took it (a
+/// dispatcher's reassignment included), so nobody sees where they were before. A customer sees
+/// only what the live view showed them: a booking for later from when the therapist set out
+/// (before that, where they are is their own business, for days perhaps), a booking for now
+/// from the acceptance, when the therapist sets out at once.
+fn trip_start(booking: &TripBooking, admin: bool) -> Option<DateTime<Utc>> {
+    let assigned = booking.assigned_at?;
+    if admin || booking.booking_type != "scheduled" {
+        return Some(assigned);
+    }
+    booking.set_out_at.map(|set_out| set_out.max(assigned))
+}
+
+fn collection(booking: &TripBooking, from: Option<DateTime<Utc>>, fixes: &[Fix]) -> TripCollection {
     let travelled: f64 = fixes
         .windows(2)
         .map(|pair| {
@@ -137,7 +161,7 @@ fn collection(booking: &TripBooking, fixes: &[Fix]) -> TripCollection {
             "booking_number": booking.booking_number,
             "status": booking.status,
             "provider_id": booking.provider_uuid,
-            "from": booking.accepted_at,
+            "from": from,
             "to": booking.arrived_at.or(booking.ended_at),
             "arrived": booking.arrived_at.is_some(),
             "times": times,

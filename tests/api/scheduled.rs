@@ -313,6 +313,17 @@ async fn a_request_to_a_named_therapist_is_accepted_reminded_and_carried_out() {
         .count();
     assert_eq!(reminders, 1, "{notifications}");
 
+    // Where the therapist was between accepting and setting out (at home, at other jobs) is
+    // theirs: it is stored, but never replayed to this customer.
+    sqlx::query(
+        "INSERT INTO provider_locations (provider_id, latitude, longitude, created_at) \
+         SELECT id, 14.6000, 121.0500, now() - interval '1 second' FROM providers WHERE uuid = $1::uuid",
+    )
+    .bind(&therapist.provider_id)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
     for status in ["en_route", "arrived", "in_progress", "completed"] {
         let changed = json_body(
             app.post_as(
@@ -330,6 +341,28 @@ async fn a_request_to_a_named_therapist_is_accepted_reminded_and_carried_out() {
             status
         );
     }
+    let replayed = |token: String| {
+        let (app, id) = (&app, &id);
+        async move {
+            let trip = json_body(
+                app.get_as(&token, &format!("/v1/bookings/{id}/trip")).await,
+                200,
+            )
+            .await;
+            trip["features"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|f| f["properties"]["kind"] == "fix")
+                .map(|f| f["geometry"]["coordinates"][1].as_f64().unwrap())
+                .collect::<Vec<f64>>()
+        }
+    };
+    assert!(
+        !replayed(customer.clone()).await.contains(&14.6),
+        "the customer's replay starts when the therapist set out"
+    );
+    assert!(replayed(admin.clone()).await.contains(&14.6));
     let done = booking(&app, &customer, &id).await;
     assert_eq!(
         done["scheduled_at"]
