@@ -821,8 +821,14 @@ pub(super) async fn dispatch_caller(
     state: &AppState,
     caller: &Caller,
 ) -> Result<dispatch::Caller, ApiError> {
+    // A suspended or rejected therapist is no therapist here: their token still serves them as
+    // a customer, but they can no longer read, move, cancel or reschedule the bookings of their
+    // practice (completing one would earn them a payout).
     let provider_id: Option<i64> = if caller.has(Role::Therapist) {
-        sqlx::query_scalar("SELECT id FROM providers WHERE user_id = $1 AND type = 'therapist' AND deleted_at IS NULL")
+        sqlx::query_scalar(
+            "SELECT id FROM providers WHERE user_id = $1 AND type = 'therapist' AND deleted_at IS NULL \
+               AND COALESCE(is_active, true) AND verification_status <> 'rejected'",
+        )
             .bind(caller.user_id())
             .fetch_optional(&state.db)
             .await

@@ -14,7 +14,7 @@ use super::extract::{Json, Query};
 use crate::accounts::Role;
 use crate::dispatch::lifecycle::BookingStatus;
 use crate::domain::validate::{check_lat_lng, check_range, check_text, optional_text};
-use crate::error::{ApiError, FieldError, Problem};
+use crate::error::{ApiError, Context as _, FieldError, Problem};
 use crate::state::AppState;
 use crate::stores::visits::{self, InStoreBooking, VisitActor, VisitFacts, DECLINED_BY_STORE};
 use crate::stores::{self, NearbyStore, StoreProfileInput, StoreView};
@@ -302,10 +302,25 @@ async fn own_visit(
     booking_id: Uuid,
 ) -> Result<VisitFacts, ApiError> {
     caller.require(Role::StoreOwner)?;
-    visits::facts_by_uuid(&state.db, booking_id)
+    let facts = visits::facts_by_uuid(&state.db, booking_id)
         .await?
         .filter(|v| v.store_owner_id == caller.user_id())
-        .ok_or_else(|| ApiError::not_found("booking"))
+        .ok_or_else(|| ApiError::not_found("booking"))?;
+    // A suspended or rejected store no longer confirms, serves or completes visits.
+    let standing: Option<(bool, String)> = sqlx::query_as(
+        "SELECT COALESCE(is_active, true), verification_status::text FROM providers WHERE id = $1",
+    )
+    .bind(facts.store_provider_id)
+    .fetch_optional(&state.db)
+    .await
+    .context("checking the store's standing")?;
+    match standing {
+        Some((false, _)) => Err(ApiError::Forbidden("the store is suspended".into())),
+        Some((_, status)) if status == "rejected" => Err(ApiError::Forbidden(
+            "the store's verification was rejected".into(),
+        )),
+        _ => Ok(facts),
+    }
 }
 
 async fn store_moves(

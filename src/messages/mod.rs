@@ -76,12 +76,15 @@ struct ChatBooking {
     completed_at: Option<DateTime<Utc>>,
 }
 
-/// The booking if `user_id` is one of its two parties, else 404.
+/// The booking if `user_id` is one of its two parties, else 404. A suspended or rejected
+/// therapist (or store) is no longer a party.
 async fn chat_booking(db: &PgPool, booking: Uuid, user_id: i64) -> Result<ChatBooking, ApiError> {
     let b: Option<ChatBooking> = sqlx::query_as(
         "SELECT b.id, b.uuid, b.booking_number, b.status::text AS status, b.customer_id, p.user_id AS therapist, \
                 b.completed_at \
-         FROM bookings b LEFT JOIN providers p ON p.id = b.provider_id WHERE b.uuid = $1 AND b.deleted_at IS NULL",
+         FROM bookings b LEFT JOIN providers p ON p.id = b.provider_id \
+           AND COALESCE(p.is_active, true) AND p.verification_status <> 'rejected' \
+         WHERE b.uuid = $1 AND b.deleted_at IS NULL",
     )
     .bind(booking)
     .fetch_optional(db)

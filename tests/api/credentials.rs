@@ -398,6 +398,85 @@ async fn offers_reach_only_therapists_who_still_qualify() {
 }
 
 #[tokio::test]
+async fn a_suspended_therapist_can_no_longer_work_their_accepted_booking_over_http() {
+    let app = spawn_app().await;
+    let admin = make_admin(&app).await;
+    let (therapist, mut socket, service) =
+        therapist_at(&app, &admin, MAKATI.0 + 0.001, MAKATI.1).await;
+    let (customer, _) = register(&app, "customer").await;
+    let booking = json_body(
+        book(
+            &app,
+            &customer,
+            "s-1",
+            &booking_body(&service, MAKATI.0, MAKATI.1),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let id = booking["id"].as_str().unwrap().to_owned();
+    next_of(&mut socket, "offer").await;
+    crate::helpers::accept(&app, &therapist.token, &id).await;
+    json_body(
+        app.put_as(
+            &admin,
+            &format!("/v1/admin/providers/{}/active", therapist.provider_id),
+            &json!({"active": false}),
+        )
+        .await,
+        200,
+    )
+    .await;
+
+    // Their token still works (as a customer would), but the booking is no longer theirs to
+    // read, move (completing it would earn a payout), cancel or chat on.
+    problem(
+        app.get_as(&therapist.token, &format!("/v1/bookings/{id}"))
+            .await,
+        404,
+    )
+    .await;
+    problem(
+        app.post_as(
+            &therapist.token,
+            &format!("/v1/bookings/{id}/status"),
+            &json!({"status": "en_route"}),
+        )
+        .await,
+        404,
+    )
+    .await;
+    problem(
+        app.post_as(
+            &therapist.token,
+            &format!("/v1/bookings/{id}/cancel"),
+            &json!({"reason": "leaving"}),
+        )
+        .await,
+        404,
+    )
+    .await;
+    problem(
+        app.post_as(
+            &therapist.token,
+            &format!("/v1/bookings/{id}/messages"),
+            &json!({"body": "still coming"}),
+        )
+        .await,
+        404,
+    )
+    .await;
+    let seen = json_body(
+        app.get_as(&customer, &format!("/v1/bookings/{id}")).await,
+        200,
+    )
+    .await;
+    assert_eq!(seen["status"], "accepted");
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_token_deleted_by_hand_still_closes_its_socket_at_the_next_check() {
     let mut settings = test_settings();
     settings.credential_sweep_s = 1;

@@ -787,6 +787,50 @@ async fn concurrent_bookings_never_hold_more_rooms_than_the_store_has() {
     .await;
 }
 
+#[tokio::test]
+async fn a_suspended_store_can_no_longer_confirm_its_visits() {
+    let app = spawn_app().await;
+    let admin = make_admin(&app).await;
+    let store = verified_store(&app, &admin, "Paused", MAKATI, 2, always_open()).await;
+    let (customer, _) = register(&app, "customer").await;
+    let visit = json_body(
+        book_in_store(&app, &customer, &store.store_id, None).await,
+        201,
+    )
+    .await;
+    let id = visit["id"].as_str().unwrap().to_owned();
+    json_body(
+        app.put_as(
+            &admin,
+            &format!("/v1/admin/providers/{}/active", store.store_id),
+            &json!({"active": false}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let refused = problem(
+        app.post_as(
+            &store.token,
+            &format!("/v1/store/bookings/{id}/confirm"),
+            &json!({}),
+        )
+        .await,
+        403,
+    )
+    .await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains("suspended"),
+        "{refused}"
+    );
+    let seen = json_body(
+        app.get_as(&customer, &format!("/v1/bookings/{id}")).await,
+        200,
+    )
+    .await;
+    assert_eq!(seen["status"], "pending");
+}
+
 async fn book_in_store_with_promo(
     app: &TestApp,
     customer: &str,
