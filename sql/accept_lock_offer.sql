@@ -7,7 +7,7 @@
 -- `eligible` (verified, active, holding the therapist role), `online` (their availability
 -- switch is on) and `busy` (they already hold an active booking; the unique index on active
 -- bookings per therapist stays the last word).
-SELECT o.id, o.outcome, o.expires_at + make_interval(secs => $4) < $3 AS expired, o.distance_m,
+SELECT o.id, o.outcome, o.expires_at + make_interval(secs => $4) < $3 AS expired, o.distance_m, o.sent_at,
        EXISTS (SELECT 1 FROM therapists_eligible_now e WHERE e.provider_id = o.provider_id) AS eligible,
        EXISTS (SELECT 1 FROM providers p WHERE p.id = o.provider_id AND p.is_available IS TRUE) AS online,
        EXISTS (SELECT 1 FROM bookings b

@@ -2,7 +2,7 @@
 -- booking's service and their own commission rate ($1 provider, $2 service), the promo code
 -- reserved for the booking if any ($3), and the operator's fee and default commission
 -- (app_settings `platform_fee` and `commission_rate`, parsed as DispatchSettings does).
-SELECT ps.price, ps.base_distance_km, ps.per_km_surcharge, p.commission_rate,
+SELECT ps.price, ps.base_distance_km, ps.per_km_surcharge, ps.updated_at AS terms_updated_at, p.commission_rate,
        promo.discount_type AS promo_kind, promo.discount_value AS promo_value,
        promo.max_discount_amount AS promo_max, promo.min_booking_amount AS promo_min,
        (SELECT value FROM app_settings WHERE key = 'platform_fee') AS platform_fee_setting,

@@ -6,6 +6,7 @@
 //! bookings per therapist as the last word. The other open offers lose the race in the same
 //! transaction.
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -25,6 +26,7 @@ struct LockedOffer {
     outcome: Option<Outcome>,
     expired: bool,
     distance_m: f64,
+    sent_at: DateTime<Utc>,
     eligible: bool,
     online: bool,
     busy: bool,
@@ -34,6 +36,7 @@ struct LockedOffer {
 #[derive(sqlx::FromRow)]
 struct TherapistTerms {
     price: Decimal,
+    terms_updated_at: Option<DateTime<Utc>>,
     base_distance_km: Option<i32>,
     per_km_surcharge: Option<Decimal>,
     commission_rate: Option<Decimal>,
@@ -259,6 +262,22 @@ impl Dispatcher {
                 reason: "accept_failed",
             }));
         };
+        if terms.terms_updated_at.is_some_and(|at| at > offer.sent_at) {
+            // The offer was made (and its earnings shown) on the terms of its time; the price
+            // a customer is charged is never one set after the offer reached the therapist.
+            offers::close(&mut *tx, booking.id, provider_id, Outcome::Withdrawn)
+                .await
+                .context("withdrawing the offer")?;
+            tx.commit().await.context("withdrawing the offer")?;
+            return Err(AcceptError::Closed(ClosedRefusal {
+                error: ApiError::Conflict(
+                    "your price or travel terms for this service changed after this offer was \
+                     made: the offer is withdrawn, and your next offers use the new terms"
+                        .into(),
+                ),
+                reason: "terms_changed",
+            }));
+        }
         let cfg = terms.settings();
         let price = pricing::price_booking(&pricing::PriceInputs {
             price: terms.price,

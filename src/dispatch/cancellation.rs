@@ -110,6 +110,8 @@ pub fn refuse_status_cancel(to: BookingStatus) -> Result<(), ApiError> {
 struct Row {
     status: BookingStatus,
     booking_type: String,
+    /// `home_service` or `in_store`.
+    kind: String,
     scheduled_at: Option<DateTime<Utc>>,
     accepted_at: Option<DateTime<Utc>>,
     requested_at: DateTime<Utc>,
@@ -128,8 +130,8 @@ pub async fn cancel(
     policy: &CancellationPolicy,
 ) -> Result<Cancelled, ApiError> {
     let row: Row = sqlx::query_as(
-        "SELECT status, booking_type::text AS booking_type, scheduled_at, accepted_at, requested_at, \
-                total_amount, provider_id FROM bookings WHERE id = $1 FOR UPDATE",
+        "SELECT status, booking_type::text AS booking_type, type::text AS kind, scheduled_at, accepted_at, \
+                requested_at, total_amount, provider_id FROM bookings WHERE id = $1 FOR UPDATE",
     )
     .bind(request.booking_id)
     .fetch_optional(&mut *tx)
@@ -149,6 +151,16 @@ pub async fn cancel(
             "the booking is {} now",
             row.status.as_str()
         )));
+    }
+    if row.kind == "in_store"
+        && row.status == BookingStatus::Arrived
+        && request.actor == Actor::Customer
+    {
+        // The in-store lifecycle (`stores::visits::check_visit_transition`): once checked in,
+        // only the store or a dispatcher cancels a visit.
+        return Err(ApiError::Forbidden(
+            "the visit is checked in: only the store or a dispatcher may cancel it now".into(),
+        ));
     }
     check_transition(row.status, BookingStatus::Cancelled, request.actor).map_err(|e| match e {
         TransitionError::Illegal { .. } => ApiError::Conflict(e.to_string()),

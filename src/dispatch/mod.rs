@@ -240,9 +240,13 @@ impl Dispatcher {
             .context("loading the booking")?
             .ok_or_else(|| ApiError::not_found("booking"))?;
         let is_customer = booking.customer_id == caller.user_id;
+        // A therapist asked by name sees the request while it waits for them; once it went to
+        // someone else, lapsed or was declined, it is no longer theirs to see.
+        let is_requested = booking.status == BookingStatus::Pending
+            && booking.provider_id.is_none()
+            && booking.requested_provider_id == caller.provider_id;
         let is_therapist = caller.provider_id.is_some()
-            && (booking.provider_id == caller.provider_id
-                || booking.requested_provider_id == caller.provider_id);
+            && (booking.provider_id == caller.provider_id || is_requested);
         if is_customer || is_therapist || caller.is_admin {
             Ok(booking)
         } else {

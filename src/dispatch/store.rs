@@ -356,7 +356,9 @@ pub async fn list_for_user(
     limit: i64,
 ) -> sqlx::Result<Vec<BookingView>> {
     let rows: Vec<ViewRow> = sqlx::query_as(&format!(
-        "{VIEW_SQL} WHERE (b.customer_id = $1 OR p.user_id = $1 OR rp.user_id = $1) AND b.deleted_at IS NULL \
+        "{VIEW_SQL} WHERE (b.customer_id = $1 OR p.user_id = $1 \
+                OR (rp.user_id = $1 AND b.status = 'pending' AND b.provider_id IS NULL)) \
+           AND b.deleted_at IS NULL \
            AND ($2::booking_status IS NULL OR b.status = $2) \
          ORDER BY b.created_at DESC, b.id DESC LIMIT $3"
     ))

@@ -193,6 +193,9 @@ impl Dispatcher {
             Actor::Customer
         };
         check_transition(booking.status, to, actor).map_err(transition_error)?;
+        if to == BookingStatus::InProgress {
+            require_paid_before_start(&mut tx, booking.id).await?;
+        }
         if actor == Actor::Admin {
             audit::record(
                 &mut *tx,
@@ -449,6 +452,32 @@ impl Dispatcher {
         )
         .await
     }
+}
+
+/// A booking paid through the gateway (card, GCash, Maya) starts only once it is paid: the
+/// therapist would otherwise serve, and earn, on a payment the customer never made. 409
+/// naming the way to pay. Cash and the Hilot wallet settle inside Hilot.
+async fn require_paid_before_start(
+    tx: &mut sqlx::PgConnection,
+    booking_id: i64,
+) -> Result<(), ApiError> {
+    let (method, paid): (crate::money::PaymentMethod, bool) = sqlx::query_as(
+        "SELECT b.payment_method, EXISTS (SELECT 1 FROM transactions t WHERE t.booking_id = b.id \
+                AND t.type = 'payment' AND t.status = 'completed') \
+         FROM bookings b WHERE b.id = $1",
+    )
+    .bind(booking_id)
+    .fetch_one(&mut *tx)
+    .await
+    .context("reading the booking's payment")?;
+    if method.via_gateway() && !paid {
+        return Err(ApiError::Conflict(format!(
+            "the booking is paid by {} and not paid yet: the customer pays in the app \
+             (POST /v1/bookings/{{id}}/payment) before the session starts",
+            method.as_str()
+        )));
+    }
+    Ok(())
 }
 
 /// How long one step of a status change took (`hilot_transition_step_seconds{step}`): for an

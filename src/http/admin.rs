@@ -387,15 +387,7 @@ pub async fn put_user_active(
     let profile = users::profile(&mut *tx, user_id)
         .await
         .context("loading the user")?;
-    let privileged = profile
-        .roles
-        .iter()
-        .any(|r| r == "admin" || r == "super_admin");
-    if privileged && !caller.has(Role::SuperAdmin) {
-        return Err(ApiError::Forbidden(
-            "only a super admin deactivates or restores an admin".into(),
-        ));
-    }
+    require_rank_over(&caller, &profile, "deactivates or restores")?;
     let old_active: bool =
         sqlx::query_scalar("SELECT COALESCE(is_active, true) FROM users WHERE id = $1 FOR UPDATE")
             .bind(user_id)
@@ -442,6 +434,21 @@ pub async fn put_user_active(
     Ok(web::Json(profile))
 }
 
+/// An admin acts on an admin (or a super admin) only as a super admin: an ordinary admin could
+/// otherwise lock their superiors out.
+fn require_rank_over(caller: &Caller, target: &UserProfile, action: &str) -> Result<(), ApiError> {
+    let privileged = target
+        .roles
+        .iter()
+        .any(|r| r == "admin" || r == "super_admin");
+    if privileged && !caller.has(Role::SuperAdmin) {
+        return Err(ApiError::Forbidden(format!(
+            "only a super admin {action} an admin"
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Revoked {
     /// Tokens revoked.
@@ -471,6 +478,10 @@ pub async fn revoke_tokens(
     caller.require_admin()?;
     let mut tx = state.db.begin().await.context("starting a revocation")?;
     let user_id = other_user(&mut tx, &caller, path.into_inner()).await?;
+    let profile = users::profile(&mut *tx, user_id)
+        .await
+        .context("loading the user")?;
+    require_rank_over(&caller, &profile, "revokes the tokens of")?;
     let revoked = crate::accounts::tokens::revoke_all(&mut *tx, user_id)
         .await
         .context("revoking the tokens")?;

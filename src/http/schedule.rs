@@ -449,6 +449,7 @@ pub struct SlotsNear {
     responses(
         (status = 200, description = "Start times with the number of therapists and the best quote", body = SlotsNear),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many searches (shared with nearby's per-user limit)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown service (`service_id`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid query (`lat`, `lng`, `date`, `timezone`)", body = Problem, content_type = "application/problem+json"),
     )
@@ -456,9 +457,15 @@ pub struct SlotsNear {
 #[get("/v1/slots")]
 pub async fn slots_near(
     state: web::Data<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Query(params): Query<SlotsNearParams>,
 ) -> Result<web::Json<SlotsNear>, ApiError> {
+    // The count of therapists changes where the query crosses a therapist's travel radius, so
+    // many queries would trace the circle around their base: the nearby search's per-user
+    // bucket bounds both.
+    if !caller.is_admin() {
+        state.limits.nearby_per_user.check(&caller.user_id())?;
+    }
     let mut errors = Vec::new();
     check_lat_lng(&mut errors, "lat", "lng", params.lat, params.lng);
     let tz = match params.timezone.as_deref() {

@@ -211,7 +211,7 @@ async fn hashing_is_bounded_and_registration_is_limited_per_address() {
 }
 
 #[tokio::test]
-async fn nearby_is_rate_limited_per_customer() {
+async fn nearby_and_slots_are_rate_limited_per_customer() {
     let mut settings = test_settings();
     settings.nearby_burst_per_user = 3;
     let app = spawn_app_with(settings).await;
@@ -224,9 +224,15 @@ async fn nearby_is_rate_limited_per_customer() {
     let response = app.get_as(&customer, &path).await;
     assert!(response.headers().contains_key("retry-after"));
     problem(response, 429).await;
+    // Slots near a place draw on the same bucket: enough of them would trace the circle each
+    // therapist travels around their base.
+    let date = (chrono::Utc::now() + chrono::Duration::days(1)).date_naive();
+    let slots = format!("/v1/slots?lat=14.55&lng=121.02&service_id={service}&date={date}");
+    problem(app.get_as(&customer, &slots).await, 429).await;
     // Another customer has a bucket of their own.
     let (other, _) = register(&app, "customer").await;
     json_body(app.get_as(&other, &path).await, 200).await;
+    json_body(app.get_as(&other, &slots).await, 200).await;
     app.shutdown().await;
 }
 

@@ -539,6 +539,21 @@ async fn only_a_super_admin_grants_admin_and_nobody_changes_their_own_roles() {
     problem(by_admin, 403).await;
     problem(own, 403).await;
     problem(demote_admin, 403).await;
+    // Nor does an admin log a super admin out.
+    problem(
+        app.post_as(
+            &admin,
+            &format!(
+                "/v1/admin/users/{}/revoke-tokens",
+                super_user["id"].as_str().unwrap()
+            ),
+            &json!({}),
+        )
+        .await,
+        403,
+    )
+    .await;
+    json_body(app.get_as(&super_admin, "/v1/me").await, 200).await;
     assert_eq!(
         audit_rows(&app, "user").await.len(),
         audited_before,

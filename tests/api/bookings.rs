@@ -813,7 +813,20 @@ async fn cancelling_after_acceptance_charges_the_policy_fee_and_frees_the_therap
         nearby["therapists"][0]["provider_id"],
         therapist.provider_id.as_str()
     );
+    // The fee went unpaid (cash, an empty wallet): this customer books again once it is paid.
+    problem(
+        book(
+            &app,
+            &customer,
+            "k1",
+            &booking_body(&service, MAKATI.0, MAKATI.1),
+        )
+        .await,
+        409,
+    )
+    .await;
     // A pending booking cancels for free.
+    let (customer, _) = register(&app, "customer").await;
     let second = json_body(
         book(
             &app,
@@ -841,6 +854,68 @@ async fn cancelling_after_acceptance_charges_the_policy_fee_and_frees_the_therap
     assert_eq!(cancelled["cancellation_fee"], "0.00");
     let withdrawn = next_of(&mut socket, "offer.withdrawn").await;
     assert_eq!(withdrawn["booking_id"], second_id);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_price_raised_after_the_offer_withdraws_it_instead_of_charging_the_customer() {
+    let app = spawn_app().await;
+    let admin = make_admin(&app).await;
+    let (therapist, mut socket, service) =
+        therapist_at(&app, &admin, MAKATI.0 + 0.001, MAKATI.1).await;
+    let (customer, _) = register(&app, "customer").await;
+    let id = json_body(
+        book(
+            &app,
+            &customer,
+            "raise",
+            &booking_body(&service, MAKATI.0, MAKATI.1),
+        )
+        .await,
+        201,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        next_of(&mut socket, "offer").await["booking_id"],
+        id.as_str()
+    );
+    // Offered at 800, the therapist sets 99,999 and then accepts.
+    json_body(
+        app.put_as(
+            &therapist.token,
+            &format!("/v1/therapist/services/{service}"),
+            &json!({"price": "99999.00", "base_distance_km": 1, "per_km_surcharge": "20.00", "max_travel_distance_km": 10}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let refused = problem(
+        app.post_as(
+            &therapist.token,
+            &format!("/v1/bookings/{id}/accept"),
+            &json!({}),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains("changed"),
+        "{refused}"
+    );
+    let withdrawn = next_of(&mut socket, "offer.withdrawn").await;
+    assert_eq!(withdrawn["booking_id"], id.as_str());
+    assert_eq!(withdrawn["reason"], "terms_changed");
+    let seen = json_body(
+        app.get_as(&customer, &format!("/v1/bookings/{id}")).await,
+        200,
+    )
+    .await;
+    assert_eq!(seen["status"], "pending");
     app.shutdown().await;
 }
 

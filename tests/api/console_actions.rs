@@ -349,6 +349,11 @@ async fn a_dispatcher_cancels_with_a_reason_and_decides_the_fee() {
     .await;
     assert!(again["detail"].as_str().unwrap().contains("cancelled"));
 
+    // The charged fee went unpaid (cash, an empty wallet): that customer owes it and cannot
+    // book again until it is paid, so another customer books from here on.
+    let owed = json_body(app.get_as(&customer, "/v1/wallet").await, 200).await;
+    assert_eq!(owed["balance"].as_str().unwrap(), format!("-{fee:.2}"));
+    let (customer, _) = register(&app, "customer").await;
     // Waived: no fee, although the policy would have charged a customer.
     let waived = book_home(&app, &customer, &service, MAKATI.0, MAKATI.1).await;
     let waived_id = waived["id"].as_str().unwrap().to_owned();

@@ -262,6 +262,24 @@ async fn a_card_booking_is_paid_through_the_gateway_and_its_webhook() {
     .await;
     let accepted = crate::helpers::accept(&app, &therapist.token, &id).await;
     assert_eq!(accepted["payment"]["status"], "awaiting_payment");
+    // The therapist may set out and arrive, but not start a session nobody has paid for.
+    for status in ["en_route", "arrived"] {
+        set_status(&app, &therapist.token, &id, status).await;
+    }
+    let unpaid = problem(
+        app.post_as(
+            &therapist.token,
+            &format!("/v1/bookings/{id}/status"),
+            &json!({"status": "in_progress"}),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert!(
+        unpaid["detail"].as_str().unwrap().contains("not paid"),
+        "{unpaid}"
+    );
 
     let payment = json_body(
         app.post_as(&customer, &format!("/v1/bookings/{id}/payment"), &json!({}))
@@ -379,7 +397,7 @@ async fn a_card_booking_is_paid_through_the_gateway_and_its_webhook() {
     .unwrap();
     assert_eq!(paid_rows, 1);
 
-    for status in ["en_route", "arrived", "in_progress", "completed"] {
+    for status in ["in_progress", "completed"] {
         set_status(&app, &therapist.token, &id, status).await;
     }
     assert_eq!(wallet(&app, &therapist.token).await["balance"], "680.00");

@@ -655,6 +655,15 @@ async fn a_named_therapist_declines_one_request_and_lets_another_lapse() {
     let seen = booking(&app, &customer, &declined).await;
     assert_eq!(seen["status"], "cancelled");
     assert_eq!(seen["cancellation_reason"], "declined_by_therapist");
+    // Declined, the request (the customer's address) is no longer the therapist's to see.
+    problem(
+        app.get_as(&therapist.token, &format!("/v1/bookings/{declined}"))
+            .await,
+        404,
+    )
+    .await;
+    let theirs = json_body(app.get_as(&therapist.token, "/v1/bookings").await, 200).await;
+    assert!(!theirs.to_string().contains(&declined), "{theirs}");
 
     // The slot is free again; this time the therapist has a second to answer and does not.
     set_app_setting(&app, "scheduled_request_timeout", json!(1)).await;

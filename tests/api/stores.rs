@@ -559,6 +559,17 @@ async fn an_in_store_booking_is_confirmed_checked_in_served_and_completed() {
     .await;
     assert_eq!(arrived["status"], "arrived");
     assert!(arrived["visit"]["checked_in_at"].is_string());
+    // Checked in, the customer can no longer cancel (the store or a dispatcher can).
+    problem(
+        app.post_as(
+            &customer,
+            &format!("/v1/bookings/{id}/cancel"),
+            &json!({"reason": "changed my mind at the desk"}),
+        )
+        .await,
+        403,
+    )
+    .await;
     // The customer cannot start the session; the store does.
     problem(
         app.post_as(
