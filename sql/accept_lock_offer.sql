@@ -12,7 +12,8 @@ SELECT o.id, o.outcome, o.expires_at + make_interval(secs => $4) < $3 AS expired
        EXISTS (SELECT 1 FROM providers p WHERE p.id = o.provider_id AND p.is_available IS TRUE) AS online,
        EXISTS (SELECT 1 FROM bookings b
                WHERE b.provider_id = o.provider_id AND b.id <> $1
-                 AND b.status IN ('accepted', 'en_route', 'arrived', 'in_progress')) AS busy
+                 AND (b.status IN ('en_route', 'arrived', 'in_progress')
+                      OR (b.status = 'accepted' AND b.booking_type = 'now'))) AS busy
 FROM booking_offers o
 WHERE o.booking_id = $1 AND o.provider_id = $2
 ORDER BY o.id DESC

@@ -30,7 +30,8 @@ LEFT JOIN LATERAL (
     ORDER BY pl.created_at DESC LIMIT 1
 ) last_fix ON true
 WHERE b.type = 'home_service' AND b.deleted_at IS NULL
-  AND b.status IN ('accepted', 'en_route', 'arrived', 'in_progress')
+  AND (b.status IN ('en_route', 'arrived', 'in_progress')
+       OR (b.status = 'accepted' AND b.booking_type = 'now'))
   AND COALESCE(last_fix.at, b.accepted_at) < now() - make_interval(secs => $2)
 UNION ALL
 SELECT 'session_overrun', b.uuid, b.booking_number, b.type::text, b.status::text, p.uuid,

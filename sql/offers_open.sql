@@ -10,6 +10,9 @@ JOIN therapists_eligible_now e ON e.provider_id = o.provider_id
 JOIN providers p ON p.id = o.provider_id AND p.is_available
 WHERE NOT EXISTS (SELECT 1 FROM bookings a
                   WHERE a.provider_id = o.provider_id
-                    AND a.status IN ('accepted', 'en_route', 'arrived', 'in_progress'))
+                    -- under way, as uq_bookings_one_active_per_provider means it: a booking
+                    -- for later accepted for another day does not make them busy now
+                    AND (a.status IN ('en_route', 'arrived', 'in_progress')
+                         OR (a.status = 'accepted' AND a.booking_type = 'now')))
 ON CONFLICT DO NOTHING
 RETURNING booking_id, provider_id

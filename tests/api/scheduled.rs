@@ -1134,6 +1134,53 @@ async fn slots_follow_a_schedule_across_a_daylight_saving_change() {
 }
 
 #[tokio::test]
+async fn a_therapist_with_a_booking_for_later_still_takes_book_now_work_until_then() {
+    let app = spawn_app().await;
+    short_scheduling(&app, json!({})).await;
+    let admin = make_admin(&app).await;
+    let (therapist, mut socket, service) =
+        therapist_at(&app, &admin, MAKATI.0 + 0.001, MAKATI.1).await;
+    put_schedule(&app, &therapist, "Asia/Manila", "00:00", "24:00").await;
+    let (customer, _) = register(&app, "customer").await;
+    // Accepted for four hours from now: plenty of room for a session now.
+    accepted_request(
+        &app,
+        &customer,
+        &therapist,
+        &service,
+        Utc::now() + chrono::Duration::hours(4),
+        "later",
+    )
+    .await;
+    let (other, _) = register(&app, "customer").await;
+    let created = json_body(
+        book(
+            &app,
+            &other,
+            "now",
+            &booking_body(&service, MAKATI.0, MAKATI.1),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(next_of(&mut socket, "offer").await["booking_id"], id);
+    let accepted = json_body(
+        app.post_as(
+            &therapist.token,
+            &format!("/v1/bookings/{id}/accept"),
+            &json!({}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(accepted["status"], "accepted");
+    assert_eq!(accepted["provider"]["id"], therapist.provider_id.as_str());
+}
+
+#[tokio::test]
 async fn book_now_and_nearby_skip_a_therapist_whose_next_booking_leaves_no_room() {
     let app = spawn_app().await;
     short_scheduling(&app, json!({})).await;
