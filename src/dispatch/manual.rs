@@ -323,9 +323,20 @@ impl Dispatcher {
         metrics::counter!("hilot_bookings_reassigned_total").increment(1);
 
         // The new therapist is busy before the first is freed, so the matcher never sees both
-        // free.
-        self.track_trip(&booking, chosen.provider_id, BookingStatus::Accepted);
-        self.end_trip(first);
+        // free. A booking for later becomes a trip only when its therapist sets out (as in
+        // `commit_transition`): tracking it now would stream the new therapist's position to
+        // the customer for days and keep them from every other job. The first therapist's trip
+        // ends only if it is this booking's (they may be on the way to another one).
+        if !booking.is_scheduled() {
+            self.track_trip(&booking, chosen.provider_id, BookingStatus::Accepted);
+        }
+        self.end_trip_of(first, booking.id);
+        // Both calendars changed: one lost this booking, the other gained it.
+        for provider_id in [first, chosen.provider_id] {
+            let diary = self.inner.diary.clone();
+            let db = self.inner.db.clone();
+            tokio::spawn(async move { diary.changed(&db, provider_id).await });
+        }
         if let Some(user_id) = self.provider_user(first).await {
             self.inner
                 .bus

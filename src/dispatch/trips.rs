@@ -76,6 +76,20 @@ impl Dispatcher {
         );
     }
 
+    /// Ends the therapist's trip if it is this booking's; a trip to another booking goes on.
+    pub(super) fn end_trip_of(&self, provider_id: i64, booking_id: i64) {
+        let ours = self
+            .inner
+            .trips
+            .lock()
+            .by_provider
+            .get(&provider_id)
+            .is_some_and(|trip| trip.booking_id == booking_id);
+        if ours {
+            self.end_trip(provider_id);
+        }
+    }
+
     /// A booking's status changed: its trip follows. A therapist's trip is one booking; a change
     /// to another of their bookings (a scheduled one later on) leaves the trip alone.
     pub(super) fn trip_status_changed(&self, provider_id: i64, booking_id: i64, to: BookingStatus) {

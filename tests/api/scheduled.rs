@@ -1181,6 +1181,71 @@ async fn a_therapist_with_a_booking_for_later_still_takes_book_now_work_until_th
 }
 
 #[tokio::test]
+async fn a_booking_for_later_reassigned_is_no_trip_until_the_new_therapist_sets_out() {
+    let app = spawn_app().await;
+    short_scheduling(&app, json!({})).await;
+    let admin = make_admin(&app).await;
+    let (first, _first_socket, service) =
+        therapist_at(&app, &admin, MAKATI.0 + 0.02, MAKATI.1).await;
+    put_schedule(&app, &first, "Asia/Manila", "00:00", "24:00").await;
+    let (second, mut second_socket, _) =
+        therapist_at(&app, &admin, MAKATI.0 + 0.001, MAKATI.1).await;
+    put_schedule(&app, &second, "Asia/Manila", "00:00", "24:00").await;
+    let (customer, _) = register(&app, "customer").await;
+    let (id, _) = accepted_request(
+        &app,
+        &customer,
+        &first,
+        &service,
+        Utc::now() + chrono::Duration::hours(4),
+        "later",
+    )
+    .await;
+    let mut customer_socket = connect(&app, "/v1/ws/customer", &customer).await;
+    let moved = json_body(
+        app.post_as(
+            &admin,
+            &format!("/v1/admin/bookings/{id}/reassign"),
+            &json!({"therapist_id": second.provider_id, "reason": "first is unwell"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(moved["provider"]["id"], second.provider_id.as_str());
+
+    // The new therapist's whereabouts are not the customer's until they set out...
+    second_socket
+        .send_json(&crate::live::ping(2, MAKATI.0 + 0.0011, MAKATI.1))
+        .await;
+    let quiet = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let frame = customer_socket.next_json().await;
+            if frame["type"] == "booking.location" || frame["type"] == "provider.location" {
+                return frame;
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "the customer was sent {quiet:?}");
+    // ...and until then they take book-now work.
+    let (other, _) = register(&app, "customer").await;
+    let created = json_body(
+        book(
+            &app,
+            &other,
+            "now",
+            &booking_body(&service, MAKATI.0, MAKATI.1),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let offer = next_of(&mut second_socket, "offer").await;
+    assert_eq!(offer["booking_id"], created["id"]);
+}
+
+#[tokio::test]
 async fn book_now_and_nearby_skip_a_therapist_whose_next_booking_leaves_no_room() {
     let app = spawn_app().await;
     short_scheduling(&app, json!({})).await;
