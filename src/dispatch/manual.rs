@@ -151,10 +151,28 @@ impl Dispatcher {
                 booking.status.as_str()
             )));
         }
+        if booking.is_request() {
+            // A request names its therapist, who answers it; the matcher never offers it.
+            return Err(ApiError::Conflict(
+                "the booking is a request to a named therapist: they accept or decline it".into(),
+            ));
+        }
         let chosen = self.choose(&booking, therapist).await?;
         let settings = DispatchSettings::load(&self.inner.db).await;
-        let deadline = booking.requested_at
-            + chrono::Duration::from_std(settings.pending_timeout).unwrap_or_default();
+        // The matcher's deadline: a booking for later is offered until its lead time, a booking
+        // for now until the pending timeout.
+        let deadline = match (booking.is_scheduled(), booking.scheduled_at) {
+            (true, Some(start)) => {
+                start
+                    - crate::schedule::SchedulingSettings::load(&self.inner.db)
+                        .await
+                        .lead
+            }
+            _ => {
+                booking.requested_at
+                    + chrono::Duration::from_std(settings.pending_timeout).unwrap_or_default()
+            }
+        };
         let expires_at: DateTime<Utc> = (Utc::now()
             + chrono::Duration::from_std(settings.offer_timeout).unwrap_or_default())
         .min(deadline);

@@ -622,6 +622,21 @@ async fn a_named_therapist_declines_one_request_and_lets_another_lapse() {
         .as_str()
         .unwrap()
         .to_owned();
+    // A dispatcher does not offer a request: its named therapist answers it.
+    let refused = problem(
+        app.post_as(
+            &admin,
+            &format!("/v1/admin/bookings/{declined}/offers"),
+            &json!({"therapist_id": therapist.provider_id}),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains("named"),
+        "{refused}"
+    );
     // Named, the therapist may see and decline the request, but not cancel the customer's
     // booking as though they were its party (or an admin).
     let refused = problem(
