@@ -60,7 +60,8 @@ pub async fn review_window_days(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
         .as_ref()
         .and_then(number)
         .filter(|d| *d >= 0.0)
-        .map_or(DEFAULT_REVIEW_WINDOW_DAYS, |d| d as i64))
+        // Ten years at most: a larger number would overflow the date arithmetic it feeds.
+        .map_or(DEFAULT_REVIEW_WINDOW_DAYS, |d| d.min(3_650.0) as i64))
 }
 
 pub async fn tip_max(db: impl PgExecutor<'_>) -> sqlx::Result<Decimal> {
@@ -90,6 +91,9 @@ pub async fn messaging(db: impl PgExecutor<'_>) -> sqlx::Result<Messaging> {
             .map_or(DEFAULT_MESSAGES_PER_MINUTE, |v| v as i64),
         open_after_completion_minutes: field(&value, "open_after_completion_minutes")
             .filter(|v| *v >= 0.0)
-            .map_or(DEFAULT_CHAT_OPEN_AFTER_COMPLETION_MIN, |v| v as i64),
+            // A year at most, for the same reason.
+            .map_or(DEFAULT_CHAT_OPEN_AFTER_COMPLETION_MIN, |v| {
+                v.min(525_600.0) as i64
+            }),
     })
 }

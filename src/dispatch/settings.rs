@@ -87,8 +87,10 @@ impl DispatchSettings {
             .remove("service_radius_max")
             .as_ref()
             .and_then(setting_as_f64)
-            .filter(|v| *v > 0.0)
-            .unwrap_or(20.0);
+            .filter(|v| v.is_finite() && *v > 0.0)
+            // As `providers::service_radius_max_km` reads it: an operator's typo (metres for
+            // kilometres, "Infinity") must not send every round searching the planet.
+            .map_or(20.0, |km| km.clamp(1.0, 500.0));
         Self {
             commission_rate: field(&values.remove("commission_rate"), "default")
                 .and_then(decimal)
@@ -106,9 +108,12 @@ impl DispatchSettings {
             batch_size: field(&dispatch, "batch_size")
                 .map_or(DEFAULT_BATCH_SIZE, |b| (b as usize).clamp(1, 50)),
             initial_radius_m: field(&dispatch, "initial_radius_km")
-                .unwrap_or(DEFAULT_INITIAL_RADIUS_KM)
+                .map_or(DEFAULT_INITIAL_RADIUS_KM, |km| km.clamp(0.1, 500.0))
                 * 1000.0,
-            radius_step_m: field(&dispatch, "radius_step_km").unwrap_or(DEFAULT_RADIUS_STEP_KM)
+            // At least 100 m a step, so widening to the widest radius takes a bounded number
+            // of searches.
+            radius_step_m: field(&dispatch, "radius_step_km")
+                .map_or(DEFAULT_RADIUS_STEP_KM, |km| km.clamp(0.1, 500.0))
                 * 1000.0,
             max_radius_m: max_km * 1000.0,
             batch_window: dispatch
@@ -188,5 +193,27 @@ mod tests {
         let settings = DispatchSettings::from_values(rows.into_iter().collect());
         assert_eq!(settings.batch_window, Duration::ZERO);
         assert_eq!(settings.batch_size, 2);
+    }
+
+    #[test]
+    fn radii_an_operator_mistypes_stay_searchable() {
+        for (typed, widest_m) in [
+            (json!("Infinity"), 20_000.0),
+            (json!("1e999"), 20_000.0),
+            (json!(20_000), 500_000.0),
+            (json!(0.01), 1_000.0),
+        ] {
+            let rows = [
+                ("service_radius_max".to_owned(), typed.clone()),
+                (
+                    "dispatch".to_owned(),
+                    json!({"radius_step_km": 0.000001, "initial_radius_km": 1e9}),
+                ),
+            ];
+            let settings = DispatchSettings::from_values(rows.into_iter().collect());
+            assert_eq!(settings.max_radius_m, widest_m, "{typed}");
+            assert_eq!(settings.radius_step_m, 100.0);
+            assert_eq!(settings.initial_radius_m, 500_000.0);
+        }
     }
 }
