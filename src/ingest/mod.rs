@@ -214,7 +214,24 @@ impl Ingest {
 
     /// A socket of therapist `provider_id` opens: its hold on their ping memo.
     pub fn join(self: &Arc<Self>, provider_id: i64) -> TherapistPings {
-        let memo = self.memos.lock().entry(provider_id).or_default().clone();
+        // A reconnecting app is checked for jumps from where the index last saw it: closing
+        // the socket must not be a way to teleport. (Read before taking the memos' lock, so
+        // the two locks are never held together.)
+        let last = self
+            .index
+            .live_fix(provider_id)
+            .map(|fix| (fix.point, fix.at));
+        let memo = self
+            .memos
+            .lock()
+            .entry(provider_id)
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(PingMemo {
+                    last_accepted: last,
+                    ..PingMemo::default()
+                }))
+            })
+            .clone();
         TherapistPings {
             ingest: self.clone(),
             provider_id,

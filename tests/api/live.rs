@@ -182,6 +182,17 @@ async fn acks_arrive_and_every_bad_frame_gets_its_error_while_the_socket_stays_u
         (json!("ack"), json!(11))
     );
     socket.close().await;
+    // Reconnecting does not reset the jump check: the new socket's first fix is checked
+    // against the last one the server accepted.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut again = connect(&app, THERAPIST_WS, &therapist.token).await;
+    expect_error(
+        &mut again,
+        ping(1, 14.6760, 121.0437),
+        "implausible_jump",
+        Some(1),
+    )
+    .await;
     app.shutdown().await;
 }
 
