@@ -596,9 +596,13 @@ impl LiveIndex {
         let mut measured: Vec<(f64, i64)> = Vec::new();
         let mut found: Vec<(f64, i64)> = Vec::with_capacity(query.limit);
         let mut ring_cells = Vec::new();
+        let mut rings = Rings::new(origin);
         let mut budget = SEARCH_BUDGET;
         'rings: for k in 0u32.. {
-            ring(origin, k, &mut ring_cells);
+            rings.ring(k, &mut ring_cells);
+            if k > 0 && ring_cells.is_empty() {
+                budget = 0; // past the widest ring a search may reach (by a pentagon)
+            }
             for cell in &ring_cells {
                 budget = budget.saturating_sub(1);
                 let Some(bucket) = inner.cells.get(cell) else {
@@ -762,28 +766,59 @@ fn is_fresh(at: DateTime<Utc>, now: DateTime<Utc>, ttl: Duration) -> bool {
     (now - at).to_std().map_or(true, |age| age <= ttl)
 }
 
-/// Cells at grid distance exactly `k` from `origin`, into `out`.
-fn ring(origin: CellIndex, k: u32, out: &mut Vec<CellIndex>) {
-    out.clear();
-    let mut complete = true;
-    for cell in origin.grid_ring_fast(k) {
-        match cell {
-            Some(cell) => out.push(cell),
-            None => {
-                complete = false;
-                break;
-            }
-        }
+/// The widest ring a search can reach: a disk of this many rings already holds more cells
+/// than [`SEARCH_BUDGET`].
+fn widest_searchable_ring() -> u32 {
+    let mut k = 0u32;
+    while 3 * (k as usize) * (k as usize + 1) < SEARCH_BUDGET {
+        k += 1;
     }
-    if !complete {
-        // Near a pentagon the fast ring fails; the safe disk is slower but always right.
+    k
+}
+
+/// The rings around a search's origin, one at a time. Near a pentagon the fast ring fails from
+/// some distance on; the safe disk is then computed once, out to the widest ring a search can
+/// reach, and the rings are read from it (computing a safe disk for every ring cost a cube of
+/// the distance: a search started by a pentagon stalled the index for a long while).
+struct Rings {
+    origin: CellIndex,
+    /// Cells by grid distance, once the fast ring has failed.
+    safe: Option<Vec<Vec<CellIndex>>>,
+}
+
+impl Rings {
+    fn new(origin: CellIndex) -> Self {
+        Self { origin, safe: None }
+    }
+
+    /// Cells at grid distance exactly `k` from the origin, into `out`.
+    fn ring(&mut self, k: u32, out: &mut Vec<CellIndex>) {
         out.clear();
-        out.extend(
-            origin
-                .grid_disk_distances_safe(k)
-                .filter(|&(_, d)| d == k)
-                .map(|(cell, _)| cell),
-        );
+        if self.safe.is_none() {
+            let mut complete = true;
+            for cell in self.origin.grid_ring_fast(k) {
+                match cell {
+                    Some(cell) => out.push(cell),
+                    None => {
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+            if complete {
+                return;
+            }
+            out.clear();
+            let widest = widest_searchable_ring().max(k);
+            let mut by_distance = vec![Vec::new(); widest as usize + 1];
+            for (cell, distance) in self.origin.grid_disk_distances_safe(widest) {
+                by_distance[distance as usize].push(cell);
+            }
+            self.safe = Some(by_distance);
+        }
+        if let Some(cells) = self.safe.as_ref().and_then(|rings| rings.get(k as usize)) {
+            out.extend_from_slice(cells);
+        }
     }
 }
 
@@ -849,6 +884,32 @@ mod tests {
             radius_m: 5000.0,
             limit,
         }
+    }
+
+    #[test]
+    fn rings_by_a_pentagon_are_the_safe_disk_s_rings_computed_once() {
+        let pentagon = H3_RESOLUTION.pentagons().next().unwrap();
+        // A few cells away, so the fast ring works at first and fails further out.
+        let origin = pentagon.grid_disk::<Vec<_>>(3)[20];
+        let mut rings = Rings::new(origin);
+        let mut out = Vec::new();
+        for k in 0..=12u32 {
+            rings.ring(k, &mut out);
+            let mut expected: Vec<CellIndex> = origin
+                .grid_disk_distances_safe(k)
+                .filter(|&(_, d)| d == k)
+                .map(|(cell, _)| cell)
+                .collect();
+            expected.sort_unstable();
+            out.sort_unstable();
+            assert_eq!(out, expected, "ring {k}");
+        }
+        assert!(
+            rings.safe.is_some(),
+            "the fast ring never failed near the pentagon"
+        );
+        rings.ring(widest_searchable_ring() + 1, &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]
