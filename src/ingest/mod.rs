@@ -245,6 +245,15 @@ impl TherapistPings {
         self.memo.as_deref().expect("held until drop")
     }
 
+    /// Whether another socket of this therapist is open on this node (each socket holds the
+    /// memo once, and the memos' map once more).
+    pub fn another_socket_open(&self) -> bool {
+        let _memos = self.ingest.memos.lock();
+        self.memo
+            .as_ref()
+            .is_some_and(|memo| Arc::strong_count(memo) > 2)
+    }
+
     /// Records what became of a queued ping once the writer answered.
     pub fn settled(&self, key: DedupeKey, stored: bool) {
         self.memo().lock().remember(key, stored);

@@ -290,10 +290,17 @@ pub async fn run(
         .hub()
         .unregister(who.user_id, me.connection)
         .await;
-    // Their open offer moves on once the frames they sent before leaving are carried out.
+    // Their open offer moves on once the frames they sent before leaving are carried out,
+    // unless the app is connected again by then on another socket of this node (a reconnect
+    // whose old socket timed out late must not take the offer it is reading away).
     let dispatcher = me.state.dispatcher.clone();
-    std::mem::take(&mut me.errands)
-        .finish_detached(move || dispatcher.therapist_disconnected(who.provider_id));
+    let pings = me.pings;
+    std::mem::take(&mut me.errands).finish_detached(move || {
+        if !pings.another_socket_open() {
+            dispatcher.therapist_disconnected(who.provider_id);
+        }
+        drop(pings);
+    });
     if let Some(reason) = close_reason {
         super::close(me.session, Some(reason)).await;
     }

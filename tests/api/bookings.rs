@@ -920,6 +920,40 @@ async fn a_price_raised_after_the_offer_withdraws_it_instead_of_charging_the_cus
 }
 
 #[tokio::test]
+async fn an_old_socket_closing_after_a_reconnect_leaves_the_offer_with_the_therapist() {
+    let app = spawn_app().await;
+    let admin = make_admin(&app).await;
+    let (therapist, mut old_socket, service) =
+        therapist_at(&app, &admin, MAKATI.0 + 0.001, MAKATI.1).await;
+    let (customer, _) = register(&app, "customer").await;
+    let id = json_body(
+        book(
+            &app,
+            &customer,
+            "reconnect",
+            &booking_body(&service, MAKATI.0, MAKATI.1),
+        )
+        .await,
+        201,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        next_of(&mut old_socket, "offer").await["booking_id"],
+        id.as_str()
+    );
+    // The app reconnects; its old socket goes away afterwards.
+    let _new_socket = crate::sockets::connect(&app, "/v1/ws/therapist", &therapist.token).await;
+    old_socket.close().await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let accepted = accept(&app, &therapist.token, &id).await;
+    assert_eq!(accepted["status"], "accepted");
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn pending_bookings_resume_after_a_restart() {
     let app = spawn_app().await;
     set_app_setting(
