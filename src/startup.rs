@@ -461,6 +461,9 @@ fn outside_client(settings: &Settings) -> reqwest::Client {
             settings.integrations.outbox_timeout_s.max(1),
         ))
         .connect_timeout(Duration::from_secs(5))
+        // A receiver's redirect is a failed delivery, not a hop: a webhook endpoint must not
+        // steer Hilot's requests to another (internal) address.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("hilot/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_default()

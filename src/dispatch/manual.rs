@@ -161,18 +161,15 @@ impl Dispatcher {
         let settings = DispatchSettings::load(&self.inner.db).await;
         // The matcher's deadline: a booking for later is offered until its lead time, a booking
         // for now until the pending timeout.
-        let deadline = match (booking.is_scheduled(), booking.scheduled_at) {
-            (true, Some(start)) => {
-                start
-                    - crate::schedule::SchedulingSettings::load(&self.inner.db)
-                        .await
-                        .lead
-            }
-            _ => {
-                booking.requested_at
-                    + chrono::Duration::from_std(settings.pending_timeout).unwrap_or_default()
-            }
-        };
+        let scheduled_at = booking.scheduled_at.filter(|_| booking.is_scheduled());
+        let deadline = super::scheduled::offer_deadline(
+            booking.requested_at,
+            scheduled_at,
+            crate::schedule::SchedulingSettings::load(&self.inner.db)
+                .await
+                .lead,
+            chrono::Duration::from_std(settings.pending_timeout).unwrap_or_default(),
+        );
         let expires_at: DateTime<Utc> = (Utc::now()
             + chrono::Duration::from_std(settings.offer_timeout).unwrap_or_default())
         .min(deadline);

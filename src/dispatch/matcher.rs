@@ -453,11 +453,25 @@ impl Matcher {
         );
         // A scheduled booking is offered until its lead time; a `now` one until the pending
         // timeout.
+        let pending_timeout =
+            chrono::Duration::from_std(self.settings.pending_timeout).unwrap_or_default();
         let (deadline, job) = match (facts.is_scheduled(), facts.scheduled_at) {
-            (true, Some(start)) => (start - self.scheduling.lead, Job::Later { start, session }),
+            (true, Some(start)) => (
+                super::scheduled::offer_deadline(
+                    facts.requested_at,
+                    Some(start),
+                    self.scheduling.lead,
+                    pending_timeout,
+                ),
+                Job::Later { start, session },
+            ),
             _ => (
-                facts.requested_at
-                    + chrono::Duration::from_std(self.settings.pending_timeout).unwrap_or_default(),
+                super::scheduled::offer_deadline(
+                    facts.requested_at,
+                    None,
+                    self.scheduling.lead,
+                    pending_timeout,
+                ),
                 Job::Now {
                     session,
                     place: point,

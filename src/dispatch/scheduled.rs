@@ -15,6 +15,23 @@ use uuid::Uuid;
 
 use super::lifecycle::BookingStatus;
 use super::matcher::ACCEPT_GRACE;
+
+/// Until when a booking is offered. A booking for now: its pending timeout. A booking for later:
+/// until its lead time (when its therapist must set out), but never less than a booking for now
+/// gets (one made for the earliest slot, right at the lead time, would otherwise be cancelled
+/// before any offer went out), and never past its start.
+pub fn offer_deadline(
+    requested_at: DateTime<Utc>,
+    scheduled_at: Option<DateTime<Utc>>,
+    lead: chrono::Duration,
+    pending_timeout: chrono::Duration,
+) -> DateTime<Utc> {
+    let for_now = requested_at + pending_timeout;
+    match scheduled_at {
+        Some(start) => (start - lead).max(for_now).min(start),
+        None => for_now,
+    }
+}
 use super::notify::frame;
 use super::store::{self, BookingFacts, BookingView};
 use super::transitions::Changed;
@@ -337,5 +354,32 @@ pub async fn run(dispatcher: Dispatcher, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
             _ = crate::shutdown::stopped(&mut shutdown) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    #[test]
+    fn a_booking_for_later_is_offered_until_its_lead_time_but_never_less_than_one_for_now() {
+        let now = Utc::now();
+        let (lead, pending) = (Duration::minutes(60), Duration::minutes(5));
+        assert_eq!(offer_deadline(now, None, lead, pending), now + pending);
+        let tomorrow = now + Duration::days(1);
+        assert_eq!(
+            offer_deadline(now, Some(tomorrow), lead, pending),
+            tomorrow - lead
+        );
+        // Booked for the earliest slot: the pending window, not an instant.
+        let earliest = now + lead;
+        assert_eq!(
+            offer_deadline(now, Some(earliest), lead, pending),
+            now + pending
+        );
+        // Never past the start.
+        let soon = now + Duration::minutes(2);
+        assert_eq!(offer_deadline(now, Some(soon), lead, pending), soon);
     }
 }

@@ -1098,6 +1098,13 @@ async fn an_open_booking_nobody_takes_is_cancelled_at_the_lead_time_after_a_warn
         json!({"lead_minutes": 1, "unmatched_warning_minutes": 1}),
     )
     .await;
+    // A booking for later is offered at least as long as one for now: keep that short here.
+    set_app_setting(
+        &app,
+        "booking_timeout",
+        json!({"pending": 2, "accepted": 1800}),
+    )
+    .await;
     let admin = make_admin(&app).await;
     let (_therapist, service) = online_therapist(&app, &admin).await; // no schedule: no room
     let (customer, _) = register(&app, "customer").await;
