@@ -261,7 +261,17 @@ impl Dispatcher {
         .bind(note)
         .execute(&mut *tx)
         .await
-        .context("changing the status")?
+        .map_err(|error| {
+            if crate::error::unique_violation(&error) == Some("uq_bookings_one_active_per_provider")
+            {
+                // Setting out for a booking for later while another is under way.
+                ApiError::Conflict(
+                    "you are on another booking: finish it before setting out for this one".into(),
+                )
+            } else {
+                ApiError::from(anyhow::Error::new(error).context("changing the status"))
+            }
+        })?
         .rows_affected();
         if rows == 0 {
             return Err(ApiError::Conflict(

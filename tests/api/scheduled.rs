@@ -1165,7 +1165,7 @@ async fn a_therapist_with_a_booking_for_later_still_takes_book_now_work_until_th
     put_schedule(&app, &therapist, "Asia/Manila", "00:00", "24:00").await;
     let (customer, _) = register(&app, "customer").await;
     // Accepted for four hours from now: plenty of room for a session now.
-    accepted_request(
+    let (later, _) = accepted_request(
         &app,
         &customer,
         &therapist,
@@ -1200,6 +1200,24 @@ async fn a_therapist_with_a_booking_for_later_still_takes_book_now_work_until_th
     .await;
     assert_eq!(accepted["status"], "accepted");
     assert_eq!(accepted["provider"]["id"], therapist.provider_id.as_str());
+    // On that job, they cannot set out for the later one too: 409, not a server error.
+    let refused = problem(
+        app.post_as(
+            &therapist.token,
+            &format!("/v1/bookings/{later}/status"),
+            &json!({"status": "en_route"}),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("another booking"),
+        "{refused}"
+    );
 }
 
 #[tokio::test]
