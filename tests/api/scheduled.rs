@@ -317,7 +317,7 @@ async fn a_request_to_a_named_therapist_is_accepted_reminded_and_carried_out() {
     // theirs: it is stored, but never replayed to this customer.
     sqlx::query(
         "INSERT INTO provider_locations (provider_id, latitude, longitude, created_at) \
-         SELECT id, 14.6000, 121.0500, now() - interval '1 second' FROM providers WHERE uuid = $1::uuid",
+         SELECT id, 14.6000, 121.0500, now() FROM providers WHERE uuid = $1::uuid",
     )
     .bind(&therapist.provider_id)
     .execute(&app.db)
