@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
-use super::lifecycle::{check_transition, Actor, BookingStatus, TransitionError};
+use super::lifecycle::{
+    check_transition, check_visit_transition, Actor, BookingStatus, TransitionError,
+};
 use super::pricing::{cancellation_fee, CancellationPolicy};
 use super::store;
 use crate::error::{ApiError, Context as _};
@@ -152,20 +154,22 @@ pub async fn cancel(
             row.status.as_str()
         )));
     }
-    if row.kind == "in_store"
-        && row.status == BookingStatus::Arrived
-        && request.actor == Actor::Customer
-    {
-        // The in-store lifecycle (`stores::visits::check_visit_transition`): once checked in,
-        // only the store or a dispatcher cancels a visit.
-        return Err(ApiError::Forbidden(
-            "the visit is checked in: only the store or a dispatcher may cancel it now".into(),
-        ));
+    if row.kind == "in_store" {
+        // A visit follows the in-store lifecycle: once checked in, only the store or a
+        // dispatcher cancels it.
+        check_visit_transition(
+            row.status,
+            BookingStatus::Cancelled,
+            request.actor.at_a_store(),
+        )?;
+    } else {
+        check_transition(row.status, BookingStatus::Cancelled, request.actor).map_err(
+            |e| match e {
+                TransitionError::Illegal { .. } => ApiError::Conflict(e.to_string()),
+                TransitionError::NotAllowed { .. } => ApiError::Forbidden(e.to_string()),
+            },
+        )?;
     }
-    check_transition(row.status, BookingStatus::Cancelled, request.actor).map_err(|e| match e {
-        TransitionError::Illegal { .. } => ApiError::Conflict(e.to_string()),
-        TransitionError::NotAllowed { .. } => ApiError::Forbidden(e.to_string()),
-    })?;
     let fee_actor = match request.fee {
         FeeDecision::Policy => request.actor,
         FeeDecision::ChargeCustomer => Actor::Customer,

@@ -6,6 +6,7 @@
 //!    +-----------+-----------+----------+--> cancelled        arrived -> no_show
 //! ```
 
+use crate::error::ApiError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -68,6 +69,18 @@ pub enum Actor {
     Admin,
 }
 
+impl Actor {
+    /// The same party on an in-store booking, where the provider is the store.
+    pub fn at_a_store(self) -> VisitActor {
+        match self {
+            Self::Customer => VisitActor::Customer,
+            Self::Therapist => VisitActor::Store,
+            Self::System => VisitActor::System,
+            Self::Admin => VisitActor::Admin,
+        }
+    }
+}
+
 /// Why a change is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransitionError {
@@ -118,6 +131,63 @@ pub fn check_transition(
         Ok(())
     } else {
         Err(TransitionError::NotAllowed { to })
+    }
+}
+
+/// Who asks for a change to an in-store booking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisitActor {
+    Customer,
+    /// The store's owner.
+    Store,
+    /// Hilot itself: the no-show and confirmation sweep.
+    System,
+    Admin,
+}
+
+impl VisitActor {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Customer => "customer",
+            Self::Store => "store",
+            Self::System => "system",
+            Self::Admin => "dispatcher",
+        }
+    }
+}
+
+/// The in-store lifecycle: whether `actor` may move a visit from `from` to `to`. Pure.
+pub fn check_visit_transition(
+    from: BookingStatus,
+    to: BookingStatus,
+    actor: VisitActor,
+) -> Result<(), ApiError> {
+    use BookingStatus::*;
+    use VisitActor::*;
+    let allowed: &[VisitActor] = match (from, to) {
+        (Pending, Accepted) => &[Store, Admin],
+        (Accepted, Arrived) => &[Customer, Store, Admin],
+        (Arrived, InProgress) => &[Store, Admin],
+        (InProgress, Completed) => &[Store, Admin],
+        (Accepted, NoShow) => &[Store, System, Admin],
+        (Pending | Accepted, Cancelled) => &[Customer, Store, System, Admin],
+        (Arrived, Cancelled) => &[Store, Admin],
+        _ => {
+            return Err(ApiError::Conflict(format!(
+                "the booking is {}; it cannot become {}",
+                from.as_str(),
+                to.as_str()
+            )))
+        }
+    };
+    if allowed.contains(&actor) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "the {} may not mark this booking {}",
+            actor.label(),
+            to.as_str()
+        )))
     }
 }
 

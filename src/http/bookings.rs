@@ -821,18 +821,16 @@ pub(super) async fn dispatch_caller(
     state: &AppState,
     caller: &Caller,
 ) -> Result<dispatch::Caller, ApiError> {
-    // A suspended or rejected therapist is no therapist here: their token still serves them as
-    // a customer, but they can no longer read, move, cancel or reschedule the bookings of their
-    // practice (completing one would earn them a payout).
-    let provider_id: Option<i64> = if caller.has(Role::Therapist) {
-        sqlx::query_scalar(
-            "SELECT id FROM providers WHERE user_id = $1 AND type = 'therapist' AND deleted_at IS NULL \
-               AND COALESCE(is_active, true) AND verification_status <> 'rejected'",
-        )
-            .bind(caller.user_id())
-            .fetch_optional(&state.db)
-            .await
-            .context("finding the caller's provider")?
+    // A suspended or rejected therapist is no therapist here (`providers::suspension`, the
+    // rule sockets and going online follow): their token still serves them as a customer, but
+    // they can no longer read, move, cancel or reschedule the bookings of their practice
+    // (completing one would earn them a payout).
+    let provider_id = if caller.has(Role::Therapist) {
+        match crate::providers::own_therapist(&state.db, caller.user_id()).await {
+            Ok(provider) if crate::providers::suspension(&provider).is_none() => Some(provider.id),
+            Ok(_) | Err(ApiError::NotFound(_)) => None,
+            Err(error) => return Err(error),
+        }
     } else {
         None
     };

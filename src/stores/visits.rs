@@ -43,62 +43,7 @@ pub const DECLINED_BY_STORE: &str = "declined_by_store";
 /// `cancellation_reason` when the store never confirmed before the visit's grace ran out.
 pub const STORE_DID_NOT_CONFIRM: &str = "store_did_not_confirm";
 
-/// Who asks for a change to an in-store booking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VisitActor {
-    Customer,
-    /// The store's owner.
-    Store,
-    /// Hilot itself: the no-show and confirmation sweep.
-    System,
-    Admin,
-}
-
-impl VisitActor {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Customer => "customer",
-            Self::Store => "store",
-            Self::System => "system",
-            Self::Admin => "dispatcher",
-        }
-    }
-}
-
-/// The in-store lifecycle: whether `actor` may move a visit from `from` to `to`. Pure.
-pub fn check_visit_transition(
-    from: BookingStatus,
-    to: BookingStatus,
-    actor: VisitActor,
-) -> Result<(), ApiError> {
-    use BookingStatus::*;
-    use VisitActor::*;
-    let allowed: &[VisitActor] = match (from, to) {
-        (Pending, Accepted) => &[Store, Admin],
-        (Accepted, Arrived) => &[Customer, Store, Admin],
-        (Arrived, InProgress) => &[Store, Admin],
-        (InProgress, Completed) => &[Store, Admin],
-        (Accepted, NoShow) => &[Store, System, Admin],
-        (Pending | Accepted, Cancelled) => &[Customer, Store, System, Admin],
-        (Arrived, Cancelled) => &[Store, Admin],
-        _ => {
-            return Err(ApiError::Conflict(format!(
-                "the booking is {}; it cannot become {}",
-                from.as_str(),
-                to.as_str()
-            )))
-        }
-    };
-    if allowed.contains(&actor) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "the {} may not mark this booking {}",
-            actor.label(),
-            to.as_str()
-        )))
-    }
-}
+pub use crate::dispatch::lifecycle::{check_visit_transition, VisitActor};
 
 /// The in-store settings from `app_settings.in_store`.
 #[derive(Debug, Clone, Copy)]

@@ -95,6 +95,17 @@ pub async fn book_in_store(
     store_id: &str,
     scheduled_at: Option<chrono::DateTime<Utc>>,
 ) -> reqwest::Response {
+    book_in_store_with(app, customer, store_id, scheduled_at, json!({})).await
+}
+
+/// [`book_in_store`] with more fields in the body (a promo code).
+pub async fn book_in_store_with(
+    app: &TestApp,
+    customer: &str,
+    store_id: &str,
+    scheduled_at: Option<chrono::DateTime<Utc>>,
+    extra: Value,
+) -> reqwest::Response {
     let service = service_id(app, "swedish-massage").await;
     let mut body = json!({
         "service_id": service,
@@ -104,6 +115,9 @@ pub async fn book_in_store(
     });
     if let Some(at) = scheduled_at {
         body["scheduled_at"] = json!(at);
+    }
+    for (key, value) in extra.as_object().into_iter().flatten() {
+        body[key] = value.clone();
     }
     app.client
         .post(app.url("/v1/bookings"))
@@ -842,28 +856,6 @@ async fn a_suspended_store_can_no_longer_confirm_its_visits() {
     assert_eq!(seen["status"], "pending");
 }
 
-async fn book_in_store_with_promo(
-    app: &TestApp,
-    customer: &str,
-    store: &Store,
-) -> reqwest::Response {
-    let service = service_id(app, "swedish-massage").await;
-    app.client
-        .post(app.url("/v1/bookings"))
-        .bearer_auth(customer)
-        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-        .json(&json!({
-            "service_id": service,
-            "type": "in_store",
-            "store_id": store.store_id,
-            "booking_type": "now",
-            "promo_code": "VISITONCE",
-        }))
-        .send()
-        .await
-        .expect("request reaches the server")
-}
-
 #[tokio::test]
 async fn unconfirmed_visits_end_and_confirmed_ones_become_no_shows_after_the_grace_period() {
     let mut settings = test_settings();
@@ -901,7 +893,18 @@ async fn unconfirmed_visits_end_and_confirmed_ones_become_no_shows_after_the_gra
     .execute(&app.db)
     .await
     .unwrap();
-    let unconfirmed = json_body(book_in_store_with_promo(&app, &customer, &store).await, 201).await;
+    let unconfirmed = json_body(
+        book_in_store_with(
+            &app,
+            &customer,
+            &store.store_id,
+            None,
+            json!({"promo_code": "VISITONCE"}),
+        )
+        .await,
+        201,
+    )
+    .await;
     assert_eq!(
         unconfirmed["pricing"]["promo_discount"], "100.00",
         "{unconfirmed}"
@@ -942,7 +945,18 @@ async fn unconfirmed_visits_end_and_confirmed_ones_become_no_shows_after_the_gra
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The store never confirmed, so the customer has their promo code back.
-    let again = json_body(book_in_store_with_promo(&app, &customer, &store).await, 201).await;
+    let again = json_body(
+        book_in_store_with(
+            &app,
+            &customer,
+            &store.store_id,
+            None,
+            json!({"promo_code": "VISITONCE"}),
+        )
+        .await,
+        201,
+    )
+    .await;
     assert_eq!(again["pricing"]["promo_discount"], "100.00", "{again}");
     // A no-show cannot check in any more.
     problem(
