@@ -267,6 +267,10 @@ async fn three_nodes(redis_url: &str) -> (TestApp, Binary, Binary) {
     let mut settings = test_settings();
     settings.redis_url = Some(redis_url.to_owned());
     let a = spawn_app_in(database, settings).await;
+    // A leads the matcher before B and C start. During a Redis outage a frame reaches only the
+    // sockets of the node that produced it, so the outage test's offer (to a therapist on A)
+    // depends on which node matches; left to a race, it failed whenever B or C won the lease.
+    eventually("A holds the matcher lease", || lease_held(&a)).await;
     let env = [
         ("REDIS_URL", redis_url),
         ("HILOT_TRUSTED_PROXIES", "127.0.0.1"),
