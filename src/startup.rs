@@ -102,6 +102,7 @@ impl Application {
                 manager.clone(),
                 format!("{prefix}:events"),
                 cluster_link.clone(),
+                pool.clone(),
                 shutdown_rx.clone(),
             ),
             _ => EventBus::local(hub),

@@ -1,13 +1,18 @@
 //! The event bus: how a frame for a user reaches their sockets on whichever node holds them.
 //! Single node (no `REDIS_URL`): straight to the local hub. With Redis: published on one
 //! channel per deployment; every node subscribes and hands frames to its own hub. A dropped
-//! subscription comes back by itself ([`crate::cluster::link`]); while Redis is away a frame
-//! reaches the sockets of the node that produced it.
+//! subscription comes back by itself ([`crate::cluster::link`]).
 //!
 //! A second channel carries control events (credentials that ended): each node hands them to
 //! the handler installed at start-up. The node that publishes one applies it itself at once
-//! and ignores its own echo. While Redis is away, each node's credential sweep catches what it
-//! missed.
+//! and ignores its own echo.
+//!
+//! While Redis is away, a frame or control event whose PUBLISH fails takes PostgreSQL's
+//! NOTIFY instead (every node listens on a connection of its own): an offer made by the node
+//! that leads the matcher still reaches a therapist connected to another node, and a customer
+//! still sees their booking move. NOTIFY is the fallback, not the road, because it serialises
+//! on one queue lock at commit; the live index's stream of pings stays on Redis (each node
+//! catches up when it returns), and the credential sweep still re-checks every socket.
 
 use std::sync::{Arc, OnceLock};
 
@@ -30,6 +35,28 @@ struct ControlEnvelope {
     payload: String,
 }
 
+/// What crosses PostgreSQL's NOTIFY while Redis is away.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum FallbackMessage {
+    Event {
+        origin: u64,
+        user_id: i64,
+        frame: String,
+    },
+    Control {
+        origin: u64,
+        payload: String,
+    },
+}
+
+/// The NOTIFY channel of the fallback (NOTIFY stays within a database, so deployments apart).
+const FALLBACK_CHANNEL: &str = "hilot_bus_fallback";
+/// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
+const FALLBACK_MAX_PAYLOAD: usize = 7_900;
+/// Between attempts to listen again after the fallback's connection failed.
+const FALLBACK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A socket set left behind (a node that died without cleaning up) expires after a day.
 const SLOT_TTL_S: i64 = 24 * 3600;
 
@@ -40,6 +67,8 @@ pub type ControlHandler = Arc<dyn Fn(String) + Send + Sync>;
 pub struct EventBus {
     hub: Hub,
     redis: Option<(redis::aio::ConnectionManager, String)>,
+    /// Where frames go when a PUBLISH fails (with Redis only).
+    fallback: Option<sqlx::PgPool>,
     control: Arc<OnceLock<ControlHandler>>,
     /// This node's id on the control channel, to skip its own echoes.
     origin: u64,
@@ -54,6 +83,7 @@ impl EventBus {
         Self {
             hub,
             redis: None,
+            fallback: None,
             control: Arc::default(),
             origin: rand::random(),
         }
@@ -74,7 +104,7 @@ impl EventBus {
         };
         let envelope = serde_json::to_string(&ControlEnvelope {
             origin: self.origin,
-            payload,
+            payload: payload.clone(),
         })
         .expect("envelopes serialise");
         let mut publisher = publisher.clone();
@@ -84,19 +114,54 @@ impl EventBus {
             .query_async(&mut publisher)
             .await;
         if let Err(error) = published {
-            tracing::warn!(%error, "publishing a control event failed; other nodes catch up on their next check");
+            tracing::warn!(%error, "publishing a control event failed; sending it through PostgreSQL");
             metrics::counter!("hilot_bus_publish_failures_total").increment(1);
+            self.notify(&FallbackMessage::Control {
+                origin: self.origin,
+                payload,
+            })
+            .await;
+        }
+    }
+
+    /// Sends `message` to the other nodes through PostgreSQL's NOTIFY.
+    async fn notify(&self, message: &FallbackMessage) {
+        let Some(db) = &self.fallback else {
+            return;
+        };
+        let payload = serde_json::to_string(message).expect("fallback messages serialise");
+        if payload.len() > FALLBACK_MAX_PAYLOAD {
+            tracing::warn!(
+                bytes = payload.len(),
+                "a frame too long for NOTIFY reaches only this node's sockets"
+            );
+            metrics::counter!("hilot_bus_fallback_failures_total").increment(1);
+            return;
+        }
+        let sent = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(FALLBACK_CHANNEL)
+            .bind(payload)
+            .execute(db)
+            .await;
+        match sent {
+            Ok(_) => metrics::counter!("hilot_bus_fallback_sent_total").increment(1),
+            Err(error) => {
+                tracing::warn!(%error, "the PostgreSQL fallback failed too; delivered on this node only");
+                metrics::counter!("hilot_bus_fallback_failures_total").increment(1);
+            }
         }
     }
 
     /// Publishes through Redis on `channel` and starts the subscriber that feeds the local hub
-    /// (and re-subscribes after any drop).
+    /// (and re-subscribes after any drop), and the listener of the PostgreSQL fallback on `db`'s
+    /// database.
     pub fn redis(
         hub: Hub,
         client: redis::Client,
         publisher: redis::aio::ConnectionManager,
         channel: String,
         status: Arc<LinkStatus>,
+        db: sqlx::PgPool,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let forward_to = hub.clone();
@@ -107,6 +172,12 @@ impl EventBus {
             handler: control.clone(),
             origin,
         });
+        tokio::spawn(listen_to_fallback(
+            db.clone(),
+            hub.clone(),
+            control_route.clone(),
+            shutdown.clone(),
+        ));
         spawn_subscription(
             client,
             status,
@@ -127,6 +198,7 @@ impl EventBus {
         Self {
             hub,
             redis: Some((publisher, channel)),
+            fallback: Some(db),
             control,
             origin,
         }
@@ -208,10 +280,17 @@ impl EventBus {
                     .query_async(&mut publisher)
                     .await;
                 if let Err(error) = published {
-                    // Redis is down: this node's own sockets still get the frame.
-                    tracing::warn!(%error, "publishing an event failed; delivering locally");
+                    // Redis is down: this node's own sockets get the frame at once, the other
+                    // nodes' through PostgreSQL.
+                    tracing::warn!(%error, "publishing an event failed; delivering locally and through PostgreSQL");
                     metrics::counter!("hilot_bus_publish_failures_total").increment(1);
+                    let message = FallbackMessage::Event {
+                        origin: self.origin,
+                        user_id,
+                        frame: frame.to_string(),
+                    };
                     self.hub.deliver(user_id, frame).await;
+                    self.notify(&message).await;
                 }
             }
         }
@@ -244,5 +323,67 @@ async fn forward(message: redis::Msg, hub: &Hub, control: &Control) {
     match serde_json::from_str::<Envelope>(&payload) {
         Ok(envelope) => hub.deliver(envelope.user_id, envelope.frame.into()).await,
         Err(error) => tracing::warn!(%error, "ignoring a malformed event"),
+    }
+}
+
+/// Listens on the fallback channel until shutdown, on a connection of its own (so it holds
+/// none of the pool requests share), listening again after any failure.
+async fn listen_to_fallback(
+    db: sqlx::PgPool,
+    hub: Hub,
+    control: Arc<Control>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let listen_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with(db.connect_options().as_ref().clone());
+    loop {
+        let listening = listen_until_failure(&listen_pool, &hub, &control);
+        tokio::select! {
+            outcome = listening => {
+                if let Err(error) = outcome {
+                    tracing::warn!(%error, "listening to the PostgreSQL fallback failed; retrying");
+                }
+            }
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FALLBACK_RETRY) => {}
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+async fn listen_until_failure(
+    listen_pool: &sqlx::PgPool,
+    hub: &Hub,
+    control: &Control,
+) -> sqlx::Result<()> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(listen_pool).await?;
+    listener.listen(FALLBACK_CHANNEL).await?;
+    loop {
+        let notification = listener.recv().await?;
+        take_fallback(notification.payload(), hub, control).await;
+    }
+}
+
+/// One message from the fallback channel; this node's own were delivered when sent.
+async fn take_fallback(payload: &str, hub: &Hub, control: &Control) {
+    match serde_json::from_str::<FallbackMessage>(payload) {
+        Ok(FallbackMessage::Event { origin, .. } | FallbackMessage::Control { origin, .. })
+            if origin == control.origin => {}
+        Ok(FallbackMessage::Event { user_id, frame, .. }) => {
+            metrics::counter!("hilot_bus_fallback_received_total").increment(1);
+            hub.deliver(user_id, frame.into()).await;
+        }
+        Ok(FallbackMessage::Control { payload, .. }) => {
+            metrics::counter!("hilot_bus_fallback_received_total").increment(1);
+            if let Some(handler) = control.handler.get() {
+                handler(payload);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "ignoring a malformed fallback message"),
     }
 }

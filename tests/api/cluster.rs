@@ -412,9 +412,17 @@ async fn redis_stopped_and_started_again_loses_no_booking_and_the_nodes_say_so()
     let admin = make_admin(&a).await;
     let (therapist, swedish) = online_therapist(&a, &admin).await;
     let (customer, _) = register(&a, "customer").await;
-    // The therapist is on A; the customer books on A (this node's own view is enough).
-    let mut on_a = connect_url(&ws_url(a.port, "/v1/ws/therapist", &therapist.token)).await;
-    walk(&mut on_a, 1).await;
+    // A leads the matcher (three_nodes). The therapist is on B; the customer books and watches
+    // on C.
+    let mut on_b = connect_url(&b.ws_url("/v1/ws/therapist", &therapist.token)).await;
+    walk(&mut on_b, 1).await;
+    eventually("A sees the therapist on B before the outage", || async {
+        nearby_ids(&a.url(""), &customer, &swedish)
+            .await
+            .contains(&therapist.provider_id)
+    })
+    .await;
+    let mut customer_on_c = connect_url(&c.ws_url("/v1/ws/customer", &customer)).await;
 
     redis.stop();
     // Every node stays ready (out of rotation all at once would be an outage) and says it is
@@ -440,16 +448,50 @@ async fn redis_stopped_and_started_again_loses_no_booking_and_the_nodes_say_so()
             "{node}"
         );
     }
-    // Pings, REST and booking keep working.
-    walk(&mut on_a, 2).await;
-    let booking = book(&a.url(""), &customer, &swedish, "outage-1").await;
+    // Pings, REST and booking keep working, and frames still cross nodes (through PostgreSQL):
+    // the matcher on A offers the booking made on C to the therapist on B, and the customer on C
+    // sees it accepted on B.
+    walk(&mut on_b, 2).await;
+    let booking = book(&c.url(""), &customer, &swedish, "outage-1").await;
     let id = booking["id"].as_str().unwrap().to_owned();
-    frame_where(&mut on_a, "the offer during the outage", |f| {
-        f["type"] == "offer" && f["booking_id"] == id.as_str()
-    })
+    frame_where(
+        &mut on_b,
+        "the offer on B, from A, during the outage",
+        |f| f["type"] == "offer" && f["booking_id"] == id.as_str(),
+    )
     .await;
-    let accepted = crate::helpers::accept(&a, &therapist.token, &id).await;
+    let accepted = json_body(
+        reqwest::Client::new()
+            .post(b.url(&format!("/v1/bookings/{id}/accept")))
+            .bearer_auth(&therapist.token)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
     assert_eq!(accepted["status"], "accepted");
+    frame_where(
+        &mut customer_on_c,
+        "the customer on C sees the acceptance on B during the outage",
+        |f| {
+            f["type"] == "booking.status"
+                && f["booking_id"] == id.as_str()
+                && f["status"] == "accepted"
+        },
+    )
+    .await;
+    let metrics = reqwest::get(b.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hilot_bus_fallback_sent_total"),
+        "B sent the acceptance through the fallback: {metrics}"
+    );
 
     redis.start_again();
     for node in [a.url(""), b.url(""), c.url("")] {
@@ -474,7 +516,7 @@ async fn redis_stopped_and_started_again_loses_no_booking_and_the_nodes_say_so()
     // Caught up: B and C hold the therapist as busy (nearby leaves them out), and once they are
     // free again nearby on C finds them at their latest position.
     let mut dashboard_on_c = dashboard(c.port, &admin).await;
-    walk(&mut on_a, 3).await;
+    walk(&mut on_b, 3).await;
     frame_where(
         &mut dashboard_on_c,
         "moves flow again after the outage",
@@ -487,6 +529,7 @@ async fn redis_stopped_and_started_again_loses_no_booking_and_the_nodes_say_so()
             .contains(&therapist.provider_id),
         "a busy therapist is not offered as nearby"
     );
+    drop(on_b);
     drop(b);
     drop(c);
     a.shutdown().await;
