@@ -10,6 +10,10 @@
 --                        the fee was not split between therapist and platform
 --   tips                 a booking's tips (transactions, therapist lines) differ from tip_amount
 --   payout_lines         a live payout's net differs from the lines it paid, or from its debit
+--   duplicate_payment    a booking's second payment (status 'refunded') is not refunded in full
+--
+-- A payment set aside as a duplicate and its refund count in neither a booking's payments nor
+-- its refunds.
 WITH lines AS (
     SELECT l.*, CASE WHEN l.type = 'credit' THEN l.amount ELSE -l.amount END AS signed,
            lag(l.balance_after) OVER (PARTITION BY l.wallet_id ORDER BY l.id) AS previous_after
@@ -22,12 +26,14 @@ cancelled AS (
     SELECT b.* FROM bookings b WHERE b.status IN ('cancelled', 'no_show')
 ),
 payments AS (
-    SELECT booking_id,
-           SUM(amount) FILTER (WHERE type = 'payment' AND status <> 'failed') AS live,
-           SUM(amount) FILTER (WHERE type = 'payment' AND status = 'completed') AS paid,
-           SUM(amount) FILTER (WHERE type = 'refund' AND status <> 'failed') AS refunded,
-           SUM(amount) FILTER (WHERE type = 'tip' AND status = 'completed') AS tips
-    FROM transactions WHERE booking_id IS NOT NULL GROUP BY booking_id
+    SELECT t.booking_id,
+           SUM(t.amount) FILTER (WHERE t.type = 'payment' AND t.status NOT IN ('failed', 'refunded')) AS live,
+           SUM(t.amount) FILTER (WHERE t.type = 'payment' AND t.status = 'completed') AS paid,
+           SUM(t.amount) FILTER (WHERE t.type = 'refund' AND t.status <> 'failed'
+                                   AND r.status IS DISTINCT FROM 'refunded') AS refunded,
+           SUM(t.amount) FILTER (WHERE t.type = 'tip' AND t.status = 'completed') AS tips
+    FROM transactions t LEFT JOIN transactions r ON r.id = t.related_transaction_id
+    WHERE t.booking_id IS NOT NULL GROUP BY t.booking_id
 ),
 booking_lines AS (
     SELECT booking_id,
@@ -90,3 +96,10 @@ WHERE po.status <> 'failed'
 GROUP BY po.id, po.net_payout
 HAVING po.net_payout <> COALESCE(SUM(l.signed) FILTER (WHERE l.entry_kind <> 'payout'), 0)
     OR po.net_payout <> COALESCE(SUM(l.amount) FILTER (WHERE l.entry_kind = 'payout'), 0)
+UNION ALL
+SELECT 'duplicate_payment', 'transaction ' || d.id,
+       COALESCE(SUM(r.amount) FILTER (WHERE r.status <> 'failed'), 0)::text || ' refunded', d.amount::text
+FROM transactions d LEFT JOIN transactions r ON r.related_transaction_id = d.id AND r.type = 'refund'
+WHERE d.type = 'payment' AND d.status = 'refunded'
+GROUP BY d.id, d.amount
+HAVING COALESCE(SUM(r.amount) FILTER (WHERE r.status <> 'failed'), 0) <> d.amount

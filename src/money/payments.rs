@@ -187,7 +187,10 @@ pub async fn booking_payment(
     .fetch_all(&mut *tx)
     .await
     .context("reading the payments")?;
-    let id = match rows.iter().find(|(_, s)| *s != TransactionStatus::Failed) {
+    let id = match rows
+        .iter()
+        .find(|(_, s)| !matches!(s, TransactionStatus::Failed | TransactionStatus::Refunded))
+    {
         Some((id, _)) => *id,
         None if b.total_amount > Decimal::ZERO => {
             ledger::record(
@@ -443,6 +446,39 @@ async fn paid(
             let b = settlement::load(tx, booking_id)
                 .await
                 .context("loading the booking")?;
+            let paid_before: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM transactions WHERE booking_id = $1 AND type = 'payment' \
+                     AND status = 'completed' AND id <> $2)",
+            )
+            .bind(booking_id)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .context("reading the booking's payments")?;
+            if paid_before {
+                // Paid twice (a failed intent the customer completed after paying a new one):
+                // the second payment goes back in full and stops counting as the booking's.
+                sqlx::query("UPDATE transactions SET status = 'refunded' WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .context("setting the duplicate payment aside")?;
+                settlement::issue_refund(tx, &b, id, method, amount, "Paid twice").await?;
+                return Ok(EventOutcome::Applied);
+            }
+            // Any other attempt still open is called off; if the gateway completes it anyway,
+            // it is refunded as above.
+            sqlx::query(
+                "UPDATE transactions SET status = 'failed', failed_at = now(), \
+                     failure_reason = 'the booking was paid by another payment' \
+                 WHERE booking_id = $1 AND type = 'payment' AND id <> $2 \
+                   AND status IN ('pending', 'processing')",
+            )
+            .bind(booking_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .context("calling off the other payments")?;
             if matches!(b.status.as_str(), "cancelled" | "no_show") {
                 // Paid after the booking was called off (its fee was settled then): all of it
                 // goes back.

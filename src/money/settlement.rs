@@ -125,7 +125,8 @@ async fn live_payment(
 ) -> sqlx::Result<Option<(i64, PaymentMethod, TransactionStatus, Decimal)>> {
     sqlx::query_as(
         "SELECT id, payment_method, status, amount FROM transactions \
-         WHERE booking_id = $1 AND type = 'payment' AND status <> 'failed' ORDER BY id LIMIT 1",
+         WHERE booking_id = $1 AND type = 'payment' AND status NOT IN ('failed', 'refunded') \
+         ORDER BY id LIMIT 1",
     )
     .bind(booking_id)
     .fetch_optional(tx)

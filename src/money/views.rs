@@ -196,7 +196,7 @@ pub async fn payment(db: &mut PgConnection, booking_id: i64) -> sqlx::Result<Pay
                 COALESCE(t.awaiting, false) AS awaiting, COALESCE(t.failed, false) AS failed, \
                 COALESCE(t.refund_pending, false) AS refund_pending, COALESCE(t.wallet_paid, false) AS wallet_paid \
          FROM bookings b LEFT JOIN LATERAL ( \
-             SELECT SUM(amount) FILTER (WHERE type = 'payment' AND status = 'completed') AS paid, \
+             SELECT SUM(amount) FILTER (WHERE type = 'payment' AND status IN ('completed', 'refunded')) AS paid, \
                     SUM(amount) FILTER (WHERE type = 'refund' AND status <> 'failed') AS refunded, \
                     bool_or(type = 'payment' AND status = 'pending') AS awaiting, \
                     bool_or(type = 'payment' AND status = 'failed') AS failed, \

@@ -405,6 +405,88 @@ async fn a_card_booking_is_paid_through_the_gateway_and_its_webhook() {
 }
 
 #[tokio::test]
+async fn a_failed_payment_completed_after_a_second_one_is_refunded_not_kept() {
+    let (app, gateway) = money_app().await;
+    let admin = make_admin(&app).await;
+    let (therapist, mut socket, service) = therapist_near(&app, &admin).await;
+    let (customer, _) = register(&app, "customer").await;
+    let id = book_and_offer(&app, &customer, &mut socket, &service, "card").await;
+    crate::helpers::accept(&app, &therapist.token, &id).await;
+    let pay = || async {
+        json_body(
+            app.post_as(&customer, &format!("/v1/bookings/{id}/payment"), &json!({}))
+                .await,
+            200,
+        )
+        .await
+    };
+    let first = pay().await["intent_id"].as_str().unwrap().to_owned();
+    // The gateway says the first attempt failed (a declined card).
+    let failed = json!({"data": {"id": "evt_declined", "type": "event", "attributes": {
+        "type": "payment.failed", "livemode": false,
+        "data": {"id": "pay_declined", "type": "payment", "attributes": {
+            "amount": 80000, "currency": "PHP", "status": "failed", "payment_intent_id": first,
+            "failed_message": "card declined"}}}}})
+    .to_string();
+    let signature = fakes::paymongo_signature(
+        chrono::Utc::now().timestamp(),
+        &failed,
+        fakes::GATEWAY_WEBHOOK_SECRET,
+    );
+    let applied = json_body(
+        app.client
+            .post(app.url("/v1/payments/webhook"))
+            .header("content-type", "application/json")
+            .header("Paymongo-Signature", signature)
+            .body(failed)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(applied["outcome"], "applied");
+    assert_eq!(
+        booking(&app, &customer, &id).await["payment"]["status"],
+        "failed"
+    );
+    // A new attempt gets a new intent, which the customer pays.
+    let second = pay().await["intent_id"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    assert_eq!(
+        pay_intent(&app, &gateway, &second).await["webhook_status"],
+        200
+    );
+    assert_eq!(
+        booking(&app, &customer, &id).await["payment"]["status"],
+        "paid"
+    );
+    // Then the first intent is completed after all (the app retried it): the customer paid
+    // twice, and the second payment goes back in full.
+    assert_eq!(
+        pay_intent(&app, &gateway, &first).await["webhook_status"],
+        200
+    );
+    let payment = booking(&app, &customer, &id).await["payment"].clone();
+    assert_eq!(payment["paid_amount"], "1600.00", "{payment}");
+    assert_eq!(payment["refunded_amount"], "800.00", "{payment}");
+    let refunds = gateway
+        .wait_for("/v1/refunds", 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        refunds[0].json()["data"]["attributes"]["amount"],
+        80000,
+        "centavos"
+    );
+    // The booking is paid once: it starts, completes, and the therapist earns once.
+    for status in ["en_route", "arrived", "in_progress", "completed"] {
+        set_status(&app, &therapist.token, &id, status).await;
+    }
+    assert_eq!(wallet(&app, &therapist.token).await["balance"], "680.00");
+    assert_ledger_ok(&app).await;
+}
+
+#[tokio::test]
 async fn a_late_cancellation_keeps_the_fee_and_refunds_the_rest() {
     let (app, gateway) = money_app().await;
     let admin = make_admin(&app).await;
