@@ -5,7 +5,9 @@
 --   therapist_silent: a therapist on an active home-service booking whose last stored fix
 --                     (every fix on a booking is stored) is older than the silence, or who sent
 --                     none since accepting that long ago;
---   session_overrun:  in progress longer than the service's duration plus the margin.
+--   session_overrun:  in progress longer than the service's duration plus the margin;
+--   therapist_late:   a home visit for later whose start passed more than the silence ago
+--                     while its therapist has not set out (the customer may cancel free).
 SELECT 'booking_waiting' AS kind, b.uuid AS booking_id, b.booking_number, b.type::text AS place,
        b.status::text AS status, NULL::uuid AS provider_id, NULL::text AS provider_name,
        b.requested_at AS since, bl.latitude::float8 AS lat, bl.longitude::float8 AS lng,
@@ -47,5 +49,16 @@ LEFT JOIN booking_locations bl ON bl.booking_id = b.id
 WHERE b.status = 'in_progress' AND b.deleted_at IS NULL
   AND b.started_at + make_interval(mins => COALESCE(s.duration_minutes, 60))
       < now() - make_interval(secs => $3)
+UNION ALL
+SELECT 'therapist_late', b.uuid, b.booking_number, b.type::text, b.status::text, p.uuid,
+       u.first_name || ' ' || u.last_name, b.scheduled_at,
+       bl.latitude::float8, bl.longitude::float8, NULL
+FROM bookings b
+JOIN providers p ON p.id = b.provider_id
+JOIN users u ON u.id = p.user_id
+LEFT JOIN booking_locations bl ON bl.booking_id = b.id
+WHERE b.type = 'home_service' AND b.booking_type = 'scheduled' AND b.status = 'accepted'
+  AND b.deleted_at IS NULL
+  AND b.scheduled_at < now() - make_interval(secs => $2)
 ORDER BY since
 LIMIT 500

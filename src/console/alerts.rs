@@ -1,5 +1,6 @@
 //! Alerts for dispatchers: bookings waiting too long, therapists silent during an active
-//! booking (a lone worker's safety), sessions running past their duration plus a margin.
+//! booking (a lone worker's safety), sessions running past their duration plus a margin,
+//! therapists who have not set out for a home visit whose start has passed.
 //!
 //! The database is the source (every node sees the same), read every watch interval; what
 //! changed since the last look is pushed to the dashboards as `alert` frames.
@@ -63,6 +64,7 @@ pub enum AlertKind {
     BookingWaiting,
     TherapistSilent,
     SessionOverrun,
+    TherapistLate,
 }
 
 impl AlertKind {
@@ -71,6 +73,7 @@ impl AlertKind {
             "booking_waiting" => Some(Self::BookingWaiting),
             "therapist_silent" => Some(Self::TherapistSilent),
             "session_overrun" => Some(Self::SessionOverrun),
+            "therapist_late" => Some(Self::TherapistLate),
             _ => None,
         }
     }
@@ -80,6 +83,7 @@ impl AlertKind {
             Self::BookingWaiting => "booking_waiting",
             Self::TherapistSilent => "therapist_silent",
             Self::SessionOverrun => "session_overrun",
+            Self::TherapistLate => "therapist_late",
         }
     }
 }
@@ -99,7 +103,7 @@ pub struct Alert {
     pub status: String,
     pub provider_id: Option<Uuid>,
     pub provider_name: Option<String>,
-    /// When the condition began: requested, last heard from, or due to end.
+    /// When the condition began: requested, last heard from, due to end, or due to start.
     pub since: DateTime<Utc>,
     /// What a dispatcher reads.
     pub detail: String,
@@ -151,6 +155,12 @@ fn into_alert(row: AlertRow, now: DateTime<Utc>) -> Option<Alert> {
         ),
         AlertKind::SessionOverrun => format!(
             "{} is {} min past its scheduled end",
+            row.booking_number,
+            minutes(age)
+        ),
+        AlertKind::TherapistLate => format!(
+            "{} has not set out for {}, which started {} min ago",
+            row.provider_name.as_deref().unwrap_or("the therapist"),
             row.booking_number,
             minutes(age)
         ),

@@ -71,6 +71,22 @@ pub fn fee_reference(
     }
 }
 
+/// A home visit for later whose start has passed while its therapist has not set out: the
+/// customer who gives up on them owes no fee (pure). (A visit to a store still `accepted` at
+/// its start is the customer's lateness, not the store's.)
+pub fn therapist_is_late(
+    kind: &str,
+    booking_type: &str,
+    status: BookingStatus,
+    scheduled_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    kind == "home_service"
+        && booking_type == "scheduled"
+        && status == BookingStatus::Accepted
+        && scheduled_at.is_some_and(|start| start <= now)
+}
+
 /// The fee for cancelling a booking in `status` now (pure).
 #[allow(clippy::too_many_arguments)]
 pub fn fee(
@@ -171,6 +187,17 @@ pub async fn cancel(
         )?;
     }
     let fee_actor = match request.fee {
+        FeeDecision::Policy
+            if therapist_is_late(
+                &row.kind,
+                &row.booking_type,
+                row.status,
+                row.scheduled_at,
+                Utc::now(),
+            ) =>
+        {
+            Actor::System
+        }
         FeeDecision::Policy => request.actor,
         FeeDecision::ChargeCustomer => Actor::Customer,
         FeeDecision::Waive => Actor::System,
@@ -276,6 +303,45 @@ mod tests {
         };
         assert_eq!(fee_at(at(48)), Decimal::ZERO);
         assert_eq!(fee_at(at(2)), d(500));
+    }
+
+    #[test]
+    fn a_therapist_who_has_not_set_out_by_the_start_is_late() {
+        let now = Utc::now();
+        let started = Some(now - Duration::minutes(1));
+        let ahead = Some(now + Duration::minutes(1));
+        let late =
+            |kind, booking_type, status, at| therapist_is_late(kind, booking_type, status, at, now);
+        assert!(late(
+            "home_service",
+            "scheduled",
+            BookingStatus::Accepted,
+            started
+        ));
+        assert!(!late(
+            "home_service",
+            "scheduled",
+            BookingStatus::Accepted,
+            ahead
+        ));
+        assert!(!late(
+            "home_service",
+            "scheduled",
+            BookingStatus::EnRoute,
+            started
+        ));
+        assert!(!late(
+            "in_store",
+            "scheduled",
+            BookingStatus::Accepted,
+            started
+        ));
+        assert!(!late(
+            "home_service",
+            "now",
+            BookingStatus::Accepted,
+            started
+        ));
     }
 
     #[test]

@@ -973,7 +973,8 @@ async fn a_reschedule_fails_when_its_slot_was_taken_expires_unanswered_and_stops
 }
 
 #[tokio::test]
-async fn cancelling_a_scheduled_booking_is_free_until_free_before_hours_before_its_start() {
+async fn cancelling_a_scheduled_booking_is_free_until_free_before_hours_before_its_start_or_once_the_therapist_is_late(
+) {
     let app = spawn_app().await;
     short_scheduling(&app, json!({})).await;
     set_app_setting(
@@ -1039,6 +1040,52 @@ async fn cancelling_a_scheduled_booking_is_free_until_free_before_hours_before_i
         .unwrap();
     assert!(total > 0.0);
     assert!((fee - total / 2.0).abs() < 0.01, "{cancelled}");
+
+    // Inside the window too, but its start passed ten minutes ago and the therapist never set
+    // out: dispatchers see them late, and the customer who gives up owes nothing. (Another
+    // customer: the first owes the fee above, and books again only once it is paid.)
+    let (customer, _) = register(&app, "customer").await;
+    let (late, _) = accepted_request(
+        &app,
+        &customer,
+        &therapist,
+        &service,
+        Utc::now() + chrono::Duration::hours(1),
+        "late",
+    )
+    .await;
+    sqlx::query(
+        "UPDATE bookings SET scheduled_at = now() - interval '10 minutes' WHERE uuid = $1::uuid",
+    )
+    .bind(&late)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let alerts = json_body(app.get_as(&admin, "/v1/admin/alerts").await, 200).await;
+    let alert = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["booking_id"] == late.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("no alert for the late therapist: {alerts}"));
+    assert_eq!(alert["kind"], "therapist_late");
+    assert_eq!(alert["provider_id"], therapist.provider_id.as_str());
+    assert!(
+        alert["detail"].as_str().unwrap().contains("not set out"),
+        "{alert}"
+    );
+    let cancelled = json_body(
+        app.post_as(
+            &customer,
+            &format!("/v1/bookings/{late}/cancel"),
+            &json!({"reason": "nobody came"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(cancelled["cancellation_fee"], "0.00", "{cancelled}");
     app.shutdown().await;
 }
 
