@@ -49,7 +49,8 @@ impl Dispatcher {
         }
     }
 
-    /// Pushes the booking's status to its customer, its therapist and the dashboards.
+    /// Pushes the booking's status to its customer, its therapist (or the therapist a request
+    /// names, until one is assigned) and the dashboards.
     pub(super) async fn push_status(&self, booking_id: i64, reason: Option<&str>) {
         let Ok(Some(facts)) = store::facts_by_id(&self.inner.db, booking_id).await else {
             return;
@@ -86,6 +87,12 @@ impl Dispatcher {
             .await;
         if let Some(therapist) = facts.provider_user_id {
             self.inner.bus.to_user(therapist, frame).await;
+        } else if let Some(named) = facts.requested_provider_id {
+            // A request to a named therapist that ends before they answered it (the customer
+            // cancelled it, it lapsed): the request they were shown is gone.
+            if let Some(user_id) = self.provider_user(named).await {
+                self.inner.bus.to_user(user_id, frame).await;
+            }
         }
     }
 }

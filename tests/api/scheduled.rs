@@ -706,6 +706,45 @@ async fn a_named_therapist_declines_one_request_and_lets_another_lapse() {
         )
         .await;
     assert_eq!(late.status().as_u16(), 409);
+
+    // A third request, which the customer withdraws before the therapist answers: the
+    // therapist, shown the request, is told it is gone.
+    set_app_setting(&app, "scheduled_request_timeout", json!(3600)).await;
+    let mut therapist_socket = connect(&app, "/v1/ws/therapist", &therapist.token).await;
+    let withdrawn = json_body(
+        book(
+            &app,
+            &customer,
+            "withdrawn",
+            &scheduled_body(&service, at, Some(&therapist.provider_id)),
+        )
+        .await,
+        201,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let request = next_of(&mut therapist_socket, "booking.request").await;
+    assert_eq!(request["booking_id"], withdrawn.as_str());
+    json_body(
+        app.post_as(
+            &customer,
+            &format!("/v1/bookings/{withdrawn}/cancel"),
+            &json!({"reason": "found someone nearer"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let gone = loop {
+        let status = next_of(&mut therapist_socket, "booking.status").await;
+        assert_eq!(status["booking_id"], withdrawn.as_str(), "{status}");
+        if status["status"] != "pending" {
+            break status;
+        }
+    };
+    assert_eq!(gone["status"], "cancelled", "{gone}");
     app.shutdown().await;
 }
 
