@@ -34,7 +34,7 @@ struct LockedOffer {
 
 /// The therapist's terms for the booking's service, read inside the accept.
 #[derive(sqlx::FromRow)]
-struct TherapistTerms {
+pub(super) struct TherapistTerms {
     price: Decimal,
     terms_updated_at: Option<DateTime<Utc>>,
     base_distance_km: Option<i32>,
@@ -63,6 +63,35 @@ impl TherapistTerms {
             },
             min_booking_amount: self.promo_min,
         })
+    }
+
+    /// The booking's final price on these terms, `distance_m` from the customer.
+    pub(super) fn price(&self, distance_m: f64) -> pricing::BookingPrice {
+        let cfg = self.settings();
+        pricing::price_booking(&pricing::PriceInputs {
+            price: self.price,
+            base_distance_km: self.base_distance_km.unwrap_or(5),
+            per_km_surcharge: self.per_km_surcharge.unwrap_or_default(),
+            distance_m,
+            platform_fee: cfg.platform_fee,
+            commission_rate: self.commission_rate.unwrap_or(cfg.commission_rate),
+            promo: self.promo(),
+        })
+    }
+
+    /// A therapist's terms for a booking's service, with the promo reserved for the booking.
+    pub(super) async fn read(
+        tx: &mut sqlx::PgConnection,
+        provider_id: i64,
+        service_id: i64,
+        booking_id: i64,
+    ) -> sqlx::Result<Option<Self>> {
+        sqlx::query_as(include_str!("../../sql/accept_terms.sql"))
+            .bind(provider_id)
+            .bind(service_id)
+            .bind(booking_id)
+            .fetch_optional(tx)
+            .await
     }
 
     /// The operator's settings the price depends on, parsed as everywhere else.
@@ -244,14 +273,9 @@ impl Dispatcher {
                 reason: "not_eligible",
             }));
         }
-        let terms: Option<TherapistTerms> =
-            sqlx::query_as(include_str!("../../sql/accept_terms.sql"))
-                .bind(provider_id)
-                .bind(booking.service_id)
-                .bind(booking.id)
-                .fetch_optional(&mut *tx)
-                .await
-                .context("reading the therapist's terms")?;
+        let terms = TherapistTerms::read(&mut tx, provider_id, booking.service_id, booking.id)
+            .await
+            .context("reading the therapist's terms")?;
         let Some(terms) = terms else {
             offers::close(&mut *tx, booking.id, provider_id, Outcome::Withdrawn)
                 .await
@@ -278,16 +302,7 @@ impl Dispatcher {
                 reason: "terms_changed",
             }));
         }
-        let cfg = terms.settings();
-        let price = pricing::price_booking(&pricing::PriceInputs {
-            price: terms.price,
-            base_distance_km: terms.base_distance_km.unwrap_or(5),
-            per_km_surcharge: terms.per_km_surcharge.unwrap_or_default(),
-            distance_m: offer.distance_m,
-            platform_fee: cfg.platform_fee,
-            commission_rate: terms.commission_rate.unwrap_or(cfg.commission_rate),
-            promo: terms.promo(),
-        });
+        let price = terms.price(offer.distance_m);
         let travel_minutes =
             i32::try_from(self.inner.eta.eta_seconds(offer.distance_m).div_ceil(60))
                 .unwrap_or(i32::MAX);

@@ -13,8 +13,10 @@ use sqlx::PgExecutor;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::accept::TherapistTerms;
 use super::lifecycle::BookingStatus;
 use super::matcher::ACCEPT_GRACE;
+use crate::geo::Point;
 
 /// Until when a booking is offered. A booking for now: its pending timeout. A booking for later:
 /// until its lead time (when its therapist must set out), but never less than a booking for now
@@ -157,18 +159,55 @@ impl Dispatcher {
                 "only a verified, active therapist may accept bookings".into(),
             ));
         }
+        // Priced as an offer's accept is: the booking showed the catalog's estimate until now;
+        // it is charged the named therapist's own price for the service (with the promo it
+        // holds), and their travel surcharge from where they are now if they are live.
+        let provider_id = caller
+            .provider_id
+            .ok_or_else(|| ApiError::Forbidden("only therapists accept bookings".into()))?;
+        let terms = TherapistTerms::read(&mut tx, provider_id, booking.service_id, booking.id)
+            .await
+            .context("reading the therapist's terms")?
+            .ok_or_else(|| ApiError::Conflict("you no longer offer this service".into()))?;
+        let distance_m = match (
+            booking.lat,
+            booking.lng,
+            self.inner.index.live_fix(provider_id),
+        ) {
+            (Some(lat), Some(lng), Some(fix)) => {
+                crate::geo::distance_m(Point::new(lat, lng), fix.point)
+            }
+            _ => 0.0,
+        };
+        let price = terms.price(distance_m);
         store::set_actor(&mut tx, Some(caller.user_id), "Accepted by the therapist")
             .await
             .context("marking the actor")?;
         let rows = sqlx::query(
-            "UPDATE bookings SET status = 'accepted', provider_id = requested_provider_id, accepted_at = now() \
+            "UPDATE bookings SET status = 'accepted', provider_id = requested_provider_id, accepted_at = now(), \
+                 service_price = $2, distance_surcharge = $3, platform_fee = $4, promo_discount = $5, \
+                 total_amount = $6, commission_rate = $7, commission_amount = $8, provider_earnings = $9 \
              WHERE id = $1 AND status = 'pending'",
         )
         .bind(booking.id)
+        .bind(price.service_price)
+        .bind(price.distance_surcharge)
+        .bind(price.platform_fee)
+        .bind(price.promo_discount)
+        .bind(price.total_amount)
+        .bind(price.commission_rate)
+        .bind(price.commission_amount)
+        .bind(price.provider_earnings)
         .execute(&mut *tx)
         .await
         .context("accepting the request")?
         .rows_affected();
+        sqlx::query("UPDATE promo_code_usages SET discount_amount = $2 WHERE booking_id = $1")
+            .bind(booking.id)
+            .bind(price.promo_discount)
+            .execute(&mut *tx)
+            .await
+            .context("recording the promo discount")?;
         if rows == 0 {
             return Err(ApiError::Conflict("the booking changed meanwhile".into()));
         }

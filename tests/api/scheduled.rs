@@ -254,6 +254,18 @@ async fn a_request_to_a_named_therapist_is_accepted_reminded_and_carried_out() {
     assert_eq!(offered["best_quote"]["currency"], "PHP");
     assert!(!near.to_string().contains(&therapist.provider_id));
 
+    // The therapist charges more than the catalog for this service.
+    json_body(
+        app.put_as(
+            &therapist.token,
+            &format!("/v1/therapist/services/{service}"),
+            &json!({"price": "950.00", "base_distance_km": 1, "per_km_surcharge": "20.00", "max_travel_distance_km": 10}),
+        )
+        .await,
+        200,
+    )
+    .await;
+
     // Booked for later with the therapist named: a request that holds the slot.
     let created = json_body(
         book(
@@ -296,6 +308,10 @@ async fn a_request_to_a_named_therapist_is_accepted_reminded_and_carried_out() {
     .await;
     assert_eq!(accepted["status"], "accepted");
     assert_eq!(accepted["provider"]["id"], therapist.provider_id.as_str());
+    // Until then the price was the catalog's estimate; accepted, it is the therapist's own.
+    assert_eq!(created["pricing"]["service_price"], "800.00", "{created}");
+    assert_eq!(accepted["pricing"]["service_price"], "950.00", "{accepted}");
+    assert_eq!(accepted["pricing"]["total_amount"], "950.00", "{accepted}");
 
     // Within an hour of the start: both are reminded, on their sockets and in their notifications.
     for socket in [&mut customer_socket, &mut therapist_socket] {
