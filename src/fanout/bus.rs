@@ -243,6 +243,20 @@ impl EventBus {
         }
     }
 
+    /// The members of a cluster-wide socket set; `None` with no Redis, or when Redis does not
+    /// answer.
+    pub async fn slot_members(&self, key: &str) -> Option<Vec<String>> {
+        let (publisher, channel) = self.redis.as_ref()?;
+        let mut connection = publisher.clone();
+        redis::cmd("ZRANGE")
+            .arg(format!("{channel}:{key}"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut connection)
+            .await
+            .ok()
+    }
+
     /// Takes a closed socket out of its cluster-wide set.
     pub fn release_slot(&self, key: &str, member: &str) {
         let Some((publisher, channel)) = &self.redis else {

@@ -379,6 +379,20 @@ impl Drop for SocketLease {
 }
 
 impl SocketLease {
+    /// Whether another socket of the same user and kind is open, on any node (the app
+    /// reconnected elsewhere while this socket lingered). A node that died without cleaning up
+    /// leaves its sockets in the set for up to a day; the only cost is that an offer then waits
+    /// out its timeout instead of moving on when this socket closes.
+    pub async fn another_open_in_cluster(&self) -> bool {
+        let Some(bus) = &self.registry.cluster else {
+            return false;
+        };
+        let own = format!("{}:{}", self.registry.node, self.id);
+        bus.slot_members(&SocketRegistry::slot(self.user_id, self.kind))
+            .await
+            .is_some_and(|members| members.iter().any(|m| *m != own))
+    }
+
     /// The next ending for this socket (its credentials ended, or a newer socket replaced it).
     pub async fn next_ending(&mut self) -> Option<Ending> {
         self.endings.recv().await

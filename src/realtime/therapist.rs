@@ -291,12 +291,13 @@ pub async fn run(
         .unregister(who.user_id, me.connection)
         .await;
     // Their open offer moves on once the frames they sent before leaving are carried out,
-    // unless the app is connected again by then on another socket of this node (a reconnect
-    // whose old socket timed out late must not take the offer it is reading away).
+    // unless the app is connected again by then on another socket, of this node or another (a
+    // reconnect whose old socket timed out late must not take the offer it is reading away).
     let dispatcher = me.state.dispatcher.clone();
     let pings = me.pings;
+    let open_elsewhere = guard.another_open_in_cluster().await;
     std::mem::take(&mut me.errands).finish_detached(move || {
-        if !pings.another_socket_open() {
+        if !open_elsewhere && !pings.another_socket_open() {
             dispatcher.therapist_disconnected(who.provider_id);
         }
         drop(pings);

@@ -406,6 +406,42 @@ async fn three_nodes_directly_and_through_haproxy_are_one_service() {
 }
 
 #[tokio::test]
+async fn an_old_socket_closing_on_one_node_after_a_reconnect_on_another_leaves_the_offer() {
+    let (a, b, c) = three_nodes(&test_redis_url()).await;
+    let admin = make_admin(&a).await;
+    let (therapist, swedish) = online_therapist(&a, &admin).await;
+    let (customer, _) = register(&a, "customer").await;
+    let mut old_on_a = connect_url(&ws_url(a.port, "/v1/ws/therapist", &therapist.token)).await;
+    walk(&mut old_on_a, 1).await;
+    let booking = book(&a.url(""), &customer, &swedish, "reconnect-elsewhere").await;
+    let id = booking["id"].as_str().unwrap().to_owned();
+    frame_where(&mut old_on_a, "the offer on the old socket", |f| {
+        f["type"] == "offer" && f["booking_id"] == id.as_str()
+    })
+    .await;
+    // The app reconnects through the load balancer, which sends it to B; the old socket on A
+    // goes away afterwards. A leads the matcher, so it is A that hears the old socket close.
+    let _new_on_b = connect_url(&b.ws_url("/v1/ws/therapist", &therapist.token)).await;
+    old_on_a.close().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let accepted = json_body(
+        reqwest::Client::new()
+            .post(b.url(&format!("/v1/bookings/{id}/accept")))
+            .bearer_auth(&therapist.token)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(accepted["status"], "accepted");
+    drop(b);
+    drop(c);
+    a.shutdown().await;
+}
+
+#[tokio::test]
 async fn redis_stopped_and_started_again_loses_no_booking_and_the_nodes_say_so() {
     let mut redis = PrivateRedis::start();
     let (a, b, c) = three_nodes(&redis.url()).await;
