@@ -74,7 +74,8 @@ impl Session {
 }
 
 /// Whether a session starting at `start` fits: inside one of the schedule's ranges on its
-/// local day, clear of blocked times, and its busy range clear of every commitment's.
+/// local day (which may run through midnight into the next day's), clear of blocked times, and
+/// its busy range clear of every commitment's.
 pub fn fits(
     schedule: &WeeklySchedule,
     calendar: &Calendar,
@@ -115,7 +116,12 @@ pub fn for_day(
     let day = chrono::Datelike::weekday(&date).num_days_from_sunday() as usize;
     let mut starts = Vec::new();
     for range in &schedule.days[day] {
-        let Some(end) = super::weekly::local_instant(schedule.tz, date, range.end) else {
+        // Sessions start within the day's range but may end in the next day's, when the
+        // therapist works through midnight.
+        let (Some(end), Some(starts_until)) = (
+            schedule.end_on(date, range),
+            super::weekly::local_instant(schedule.tz, date, range.end),
+        ) else {
             continue;
         };
         let first_minute =
@@ -126,7 +132,7 @@ pub fn for_day(
         else {
             continue;
         };
-        while start + session.duration <= end {
+        while start + session.duration <= end && start < starts_until {
             if start >= earliest && start <= latest && is_clear(calendar, session, start) {
                 starts.push(start);
             }
@@ -261,6 +267,71 @@ mod tests {
         assert_eq!(slots.len(), 9 + 13);
         assert_eq!(slots[0], manila(2026, 12, 7, 9, 0));
         assert_eq!(*slots.last().unwrap(), manila(2026, 12, 7, 17, 0));
+    }
+
+    #[test]
+    fn a_night_shift_takes_sessions_across_midnight_but_not_past_its_end() {
+        // Mondays 20:00–24:00 and Tuesdays 00:00–02:00: one shift through midnight.
+        let mut night = WeeklySchedule::empty(DEFAULT_TIMEZONE);
+        night.days[1] = vec![DayRange {
+            start: 1200,
+            end: 1440,
+        }];
+        night.days[2] = vec![DayRange { start: 0, end: 120 }];
+        let (from, to) = all_day();
+        let session = Session::minutes(60, 0);
+        let slots = for_day(
+            &night,
+            &Calendar::default(),
+            session,
+            monday(),
+            Duration::minutes(30),
+            from,
+            to,
+        );
+        // Monday's slots are 20:00 ..= 23:30 (the last one ends at 00:30 on Tuesday); from
+        // midnight on, the starts are Tuesday's, to 01:00 (ending at 02:00).
+        assert_eq!(slots.first(), Some(&manila(2026, 12, 7, 20, 0)));
+        assert_eq!(slots.last(), Some(&manila(2026, 12, 7, 23, 30)));
+        let tuesday = for_day(
+            &night,
+            &Calendar::default(),
+            session,
+            monday().succ_opt().unwrap(),
+            Duration::minutes(30),
+            from,
+            to,
+        );
+        assert_eq!(
+            tuesday,
+            vec![
+                manila(2026, 12, 8, 0, 0),
+                manila(2026, 12, 8, 0, 30),
+                manila(2026, 12, 8, 1, 0)
+            ]
+        );
+        let calendar = Calendar::default();
+        assert!(fits(
+            &night,
+            &calendar,
+            session,
+            manila(2026, 12, 7, 23, 30)
+        ));
+        assert!(!fits(
+            &night,
+            &calendar,
+            session,
+            manila(2026, 12, 8, 1, 30)
+        ));
+        // Without the Tuesday morning, the shift ends at midnight.
+        night.days[2].clear();
+        assert!(!fits(
+            &night,
+            &calendar,
+            session,
+            manila(2026, 12, 7, 23, 30)
+        ));
+        assert!(fits(&night, &calendar, session, manila(2026, 12, 7, 23, 0)));
     }
 
     #[test]

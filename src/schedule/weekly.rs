@@ -69,17 +69,34 @@ impl WeeklySchedule {
 
     /// The ranges of `date` (a local date in the schedule's zone) as instants, in order. A
     /// boundary that falls in a daylight-saving gap moves to the end of the gap; one that
-    /// falls in a repeated hour takes its first occurrence.
+    /// falls in a repeated hour takes its first occurrence. A range that ends at midnight runs
+    /// on through the next day's range from midnight ([`WeeklySchedule::end_on`]).
     pub fn ranges_on(&self, date: NaiveDate) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
         let day = date.weekday().num_days_from_sunday() as usize;
         self.days[day]
             .iter()
             .filter_map(|range| {
                 let start = local_instant(self.tz, date, range.start)?;
-                let end = local_instant(self.tz, date, range.end)?;
+                let end = self.end_on(date, range)?;
                 (start < end).then_some((start, end))
             })
             .collect()
+    }
+
+    /// When `range` of `date` ends. A therapist who works to 24:00 and on from 00:00 the next
+    /// day (a night shift is written as two days' ranges) works through midnight: the range
+    /// ends where the next day's first range ends, so a session may run across midnight. One
+    /// day is enough: no session is a day long.
+    pub fn end_on(&self, date: NaiveDate, range: &DayRange) -> Option<DateTime<Utc>> {
+        if range.end == MINUTES_PER_DAY {
+            if let Some(next) = date.succ_opt() {
+                let next_day = next.weekday().num_days_from_sunday() as usize;
+                if let Some(morning) = self.days[next_day].iter().find(|r| r.start == 0) {
+                    return local_instant(self.tz, next, morning.end);
+                }
+            }
+        }
+        local_instant(self.tz, date, range.end)
     }
 }
 
