@@ -11,7 +11,7 @@ use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::frames::ServerFrame;
-use super::MAX_CONSECUTIVE_REFUSALS;
+use super::REFUSAL_BURST;
 pub use crate::fanout::sockets::{
     CredentialEvent, Credentials, Ending, SocketKind, SocketLease, SocketRegistry,
     CLOSE_CREDENTIALS_ENDED, CLOSE_REPLACED,
@@ -21,7 +21,9 @@ pub struct FrameLimiter {
     bucket: DefaultDirectRateLimiter,
     per_second: u32,
     burst: u32,
-    consecutive_refusals: u32,
+    /// Refused frames left before the socket is closed ([`REFUSAL_BURST`], refilling at the
+    /// frame rate).
+    refusals: DefaultDirectRateLimiter,
 }
 
 /// What to do with a client frame.
@@ -46,20 +48,21 @@ impl FrameLimiter {
             ),
             per_second,
             burst,
-            consecutive_refusals: 0,
+            refusals: RateLimiter::direct(
+                Quota::per_second(NonZeroU32::new(per_second).expect("max(1)"))
+                    .allow_burst(NonZeroU32::new(REFUSAL_BURST).expect("a constant above zero")),
+            ),
         }
     }
 
     /// Takes a token for one frame.
     pub fn admit(&mut self, what: &str) -> Admission {
         if self.bucket.check().is_ok() {
-            self.consecutive_refusals = 0;
             return Admission::Admit;
         }
-        self.consecutive_refusals += 1;
         metrics::counter!("hilot_socket_frames_refused_total", "reason" => "rate_limited")
             .increment(1);
-        if self.consecutive_refusals > MAX_CONSECUTIVE_REFUSALS {
+        if self.refusals.check().is_err() {
             return Admission::Close(CloseReason::from((CloseCode::Policy, "too many frames")));
         }
         Admission::Refuse(Some(ServerFrame::error(

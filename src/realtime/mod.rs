@@ -18,8 +18,10 @@ pub const MAX_WIRE_FRAME_BYTES: usize = 64 * 1024;
 pub const MAX_FRAME_BYTES: usize = 4 * 1024;
 /// At shutdown, how long a socket waits for the acks of pings it already queued.
 pub const ACK_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-/// Consecutive rate-limited frames after which a flooding socket is closed (1008).
-pub const MAX_CONSECUTIVE_REFUSALS: u32 = 200;
+/// Rate-limited frames a socket may send before it is closed as a flood (1008). They refill
+/// at the socket's frame rate, so a client that paces its flood to slip an admitted frame in
+/// every so often is closed all the same (a count of consecutive refusals let it flood on).
+pub const REFUSAL_BURST: u32 = 200;
 
 /// Longest a socket waits to hand one frame to a client that does not read; the socket is then
 /// closed, so a stalled client never holds up its own heartbeat, shutdown or anyone else.

@@ -322,6 +322,36 @@ async fn every_frame_counts_on_every_socket_kind_and_oversized_frames_close_with
     };
     assert!(closed && limited > 0, "{limited} rate_limited frames");
 
+    // A flood paced to slip an admitted frame in every second is closed all the same: the
+    // refusals add up across the admitted frames (they refill only at the frame rate). Every
+    // answer is read, so the close is the flood's, not a client that stopped reading.
+    let mut paced = connect(&app, "/v1/ws/customer", &customer).await;
+    let mut close = None;
+    'rounds: for _round in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        for _ in 0..90 {
+            paced.feed_binary(vec![1, 2, 3]).await;
+        }
+        paced.flush().await;
+        for _ in 0..90 {
+            match paced.next_json_or_close_code().await {
+                Ok(frame) => assert!(
+                    frame["code"] == "rate_limited" || frame["code"] == "unsupported_frame",
+                    "{frame}"
+                ),
+                Err(code) => {
+                    close = Some(code);
+                    break 'rounds;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        close,
+        Some((1008, "too many frames".to_owned())),
+        "a paced flood is closed as one"
+    );
+
     // Dashboard: `subscribe` has its own, stricter bucket.
     let mut dashboard = connect(&app, "/v1/ws/dashboard", &admin).await;
     let bbox = json!({"type": "subscribe", "bbox": [121.0, 14.5, 121.1, 14.6]});

@@ -121,6 +121,30 @@ impl Socket {
         }
     }
 
+    /// The next frame, or the close code and reason if the server closes first.
+    pub async fn next_json_or_close_code(&mut self) -> Result<Value, (u16, String)> {
+        loop {
+            let message = tokio::time::timeout(FRAME_TIMEOUT, self.inner.next())
+                .await
+                .expect("a frame arrives in time");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
+                    if frame["type"] != "config" {
+                        return Ok(frame);
+                    }
+                    self.configs.push(frame);
+                }
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Err((u16::from(frame.code), frame.reason.to_string()))
+                }
+                Some(Ok(Message::Close(None))) | None => return Err((1005, String::new())),
+                Some(Err(error)) => panic!("socket failed instead of closing: {error}"),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
     pub async fn next_json(&mut self) -> Value {
         self.next_json_or_close()
             .await
