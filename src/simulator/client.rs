@@ -33,7 +33,7 @@ impl Server {
     }
 
     /// Opens `/v1/ws/{who}` with the token in the `Authorization` header, as apps do.
-    pub async fn socket(&self, who: &str, token: &str) -> Result<Socket, String> {
+    pub async fn socket(&self, who: &str, token: &str) -> Result<Socket, ConnectError> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
         let ws_base = self
             .base_url
@@ -41,15 +41,22 @@ impl Server {
             .replacen("https://", "wss://", 1);
         let mut request = format!("{ws_base}/v1/ws/{who}")
             .into_client_request()
-            .map_err(|e| e.to_string())?;
-        let bearer = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| "the token is not a valid header value".to_owned())?;
+            .map_err(|e| ConnectError::Failed(e.to_string()))?;
+        let bearer = format!("Bearer {token}").parse().map_err(|_| {
+            ConnectError::Failed("the token is not a valid header value".to_owned())
+        })?;
         request.headers_mut().insert("authorization", bearer);
         tokio_tungstenite::connect_async_with_config(request, Some(socket_config()), false)
             .await
             .map(|(socket, _)| socket)
-            .map_err(|e| e.to_string())
+            .map_err(|e| match &e {
+                tokio_tungstenite::tungstenite::Error::Http(response)
+                    if response.status().as_u16() == 503 =>
+                {
+                    ConnectError::Shed
+                }
+                _ => ConnectError::Failed(e.to_string()),
+            })
     }
 
     /// One unlabelled gauge or counter from the server's `/metrics` (Prometheus text).
@@ -172,4 +179,30 @@ impl Default for Backoff {
 /// longer frame still arrives whole, over several reads).
 fn socket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4 * 1024)
+}
+
+/// Why a socket did not open.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The server shed the handshake (503: too many being set up at once, as when a whole
+    /// fleet connects together); the app retries after a backoff, as a real one does.
+    Shed,
+    Failed(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Shed => f.write_str("the server shed the handshake (503); retry later"),
+            Self::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Counts a socket that did not open: a shed handshake (retried) is no error.
+pub fn count_connect_failure(stats: &super::stats::Stats, error: &ConnectError) {
+    match error {
+        ConnectError::Shed => stats.count("ws_connect_shed"),
+        ConnectError::Failed(_) => stats.error("ws_connect"),
+    }
 }

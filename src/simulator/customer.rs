@@ -42,7 +42,7 @@ pub async fn listen(
                     }
                 }
             },
-            Err(_) => stats.error("ws_connect"),
+            Err(error) => super::client::count_connect_failure(&stats, &error),
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff.next_delay()) => {}

@@ -41,7 +41,7 @@ pub async fn watch_viewport(
                 }
                 stats.error("dashboard_socket_closed");
             }
-            Err(_) => stats.error("ws_connect"),
+            Err(error) => super::client::count_connect_failure(&stats, &error),
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff.next_delay()) => {}

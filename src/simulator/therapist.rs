@@ -125,7 +125,7 @@ pub async fn run(
                 }
                 therapist.stats.error("therapist_socket_closed");
             }
-            Err(_) => therapist.stats.error("ws_connect"),
+            Err(error) => client::count_connect_failure(&therapist.stats, &error),
         }
         // Whatever job was under way is the server's to resolve; start afresh.
         therapist.duty = Duty::Idle;
