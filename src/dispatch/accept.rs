@@ -36,7 +36,7 @@ struct LockedOffer {
 #[derive(sqlx::FromRow)]
 pub(super) struct TherapistTerms {
     price: Decimal,
-    terms_updated_at: Option<DateTime<Utc>>,
+    pub(super) terms_updated_at: Option<DateTime<Utc>>,
     base_distance_km: Option<i32>,
     per_km_surcharge: Option<Decimal>,
     commission_rate: Option<Decimal>,

@@ -161,7 +161,8 @@ impl Dispatcher {
         }
         // Priced as an offer's accept is: the booking showed the catalog's estimate until now;
         // it is charged the named therapist's own price for the service (with the promo it
-        // holds), and their travel surcharge from where they are now if they are live.
+        // holds), and their travel surcharge from their base, as slot quotes measure it (from
+        // where they are now when they have no base, else none).
         let provider_id = caller
             .provider_id
             .ok_or_else(|| ApiError::Forbidden("only therapists accept bookings".into()))?;
@@ -169,13 +170,26 @@ impl Dispatcher {
             .await
             .context("reading the therapist's terms")?
             .ok_or_else(|| ApiError::Conflict("you no longer offer this service".into()))?;
-        let distance_m = match (
-            booking.lat,
-            booking.lng,
-            self.inner.index.live_fix(provider_id),
-        ) {
-            (Some(lat), Some(lng), Some(fix)) => {
-                crate::geo::distance_m(Point::new(lat, lng), fix.point)
+        if terms
+            .terms_updated_at
+            .is_some_and(|at| at > booking.requested_at)
+        {
+            // As for an offer: the customer asked on the terms of their time.
+            return Err(ApiError::Conflict(
+                "your price or travel terms for this service changed after this request was \
+                 made: decline it, and the customer can ask again on your new terms"
+                    .into(),
+            ));
+        }
+        let base = self
+            .inner
+            .diary
+            .get(provider_id)
+            .and_then(|entry| entry.base);
+        let from = base.or_else(|| self.inner.index.live_fix(provider_id).map(|fix| fix.point));
+        let distance_m = match (booking.lat, booking.lng, from) {
+            (Some(lat), Some(lng), Some(from)) => {
+                crate::geo::distance_m(Point::new(lat, lng), from)
             }
             _ => 0.0,
         };
@@ -208,6 +222,18 @@ impl Dispatcher {
             .execute(&mut *tx)
             .await
             .context("recording the promo discount")?;
+        let travel_minutes =
+            i32::try_from(self.inner.eta.eta_seconds(distance_m).div_ceil(60)).unwrap_or(i32::MAX);
+        sqlx::query(
+            "UPDATE booking_locations SET distance_km = round(($2 / 1000.0)::numeric, 2), \
+                 estimated_travel_time_minutes = $3 WHERE booking_id = $1",
+        )
+        .bind(booking.id)
+        .bind(distance_m)
+        .bind(travel_minutes)
+        .execute(&mut *tx)
+        .await
+        .context("recording the travel estimate")?;
         if rows == 0 {
             return Err(ApiError::Conflict("the booking changed meanwhile".into()));
         }

@@ -116,11 +116,13 @@ impl EventBus {
         if let Err(error) = published {
             tracing::warn!(%error, "publishing a control event failed; sending it through PostgreSQL");
             metrics::counter!("hilot_bus_publish_failures_total").increment(1);
-            self.notify(&FallbackMessage::Control {
-                origin: self.origin,
-                payload,
-            })
-            .await;
+            if may_fall_back(&error) {
+                self.notify(&FallbackMessage::Control {
+                    origin: self.origin,
+                    payload,
+                })
+                .await;
+            }
         }
     }
 
@@ -198,7 +200,9 @@ impl EventBus {
         Self {
             hub,
             redis: Some((publisher, channel)),
-            fallback: Some(db),
+            // Its own connections, so an outage under request load does not make each offer
+            // wait for the requests' pool.
+            fallback: Some(crate::db::dedicated_pool(&db, 2)),
             control,
             origin,
         }
@@ -304,7 +308,9 @@ impl EventBus {
                         frame: frame.to_string(),
                     };
                     self.hub.deliver(user_id, frame).await;
-                    self.notify(&message).await;
+                    if may_fall_back(&error) {
+                        self.notify(&message).await;
+                    }
                 }
             }
         }
@@ -338,6 +344,13 @@ async fn forward(message: redis::Msg, hub: &Hub, control: &Control) {
         Ok(envelope) => hub.deliver(envelope.user_id, envelope.frame.into()).await,
         Err(error) => tracing::warn!(%error, "ignoring a malformed event"),
     }
+}
+
+/// Whether a failed PUBLISH may take the fallback: not when it timed out, since Redis may have
+/// delivered it all the same (a stall past the command timeout), and every node would then get
+/// the frame twice. Such a frame reaches this node's sockets only, as before the fallback.
+fn may_fall_back(error: &redis::RedisError) -> bool {
+    !error.is_timeout()
 }
 
 /// Listens on the fallback channel until shutdown, on a connection of its own (so it holds

@@ -377,6 +377,23 @@ async fn paid(
     amount: Decimal,
     raw: &Value,
 ) -> Result<EventOutcome, ApiError> {
+    // The booking is locked before its payment, as everywhere else (cancellation, the payment
+    // endpoint): two webhooks for two payments of one booking must not wait on each other.
+    let booking_of_payment: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT booking_id FROM transactions WHERE gateway = $1 AND gateway_transaction_id = $2",
+    )
+    .bind(gateway)
+    .bind(intent_id)
+    .fetch_optional(&mut *tx)
+    .await
+    .context("finding the payment")?;
+    if let Some(Some(booking_id)) = booking_of_payment {
+        sqlx::query("SELECT 1 FROM bookings WHERE id = $1 FOR UPDATE")
+            .bind(booking_id)
+            .execute(&mut *tx)
+            .await
+            .context("locking the booking")?;
+    }
     let row: Option<PaidRow> =
         sqlx::query_as(
             "SELECT id, uuid, type, status, amount, user_id, booking_id, payment_method FROM transactions \
@@ -402,13 +419,6 @@ async fn paid(
             money_text(amount),
             money_text(expected)
         )));
-    }
-    if let Some(booking_id) = booking_id {
-        sqlx::query("SELECT 1 FROM bookings WHERE id = $1 FOR UPDATE")
-            .bind(booking_id)
-            .execute(&mut *tx)
-            .await
-            .context("locking the booking")?;
     }
     sqlx::query(
         "UPDATE transactions SET status = 'completed', processed_at = now(), failed_at = NULL, failure_reason = NULL, \
@@ -446,7 +456,11 @@ async fn paid(
             let b = settlement::load(tx, booking_id)
                 .await
                 .context("loading the booking")?;
-            let paid_before: bool = sqlx::query_scalar(
+            let called_off = matches!(b.status.as_str(), "cancelled" | "no_show");
+            // (A called-off booking's fee may be a completed wallet payment: a payment after
+            // the cancellation is refunded below as such, not as a second payment.)
+            let paid_before: bool = !called_off
+                && sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM transactions WHERE booking_id = $1 AND type = 'payment' \
                      AND status = 'completed' AND id <> $2)",
             )
@@ -479,7 +493,7 @@ async fn paid(
             .execute(&mut *tx)
             .await
             .context("calling off the other payments")?;
-            if matches!(b.status.as_str(), "cancelled" | "no_show") {
+            if called_off {
                 // Paid after the booking was called off (its fee was settled then): all of it
                 // goes back.
                 settlement::issue_refund(

@@ -196,13 +196,16 @@ pub async fn payment(db: &mut PgConnection, booking_id: i64) -> sqlx::Result<Pay
                 COALESCE(t.awaiting, false) AS awaiting, COALESCE(t.failed, false) AS failed, \
                 COALESCE(t.refund_pending, false) AS refund_pending, COALESCE(t.wallet_paid, false) AS wallet_paid \
          FROM bookings b LEFT JOIN LATERAL ( \
-             SELECT SUM(amount) FILTER (WHERE type = 'payment' AND status IN ('completed', 'refunded')) AS paid, \
-                    SUM(amount) FILTER (WHERE type = 'refund' AND status <> 'failed') AS refunded, \
-                    bool_or(type = 'payment' AND status = 'pending') AS awaiting, \
-                    bool_or(type = 'payment' AND status = 'failed') AS failed, \
-                    bool_or(type = 'refund' AND status = 'pending') AS refund_pending, \
-                    bool_or(type = 'payment' AND status = 'completed' AND payment_method = 'wallet') AS wallet_paid \
-             FROM transactions WHERE booking_id = b.id AND type IN ('payment', 'refund')) t ON true \
+             SELECT SUM(t.amount) FILTER (WHERE t.type = 'payment' AND t.status = 'completed') AS paid, \
+                    SUM(t.amount) FILTER (WHERE t.type = 'refund' AND t.status <> 'failed') AS refunded, \
+                    bool_or(t.type = 'payment' AND t.status = 'pending') AS awaiting, \
+                    bool_or(t.type = 'payment' AND t.status = 'failed') AS failed, \
+                    bool_or(t.type = 'refund' AND t.status = 'pending') AS refund_pending, \
+                    bool_or(t.type = 'payment' AND t.status = 'completed' AND t.payment_method = 'wallet') AS wallet_paid \
+             FROM transactions t LEFT JOIN transactions paid_twice \
+                 ON paid_twice.id = t.related_transaction_id AND paid_twice.status = 'refunded' \
+             WHERE t.booking_id = b.id AND t.type IN ('payment', 'refund') \
+               AND paid_twice.id IS NULL) t ON true \
          WHERE b.id = $1",
     )
     .bind(booking_id)

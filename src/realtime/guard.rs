@@ -98,13 +98,13 @@ impl SocketGuard {
         }
     }
 
-    /// Resolves when the socket must close because its credentials ended or it was replaced.
-    /// Cancel-safe: use it as a branch of the socket's `select!`.
     /// Whether the same user has another socket of this kind open, on any node.
     pub async fn another_open_in_cluster(&self) -> bool {
         self.lease.another_open_in_cluster().await
     }
 
+    /// Resolves when the socket must close because its credentials ended or it was replaced.
+    /// Cancel-safe: use it as a branch of the socket's `select!`.
     pub async fn ended(&mut self) -> Ending {
         tokio::select! {
             Some(ending) = self.lease.next_ending() => ending,

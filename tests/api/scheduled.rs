@@ -743,6 +743,32 @@ async fn a_named_therapist_declines_one_request_and_lets_another_lapse() {
         .to_owned();
     let request = next_of(&mut therapist_socket, "booking.request").await;
     assert_eq!(request["booking_id"], withdrawn.as_str());
+    // The therapist raises their price after the request came: they cannot accept it at the
+    // new price (the customer asked on the old terms).
+    json_body(
+        app.put_as(
+            &therapist.token,
+            &format!("/v1/therapist/services/{service}"),
+            &json!({"price": "1200.00", "base_distance_km": 1, "per_km_surcharge": "20.00", "max_travel_distance_km": 10}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let refused = problem(
+        app.post_as(
+            &therapist.token,
+            &format!("/v1/bookings/{withdrawn}/accept"),
+            &json!({}),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains("changed"),
+        "{refused}"
+    );
     json_body(
         app.post_as(
             &customer,
