@@ -108,6 +108,62 @@ impl TherapistTerms {
     }
 }
 
+/// An accept once it is decided, by an offer or by a request to a named therapist: what both
+/// write, in the accepting transaction.
+pub(super) struct Acceptance<'a> {
+    pub booking_id: i64,
+    pub provider_id: i64,
+    pub price: &'a pricing::BookingPrice,
+    /// From the therapist to the customer, and the travel time it takes.
+    pub distance_m: f64,
+    pub travel_minutes: i32,
+    pub actor_user_id: i64,
+    /// The offer accepted, if the booking came by one.
+    pub offer_id: Option<i64>,
+}
+
+impl Acceptance<'_> {
+    /// The compare-and-set (`accept_booking.sql`): the booking, still pending, becomes the
+    /// therapist's at its final price. `false` when it was no longer pending.
+    pub(super) async fn take_booking(&self, tx: &mut sqlx::PgConnection) -> sqlx::Result<bool> {
+        let taken = sqlx::query(&format!(
+            "{} AND {}",
+            include_str!("../../sql/accept_booking.sql").trim_end(),
+            store::actor_condition(12)
+        ))
+        .bind(self.booking_id)
+        .bind(self.provider_id)
+        .bind(self.price.service_price)
+        .bind(self.price.distance_surcharge)
+        .bind(self.price.platform_fee)
+        .bind(self.price.promo_discount)
+        .bind(self.price.total_amount)
+        .bind(self.price.commission_rate)
+        .bind(self.price.commission_amount)
+        .bind(self.price.provider_earnings)
+        .bind(self.travel_minutes)
+        .bind(store::actor_text(Some(self.actor_user_id)))
+        .bind("Accepted by the therapist")
+        .execute(tx)
+        .await?;
+        Ok(taken.rows_affected() == 1)
+    }
+
+    /// What is recorded beside it (`accept_records.sql`): the offer closed, the travel
+    /// estimate, the promo's final discount.
+    pub(super) async fn record(&self, tx: &mut sqlx::PgConnection) -> sqlx::Result<()> {
+        sqlx::query(include_str!("../../sql/accept_records.sql"))
+            .bind(self.offer_id)
+            .bind(self.booking_id)
+            .bind(self.distance_m)
+            .bind(self.travel_minutes)
+            .bind(self.price.promo_discount)
+            .execute(tx)
+            .await
+            .map(|_| ())
+    }
+}
+
 /// Why an accept was refused after the offer itself was closed (committed), so the matcher
 /// moves on.
 struct ClosedRefusal {
@@ -303,32 +359,19 @@ impl Dispatcher {
             }));
         }
         let price = terms.price(offer.distance_m);
-        let travel_minutes =
-            i32::try_from(self.inner.eta.eta_seconds(offer.distance_m).div_ceil(60))
-                .unwrap_or(i32::MAX);
-        let updated = sqlx::query(&format!(
-            "{} AND {}",
-            include_str!("../../sql/accept_booking.sql").trim_end(),
-            store::actor_condition(12)
-        ))
-        .bind(booking.id)
-        .bind(provider_id)
-        .bind(price.service_price)
-        .bind(price.distance_surcharge)
-        .bind(price.platform_fee)
-        .bind(price.promo_discount)
-        .bind(price.total_amount)
-        .bind(price.commission_rate)
-        .bind(price.commission_amount)
-        .bind(price.provider_earnings)
-        .bind(travel_minutes)
-        .bind(store::actor_text(Some(actor)))
-        .bind("Accepted by the therapist")
-        .execute(&mut *tx)
-        .await;
-        match updated {
-            Ok(result) if result.rows_affected() == 1 => {}
-            Ok(_) => {
+        let travel_minutes = self.inner.eta.eta_minutes(offer.distance_m);
+        let acceptance = Acceptance {
+            booking_id: booking.id,
+            provider_id,
+            price: &price,
+            distance_m: offer.distance_m,
+            travel_minutes,
+            actor_user_id: actor,
+            offer_id: Some(offer.id),
+        };
+        match acceptance.take_booking(&mut tx).await {
+            Ok(true) => {}
+            Ok(false) => {
                 return Err(AcceptError::Refused(ApiError::Conflict(
                     "the offer was taken: the booking changed meanwhile".into(),
                 )))
@@ -345,13 +388,8 @@ impl Dispatcher {
             }
             Err(error) => return Err(AcceptError::Refused(ApiError::from(error))),
         }
-        sqlx::query(include_str!("../../sql/accept_records.sql"))
-            .bind(offer.id)
-            .bind(booking.id)
-            .bind(offer.distance_m)
-            .bind(travel_minutes)
-            .bind(price.promo_discount)
-            .execute(&mut *tx)
+        acceptance
+            .record(&mut tx)
             .await
             .context("recording the accepted offer, travel estimate and promo discount")?;
         transitions::step_took("accept_statements", began);

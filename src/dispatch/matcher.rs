@@ -451,32 +451,21 @@ impl Matcher {
             i64::from(facts.duration_minutes.unwrap_or(60)),
             i64::from(facts.buffer_minutes),
         );
-        // A scheduled booking is offered until its lead time; a `now` one until the pending
-        // timeout.
-        let pending_timeout =
-            chrono::Duration::from_std(self.settings.pending_timeout).unwrap_or_default();
-        let (deadline, job) = match (facts.is_scheduled(), facts.scheduled_at) {
-            (true, Some(start)) => (
-                super::scheduled::offer_deadline(
-                    facts.requested_at,
-                    Some(start),
-                    self.scheduling.lead,
-                    pending_timeout,
-                ),
-                Job::Later { start, session },
-            ),
-            _ => (
-                super::scheduled::offer_deadline(
-                    facts.requested_at,
-                    None,
-                    self.scheduling.lead,
-                    pending_timeout,
-                ),
-                Job::Now {
-                    session,
-                    place: point,
-                },
-            ),
+        let start = facts.scheduled_at.filter(|_| facts.is_scheduled());
+        // Offered until `scheduled::offer_deadline`: a scheduled booking until its lead time, a
+        // `now` one until the pending timeout.
+        let deadline = super::scheduled::offer_deadline(
+            facts.requested_at,
+            start,
+            self.scheduling.lead,
+            chrono::Duration::from_std(self.settings.pending_timeout).unwrap_or_default(),
+        );
+        let job = match start {
+            Some(start) => Job::Later { start, session },
+            None => Job::Now {
+                session,
+                place: point,
+            },
         };
         let radius = self
             .settings

@@ -13,10 +13,17 @@ use sqlx::PgExecutor;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::accept::TherapistTerms;
+use super::accept::{Acceptance, TherapistTerms};
 use super::lifecycle::BookingStatus;
 use super::matcher::ACCEPT_GRACE;
+use super::notify::frame;
+use super::store::{self, BookingFacts, BookingView};
+use super::transitions::Changed;
+use super::transitions::Transition;
+use super::{Caller, Dispatcher};
+use crate::error::{ApiError, Context as _};
 use crate::geo::Point;
+use crate::schedule::SchedulingSettings;
 
 /// Until when a booking is offered. A booking for now: its pending timeout. A booking for later:
 /// until its lead time (when its therapist must set out), but never less than a booking for now
@@ -34,13 +41,6 @@ pub fn offer_deadline(
         None => for_now,
     }
 }
-use super::notify::frame;
-use super::store::{self, BookingFacts, BookingView};
-use super::transitions::Changed;
-use super::transitions::Transition;
-use super::{Caller, Dispatcher};
-use crate::error::{ApiError, Context as _};
-use crate::schedule::SchedulingSettings;
 
 /// How often the sweep looks for lapsed requests, due bookings and reminders.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
@@ -194,49 +194,26 @@ impl Dispatcher {
             _ => 0.0,
         };
         let price = terms.price(distance_m);
-        store::set_actor(&mut tx, Some(caller.user_id), "Accepted by the therapist")
+        let acceptance = Acceptance {
+            booking_id: booking.id,
+            provider_id,
+            price: &price,
+            distance_m,
+            travel_minutes: self.inner.eta.eta_minutes(distance_m),
+            actor_user_id: caller.user_id,
+            offer_id: None,
+        };
+        if !acceptance
+            .take_booking(&mut tx)
             .await
-            .context("marking the actor")?;
-        let rows = sqlx::query(
-            "UPDATE bookings SET status = 'accepted', provider_id = requested_provider_id, accepted_at = now(), \
-                 service_price = $2, distance_surcharge = $3, platform_fee = $4, promo_discount = $5, \
-                 total_amount = $6, commission_rate = $7, commission_amount = $8, provider_earnings = $9 \
-             WHERE id = $1 AND status = 'pending'",
-        )
-        .bind(booking.id)
-        .bind(price.service_price)
-        .bind(price.distance_surcharge)
-        .bind(price.platform_fee)
-        .bind(price.promo_discount)
-        .bind(price.total_amount)
-        .bind(price.commission_rate)
-        .bind(price.commission_amount)
-        .bind(price.provider_earnings)
-        .execute(&mut *tx)
-        .await
-        .context("accepting the request")?
-        .rows_affected();
-        sqlx::query("UPDATE promo_code_usages SET discount_amount = $2 WHERE booking_id = $1")
-            .bind(booking.id)
-            .bind(price.promo_discount)
-            .execute(&mut *tx)
-            .await
-            .context("recording the promo discount")?;
-        let travel_minutes =
-            i32::try_from(self.inner.eta.eta_seconds(distance_m).div_ceil(60)).unwrap_or(i32::MAX);
-        sqlx::query(
-            "UPDATE booking_locations SET distance_km = round(($2 / 1000.0)::numeric, 2), \
-                 estimated_travel_time_minutes = $3 WHERE booking_id = $1",
-        )
-        .bind(booking.id)
-        .bind(distance_m)
-        .bind(travel_minutes)
-        .execute(&mut *tx)
-        .await
-        .context("recording the travel estimate")?;
-        if rows == 0 {
+            .context("accepting the request")?
+        {
             return Err(ApiError::Conflict("the booking changed meanwhile".into()));
         }
+        acceptance
+            .record(&mut tx)
+            .await
+            .context("recording the travel estimate and promo discount")?;
         metrics::counter!("hilot_scheduled_requests_accepted_total").increment(1);
         self.commit_transition(
             tx,

@@ -302,13 +302,13 @@ impl EventBus {
                     // nodes' through PostgreSQL.
                     tracing::warn!(%error, "publishing an event failed; delivering locally and through PostgreSQL");
                     metrics::counter!("hilot_bus_publish_failures_total").increment(1);
-                    let message = FallbackMessage::Event {
+                    let fallback = may_fall_back(&error).then(|| FallbackMessage::Event {
                         origin: self.origin,
                         user_id,
                         frame: frame.to_string(),
-                    };
+                    });
                     self.hub.deliver(user_id, frame).await;
-                    if may_fall_back(&error) {
+                    if let Some(message) = fallback {
                         self.notify(&message).await;
                     }
                 }
@@ -361,11 +361,7 @@ async fn listen_to_fallback(
     control: Arc<Control>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let listen_pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .max_lifetime(None)
-        .idle_timeout(None)
-        .connect_lazy_with(db.connect_options().as_ref().clone());
+    let listen_pool = crate::db::dedicated_pool(&db, 1);
     loop {
         let listening = listen_until_failure(&listen_pool, &hub, &control);
         tokio::select! {

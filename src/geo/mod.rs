@@ -88,6 +88,11 @@ impl EtaModel {
         let metres_per_second = self.speed_kmh.max(1.0) * 1000.0 / 3600.0;
         (distance_m.max(0.0) * self.road_circuity.max(1.0) / metres_per_second).ceil() as u32
     }
+
+    /// [`EtaModel::eta_seconds`] in whole minutes, rounded up (as bookings record travel time).
+    pub fn eta_minutes(self, distance_m: f64) -> i32 {
+        i32::try_from(self.eta_seconds(distance_m).div_ceil(60)).unwrap_or(i32::MAX)
+    }
 }
 
 #[cfg(test)]

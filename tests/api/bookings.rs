@@ -883,16 +883,7 @@ async fn a_price_raised_after_the_offer_withdraws_it_instead_of_charging_the_cus
         id.as_str()
     );
     // Offered at 800, the therapist sets 99,999 and then accepts.
-    json_body(
-        app.put_as(
-            &therapist.token,
-            &format!("/v1/therapist/services/{service}"),
-            &json!({"price": "99999.00", "base_distance_km": 1, "per_km_surcharge": "20.00", "max_travel_distance_km": 10}),
-        )
-        .await,
-        200,
-    )
-    .await;
+    crate::live::price_service(&app, &therapist.token, &service, "99999.00").await;
     let refused = problem(
         app.post_as(
             &therapist.token,

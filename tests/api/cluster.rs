@@ -236,6 +236,21 @@ async fn book(base: &str, customer: &str, service: &str, key: &str) -> Value {
     .await
 }
 
+/// The therapist accepts the booking through the node at `base`.
+async fn accept_on(base: &str, therapist: &str, id: &str) -> Value {
+    json_body(
+        reqwest::Client::new()
+            .post(format!("{base}/v1/bookings/{id}/accept"))
+            .bearer_auth(therapist)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await
+}
+
 /// Reads frames until one satisfies `wanted`, within the patience.
 async fn frame_where(socket: &mut Socket, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -341,17 +356,7 @@ async fn three_nodes_directly_and_through_haproxy_are_one_service() {
     .await;
     // The customer watches on A.
     let mut customer_on_a = connect_url(&ws_url(a.port, "/v1/ws/customer", &customer)).await;
-    let accepted = json_body(
-        reqwest::Client::new()
-            .post(c.url(&format!("/v1/bookings/{id}/accept")))
-            .bearer_auth(&therapist.token)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let accepted = accept_on(&c.url(""), &therapist.token, &id).await;
     assert_eq!(accepted["status"], "accepted");
     // The customer on A gets the positions of the therapist on B. The therapist keeps walking
     // (as the app keeps pinging) until one arrives: on a loaded machine the trip may start
@@ -424,17 +429,7 @@ async fn an_old_socket_closing_on_one_node_after_a_reconnect_on_another_leaves_t
     let _new_on_b = connect_url(&b.ws_url("/v1/ws/therapist", &therapist.token)).await;
     old_on_a.close().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let accepted = json_body(
-        reqwest::Client::new()
-            .post(b.url(&format!("/v1/bookings/{id}/accept")))
-            .bearer_auth(&therapist.token)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let accepted = accept_on(&b.url(""), &therapist.token, &id).await;
     assert_eq!(accepted["status"], "accepted");
     drop(b);
     drop(c);
@@ -496,17 +491,7 @@ async fn redis_stopped_and_started_again_loses_no_booking_and_the_nodes_say_so()
         |f| f["type"] == "offer" && f["booking_id"] == id.as_str(),
     )
     .await;
-    let accepted = json_body(
-        reqwest::Client::new()
-            .post(b.url(&format!("/v1/bookings/{id}/accept")))
-            .bearer_auth(&therapist.token)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let accepted = accept_on(&b.url(""), &therapist.token, &id).await;
     assert_eq!(accepted["status"], "accepted");
     frame_where(
         &mut customer_on_c,

@@ -18,16 +18,7 @@ const THERAPIST_WS: &str = "/v1/ws/therapist";
 pub async fn online_therapist(app: &TestApp, admin: &str) -> (Therapist, String) {
     let therapist = verified_therapist(app, admin).await;
     let swedish = service_id(app, "swedish-massage").await;
-    json_body(
-        app.put_as(
-            &therapist.token,
-            &format!("/v1/therapist/services/{swedish}"),
-            &json!({"price": "800.00", "base_distance_km": 1, "per_km_surcharge": "20.00", "max_travel_distance_km": 10}),
-        )
-        .await,
-        200,
-    )
-    .await;
+    price_service(app, &therapist.token, &swedish, "800.00").await;
     json_body(
         app.put_as(
             &therapist.token,
@@ -39,6 +30,20 @@ pub async fn online_therapist(app: &TestApp, admin: &str) -> (Therapist, String)
     )
     .await;
     (therapist, swedish)
+}
+
+/// The therapist offers `service` at `price`, 1 km included, 20 a km beyond, up to 10 km.
+pub async fn price_service(app: &TestApp, token: &str, service: &str, price: &str) {
+    json_body(
+        app.put_as(
+            token,
+            &format!("/v1/therapist/services/{service}"),
+            &json!({"price": price, "base_distance_km": 1, "per_km_surcharge": "20.00", "max_travel_distance_km": 10}),
+        )
+        .await,
+        200,
+    )
+    .await;
 }
 
 pub fn ping(seq: i64, lat: f64, lng: f64) -> Value {

@@ -168,6 +168,31 @@ async fn wait_for_booking(
 }
 
 /// A request to the therapist for the first slot after `after`, then accepted by them.
+/// The customer asks the named therapist for `at`; answers the booking's id.
+async fn request_named(
+    app: &TestApp,
+    customer: &str,
+    key: &str,
+    service: &str,
+    at: DateTime<Utc>,
+    therapist: &Therapist,
+) -> String {
+    json_body(
+        book(
+            app,
+            customer,
+            key,
+            &scheduled_body(service, at, Some(&therapist.provider_id)),
+        )
+        .await,
+        201,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn accepted_request(
     app: &TestApp,
     customer: &str,
@@ -255,16 +280,7 @@ async fn a_request_to_a_named_therapist_is_accepted_reminded_and_carried_out() {
     assert!(!near.to_string().contains(&therapist.provider_id));
 
     // The therapist charges more than the catalog for this service.
-    json_body(
-        app.put_as(
-            &therapist.token,
-            &format!("/v1/therapist/services/{service}"),
-            &json!({"price": "950.00", "base_distance_km": 1, "per_km_surcharge": "20.00", "max_travel_distance_km": 10}),
-        )
-        .await,
-        200,
-    )
-    .await;
+    crate::live::price_service(&app, &therapist.token, &service, "950.00").await;
 
     // Booked for later with the therapist named: a request that holds the slot.
     let created = json_body(
@@ -624,20 +640,7 @@ async fn a_named_therapist_declines_one_request_and_lets_another_lapse() {
         Utc::now() + chrono::Duration::hours(2),
     )
     .await;
-    let declined = json_body(
-        book(
-            &app,
-            &customer,
-            "declined",
-            &scheduled_body(&service, at, Some(&therapist.provider_id)),
-        )
-        .await,
-        201,
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let declined = request_named(&app, &customer, "declined", &service, at, &therapist).await;
     // A dispatcher does not offer a request: its named therapist answers it.
     let refused = problem(
         app.post_as(
@@ -698,20 +701,7 @@ async fn a_named_therapist_declines_one_request_and_lets_another_lapse() {
 
     // The slot is free again; this time the therapist has a second to answer and does not.
     set_app_setting(&app, "scheduled_request_timeout", json!(1)).await;
-    let lapsing = json_body(
-        book(
-            &app,
-            &customer,
-            "lapsing",
-            &scheduled_body(&service, at, Some(&therapist.provider_id)),
-        )
-        .await,
-        201,
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let lapsing = request_named(&app, &customer, "lapsing", &service, at, &therapist).await;
     let lapsed = wait_for_booking(&app, &customer, &lapsing, |b| b["status"] == "cancelled").await;
     assert_eq!(lapsed["cancellation_reason"], "request_expired");
     let late = app
@@ -727,34 +717,12 @@ async fn a_named_therapist_declines_one_request_and_lets_another_lapse() {
     // therapist, shown the request, is told it is gone.
     set_app_setting(&app, "scheduled_request_timeout", json!(3600)).await;
     let mut therapist_socket = connect(&app, "/v1/ws/therapist", &therapist.token).await;
-    let withdrawn = json_body(
-        book(
-            &app,
-            &customer,
-            "withdrawn",
-            &scheduled_body(&service, at, Some(&therapist.provider_id)),
-        )
-        .await,
-        201,
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let withdrawn = request_named(&app, &customer, "withdrawn", &service, at, &therapist).await;
     let request = next_of(&mut therapist_socket, "booking.request").await;
     assert_eq!(request["booking_id"], withdrawn.as_str());
     // The therapist raises their price after the request came: they cannot accept it at the
     // new price (the customer asked on the old terms).
-    json_body(
-        app.put_as(
-            &therapist.token,
-            &format!("/v1/therapist/services/{service}"),
-            &json!({"price": "1200.00", "base_distance_km": 1, "per_km_surcharge": "20.00", "max_travel_distance_km": 10}),
-        )
-        .await,
-        200,
-    )
-    .await;
+    crate::live::price_service(&app, &therapist.token, &service, "1200.00").await;
     let refused = problem(
         app.post_as(
             &therapist.token,
