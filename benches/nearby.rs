@@ -68,6 +68,7 @@ fn nearby(c: &mut Criterion) {
             service_id: 1,
             radius_m: 5_000.0,
             limit: 10,
+            placement: hilot::geo::index::Placement::Exact,
         })
         .collect();
     let now = Utc::now();

@@ -200,6 +200,7 @@ fn replay(
                         service_id: 1,
                         radius_m: rules.max_radius_m,
                         limit: 1,
+                        placement: hilot::geo::index::Placement::Exact,
                     },
                     now,
                 );

@@ -330,6 +330,7 @@ impl WaitingBookings {
                         service_id: booking.service_id,
                         radius_m: booking.radius_m,
                         limit: wanted + booking.tried.len(),
+                        placement: crate::geo::index::Placement::Exact,
                     },
                     now,
                 );

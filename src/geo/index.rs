@@ -40,6 +40,10 @@ pub const SEARCH_BUDGET: usize = 20_000;
 /// Cells vary in size across the globe (up to about 2× in area); bounding unexplored rings with
 /// a fraction of the average edge keeps the search exact everywhere.
 const EDGE_SAFETY_FACTOR: f64 = 0.6;
+/// The farthest a point can be from the centre of its index cell: a cell's centre-to-vertex
+/// distance is at most 223 m at resolution 9 anywhere on Earth (a unit test samples the globe),
+/// with room to spare. Searches that place therapists at their cell's centre widen by this.
+pub const CELL_CENTRE_SLACK_M: f64 = 250.0;
 
 /// What dispatch knows about a therapist right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -134,6 +138,36 @@ pub struct NearbyQuery {
     pub service_id: i64,
     pub radius_m: f64,
     pub limit: usize,
+    pub placement: Placement,
+}
+
+/// Where a search places each therapist when it measures, filters and orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// At their live fix: dispatch, and admins.
+    #[default]
+    Exact,
+    /// At the centre of their index cell (about 0.1 km²): customers. Every part of the answer
+    /// (who is within the radius and their travel limits, the order, the distances and so the
+    /// quotes) is then the same wherever in the cell the therapist stands, so no series of
+    /// searches, however placed and whatever their radii, locates anyone closer than their
+    /// cell. Rounding the distances alone would not do: a search walked across a rounding step,
+    /// or a radius narrowed step by step, measures the exact distance.
+    CellCentre,
+}
+
+/// The centre of the index cell that holds `point`: where [`Placement::CellCentre`] puts a
+/// therapist standing there.
+pub fn cell_centre(point: Point) -> Option<Point> {
+    let cell = LatLng::new(point.lat, point.lng)
+        .ok()?
+        .to_cell(H3_RESOLUTION);
+    Some(centre_of(cell))
+}
+
+fn centre_of(cell: CellIndex) -> Point {
+    let centre = LatLng::from(cell);
+    Point::new(centre.lat(), centre.lng())
 }
 
 /// One answer: who, how far, and their terms for the service asked about.
@@ -583,8 +617,14 @@ impl LiveIndex {
         let origin = origin.to_cell(H3_RESOLUTION);
         let here = unit_vector(query.point);
         let radius = query.radius_m.clamp(0.0, MAX_SEARCH_RADIUS_M);
-        // Anyone within `radius` on the ellipsoid is within this on the sphere.
-        let sphere_radius = radius / (1.0 - SPHERE_RELATIVE_ERROR);
+        // Candidates are found by their fixes; a therapist placed at their cell's centre is at
+        // most `slack` nearer or farther than their fix, so every bound widens by it.
+        let slack = match query.placement {
+            Placement::Exact => 0.0,
+            Placement::CellCentre => CELL_CENTRE_SLACK_M,
+        };
+        // Anyone within `radius` (+ `slack`) on the ellipsoid is within this on the sphere.
+        let sphere_radius = (radius + slack) / (1.0 - SPHERE_RELATIVE_ERROR);
         let radius_chord2 = chord2_for_distance(sphere_radius);
         let edge_m = H3_RESOLUTION.edge_length_km() * 1000.0 * EDGE_SAFETY_FACTOR;
         let inner = self.inner.read();
@@ -627,7 +667,7 @@ impl LiveIndex {
                 let sphere = unexplored_from.max(0.0);
                 (
                     chord2_for_distance(sphere),
-                    sphere * (1.0 - SPHERE_RELATIVE_ERROR),
+                    sphere * (1.0 - SPHERE_RELATIVE_ERROR) - slack,
                 )
             };
             unchecked.retain(|&candidate| {
@@ -642,7 +682,7 @@ impl LiveIndex {
             loop {
                 // The nearest any unmeasured candidate can be on the ellipsoid.
                 let unmeasured_from = band.get(next).map_or(f64::INFINITY, |&(c2, _)| {
-                    distance_from_chord2(c2) * (1.0 - SPHERE_RELATIVE_ERROR)
+                    distance_from_chord2(c2) * (1.0 - SPHERE_RELATIVE_ERROR) - slack
                 });
                 match measured.first() {
                     Some(&(d, provider_id)) if d <= unmeasured_from => {
@@ -670,8 +710,14 @@ impl LiveIndex {
                         {
                             continue;
                         }
-                        let Some((fix, _)) = entry.live else { continue };
-                        let d = distance_m(query.point, fix.point);
+                        let Some((fix, cell)) = entry.live else {
+                            continue;
+                        };
+                        let placed_at = match query.placement {
+                            Placement::Exact => fix.point,
+                            Placement::CellCentre => centre_of(cell),
+                        };
+                        let d = distance_m(query.point, placed_at);
                         if d <= radius
                             && self
                                 .eligible_offer(entry, query.service_id, d, now)
@@ -883,6 +929,7 @@ mod tests {
             service_id: 1,
             radius_m: 5000.0,
             limit,
+            placement: Placement::Exact,
         }
     }
 
@@ -1079,7 +1126,17 @@ mod tests {
             index.update_fix(id, fix(p.lat, p.lng, now));
             everyone.push((id, p, profile));
         }
-        for _ in 0..300 {
+        for round in 0..400 {
+            // Customers' searches place everyone at their cell's centre.
+            let placement = if round % 2 == 0 {
+                Placement::Exact
+            } else {
+                Placement::CellCentre
+            };
+            let placed = |p: Point| match placement {
+                Placement::Exact => p,
+                Placement::CellCentre => cell_centre(p).unwrap(),
+            };
             let here = Point::new(
                 14.45 + rng.gen::<f64>() * 0.25,
                 120.95 + rng.gen::<f64>() * 0.15,
@@ -1089,7 +1146,7 @@ mod tests {
             let mut expected: Vec<(f64, i64)> = everyone
                 .iter()
                 .filter(|(_, _, profile)| profile.online)
-                .map(|(id, p, profile)| (crate::geo::distance_m(here, *p), *id, profile))
+                .map(|(id, p, profile)| (crate::geo::distance_m(here, placed(*p)), *id, profile))
                 .filter(|(d, _, profile)| {
                     *d <= radius_m
                         && *d <= f64::from(profile.service_radius_km) * 1000.0
@@ -1106,14 +1163,83 @@ mod tests {
                         service_id: 1,
                         radius_m,
                         limit,
+                        placement,
                     },
                     now,
                 )
                 .iter()
                 .map(|h| (h.distance_m, h.provider_id))
                 .collect();
-            assert_eq!(got, expected, "{here:?} {radius_m} {limit}");
+            assert_eq!(got, expected, "{here:?} {radius_m} {limit} {placement:?}");
         }
+    }
+
+    #[test]
+    fn a_point_is_never_farther_from_its_cell_centre_than_the_slack() {
+        let mut farthest: f64 = 0.0;
+        for lat_step in -89..=89 {
+            for lng_step in -90..90 {
+                let point = Point::new(f64::from(lat_step), f64::from(lng_step) * 2.0 + 0.5);
+                let cell = LatLng::new(point.lat, point.lng)
+                    .unwrap()
+                    .to_cell(H3_RESOLUTION);
+                let centre = centre_of(cell);
+                for vertex in cell.boundary().iter() {
+                    let vertex = Point::new(vertex.lat(), vertex.lng());
+                    farthest = farthest.max(crate::geo::distance_m(centre, vertex));
+                }
+            }
+        }
+        assert!(
+            farthest < CELL_CENTRE_SLACK_M && farthest > 150.0,
+            "{farthest}"
+        );
+    }
+
+    #[test]
+    fn a_customer_search_answers_the_same_wherever_in_its_cell_a_therapist_stands() {
+        let now = Utc::now();
+        let cell = LatLng::new(14.5547, 121.0244)
+            .unwrap()
+            .to_cell(H3_RESOLUTION);
+        let centre = centre_of(cell);
+        // Two places in the cell, near opposite vertices.
+        let vertices: Vec<LatLng> = cell.boundary().iter().copied().collect();
+        let inside = |v: &LatLng| {
+            Point::new(
+                centre.lat + 0.9 * (v.lat() - centre.lat),
+                centre.lng + 0.9 * (v.lng() - centre.lng),
+            )
+        };
+        let (a, b) = (inside(&vertices[0]), inside(&vertices[3]));
+        assert!(crate::geo::distance_m(a, b) > 250.0);
+        let answer = |at: Point, query: &NearbyQuery| {
+            let index = LiveIndex::new(DEFAULT_PRESENCE_TTL);
+            index.upsert_profile(therapist(1));
+            index.update_fix(1, fix(at.lat, at.lng, now));
+            index
+                .nearby(query, now)
+                .iter()
+                .map(|h| h.distance_m)
+                .collect::<Vec<_>>()
+        };
+        let from = Point::new(14.5600, 121.0300);
+        let to_centre = crate::geo::distance_m(from, centre);
+        // Radii just either side of the distance to the centre: the same answer for both places.
+        for radius_m in [to_centre - 0.5, to_centre + 0.5] {
+            let query = NearbyQuery {
+                point: from,
+                radius_m,
+                placement: Placement::CellCentre,
+                ..query(10)
+            };
+            assert_eq!(answer(a, &query), answer(b, &query), "{radius_m}");
+        }
+        let exact = NearbyQuery {
+            point: from,
+            ..query(10)
+        };
+        assert_ne!(answer(a, &exact), answer(b, &exact));
     }
 
     #[test]

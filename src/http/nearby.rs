@@ -13,7 +13,7 @@ use crate::domain::money::CURRENCY;
 use crate::domain::pricing::quote;
 use crate::domain::validate::{check_lat_lng, check_range};
 use crate::error::{ApiError, Problem};
-use crate::geo::index::{NearbyQuery, MAX_SEARCH_RADIUS_M};
+use crate::geo::index::{NearbyQuery, Placement, MAX_SEARCH_RADIUS_M};
 use crate::geo::Point;
 use crate::schedule::diary::Job;
 use crate::schedule::slots::Session;
@@ -21,9 +21,10 @@ use crate::state::AppState;
 
 /// Search radius when the client gives none.
 pub const DEFAULT_RADIUS_M: u32 = 5_000;
-/// Distances shown to customers are rounded to this many metres, and ETAs to this many seconds,
-/// so that a few searches from a few places cannot pin a therapist down (together with the
-/// per-user limit on searches).
+/// Distances shown to customers are rounded to this many metres, and ETAs to this many seconds.
+/// What keeps a therapist's position private is that customers' searches place them at the
+/// centre of their index cell ([`Placement::CellCentre`]); the rounding only keeps the figures
+/// from claiming more precision than that.
 pub const DISTANCE_ROUNDING_M: u32 = 100;
 pub const ETA_ROUNDING_S: u32 = 60;
 /// Answers when the client gives no limit, and the most it may ask for.
@@ -66,7 +67,10 @@ pub struct NearbyTherapist {
     #[serde(with = "crate::domain::money")]
     #[schema(value_type = String, example = "4.80")]
     pub average_rating: Decimal,
-    /// Great-circle distance from the customer, rounded to 100 m (exact for admins).
+    /// Distance from the customer along the WGS84 ellipsoid. For customers it is measured to
+    /// the centre of the therapist's H3 cell (resolution 9, about 0.1 km², so up to about
+    /// 220 m off) and rounded to 100 m, and the radius, the travel limits, the order and the
+    /// quote use that same distance; admins see the exact one.
     pub distance_m: u32,
     /// Estimated travel time (distance × road circuity ÷ average speed), rounded to the minute
     /// (exact for admins).
@@ -145,6 +149,11 @@ pub async fn nearby(
             service_id,
             radius_m: f64::from(radius_m),
             limit: limit as usize,
+            placement: if exact {
+                Placement::Exact
+            } else {
+                Placement::CellCentre
+            },
         },
         now,
         |provider_id, distance_m| {

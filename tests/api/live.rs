@@ -376,21 +376,36 @@ async fn nearby_answers_from_the_live_index_with_quotes_and_no_coordinates() {
     let first = &therapists[0];
     assert_eq!(first["provider_id"], near.provider_id.as_str());
     assert_eq!(therapists[1]["provider_id"], far.provider_id.as_str());
-    // Customers see distances to 100 m and ETAs to the minute; admins see them exact.
-    assert_eq!(first["distance_m"], 900, "945 m shows as 900 m");
+    // Customers are told the distance to the centre of the therapist's H3 cell (about 0.1 km²),
+    // rounded to 100 m, and quoted on it; admins see the exact distance.
+    let shown = |lat: f64| {
+        let centre = hilot::geo::index::cell_centre(hilot::geo::Point::new(lat, MAKATI.1)).unwrap();
+        hilot::geo::distance_m(hilot::geo::Point::new(MAKATI.0, MAKATI.1), centre)
+    };
+    let (near_shown, far_shown) = (shown(MAKATI.0 + 0.0085), shown(MAKATI.0 + 0.027));
+    assert_eq!(
+        first["distance_m"].as_f64().unwrap(),
+        (near_shown / 100.0).round() * 100.0,
+        "{near_shown} m to the centre of the cell"
+    );
     assert_eq!(first["eta_seconds"].as_u64().unwrap() % 60, 0);
     assert!(first["eta_seconds"].as_u64().unwrap() > 0);
     let exact = json_body(app.get_as(&admin, &path).await, 200).await;
     let distance = exact["therapists"][0]["distance_m"].as_u64().unwrap();
     assert!((935..=950).contains(&distance), "{distance}");
-    // 940 m away with 1 km included: no surcharge; the far one (2.99 km on the WGS84 ellipsoid,
-    // where a degree of latitude here is 0.5 % shorter than on the mean sphere) pays 2 started
-    // km × 20.
+    // The near one is well within the 1 km included, wherever the cell puts them: no
+    // surcharge. The far one pays 20 a started km beyond it.
+    assert!(near_shown < 1_000.0, "{near_shown}");
     assert_eq!(
         first["quote"],
         json!({"service_price": "800.00", "distance_surcharge": "0.00", "total_amount": "800.00", "currency": "PHP"})
     );
-    assert_eq!(therapists[1]["quote"]["distance_surcharge"], "40.00");
+    let far_started_km = (far_shown / 1000.0 - 1.0).ceil();
+    assert_eq!(
+        therapists[1]["quote"]["distance_surcharge"],
+        format!("{}.00", far_started_km * 20.0),
+        "{far_shown} m to the centre of the cell"
+    );
     let text = body.to_string();
     assert!(
         !text.contains("\"lat\"") && !text.contains("\"lng\""),
@@ -441,6 +456,92 @@ async fn nearby_answers_from_the_live_index_with_quotes_and_no_coordinates() {
     )
     .await;
     problem(app.get(&path).await, 401).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_customer_narrowing_the_radius_learns_the_therapists_cell_not_their_position() {
+    use hilot::geo::{distance_m, index::cell_centre, Point};
+    let app = spawn_app().await;
+    let admin = make_admin(&app).await;
+    let (therapist, swedish) = online_therapist(&app, &admin).await;
+    let (customer, _) = crate::helpers::register(&app, "customer").await;
+    let customer_at = Point::new(MAKATI.0, MAKATI.1);
+    // Two places 260 m apart in one cell, north and south of its centre.
+    let centre = cell_centre(Point::new(MAKATI.0 + 0.02, MAKATI.1)).unwrap();
+    let places = [
+        Point::new(centre.lat + 0.0012, centre.lng),
+        Point::new(centre.lat - 0.0012, centre.lng),
+    ];
+    for place in places {
+        assert_eq!(cell_centre(place), Some(centre));
+    }
+    let to_centre = distance_m(customer_at, centre);
+    let mut socket = connect(&app, THERAPIST_WS, &therapist.token).await;
+    let mut answers = Vec::new();
+    for (seq, place) in places.into_iter().enumerate() {
+        // A minute apart: a walk, not a jump.
+        let at = Utc::now() - Duration::minutes(4 - seq as i64);
+        socket
+            .send_json(&ping_at(seq as i64 + 1, place.lat, place.lng, at))
+            .await;
+        assert_eq!(socket.next_json().await["type"], "ack");
+        // The exact distances differ by about 260 m; an attacker would look for the radius at
+        // which the therapist appears.
+        let mut seen = Vec::new();
+        for radius_m in [to_centre.floor() - 1.0, to_centre.ceil() + 1.0] {
+            let body = json_body(
+                app.get_as(
+                    &customer,
+                    &format!(
+                        "/v1/therapists/nearby?lat={}&lng={}&service_id={swedish}&radius_m={radius_m}",
+                        customer_at.lat, customer_at.lng
+                    ),
+                )
+                .await,
+                200,
+            )
+            .await;
+            seen.push(body["therapists"].clone());
+        }
+        answers.push(seen);
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "the answers told the two places apart"
+    );
+    let [outside, inside] = [&answers[0][0], &answers[0][1]];
+    assert_eq!(
+        outside,
+        &json!([]),
+        "appears only at the distance to the cell's centre"
+    );
+    assert_eq!(inside[0]["provider_id"], therapist.provider_id.as_str());
+    // Admins see the exact distance, which differs between the two places.
+    let mut exact = Vec::new();
+    for (seq, place) in places.into_iter().enumerate() {
+        let at = Utc::now() - Duration::minutes(2 - seq as i64);
+        socket
+            .send_json(&ping_at(seq as i64 + 3, place.lat, place.lng, at))
+            .await;
+        assert_eq!(socket.next_json().await["type"], "ack");
+        let body = json_body(
+            app.get_as(
+                &admin,
+                &format!(
+                    "/v1/therapists/nearby?lat={}&lng={}&service_id={swedish}",
+                    customer_at.lat, customer_at.lng
+                ),
+            )
+            .await,
+            200,
+        )
+        .await;
+        exact.push(body["therapists"][0]["distance_m"].as_f64().unwrap());
+        assert!((exact[seq] - distance_m(customer_at, place)).abs() <= 1.0);
+    }
+    assert!((exact[0] - exact[1]).abs() > 200.0, "{exact:?}");
+    socket.close().await;
     app.shutdown().await;
 }
 
@@ -588,6 +689,7 @@ async fn nearby_returns_exactly_what_brute_force_postgis_returns() {
                 service_id: swedish,
                 radius_m: f64::from(radius_m),
                 limit: limit as usize,
+                placement: hilot::geo::index::Placement::Exact,
             },
             Utc::now(),
         );
