@@ -427,6 +427,13 @@ pub struct IntegrationSettings {
     /// Deliveries in flight at once on this node.
     #[arg(long, global = true, env = "HILOT_OUTBOX_CONCURRENCY", default_value_t = DEFAULT_OUTBOX_CONCURRENCY)]
     pub outbox_concurrency: usize,
+
+    /// Let operator webhooks reach loopback, private and link-local addresses (`true` for
+    /// receivers on the operator's own network). Off by default, so that an admin's token
+    /// cannot aim Hilot at the metadata service, the database, Redis or another internal
+    /// service.
+    #[arg(long, global = true, env = "HILOT_WEBHOOK_PRIVATE_ADDRESSES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_private_addresses: bool,
 }
 
 impl Default for IntegrationSettings {
@@ -445,6 +452,7 @@ impl Default for IntegrationSettings {
             outbox_max_attempts: DEFAULT_OUTBOX_MAX_ATTEMPTS,
             outbox_timeout_s: DEFAULT_OUTBOX_TIMEOUT_S,
             outbox_concurrency: DEFAULT_OUTBOX_CONCURRENCY,
+            webhook_private_addresses: false,
         }
     }
 }

@@ -457,6 +457,22 @@ fn request_limits(settings: &Settings) -> Limits {
 /// The HTTP client of outside calls (gateway, push, webhooks); each call is also bounded by the
 /// outbox's attempt timeout.
 fn outside_client(settings: &Settings) -> reqwest::Client {
+    outside_client_builder(settings).build().unwrap_or_default()
+}
+
+/// The client of operator webhooks: [`outside_client`], connecting only to public addresses
+/// unless the operator allows internal ones.
+fn webhook_client(settings: &Settings) -> reqwest::Client {
+    let builder = outside_client_builder(settings);
+    let builder = if settings.integrations.webhook_private_addresses {
+        builder
+    } else {
+        builder.dns_resolver(Arc::new(crate::webhooks::address::PublicAddressesOnly))
+    };
+    builder.build().unwrap_or_default()
+}
+
+fn outside_client_builder(settings: &Settings) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(
             settings.integrations.outbox_timeout_s.max(1),
@@ -466,8 +482,6 @@ fn outside_client(settings: &Settings) -> reqwest::Client {
         // steer Hilot's requests to another (internal) address.
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("hilot/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_default()
 }
 
 fn payments(settings: &Settings) -> crate::money::payments::Payments {
@@ -503,7 +517,8 @@ fn couriers(state: &AppState, db: &sqlx::PgPool) -> crate::outbox::Couriers {
             Channel::Webhook,
             Arc::new(crate::webhooks::WebhookCourier {
                 db: db.clone(),
-                client: client.clone(),
+                client: webhook_client(settings),
+                private_addresses_allowed: settings.integrations.webhook_private_addresses,
             }),
         ),
     ];

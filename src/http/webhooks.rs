@@ -25,9 +25,13 @@ pub struct NewEndpoint {
     pub description: Option<String>,
 }
 
-fn check_url(errors: &mut Vec<FieldError>, raw: &str) {
+/// `private_allowed`: the operator lets webhooks reach internal addresses.
+fn check_url(errors: &mut Vec<FieldError>, raw: &str, private_allowed: bool) {
     match url::Url::parse(raw.trim()) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            if !private_allowed && !webhooks::address::host_may_be_public(&url) {
+                errors.push(FieldError::new("url", webhooks::address::NOT_PUBLIC));
+            }
             if raw.len() > 2000 {
                 errors.push(FieldError::new("url", "must be at most 2000 characters"));
             }
@@ -58,7 +62,7 @@ fn check_url(errors: &mut Vec<FieldError>, raw: &str) {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not an http(s) URL, unknown event, or a malformed secret", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not an http(s) URL, an internal address (unless HILOT_WEBHOOK_PRIVATE_ADDRESSES), unknown event, or a malformed secret", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/admin/webhooks")]
@@ -69,7 +73,11 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let mut errors = Vec::new();
-    check_url(&mut errors, &body.url);
+    check_url(
+        &mut errors,
+        &body.url,
+        state.settings.integrations.webhook_private_addresses,
+    );
     if body.events.is_empty() || body.events.len() > 50 {
         errors.push(FieldError::new("events", "give 1 to 50 event types"));
     }

@@ -2,6 +2,7 @@
 //! delivered to them at least once through the outbox, signed as the Standard Webhooks spec says
 //! (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256>`).
 
+pub mod address;
 pub mod signing;
 
 use base64::Engine as _;
@@ -174,7 +175,9 @@ pub async fn deactivate(db: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<
 /// The webhook channel's courier: one signed POST per delivery.
 pub struct WebhookCourier {
     pub db: sqlx::PgPool,
+    /// Resolves through [`address::PublicAddressesOnly`] unless internal addresses are allowed.
     pub client: reqwest::Client,
+    pub private_addresses_allowed: bool,
 }
 
 impl Courier for WebhookCourier {
@@ -193,6 +196,16 @@ impl Courier for WebhookCourier {
                     None,
                 ));
             };
+            // Checked again here: the endpoint may predate the setting, or have been written
+            // straight into the table.
+            if !self.private_addresses_allowed
+                && !url::Url::parse(&url).is_ok_and(|u| address::host_may_be_public(&u))
+            {
+                return Err(Failure::permanent(
+                    format!("the endpoint's URL {}", address::NOT_PUBLIC),
+                    None,
+                ));
+            }
             let body = job.payload.to_string();
             let id = signing::message_id(job.uuid);
             let timestamp = Utc::now().timestamp();
@@ -208,7 +221,16 @@ impl Courier for WebhookCourier {
                 .body(body)
                 .send()
                 .await
-                .map_err(|e| Failure::retry(format!("unreachable: {}", e.without_url()), None))?;
+                .map_err(|e| {
+                    if address::is_internal_address_error(&e) {
+                        Failure::permanent(
+                            format!("the endpoint's host {}", address::NOT_PUBLIC),
+                            None,
+                        )
+                    } else {
+                        Failure::retry(format!("unreachable: {}", e.without_url()), None)
+                    }
+                })?;
             let status = response.status().as_u16();
             if response.status().is_success() {
                 Ok(Some(status))

@@ -24,6 +24,8 @@ fn quick_outbox(settings: &mut hilot::config::Settings, max_attempts: u32) {
     i.outbox_backoff_max_s = 1;
     i.outbox_max_attempts = max_attempts;
     i.outbox_timeout_s = 5;
+    // The fake receivers listen on loopback.
+    i.webhook_private_addresses = true;
 }
 
 async fn wait_until<F, Fut>(what: &str, mut check: F)
@@ -373,6 +375,75 @@ async fn webhooks_are_retried_until_delivered_or_dead_lettered_and_redelivered()
         404,
     )
     .await;
+    receiver.stop().await;
+}
+
+#[tokio::test]
+async fn webhooks_never_reach_internal_addresses_unless_the_operator_allows_them() {
+    let receiver = fakes::webhook_receiver().await;
+    let mut settings = test_settings();
+    quick_outbox(&mut settings, 3);
+    settings.integrations.webhook_private_addresses = false;
+    let app = spawn_app_with(settings).await;
+    let admin = make_admin(&app).await;
+    let port = receiver.url.rsplit(':').next().unwrap().to_owned();
+    for url in [
+        format!("{}/hook", receiver.url),
+        format!("http://localhost:{port}/hook"),
+        format!("http://2130706433:{port}/hook"),
+        format!("http://[::1]:{port}/hook"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://10.0.0.5:6379/".to_owned(),
+    ] {
+        let refused = problem(
+            app.post_as(
+                &admin,
+                "/v1/admin/webhooks",
+                &json!({"url": url, "events": ["*"]}),
+            )
+            .await,
+            422,
+        )
+        .await;
+        assert_eq!(error_fields(&refused), ["url"], "{url}: {refused}");
+    }
+    // An endpoint already in the table (registered while the operator allowed internal
+    // addresses): its deliveries are dead-lettered at the first attempt, and none arrives.
+    let admin_id: i64 = sqlx::query_scalar("SELECT min(id) FROM users")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    hilot::webhooks::create_endpoint(
+        &app.db,
+        &format!("{}/inside", receiver.url),
+        &["*".to_owned()],
+        &hilot::webhooks::new_secret(),
+        None,
+        admin_id,
+    )
+    .await
+    .unwrap();
+    let mut tx = app.db.begin().await.unwrap();
+    hilot::webhooks::emit(&mut tx, "payout.completed", json!({"n": 1}))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let db = app.db.clone();
+    wait_until("the delivery is dead-lettered", || {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE channel = 'webhook' AND status = 'dead' \
+                 AND attempts = 1 AND last_error LIKE '%internal address%')",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    })
+    .await;
+    assert!(receiver.received_on("/inside").is_empty());
+    app.shutdown().await;
     receiver.stop().await;
 }
 

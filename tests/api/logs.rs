@@ -45,6 +45,8 @@ async fn no_secret_or_coordinate_reaches_the_log() {
         .env("REDIS_URL", test_redis_url())
         .env("HILOT_BIND", format!("127.0.0.1:{port}"))
         .env("HILOT_LOG_FORMAT", "json")
+        // The webhook below points at loopback, to fail.
+        .env("HILOT_WEBHOOK_PRIVATE_ADDRESSES", "true")
         .env("RUST_LOG", "debug")
         .stdout(Stdio::from(log_file.try_clone().unwrap()))
         .stderr(Stdio::from(log_file))
