@@ -13,41 +13,76 @@
 //! still sees their booking move. NOTIFY is the fallback, not the road, because it serialises
 //! on one queue lock at commit; the live index's stream of pings stays on Redis (each node
 //! catches up when it returns), and the credential sweep still re-checks every socket.
+//!
+//! A PUBLISH can also succeed and still miss a node: one whose subscription is coming back
+//! (after Redis restarted, or its connection was cut) hears nothing until it has re-subscribed,
+//! up to a few seconds of backoff. Redis answers each PUBLISH with how many subscribers got it;
+//! each node keeps how many nodes listen at best ([`Reach`]: every PUBLISH's answer, and
+//! `PUBSUB NUMSUB` every two seconds), and a message that reached fewer also takes NOTIFY.
+//! Every message carries its sender's id and a sequence number, so a node that gets it both
+//! ways handles it once ([`RecentIds`]).
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
+use parking_lot::Mutex;
+use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::hub::{Frame, Hub};
 use crate::cluster::link::{spawn_subscription, LinkStatus, Subscriber};
 
+/// A message's sender (`origin`, random per node and start) and its number there, from 1: a
+/// node takes each `(origin, seq)` once. 0 (a sender that numbers nothing) is never deduplicated.
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     user_id: i64,
     frame: String,
+    #[serde(default)]
+    origin: u64,
+    #[serde(default)]
+    seq: u64,
 }
 
 #[derive(Serialize, Deserialize)]
 struct ControlEnvelope {
     origin: u64,
     payload: String,
+    #[serde(default)]
+    seq: u64,
 }
 
-/// What crosses PostgreSQL's NOTIFY while Redis is away.
+/// What crosses PostgreSQL's NOTIFY: while Redis is away, or beside a PUBLISH that reached
+/// fewer nodes than listen.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum FallbackMessage {
     Event {
         origin: u64,
+        #[serde(default)]
+        seq: u64,
         user_id: i64,
         frame: String,
+        /// The sender delivered it to its own sockets already (its PUBLISH failed); otherwise
+        /// (a PUBLISH that fell short) the sender's own listener delivers it too, unless the
+        /// PUBLISH reached it first.
+        #[serde(default = "already")]
+        delivered_at_origin: bool,
     },
     Control {
         origin: u64,
+        #[serde(default)]
+        seq: u64,
         payload: String,
     },
+}
+
+fn already() -> bool {
+    true
 }
 
 /// The NOTIFY channel of the fallback (NOTIFY stays within a database, so deployments apart).
@@ -59,6 +94,62 @@ const FALLBACK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A socket set left behind (a node that died without cleaning up) expires after a day.
 const SLOT_TTL_S: i64 = 24 * 3600;
+/// How often each node asks Redis how many nodes listen (`PUBSUB NUMSUB`).
+const REACH_PROBE: Duration = Duration::from_secs(2);
+/// How long a node remembers the most nodes it saw listening. A node that left (stopped, or
+/// killed) is forgotten after this; until then messages also take NOTIFY.
+const REACH_MEMORY: Duration = Duration::from_secs(30);
+/// Message ids each node remembers, to take a message sent both ways once: far more than cross
+/// the bus in the few seconds between a message's two copies.
+const RECENT_IDS: usize = 16_384;
+
+/// How many nodes listen on a channel at best, lately.
+#[derive(Default)]
+struct Reach(Mutex<Option<(i64, Instant)>>);
+
+impl Reach {
+    /// Records that `receivers` nodes listen now; answers whether that falls short of the most
+    /// seen within [`REACH_MEMORY`], so that a message that reached them may have missed a node.
+    fn fell_short(&self, receivers: i64, now: Instant) -> bool {
+        let mut best = self.0.lock();
+        match *best {
+            Some((most, seen)) if receivers < most && now.duration_since(seen) < REACH_MEMORY => {
+                true
+            }
+            _ => {
+                *best = Some((receivers, now));
+                metrics::gauge!("hilot_bus_listening_nodes").set(receivers as f64);
+                false
+            }
+        }
+    }
+}
+
+/// The ids of the messages a node took lately, oldest first.
+#[derive(Default)]
+struct RecentIds {
+    seen: FxHashSet<(u64, u64)>,
+    order: VecDeque<(u64, u64)>,
+}
+
+impl RecentIds {
+    /// Whether the message `(origin, seq)` is new here (and from now on, it is not).
+    fn first_time(&mut self, origin: u64, seq: u64) -> bool {
+        if seq == 0 {
+            return true;
+        }
+        if !self.seen.insert((origin, seq)) {
+            return false;
+        }
+        self.order.push_back((origin, seq));
+        if self.order.len() > RECENT_IDS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+        true
+    }
+}
 
 /// Handles a control event (a JSON payload) on this node.
 pub type ControlHandler = Arc<dyn Fn(String) + Send + Sync>;
@@ -70,8 +161,13 @@ pub struct EventBus {
     /// Where frames go when a PUBLISH fails (with Redis only).
     fallback: Option<sqlx::PgPool>,
     control: Arc<OnceLock<ControlHandler>>,
-    /// This node's id on the control channel, to skip its own echoes.
+    /// This node's id on the bus, to skip its own echoes and number its messages.
     origin: u64,
+    /// The last number given to a message of this node.
+    sequence: Arc<AtomicU64>,
+    /// How many nodes listen on the event and the control channel.
+    events_reach: Arc<Reach>,
+    control_reach: Arc<Reach>,
 }
 
 fn control_channel(channel: &str) -> String {
@@ -86,7 +182,14 @@ impl EventBus {
             fallback: None,
             control: Arc::default(),
             origin: rand::random(),
+            sequence: Arc::default(),
+            events_reach: Arc::default(),
+            control_reach: Arc::default(),
         }
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.sequence.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Installs what this node does with control events (once, at start-up).
@@ -102,9 +205,11 @@ impl EventBus {
         let Some((publisher, channel)) = &self.redis else {
             return;
         };
+        let seq = self.next_seq();
         let envelope = serde_json::to_string(&ControlEnvelope {
             origin: self.origin,
             payload: payload.clone(),
+            seq,
         })
         .expect("envelopes serialise");
         let mut publisher = publisher.clone();
@@ -113,15 +218,24 @@ impl EventBus {
             .arg(envelope)
             .query_async(&mut publisher)
             .await;
-        if let Err(error) = published {
-            tracing::warn!(%error, "publishing a control event failed; sending it through PostgreSQL");
-            metrics::counter!("hilot_bus_publish_failures_total").increment(1);
-            if may_fall_back(&error) {
-                self.notify(&FallbackMessage::Control {
-                    origin: self.origin,
-                    payload,
-                })
-                .await;
+        let fallback = FallbackMessage::Control {
+            origin: self.origin,
+            seq,
+            payload,
+        };
+        match published {
+            Ok(receivers) => {
+                if self.control_reach.fell_short(receivers, Instant::now()) {
+                    metrics::counter!("hilot_bus_publish_short_total").increment(1);
+                    self.notify(&fallback).await;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "publishing a control event failed; sending it through PostgreSQL");
+                metrics::counter!("hilot_bus_publish_failures_total").increment(1);
+                if may_fall_back(&error) {
+                    self.notify(&fallback).await;
+                }
             }
         }
     }
@@ -169,15 +283,25 @@ impl EventBus {
         let forward_to = hub.clone();
         let control: Arc<OnceLock<ControlHandler>> = Arc::default();
         let origin = rand::random();
-        let control_route = Arc::new(Control {
+        let control_route = Arc::new(Inbound {
             channel: control_channel(&channel),
             handler: control.clone(),
             origin,
+            recent: Mutex::default(),
         });
+        let (events_reach, control_reach) = (Arc::<Reach>::default(), Arc::<Reach>::default());
         tokio::spawn(listen_to_fallback(
             db.clone(),
             hub.clone(),
             control_route.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(probe_reach(
+            publisher.clone(),
+            [
+                (channel.clone(), events_reach.clone()),
+                (control_channel(&channel), control_reach.clone()),
+            ],
             shutdown.clone(),
         ));
         spawn_subscription(
@@ -205,6 +329,9 @@ impl EventBus {
             fallback: Some(crate::db::dedicated_pool(&db, 2)),
             control,
             origin,
+            sequence: Arc::default(),
+            events_reach,
+            control_reach,
         }
     }
 
@@ -286,9 +413,12 @@ impl EventBus {
         match &self.redis {
             None => self.hub.deliver(user_id, frame).await,
             Some((publisher, channel)) => {
+                let seq = self.next_seq();
                 let payload = serde_json::to_string(&Envelope {
                     user_id,
                     frame: frame.to_string(),
+                    origin: self.origin,
+                    seq,
                 })
                 .expect("envelopes serialise");
                 let mut publisher = publisher.clone();
@@ -297,19 +427,32 @@ impl EventBus {
                     .arg(payload)
                     .query_async(&mut publisher)
                     .await;
-                if let Err(error) = published {
-                    // Redis is down: this node's own sockets get the frame at once, the other
-                    // nodes' through PostgreSQL.
-                    tracing::warn!(%error, "publishing an event failed; delivering locally and through PostgreSQL");
-                    metrics::counter!("hilot_bus_publish_failures_total").increment(1);
-                    let fallback = may_fall_back(&error).then(|| FallbackMessage::Event {
-                        origin: self.origin,
-                        user_id,
-                        frame: frame.to_string(),
-                    });
-                    self.hub.deliver(user_id, frame).await;
-                    if let Some(message) = fallback {
-                        self.notify(&message).await;
+                let fallback = |delivered_at_origin| FallbackMessage::Event {
+                    origin: self.origin,
+                    seq,
+                    user_id,
+                    frame: frame.to_string(),
+                    delivered_at_origin,
+                };
+                match published {
+                    Ok(receivers) => {
+                        if self.events_reach.fell_short(receivers, Instant::now()) {
+                            // Some node may be re-subscribing: every node also hears it
+                            // through PostgreSQL, this one included, and takes it once.
+                            metrics::counter!("hilot_bus_publish_short_total").increment(1);
+                            self.notify(&fallback(false)).await;
+                        }
+                    }
+                    Err(error) => {
+                        // Redis is down: this node's own sockets get the frame at once, the
+                        // other nodes' through PostgreSQL.
+                        tracing::warn!(%error, "publishing an event failed; delivering locally and through PostgreSQL");
+                        metrics::counter!("hilot_bus_publish_failures_total").increment(1);
+                        let message = may_fall_back(&error).then(|| fallback(true));
+                        self.hub.deliver(user_id, frame).await;
+                        if let Some(message) = message {
+                            self.notify(&message).await;
+                        }
                     }
                 }
             }
@@ -317,14 +460,53 @@ impl EventBus {
     }
 }
 
-struct Control {
+/// What a node needs to take messages from the others: the control channel's name and
+/// handler, its own id, and the ids it took lately.
+struct Inbound {
     channel: String,
     handler: Arc<OnceLock<ControlHandler>>,
     origin: u64,
+    recent: Mutex<RecentIds>,
+}
+
+impl Inbound {
+    fn first_time(&self, origin: u64, seq: u64) -> bool {
+        self.recent.lock().first_time(origin, seq)
+    }
+}
+
+/// Asks Redis how many nodes listen on each channel every [`REACH_PROBE`], so a node knows
+/// before its first message how many should hear it.
+async fn probe_reach(
+    publisher: redis::aio::ConnectionManager,
+    channels: [(String, Arc<Reach>); 2],
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let mut connection = publisher.clone();
+        let mut numsub = redis::cmd("PUBSUB");
+        numsub.arg("NUMSUB");
+        for (channel, _) in &channels {
+            numsub.arg(channel);
+        }
+        // Channel, count, channel, count.
+        let counts: redis::RedisResult<Vec<(String, i64)>> =
+            numsub.query_async(&mut connection).await;
+        if let Ok(counts) = counts {
+            let now = Instant::now();
+            for ((_, reach), (_, listening)) in channels.iter().zip(counts) {
+                reach.fell_short(listening, now);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(REACH_PROBE) => {}
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
+        }
+    }
 }
 
 /// One message from the event or the control channel.
-async fn forward(message: redis::Msg, hub: &Hub, control: &Control) {
+async fn forward(message: redis::Msg, hub: &Hub, control: &Inbound) {
     let Ok(payload) = message.get_payload::<String>() else {
         return;
     };
@@ -332,6 +514,9 @@ async fn forward(message: redis::Msg, hub: &Hub, control: &Control) {
         match serde_json::from_str::<ControlEnvelope>(&payload) {
             Ok(envelope) if envelope.origin == control.origin => {}
             Ok(envelope) => {
+                if !control.first_time(envelope.origin, envelope.seq) {
+                    return;
+                }
                 if let Some(handler) = control.handler.get() {
                     handler(envelope.payload);
                 }
@@ -341,7 +526,11 @@ async fn forward(message: redis::Msg, hub: &Hub, control: &Control) {
         return;
     }
     match serde_json::from_str::<Envelope>(&payload) {
-        Ok(envelope) => hub.deliver(envelope.user_id, envelope.frame.into()).await,
+        Ok(envelope) => {
+            if control.first_time(envelope.origin, envelope.seq) {
+                hub.deliver(envelope.user_id, envelope.frame.into()).await;
+            }
+        }
         Err(error) => tracing::warn!(%error, "ignoring a malformed event"),
     }
 }
@@ -358,7 +547,7 @@ fn may_fall_back(error: &redis::RedisError) -> bool {
 async fn listen_to_fallback(
     db: sqlx::PgPool,
     hub: Hub,
-    control: Arc<Control>,
+    control: Arc<Inbound>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let listen_pool = crate::db::dedicated_pool(&db, 1);
@@ -382,7 +571,7 @@ async fn listen_to_fallback(
 async fn listen_until_failure(
     listen_pool: &sqlx::PgPool,
     hub: &Hub,
-    control: &Control,
+    control: &Inbound,
 ) -> sqlx::Result<()> {
     let mut listener = sqlx::postgres::PgListener::connect_with(listen_pool).await?;
     listener.listen(FALLBACK_CHANNEL).await?;
@@ -392,21 +581,84 @@ async fn listen_until_failure(
     }
 }
 
-/// One message from the fallback channel; this node's own were delivered when sent.
-async fn take_fallback(payload: &str, hub: &Hub, control: &Control) {
+/// One message from the fallback channel: this node's own control events were applied when
+/// sent, and so were its own frames unless their PUBLISH went through (and fell short); one
+/// that came through Redis too is taken once.
+async fn take_fallback(payload: &str, hub: &Hub, control: &Inbound) {
     match serde_json::from_str::<FallbackMessage>(payload) {
-        Ok(FallbackMessage::Event { origin, .. } | FallbackMessage::Control { origin, .. })
-            if origin == control.origin => {}
-        Ok(FallbackMessage::Event { user_id, frame, .. }) => {
-            metrics::counter!("hilot_bus_fallback_received_total").increment(1);
-            hub.deliver(user_id, frame.into()).await;
+        Ok(
+            FallbackMessage::Event {
+                origin,
+                delivered_at_origin: true,
+                ..
+            }
+            | FallbackMessage::Control { origin, .. },
+        ) if origin == control.origin => {}
+        Ok(FallbackMessage::Event {
+            origin,
+            seq,
+            user_id,
+            frame,
+            ..
+        }) => {
+            if control.first_time(origin, seq) {
+                metrics::counter!("hilot_bus_fallback_received_total").increment(1);
+                hub.deliver(user_id, frame.into()).await;
+            }
         }
-        Ok(FallbackMessage::Control { payload, .. }) => {
-            metrics::counter!("hilot_bus_fallback_received_total").increment(1);
-            if let Some(handler) = control.handler.get() {
-                handler(payload);
+        Ok(FallbackMessage::Control {
+            origin,
+            seq,
+            payload,
+        }) => {
+            if control.first_time(origin, seq) {
+                metrics::counter!("hilot_bus_fallback_received_total").increment(1);
+                if let Some(handler) = control.handler.get() {
+                    handler(payload);
+                }
             }
         }
         Err(error) => tracing::warn!(%error, "ignoring a malformed fallback message"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_falls_short_of_the_most_nodes_seen_lately_until_they_are_forgotten() {
+        let reach = Reach::default();
+        let start = Instant::now();
+        assert!(
+            !reach.fell_short(3, start),
+            "the first count is the best yet"
+        );
+        assert!(reach.fell_short(2, start + Duration::from_secs(1)));
+        assert!(reach.fell_short(0, start + Duration::from_secs(2)));
+        // Every node back: the count is refreshed, and a drop counts again from then.
+        assert!(!reach.fell_short(3, start + Duration::from_secs(20)));
+        assert!(reach.fell_short(2, start + Duration::from_secs(45)));
+        // A node that stays gone is forgotten.
+        assert!(!reach.fell_short(2, start + Duration::from_secs(51)));
+        assert!(!reach.fell_short(2, start + Duration::from_secs(52)));
+        assert!(!reach.fell_short(4, start + Duration::from_secs(53)));
+    }
+
+    #[test]
+    fn a_message_is_taken_once_however_it_comes() {
+        let mut recent = RecentIds::default();
+        assert!(recent.first_time(7, 1));
+        assert!(!recent.first_time(7, 1));
+        assert!(recent.first_time(8, 1), "another node's first message");
+        assert!(
+            recent.first_time(0, 0) && recent.first_time(0, 0),
+            "unnumbered: always"
+        );
+        for seq in 2..=(RECENT_IDS as u64 + 1) {
+            assert!(recent.first_time(7, seq));
+        }
+        assert_eq!(recent.order.len(), RECENT_IDS);
+        assert!(recent.first_time(7, 1), "forgotten once far behind");
     }
 }

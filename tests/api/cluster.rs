@@ -556,6 +556,94 @@ async fn redis_stopped_and_started_again_loses_no_booking_and_the_nodes_say_so()
     a.shutdown().await;
 }
 
+/// Cuts every subscriber's connection to `redis_url`, again and again, until aborted.
+async fn cut_subscriptions_forever(redis_url: String) {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    loop {
+        let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut connection)
+            .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn metrics_of(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn frames_reach_nodes_whose_redis_subscriptions_keep_dropping_and_arrive_once() {
+    let redis = PrivateRedis::start();
+    let (a, b, c) = three_nodes(&redis.url()).await;
+    let admin = make_admin(&a).await;
+    let (therapist, swedish) = online_therapist(&a, &admin).await;
+    let (customer, _) = register(&a, "customer").await;
+    let mut on_b = connect_url(&b.ws_url("/v1/ws/therapist", &therapist.token)).await;
+    walk(&mut on_b, 1).await;
+    eventually("A sees the therapist on B", || async {
+        nearby_ids(&a.url(""), &customer, &swedish)
+            .await
+            .contains(&therapist.provider_id)
+    })
+    .await;
+    let mut customer_on_c = connect_url(&c.ws_url("/v1/ws/customer", &customer)).await;
+    // Each node learns that three listen (PUBSUB NUMSUB every two seconds).
+    for node in [a.url(""), b.url("")] {
+        eventually(&format!("{node} counts three nodes on the bus"), || async {
+            metrics_of(&node)
+                .await
+                .contains("hilot_bus_listening_nodes 3")
+        })
+        .await;
+    }
+
+    // From now on Redis cuts every subscription soon after it is made (as when Redis restarts,
+    // or a network blip): the nodes keep re-subscribing with backoff and hear next to nothing
+    // through Redis, while their PUBLISHes still succeed, reaching fewer nodes than listen.
+    let cutter = tokio::spawn(cut_subscriptions_forever(redis.url()));
+    // The matcher on A offers the booking made on C to the therapist on B; the customer on C
+    // sees it accepted on B.
+    let booking = book(&c.url(""), &customer, &swedish, "flapping-1").await;
+    let id = booking["id"].as_str().unwrap().to_owned();
+    frame_where(&mut on_b, "the offer on B, from A", |f| {
+        f["type"] == "offer" && f["booking_id"] == id.as_str()
+    })
+    .await;
+    let accepted = accept_on(&b.url(""), &therapist.token, &id).await;
+    assert_eq!(accepted["status"], "accepted");
+    let is_acceptance = |f: &Value| {
+        f["type"] == "booking.status" && f["booking_id"] == id.as_str() && f["status"] == "accepted"
+    };
+    frame_where(&mut customer_on_c, "the acceptance on C", is_acceptance).await;
+    cutter.abort();
+    // Once: a frame that came both ways (Redis, when a subscription happened to be up, and
+    // PostgreSQL) is delivered once.
+    while let Ok(frame) =
+        tokio::time::timeout(Duration::from_secs(2), customer_on_c.next_json()).await
+    {
+        assert!(!is_acceptance(&frame), "the acceptance arrived twice");
+    }
+    assert!(
+        metrics_of(&b.url(""))
+            .await
+            .contains("hilot_bus_publish_short_total"),
+        "B sent the acceptance through PostgreSQL too"
+    );
+    drop(on_b);
+    drop(b);
+    drop(c);
+    a.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_node_killed_with_sigkill_strands_no_booking_and_loses_no_acknowledged_ping() {
     // B starts first and takes the matcher lease; then A (in this process) and C stand by.
