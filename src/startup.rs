@@ -254,6 +254,12 @@ impl Application {
                 handler_state.apply_credential_event(&payload)
             }));
         }
+        tokio::spawn(
+            state
+                .socket_registry
+                .clone()
+                .keep_alive(state.shutdown.clone()),
+        );
         let server = http_server(state.clone(), listener)?;
         Ok(Self {
             port,

@@ -94,6 +94,11 @@ const FALLBACK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A socket set left behind (a node that died without cleaning up) expires after a day.
 const SLOT_TTL_S: i64 = 24 * 3600;
+/// A node counts as alive this long after its last heartbeat; members of socket sets whose
+/// node is not alive are left out when a closing socket looks for another.
+const NODE_ALIVE_TTL_S: u64 = 15;
+/// How often a node says it is alive (and retries the socket releases Redis missed).
+pub const NODE_HEARTBEAT: Duration = Duration::from_secs(5);
 /// How often each node asks Redis how many nodes listen (`PUBSUB NUMSUB`).
 const REACH_PROBE: Duration = Duration::from_secs(2);
 /// How long a node remembers the most nodes it saw listening. A node that left (stopped, or
@@ -168,6 +173,15 @@ pub struct EventBus {
     /// How many nodes listen on the event and the control channel.
     events_reach: Arc<Reach>,
     control_reach: Arc<Reach>,
+    /// Socket releases (set key, member) Redis did not take, retried with each heartbeat.
+    missed_releases: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+/// Releases kept for retrying at most: beyond this many, sets expire by themselves (a day).
+const MAX_MISSED_RELEASES: usize = 100_000;
+
+fn node_key(channel: &str, node: u64) -> String {
+    format!("{channel}:node:{node}")
 }
 
 fn control_channel(channel: &str) -> String {
@@ -185,6 +199,7 @@ impl EventBus {
             sequence: Arc::default(),
             events_reach: Arc::default(),
             control_reach: Arc::default(),
+            missed_releases: Arc::default(),
         }
     }
 
@@ -332,6 +347,7 @@ impl EventBus {
             sequence: Arc::default(),
             events_reach,
             control_reach,
+            missed_releases: Arc::default(),
         }
     }
 
@@ -388,20 +404,67 @@ impl EventBus {
             .ok()
     }
 
-    /// Takes a closed socket out of its cluster-wide set.
+    /// Takes a closed socket out of its cluster-wide set; if Redis does not take it now, the
+    /// next heartbeats try again.
     pub fn release_slot(&self, key: &str, member: &str) {
         let Some((publisher, channel)) = &self.redis else {
             return;
         };
         let key = format!("{channel}:{key}");
         let (mut connection, member) = (publisher.clone(), member.to_owned());
+        let missed = self.missed_releases.clone();
         tokio::spawn(async move {
-            let _: redis::RedisResult<i64> = redis::cmd("ZREM")
-                .arg(key)
-                .arg(member)
+            let released: redis::RedisResult<i64> = redis::cmd("ZREM")
+                .arg(&key)
+                .arg(&member)
                 .query_async(&mut connection)
                 .await;
+            if released.is_err() {
+                missed.lock().push((key, member));
+            }
         });
+    }
+
+    /// Says that the node `node` (of the socket sets) is alive, for [`NODE_ALIVE_TTL_S`], and
+    /// retries the releases Redis missed. Called every [`NODE_HEARTBEAT`].
+    pub async fn heartbeat(&self, node: u64) {
+        let Some((publisher, channel)) = &self.redis else {
+            return;
+        };
+        let mut connection = publisher.clone();
+        let mut beat = redis::pipe();
+        beat.cmd("SET")
+            .arg(node_key(channel, node))
+            .arg(1)
+            .arg("EX")
+            .arg(NODE_ALIVE_TTL_S)
+            .ignore();
+        let missed = std::mem::take(&mut *self.missed_releases.lock());
+        for (key, member) in &missed {
+            beat.cmd("ZREM").arg(key).arg(member).ignore();
+        }
+        if beat.query_async::<()>(&mut connection).await.is_err() {
+            // Still away: keep them for the next beat (a set expires in a day at most).
+            let mut pending = self.missed_releases.lock();
+            pending.extend(missed);
+            pending.truncate(MAX_MISSED_RELEASES);
+        }
+    }
+
+    /// Of `nodes`, which are alive (a heartbeat within [`NODE_ALIVE_TTL_S`]); `None` with no
+    /// Redis, or when Redis does not answer.
+    pub async fn alive(&self, nodes: &[u64]) -> Option<Vec<bool>> {
+        let (publisher, channel) = self.redis.as_ref()?;
+        if nodes.is_empty() {
+            return Some(Vec::new());
+        }
+        let mut connection = publisher.clone();
+        let mut mget = redis::cmd("MGET");
+        for node in nodes {
+            mget.arg(node_key(channel, *node));
+        }
+        let beats: Vec<Option<String>> = mget.query_async(&mut connection).await.ok()?;
+        Some(beats.into_iter().map(|beat| beat.is_some()).collect())
     }
 
     pub fn hub(&self) -> &Hub {

@@ -193,6 +193,12 @@ impl Sockets {
     }
 }
 
+/// A member of a cluster-wide socket set: `node:socket`.
+fn parse_member(member: &str) -> Option<(u64, u64)> {
+    let (node, socket) = member.split_once(':')?;
+    Some((node.parse().ok()?, socket.parse().ok()?))
+}
+
 /// The sockets open on this node, by user and kind.
 pub struct SocketRegistry {
     sockets: Mutex<Sockets>,
@@ -247,11 +253,11 @@ impl SocketRegistry {
         let replaced = evicted
             .iter()
             .filter_map(|m| {
-                let (node, socket) = m.split_once(':')?;
+                let (node, socket) = parse_member(m)?;
                 Some(CredentialEvent::SocketReplaced {
                     user_id: credentials.user_id,
-                    node: node.parse().ok()?,
-                    socket: socket.parse().ok()?,
+                    node,
+                    socket,
                 })
             })
             .collect();
@@ -341,6 +347,25 @@ impl SocketRegistry {
         self.sockets.lock().end(id, ending);
     }
 
+    /// Says in the cluster, every [`super::bus::NODE_HEARTBEAT`] until shutdown, that this
+    /// node's sockets are alive (a node that dies stops, and its sockets stop counting).
+    pub async fn keep_alive(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let Some(bus) = &self.cluster else {
+            return;
+        };
+        loop {
+            bus.heartbeat(self.node).await;
+            tokio::select! {
+                _ = tokio::time::sleep(super::bus::NODE_HEARTBEAT) => {}
+                _ = crate::shutdown::stopped(&mut shutdown) => return,
+            }
+        }
+    }
+
+    fn is_open(&self, id: u64) -> bool {
+        self.sockets.lock().entries.contains_key(&id)
+    }
+
     /// Open sockets of one user and kind on this node.
     pub fn count(&self, user_id: i64, kind: SocketKind) -> usize {
         self.sockets
@@ -381,16 +406,34 @@ impl Drop for SocketLease {
 impl SocketLease {
     /// Whether another socket of the same user and kind is open, on any node (the app
     /// reconnected elsewhere while this socket lingered). A node that died without cleaning up
-    /// leaves its sockets in the set for up to a day; the only cost is that an offer then waits
-    /// out its timeout instead of moving on when this socket closes.
+    /// leaves its sockets in the set; they count only while their node is alive (a heartbeat
+    /// within 15 s), and this node's own count only if the registry here still holds them.
     pub async fn another_open_in_cluster(&self) -> bool {
         let Some(bus) = &self.registry.cluster else {
             return false;
         };
-        let own = format!("{}:{}", self.registry.node, self.id);
-        bus.slot_members(&SocketRegistry::slot(self.user_id, self.kind))
+        let Some(members) = bus
+            .slot_members(&SocketRegistry::slot(self.user_id, self.kind))
             .await
-            .is_some_and(|members| members.iter().any(|m| *m != own))
+        else {
+            return false;
+        };
+        let mut other_nodes = Vec::new();
+        for member in &members {
+            let Some((node, socket)) = parse_member(member) else {
+                continue;
+            };
+            if node == self.registry.node {
+                if socket != self.id && self.registry.is_open(socket) {
+                    return true;
+                }
+            } else if !other_nodes.contains(&node) {
+                other_nodes.push(node);
+            }
+        }
+        bus.alive(&other_nodes)
+            .await
+            .is_some_and(|alive| alive.contains(&true))
     }
 
     /// The next ending for this socket (its credentials ended, or a newer socket replaced it).

@@ -321,3 +321,59 @@ async fn killing_the_node_that_holds_the_lease_hands_waiting_bookings_to_another
     assert!(lease_held(&node_b).await);
     node_b.shutdown().await;
 }
+
+/// A node killed without cleaning up leaves its sockets in the cluster's socket sets. They do
+/// not count as the therapist's app still connected: when the app's socket here closes, its
+/// offer moves on at once instead of waiting out its timeout.
+#[tokio::test]
+async fn a_socket_left_behind_by_a_dead_node_does_not_hold_an_offer_when_the_app_leaves() {
+    let app = spawn_app().await;
+    set_app_setting(
+        &app,
+        "dispatch",
+        json!({"offer_timeout_s": 300, "batch_size": 1, "initial_radius_km": 5, "radius_step_km": 5, "batch_window_ms": 200}),
+    )
+    .await;
+    let admin = make_admin(&app).await;
+    let (near, near_socket, service) = therapist_at(&app, &admin, MAKATI.0 + 0.001, MAKATI.1).await;
+    let (_next, mut next_socket, _) = therapist_at(&app, &admin, MAKATI.0 + 0.01, MAKATI.1).await;
+    let (customer, _) = register(&app, "customer").await;
+    let mut near_socket = near_socket;
+    let booking = create(&app, &customer, &service, MAKATI, "k").await;
+    assert_eq!(
+        next_of(&mut near_socket, "offer").await["booking_id"],
+        booking.as_str()
+    );
+    // The therapist's socket on a node that has since died (no heartbeat), still in the set.
+    let user_id: i64 = sqlx::query_scalar("SELECT user_id FROM providers WHERE uuid = $1::uuid")
+        .bind(&near.provider_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let redis = redis::Client::open(crate::helpers::test_redis_url()).unwrap();
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("ZADD")
+        .arg(format!(
+            "hilot:{}:events:sockets:{user_id}:therapist",
+            app.db_name
+        ))
+        .arg(0)
+        .arg("4242:1")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+
+    near_socket.close().await;
+    // Long before the 300 s offer timeout, the booking goes on to the next therapist.
+    assert_eq!(
+        next_of(&mut next_socket, "offer").await["booking_id"],
+        booking.as_str()
+    );
+    let outcomes: Vec<Value> = offers_of(&app, &admin, &booking)
+        .await
+        .iter()
+        .map(|o| o["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, [json!("withdrawn"), json!("open")]);
+    app.shutdown().await;
+}
