@@ -11,7 +11,7 @@ use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::frames::ServerFrame;
-use super::REFUSAL_BURST;
+use super::{REFUSAL_BURST, REFUSAL_REFILL_SHARE};
 pub use crate::fanout::sockets::{
     CredentialEvent, Credentials, Ending, SocketKind, SocketLease, SocketRegistry,
     CLOSE_CREDENTIALS_ENDED, CLOSE_REPLACED,
@@ -21,8 +21,8 @@ pub struct FrameLimiter {
     bucket: DefaultDirectRateLimiter,
     per_second: u32,
     burst: u32,
-    /// Refused frames left before the socket is closed ([`REFUSAL_BURST`], refilling at the
-    /// frame rate).
+    /// Refused frames left before the socket is closed ([`REFUSAL_BURST`], refilling at a
+    /// [`REFUSAL_REFILL_SHARE`]th of the frame rate).
     refusals: DefaultDirectRateLimiter,
 }
 
@@ -49,8 +49,11 @@ impl FrameLimiter {
             per_second,
             burst,
             refusals: RateLimiter::direct(
-                Quota::per_second(NonZeroU32::new(per_second).expect("max(1)"))
-                    .allow_burst(NonZeroU32::new(REFUSAL_BURST).expect("a constant above zero")),
+                Quota::with_period(Duration::from_secs_f64(
+                    f64::from(REFUSAL_REFILL_SHARE) / f64::from(per_second),
+                ))
+                .expect("a period above zero")
+                .allow_burst(NonZeroU32::new(REFUSAL_BURST).expect("a constant above zero")),
             ),
         }
     }
@@ -133,5 +136,46 @@ pub fn protocol_close(error: &ProtocolError) -> CloseReason {
         CloseReason::from((CloseCode::Size, "frame too large"))
     } else {
         CloseReason::from((CloseCode::Protocol, "protocol error"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Offers frames at `times` the limit of 1,000 a second (burst 50) for up to `for_how_long`; answers
+    /// how many were refused and whether the socket was closed.
+    fn flood(times: f64, for_how_long: Duration) -> (u32, bool) {
+        // A burst of 50 absorbs the catch-up after an oversleep.
+        let mut limiter = FrameLimiter::new(1_000, 50);
+        let start = std::time::Instant::now();
+        let (mut sent, mut refused) = (0u64, 0u32);
+        while start.elapsed() < for_how_long {
+            // Exactly `times` × 1,000 a second on average, however the sleeps fall.
+            let due = (start.elapsed().as_secs_f64() * 1_000.0 * times) as u64;
+            while sent < due {
+                sent += 1;
+                match limiter.admit("frames") {
+                    Admission::Admit => {}
+                    Admission::Refuse(_) => refused += 1,
+                    Admission::Close(_) => return (refused, true),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        (refused, false)
+    }
+
+    #[test]
+    fn a_client_half_again_over_its_limit_is_closed_and_one_under_it_is_not() {
+        // 500 refusals a second against a refill of 100: the 200 are gone in about half a
+        // second (before this limit, refilling at 1,000 a second, never).
+        let (refused, closed) = flood(1.5, Duration::from_secs(5));
+        assert!(closed, "still open after {refused} refusals");
+        assert!(refused >= REFUSAL_BURST, "{refused}");
+        // Under the limit: never closed (a stall of the test's thread on a busy machine may
+        // bunch frames past the burst, so a few refusals are no failure).
+        let (refused, closed) = flood(0.8, Duration::from_millis(1_500));
+        assert!(!closed, "closed after {refused} refusals");
     }
 }

@@ -19,9 +19,14 @@ pub const MAX_FRAME_BYTES: usize = 4 * 1024;
 /// At shutdown, how long a socket waits for the acks of pings it already queued.
 pub const ACK_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Rate-limited frames a socket may send before it is closed as a flood (1008). They refill
-/// at the socket's frame rate, so a client that paces its flood to slip an admitted frame in
-/// every so often is closed all the same (a count of consecutive refusals let it flood on).
+/// at a tenth of the socket's frame rate ([`REFUSAL_REFILL_SHARE`]), so a client that paces
+/// its flood to slip an admitted frame in every so often is closed all the same (a count of
+/// consecutive refusals let it flood on), and so is one that keeps sending more than 10 %
+/// above its limit (refilling at the full rate let a client at up to twice its limit draw
+/// `rate_limited` errors forever). A burst now and then is forgiven.
 pub const REFUSAL_BURST: u32 = 200;
+/// The refusal budget refills at the frame rate divided by this.
+pub const REFUSAL_REFILL_SHARE: u32 = 10;
 
 /// Longest a socket waits to hand one frame to a client that does not read; the socket is then
 /// closed, so a stalled client never holds up its own heartbeat, shutdown or anyone else.
