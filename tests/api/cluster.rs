@@ -632,12 +632,9 @@ async fn frames_reach_nodes_whose_redis_subscriptions_keep_dropping_and_arrive_o
     {
         assert!(!is_acceptance(&frame), "the acceptance arrived twice");
     }
-    assert!(
-        metrics_of(&b.url(""))
-            .await
-            .contains("hilot_bus_publish_short_total"),
-        "B sent the acceptance through PostgreSQL too"
-    );
+    // (Which of them took NOTIFY depends on whether every subscription happened to be up at
+    // that instant, so no metric is asserted; without the NOTIFY beside a short PUBLISH this
+    // test fails, checked by hand.)
     drop(on_b);
     drop(b);
     drop(c);
