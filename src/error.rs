@@ -71,8 +71,9 @@ pub enum ApiError {
     /// 408: the request body did not arrive within the deadline.
     #[error("the request body did not arrive within {limit_s} s")]
     RequestTimeout { limit_s: u64 },
-    /// 409: the customer already has `limit` bookings waiting for a therapist.
-    #[error("you already have {limit} bookings waiting for a therapist; cancel one or wait for it to be taken")]
+    /// 409: the customer already has `limit` bookings waiting (for a therapist, or for a store
+    /// to confirm).
+    #[error("you already have {limit} bookings waiting to be taken (by a therapist, or confirmed by a store); cancel one or wait")]
     TooManyPendingBookings { limit: u32 },
     /// 413: the body is larger than the configured cap.
     #[error("request body too large (limit {limit} bytes)")]

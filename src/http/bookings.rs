@@ -567,6 +567,7 @@ async fn create_in_store(
         promo: promo.map(|p| (p.id, p.terms)),
         idempotency_key: key,
         request_hash,
+        max_pending: NewBookingSettings::load(&state.db).await?.max_pending,
     };
     match crate::stores::visits::create(&state.db, &visit, now).await? {
         crate::stores::visits::Created::New(booking_id) => {
@@ -582,6 +583,17 @@ async fn create_in_store(
                 None => Err(ApiError::Conflict(
                     "a booking with this Idempotency-Key is being created; retry".into(),
                 )),
+            }
+        }
+        crate::stores::visits::Created::TooManyPending => {
+            // A retry of a booking that was created meanwhile is still a replay, not a refusal.
+            match replay(state, user_id, key, request_hash).await? {
+                Some(existing) => Ok(HttpResponse::Created()
+                    .insert_header(("Idempotent-Replayed", "true"))
+                    .json(existing)),
+                None => Err(ApiError::TooManyPendingBookings {
+                    limit: visit.max_pending,
+                }),
             }
         }
     }

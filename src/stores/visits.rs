@@ -109,6 +109,8 @@ pub struct VisitRequest<'a> {
     pub payment_method: crate::money::PaymentMethod,
     pub idempotency_key: &'a str,
     pub request_hash: &'a str,
+    /// The `max_pending_bookings` setting: waiting bookings of any kind a customer may hold.
+    pub max_pending: u32,
 }
 
 #[derive(sqlx::FromRow)]
@@ -132,6 +134,9 @@ pub enum Created {
     New(i64),
     /// The same idempotency key committed first (a concurrent retry).
     KeyTaken,
+    /// The customer already holds `max_pending_bookings` waiting bookings (a pending visit
+    /// holds a room, so without the limit one account could hold every room of a store).
+    TooManyPending,
 }
 
 /// Books a room at a store. 422 for a store or service that cannot be booked, 409 when the
@@ -210,15 +215,23 @@ pub async fn create(
         .begin()
         .await
         .context("starting the in-store booking")?;
-    sqlx::query(
-        "UPDATE bookings SET idempotency_key = NULL WHERE customer_id = $1 AND idempotency_key = $2 AND created_at < $3",
-    )
-    .bind(request.customer_id)
-    .bind(request.idempotency_key)
-    .bind(now - Duration::hours(24))
-    .execute(&mut *tx)
-    .await
-    .context("expiring an old idempotency key")?;
+    // One customer's bookings are created one at a time (home service and in store alike), so
+    // the waiting-bookings limit holds under concurrent requests.
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(request.customer_id)
+        .execute(&mut *tx)
+        .await
+        .context("locking the customer")?;
+    let waiting: i64 = sqlx::query_scalar(include_str!("../../sql/booking_waiting_count.sql"))
+        .bind(request.customer_id)
+        .bind(request.idempotency_key)
+        .bind(now - Duration::hours(24))
+        .fetch_one(&mut *tx)
+        .await
+        .context("counting waiting bookings")?;
+    if waiting >= i64::from(request.max_pending) {
+        return Ok(Created::TooManyPending);
+    }
     let inserted: Option<i64> = sqlx::query_scalar(
         "INSERT INTO bookings (customer_id, provider_id, service_id, type, booking_type, scheduled_at, status, \
              service_price, distance_surcharge, platform_fee, promo_discount, total_amount, provider_earnings, \

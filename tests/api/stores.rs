@@ -813,6 +813,47 @@ async fn concurrent_bookings_never_hold_more_rooms_than_the_store_has() {
 }
 
 #[tokio::test]
+async fn one_customer_cannot_hold_every_room_waiting_visits_count_toward_the_limit() {
+    let app = spawn_app().await;
+    let admin = make_admin(&app).await;
+    let store = verified_store(&app, &admin, "One room", MAKATI, 1, always_open()).await;
+    let (hoarder, _) = register(&app, "customer").await;
+    // Six visits at once, an hour apart: only `max_pending_bookings` (2) are taken, however
+    // the requests race.
+    let start = Utc::now() + ChronoDuration::days(2);
+    let slot = |i: i64| start + ChronoDuration::hours(i);
+    let attempts = (0..6).map(|i| book_in_store(&app, &hoarder, &store.store_id, Some(slot(i))));
+    let mut held = Vec::new();
+    for (i, answer) in futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        match answer.status().as_u16() {
+            201 => held.push(i as i64),
+            409 => {
+                let body = problem(answer, 409).await;
+                assert_eq!(
+                    body["type"], "/problems/too-many-pending-bookings",
+                    "{body}"
+                );
+            }
+            other => panic!("{other}: {}", answer.text().await.unwrap()),
+        }
+    }
+    assert_eq!(held.len(), 2, "{held:?}");
+    // Every other slot's room is free for other customers.
+    for i in (0..6).filter(|i| !held.contains(i)) {
+        let (other, _) = register(&app, "customer").await;
+        json_body(
+            book_in_store(&app, &other, &store.store_id, Some(slot(i))).await,
+            201,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
 async fn a_suspended_store_can_no_longer_confirm_its_visits() {
     let app = spawn_app().await;
     let admin = make_admin(&app).await;
