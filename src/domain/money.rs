@@ -38,6 +38,10 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal
 }
 
 pub fn parse_amount(text: &str) -> Result<Decimal, String> {
+    // rust_decimal reads `1_0` as 10; an amount is plain digits.
+    if text.contains('_') {
+        return Err(format!("{text:?} is not a decimal amount"));
+    }
     let value = Decimal::from_str(text.trim())
         .or_else(|_| Decimal::from_scientific(text.trim()))
         .map_err(|_| format!("{text:?} is not a decimal amount"))?;
@@ -97,6 +101,7 @@ mod tests {
         assert_eq!(parse_amount("1150.5").unwrap().to_string(), "1150.5");
         assert_eq!(parse_amount("1150").unwrap().to_string(), "1150");
         assert!(parse_amount("1.005").is_err());
+        assert!(parse_amount("1_0").is_err());
         assert!(parse_amount("abc").is_err());
     }
 

@@ -114,7 +114,8 @@ pub async fn register_device(
     Json(body): Json<DeviceRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let mut errors = Vec::new();
-    crate::domain::validate::check_text(&mut errors, "token", &body.token, 1, 4096);
+    // FCM and APNs tokens are a few hundred characters at most.
+    crate::domain::validate::check_text(&mut errors, "token", &body.token, 1, 1024);
     if body.token.contains(char::is_whitespace) {
         errors.push(crate::error::FieldError::new(
             "token",

@@ -140,9 +140,17 @@ pub struct DeviceView {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-/// Registers (or re-activates) a device token for the user.
+/// Active devices a user may have: every notification is pushed to each, so without a cap one
+/// account could make each notification a thousand outbound pushes. Registering one more
+/// retires the least recently registered.
+pub const MAX_ACTIVE_DEVICES: i64 = 10;
+
+/// Registers (or re-activates) a device token for the user. A token names one app install,
+/// so it is taken from any other user it was registered to (a phone passed on, or another
+/// account signed in on it): their notifications no longer reach this phone. Beyond
+/// [`MAX_ACTIVE_DEVICES`], the user's least recently registered devices are retired.
 pub async fn register_device(
-    db: impl PgExecutor<'_>,
+    db: &sqlx::PgPool,
     user_id: i64,
     device_type: &str,
     token: &str,
@@ -150,13 +158,28 @@ pub async fn register_device(
     app_version: Option<&str>,
     os_version: Option<&str>,
 ) -> sqlx::Result<DeviceView> {
-    sqlx::query_as(
+    let mut tx = db.begin().await?;
+    // Two accounts registering one token at once: one after the other.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+        .bind(token)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE device_tokens SET is_active = false \
+         WHERE token = $1 AND user_id <> $2 AND is_active IS NOT FALSE",
+    )
+    .bind(token)
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
+    let device: DeviceView = sqlx::query_as(
         "INSERT INTO device_tokens (user_id, device_type, token, device_name, app_version, device_os_version, \
              is_active, last_used_at) \
-         VALUES ($1, $2::device_type, $3, $4, $5, $6, true, now()) \
+         VALUES ($1, $2::device_type, $3, $4, $5, $6, true, clock_timestamp()) \
          ON CONFLICT (user_id, token) DO UPDATE SET device_type = EXCLUDED.device_type, \
              device_name = EXCLUDED.device_name, app_version = EXCLUDED.app_version, \
-             device_os_version = EXCLUDED.device_os_version, is_active = true, last_used_at = now() \
+             device_os_version = EXCLUDED.device_os_version, is_active = true, \
+             last_used_at = clock_timestamp() \
          RETURNING device_type::text AS device_type, device_name, app_version, \
              COALESCE(is_active, true) AS is_active, created_at, updated_at",
     )
@@ -166,6 +189,17 @@ pub async fn register_device(
     .bind(device_name)
     .bind(app_version)
     .bind(os_version)
-    .fetch_one(db)
-    .await
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE device_tokens SET is_active = false WHERE id IN ( \
+             SELECT id FROM device_tokens WHERE user_id = $1 AND is_active IS NOT FALSE \
+             ORDER BY last_used_at DESC NULLS LAST, id DESC OFFSET $2)",
+    )
+    .bind(user_id)
+    .bind(MAX_ACTIVE_DEVICES)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(device)
 }

@@ -168,6 +168,23 @@ impl Courier for PushCourier {
                 data,
             };
             let device_id = p.get("device_token_id").and_then(Value::as_i64);
+            // The device may have been retired, or its token taken by another account (the
+            // phone changed hands), since the push was queued: it no longer gets this user's.
+            if let Some(id) = device_id {
+                let active: Option<bool> = sqlx::query_scalar(
+                    "SELECT is_active IS NOT FALSE FROM device_tokens WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.db)
+                .await
+                .map_err(|e| Failure::retry(format!("reading the device: {e}"), None))?;
+                if active != Some(true) {
+                    return Err(Failure::permanent(
+                        "the device is no longer this user's",
+                        None,
+                    ));
+                }
+            }
             match self.sender.send(&message).await {
                 Ok(status) => {
                     let _ = sqlx::query(

@@ -448,6 +448,76 @@ async fn webhooks_never_reach_internal_addresses_unless_the_operator_allows_them
 }
 
 #[tokio::test]
+async fn pushes_go_to_a_users_ten_latest_devices_and_never_to_a_phone_now_someone_elses() {
+    let port = fakes::reserve_port();
+    let fcm = fakes::fcm_on(port).await;
+    let mut settings = test_settings();
+    quick_outbox(&mut settings, 3);
+    settings.integrations.fcm_url = format!("http://127.0.0.1:{port}");
+    settings.integrations.fcm_project_id = Some("hilot-test".into());
+    let app = spawn_app_with(settings).await;
+    let admin = make_admin(&app).await;
+    let (therapist, mut socket, service) = therapist_near(&app, &admin).await;
+    let (customer, _) = register(&app, "customer").await;
+    let device = |n: usize| format!("customer-device-{n}");
+    // Twelve installs: the two registered first are retired.
+    for n in 0..12 {
+        json_body(
+            app.post_as(
+                &customer,
+                "/v1/me/devices",
+                &json!({"device_type": "android", "token": device(n)}),
+            )
+            .await,
+            201,
+        )
+        .await;
+    }
+    // The last phone changes hands: its new owner signs in and registers it.
+    let (new_owner, _) = register(&app, "customer").await;
+    json_body(
+        app.post_as(
+            &new_owner,
+            "/v1/me/devices",
+            &json!({"device_type": "android", "token": device(11)}),
+        )
+        .await,
+        201,
+    )
+    .await;
+    problem(
+        app.post_as(
+            &customer,
+            "/v1/me/devices",
+            &json!({"device_type": "android", "token": "x".repeat(1025)}),
+        )
+        .await,
+        422,
+    )
+    .await;
+
+    let id = book_and_offer(&app, &customer, &mut socket, &service, "cash").await;
+    crate::helpers::accept(&app, &therapist.token, &id).await;
+    let path = "/v1/projects/hilot-test/messages:send";
+    fcm.wait_for(path, 9, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut tokens: Vec<String> = fcm
+        .received_on(path)
+        .iter()
+        .map(|r| r.json()["message"].clone())
+        .filter(|m| m["data"]["booking_id"] == id.as_str())
+        .map(|m| m["token"].as_str().unwrap().to_owned())
+        .filter(|t| t.starts_with("customer-device-"))
+        .collect();
+    tokens.sort();
+    let mut expected: Vec<String> = (2..11).map(device).collect();
+    expected.sort();
+    assert_eq!(tokens, expected);
+    app.shutdown().await;
+    fcm.stop().await;
+}
+
+#[tokio::test]
 async fn two_servers_drain_one_outbox_and_deliver_each_webhook_once() {
     let receiver = fakes::webhook_receiver().await;
     let database = fresh_database().await;
