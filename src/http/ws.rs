@@ -20,8 +20,9 @@ pub async fn socket_caller(req: &HttpRequest, state: &AppState) -> Result<Caller
     {
         return authenticate(state, bearer_token(req, false)).await;
     }
+    // An empty `ticket=` (a client's template left blank) counts as none.
     let ticket = url::form_urlencoded::parse(req.query_string().as_bytes())
-        .find(|(k, _)| k == "ticket")
+        .find(|(k, v)| k == "ticket" && !v.is_empty())
         .map(|(_, v)| v.into_owned());
     if let Some(ticket) = ticket {
         let owner = crate::accounts::tickets::redeem(&state.db, &ticket)

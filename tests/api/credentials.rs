@@ -259,6 +259,12 @@ async fn a_ticket_opens_one_socket_once_within_30_s_on_any_node() {
         refused_url_status(&ticket_url(&a, "/v1/ws/customer", &late)).await,
         401
     );
+    // An empty ticket (a client's template left blank) counts as none: the token opens it.
+    let _by_token = connect_url(&format!(
+        "ws://127.0.0.1:{}/v1/ws/customer?ticket=&token={customer}",
+        a.port
+    ))
+    .await;
     // The ticket's socket belongs to the token that made it: logging out closes it.
     a.post_as(&customer, "/v1/auth/logout", &json!({})).await;
     expect_closed(&mut socket, 4001, "logged_out").await;
