@@ -140,6 +140,7 @@ pub async fn register_device(
     let device = notifications::register_device(
         &state.db,
         caller.user_id(),
+        caller.0.token_id,
         device_type,
         body.token.trim(),
         crate::domain::validate::optional_text(&body.device_name),

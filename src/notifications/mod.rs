@@ -148,10 +148,12 @@ pub const MAX_ACTIVE_DEVICES: i64 = 10;
 /// Registers (or re-activates) a device token for the user. A token names one app install,
 /// so it is taken from any other user it was registered to (a phone passed on, or another
 /// account signed in on it): their notifications no longer reach this phone. Beyond
-/// [`MAX_ACTIVE_DEVICES`], the user's least recently registered devices are retired.
+/// [`MAX_ACTIVE_DEVICES`], the user's least recently registered devices are retired. The
+/// device belongs to the login `access_token_id`: logging out deletes it.
 pub async fn register_device(
     db: &sqlx::PgPool,
     user_id: i64,
+    access_token_id: i64,
     device_type: &str,
     token: &str,
     device_name: Option<&str>,
@@ -174,12 +176,12 @@ pub async fn register_device(
     .await?;
     let device: DeviceView = sqlx::query_as(
         "INSERT INTO device_tokens (user_id, device_type, token, device_name, app_version, device_os_version, \
-             is_active, last_used_at) \
-         VALUES ($1, $2::device_type, $3, $4, $5, $6, true, clock_timestamp()) \
+             is_active, last_used_at, access_token_id) \
+         VALUES ($1, $2::device_type, $3, $4, $5, $6, true, clock_timestamp(), $7) \
          ON CONFLICT (user_id, token) DO UPDATE SET device_type = EXCLUDED.device_type, \
              device_name = EXCLUDED.device_name, app_version = EXCLUDED.app_version, \
              device_os_version = EXCLUDED.device_os_version, is_active = true, \
-             last_used_at = clock_timestamp() \
+             last_used_at = clock_timestamp(), access_token_id = EXCLUDED.access_token_id \
          RETURNING device_type::text AS device_type, device_name, app_version, \
              COALESCE(is_active, true) AS is_active, created_at, updated_at",
     )
@@ -189,6 +191,7 @@ pub async fn register_device(
     .bind(device_name)
     .bind(app_version)
     .bind(os_version)
+    .bind(access_token_id)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query(

@@ -513,8 +513,44 @@ async fn pushes_go_to_a_users_ten_latest_devices_and_never_to_a_phone_now_someon
     let mut expected: Vec<String> = (2..11).map(device).collect();
     expected.sort();
     assert_eq!(tokens, expected);
+
+    // Signing out of the login that registered them takes the devices with it: the therapist
+    // setting out reaches the customer's notifications, not those phones.
+    let sent_before = fcm.received_on(path).len();
+    expect_no_content(app.post_as(&customer, "/v1/auth/logout", &json!({})).await).await;
+    crate::money::set_status(&app, &therapist.token, &id, "en_route").await;
+    let db = app.db.clone();
+    wait_until("the en_route notification is written", || {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM notifications WHERE type = 'booking.en_route')",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let after: Vec<Value> = fcm.received_on(path)[sent_before..]
+        .iter()
+        .map(|r| r.json()["message"].clone())
+        .filter(|m| {
+            m["token"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("customer-device-")
+        })
+        .collect();
+    assert!(after.is_empty(), "pushed after logout: {after:?}");
     app.shutdown().await;
     fcm.stop().await;
+}
+
+/// A logout answers 204 with no body.
+async fn expect_no_content(response: reqwest::Response) {
+    assert_eq!(response.status().as_u16(), 204);
 }
 
 #[tokio::test]
