@@ -141,11 +141,13 @@ pub async fn register_device(
         &state.db,
         caller.user_id(),
         caller.0.token_id,
-        device_type,
-        body.token.trim(),
-        crate::domain::validate::optional_text(&body.device_name),
-        crate::domain::validate::optional_text(&body.app_version),
-        crate::domain::validate::optional_text(&body.device_os_version),
+        &notifications::NewDevice {
+            device_type,
+            token: body.token.trim(),
+            device_name: crate::domain::validate::optional_text(&body.device_name),
+            app_version: crate::domain::validate::optional_text(&body.app_version),
+            os_version: crate::domain::validate::optional_text(&body.device_os_version),
+        },
     )
     .await
     .context("registering the device")?;

@@ -145,6 +145,16 @@ pub struct DeviceView {
 /// retires the least recently registered.
 pub const MAX_ACTIVE_DEVICES: i64 = 10;
 
+/// A device as an app registers it.
+pub struct NewDevice<'a> {
+    /// `android`, `ios` or `web`.
+    pub device_type: &'a str,
+    pub token: &'a str,
+    pub device_name: Option<&'a str>,
+    pub app_version: Option<&'a str>,
+    pub os_version: Option<&'a str>,
+}
+
 /// Registers (or re-activates) a device token for the user. A token names one app install,
 /// so it is taken from any other user it was registered to (a phone passed on, or another
 /// account signed in on it): their notifications no longer reach this phone. Beyond
@@ -154,12 +164,9 @@ pub async fn register_device(
     db: &sqlx::PgPool,
     user_id: i64,
     access_token_id: i64,
-    device_type: &str,
-    token: &str,
-    device_name: Option<&str>,
-    app_version: Option<&str>,
-    os_version: Option<&str>,
+    device: &NewDevice<'_>,
 ) -> sqlx::Result<DeviceView> {
+    let token = device.token;
     let mut tx = db.begin().await?;
     // Two accounts registering one token at once: one after the other.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
@@ -174,7 +181,7 @@ pub async fn register_device(
     .bind(user_id)
     .execute(&mut *tx)
     .await?;
-    let device: DeviceView = sqlx::query_as(
+    let registered: DeviceView = sqlx::query_as(
         "INSERT INTO device_tokens (user_id, device_type, token, device_name, app_version, device_os_version, \
              is_active, last_used_at, access_token_id) \
          VALUES ($1, $2::device_type, $3, $4, $5, $6, true, clock_timestamp(), $7) \
@@ -186,11 +193,11 @@ pub async fn register_device(
              COALESCE(is_active, true) AS is_active, created_at, updated_at",
     )
     .bind(user_id)
-    .bind(device_type)
+    .bind(device.device_type)
     .bind(token)
-    .bind(device_name)
-    .bind(app_version)
-    .bind(os_version)
+    .bind(device.device_name)
+    .bind(device.app_version)
+    .bind(device.os_version)
     .bind(access_token_id)
     .fetch_one(&mut *tx)
     .await?;
@@ -204,5 +211,5 @@ pub async fn register_device(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(device)
+    Ok(registered)
 }
