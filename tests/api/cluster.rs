@@ -436,24 +436,63 @@ async fn an_old_socket_closing_on_one_node_after_a_reconnect_on_another_leaves_t
     a.shutdown().await;
 }
 
-#[tokio::test]
-async fn redis_stopped_and_started_again_loses_no_booking_and_the_nodes_say_so() {
-    let mut redis = PrivateRedis::start();
+/// Three nodes on `redis`, A leading the matcher: a therapist online on B (and seen by A),
+/// a customer watching on C.
+struct Scene {
+    a: TestApp,
+    b: Binary,
+    c: Binary,
+    admin: String,
+    therapist: crate::helpers::Therapist,
+    swedish: String,
+    customer: String,
+    on_b: Socket,
+    customer_on_c: Socket,
+}
+
+async fn therapist_on_b_customer_on_c(redis: &PrivateRedis) -> Scene {
     let (a, b, c) = three_nodes(&redis.url()).await;
     let admin = make_admin(&a).await;
     let (therapist, swedish) = online_therapist(&a, &admin).await;
     let (customer, _) = register(&a, "customer").await;
-    // A leads the matcher (three_nodes). The therapist is on B; the customer books and watches
-    // on C.
     let mut on_b = connect_url(&b.ws_url("/v1/ws/therapist", &therapist.token)).await;
     walk(&mut on_b, 1).await;
-    eventually("A sees the therapist on B before the outage", || async {
+    eventually("A sees the therapist on B", || async {
         nearby_ids(&a.url(""), &customer, &swedish)
             .await
             .contains(&therapist.provider_id)
     })
     .await;
-    let mut customer_on_c = connect_url(&c.ws_url("/v1/ws/customer", &customer)).await;
+    let customer_on_c = connect_url(&c.ws_url("/v1/ws/customer", &customer)).await;
+    Scene {
+        a,
+        b,
+        c,
+        admin,
+        therapist,
+        swedish,
+        customer,
+        on_b,
+        customer_on_c,
+    }
+}
+
+#[tokio::test]
+async fn redis_stopped_and_started_again_loses_no_booking_and_the_nodes_say_so() {
+    let mut redis = PrivateRedis::start();
+    // A leads the matcher (three_nodes). The therapist is on B; the customer books and watches
+    // on C.
+    let Scene {
+        a,
+        b,
+        c,
+        admin,
+        therapist,
+        swedish,
+        customer,
+        mut on_b,
+        mut customer_on_c,
+    } = therapist_on_b_customer_on_c(&redis).await;
 
     redis.stop();
     // Every node stays ready (out of rotation all at once would be an outage) and says it is
@@ -583,19 +622,17 @@ async fn metrics_of(base: &str) -> String {
 #[tokio::test]
 async fn frames_reach_nodes_whose_redis_subscriptions_keep_dropping_and_arrive_once() {
     let redis = PrivateRedis::start();
-    let (a, b, c) = three_nodes(&redis.url()).await;
-    let admin = make_admin(&a).await;
-    let (therapist, swedish) = online_therapist(&a, &admin).await;
-    let (customer, _) = register(&a, "customer").await;
-    let mut on_b = connect_url(&b.ws_url("/v1/ws/therapist", &therapist.token)).await;
-    walk(&mut on_b, 1).await;
-    eventually("A sees the therapist on B", || async {
-        nearby_ids(&a.url(""), &customer, &swedish)
-            .await
-            .contains(&therapist.provider_id)
-    })
-    .await;
-    let mut customer_on_c = connect_url(&c.ws_url("/v1/ws/customer", &customer)).await;
+    let Scene {
+        a,
+        b,
+        c,
+        therapist,
+        swedish,
+        customer,
+        mut on_b,
+        mut customer_on_c,
+        ..
+    } = therapist_on_b_customer_on_c(&redis).await;
     // Each node learns that three listen (PUBSUB NUMSUB every two seconds).
     for node in [a.url(""), b.url("")] {
         eventually(&format!("{node} counts three nodes on the bus"), || async {

@@ -28,6 +28,15 @@ fn quick_outbox(settings: &mut hilot::config::Settings, max_attempts: u32) {
     i.webhook_private_addresses = true;
 }
 
+/// Settings that push through a fake FCM on `port`, with a quick outbox.
+fn pushing_to(port: u16, max_attempts: u32) -> hilot::config::Settings {
+    let mut settings = test_settings();
+    quick_outbox(&mut settings, max_attempts);
+    settings.integrations.fcm_url = format!("http://127.0.0.1:{port}");
+    settings.integrations.fcm_project_id = Some("hilot-test".into());
+    settings
+}
+
 async fn wait_until<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
@@ -46,11 +55,7 @@ where
 #[tokio::test]
 async fn a_push_waits_out_a_sender_that_is_down_and_arrives() {
     let port = fakes::reserve_port();
-    let mut settings = test_settings();
-    quick_outbox(&mut settings, 50);
-    settings.integrations.fcm_url = format!("http://127.0.0.1:{port}");
-    settings.integrations.fcm_project_id = Some("hilot-test".into());
-    let app = spawn_app_with(settings).await;
+    let app = spawn_app_with(pushing_to(port, 50)).await;
     let admin = make_admin(&app).await;
     let (therapist, mut socket, service) = therapist_near(&app, &admin).await;
     let (customer, _) = register(&app, "customer").await;
@@ -451,11 +456,7 @@ async fn webhooks_never_reach_internal_addresses_unless_the_operator_allows_them
 async fn pushes_go_to_a_users_ten_latest_devices_and_never_to_a_phone_now_someone_elses() {
     let port = fakes::reserve_port();
     let fcm = fakes::fcm_on(port).await;
-    let mut settings = test_settings();
-    quick_outbox(&mut settings, 3);
-    settings.integrations.fcm_url = format!("http://127.0.0.1:{port}");
-    settings.integrations.fcm_project_id = Some("hilot-test".into());
-    let app = spawn_app_with(settings).await;
+    let app = spawn_app_with(pushing_to(port, 3)).await;
     let admin = make_admin(&app).await;
     let (therapist, mut socket, service) = therapist_near(&app, &admin).await;
     let (customer, _) = register(&app, "customer").await;
