@@ -102,6 +102,8 @@ struct Entry {
     /// Offered/Busy come from dispatch; otherwise derived from `profile.online`.
     dispatch_state: Option<TherapistState>,
     live: Option<(LiveFix, CellIndex)>,
+    /// The centre of the live fix's cell ([`Placement::CellCentre`]), kept as the cell changes.
+    cell_centre: Point,
     /// When the server received the live fix (its clock, not the phone's): presence.
     received_at: DateTime<Utc>,
 }
@@ -396,6 +398,7 @@ impl LiveIndex {
                         profile,
                         dispatch_state: None,
                         live: None,
+                        cell_centre: Point::new(0.0, 0.0),
                         received_at: DateTime::<Utc>::MIN_UTC,
                     },
                 );
@@ -442,6 +445,9 @@ impl LiveIndex {
             None => None,
         };
         entry.live = Some((fix, cell));
+        if previous_cell != Some(cell) {
+            entry.cell_centre = centre_of(cell);
+        }
         entry.received_at = received_at;
         let moved = Moved {
             uuid: entry.profile.uuid,
@@ -710,12 +716,12 @@ impl LiveIndex {
                         {
                             continue;
                         }
-                        let Some((fix, cell)) = entry.live else {
+                        let Some((fix, _)) = entry.live else {
                             continue;
                         };
                         let placed_at = match query.placement {
                             Placement::Exact => fix.point,
-                            Placement::CellCentre => centre_of(cell),
+                            Placement::CellCentre => entry.cell_centre,
                         };
                         let d = distance_m(query.point, placed_at);
                         if d <= radius
