@@ -367,7 +367,7 @@ impl Application {
             .connect_lazy_with((*state.db.connect_options()).clone());
         let outbox = tokio::spawn(crate::outbox::worker::run(
             outbox_db.clone(),
-            couriers(&state, &outbox_db),
+            couriers(&state, &outbox_db)?,
             outbox_config(&state.settings),
             shutdown.subscribe(),
         ));
@@ -467,15 +467,16 @@ fn outside_client(settings: &Settings) -> reqwest::Client {
 }
 
 /// The client of operator webhooks: [`outside_client`], connecting only to public addresses
-/// unless the operator allows internal ones.
-fn webhook_client(settings: &Settings) -> reqwest::Client {
+/// unless the operator allows internal ones. An error rather than a default client: a default
+/// one would resolve internal addresses.
+fn webhook_client(settings: &Settings) -> anyhow::Result<reqwest::Client> {
     let builder = outside_client_builder(settings);
     let builder = if settings.integrations.webhook_private_addresses {
         builder
     } else {
         builder.dns_resolver(Arc::new(crate::webhooks::address::PublicAddressesOnly))
     };
-    builder.build().unwrap_or_default()
+    builder.build().context("building the webhook client")
 }
 
 fn outside_client_builder(settings: &Settings) -> reqwest::ClientBuilder {
@@ -510,7 +511,7 @@ fn payments(settings: &Settings) -> crate::money::payments::Payments {
 
 /// Who delivers each outbox channel: booking events and webhooks always; push when FCM is configured; refunds when
 /// the gateway is. Jobs of a channel without a courier wait until one is configured.
-fn couriers(state: &AppState, db: &sqlx::PgPool) -> crate::outbox::Couriers {
+fn couriers(state: &AppState, db: &sqlx::PgPool) -> anyhow::Result<crate::outbox::Couriers> {
     use crate::outbox::Channel;
     let settings = &state.settings;
     let client = outside_client(settings);
@@ -523,7 +524,7 @@ fn couriers(state: &AppState, db: &sqlx::PgPool) -> crate::outbox::Couriers {
             Channel::Webhook,
             Arc::new(crate::webhooks::WebhookCourier {
                 db: db.clone(),
-                client: webhook_client(settings),
+                client: webhook_client(settings)?,
                 private_addresses_allowed: settings.integrations.webhook_private_addresses,
             }),
         ),
@@ -557,7 +558,7 @@ fn couriers(state: &AppState, db: &sqlx::PgPool) -> crate::outbox::Couriers {
             }),
         ));
     }
-    couriers
+    Ok(couriers)
 }
 
 fn outbox_config(settings: &Settings) -> crate::outbox::worker::WorkerConfig {

@@ -11,6 +11,32 @@ use uuid::Uuid;
 use super::lifecycle::BookingStatus;
 use crate::domain::money::CURRENCY;
 
+/// How long an idempotency key answers with the booking it created.
+pub const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+
+/// Inside a new booking's transaction (home service or in store): locks the customer, so one
+/// customer's bookings are created one at a time and the waiting-bookings limit holds under
+/// concurrent requests, then answers how many of their bookings wait, and frees their
+/// idempotency `key` on a booking older than [`IDEMPOTENCY_WINDOW`] so it may be used again
+/// (undone with the rest if the booking is refused).
+pub async fn lock_customer_and_count_waiting(
+    tx: &mut PgConnection,
+    customer_id: i64,
+    key: &str,
+    now: DateTime<Utc>,
+) -> sqlx::Result<i64> {
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(customer_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query_scalar(include_str!("../../sql/booking_waiting_count.sql"))
+        .bind(customer_id)
+        .bind(key)
+        .bind(now - IDEMPOTENCY_WINDOW)
+        .fetch_one(&mut *tx)
+        .await
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ServiceRef {
     pub id: Uuid,

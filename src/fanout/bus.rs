@@ -170,9 +170,9 @@ pub struct EventBus {
     origin: u64,
     /// The last number given to a message of this node.
     sequence: Arc<AtomicU64>,
-    /// How many nodes listen on the event and the control channel.
-    events_reach: Arc<Reach>,
-    control_reach: Arc<Reach>,
+    /// How many nodes listen (each subscribes to the event and the control channel on one
+    /// connection, so one count serves both).
+    reach: Arc<Reach>,
     /// Socket releases (set key, member) Redis did not take, retried with each heartbeat.
     missed_releases: Arc<Mutex<Vec<(String, String)>>>,
 }
@@ -197,8 +197,7 @@ impl EventBus {
             control: Arc::default(),
             origin: rand::random(),
             sequence: Arc::default(),
-            events_reach: Arc::default(),
-            control_reach: Arc::default(),
+            reach: Arc::default(),
             missed_releases: Arc::default(),
         }
     }
@@ -240,7 +239,7 @@ impl EventBus {
         };
         match published {
             Ok(receivers) => {
-                if self.control_reach.fell_short(receivers, Instant::now()) {
+                if self.reach.fell_short(receivers, Instant::now()) {
                     metrics::counter!("hilot_bus_publish_short_total").increment(1);
                     self.notify(&fallback).await;
                 }
@@ -304,7 +303,7 @@ impl EventBus {
             origin,
             recent: Mutex::default(),
         });
-        let (events_reach, control_reach) = (Arc::<Reach>::default(), Arc::<Reach>::default());
+        let reach = Arc::<Reach>::default();
         tokio::spawn(listen_to_fallback(
             db.clone(),
             hub.clone(),
@@ -313,10 +312,8 @@ impl EventBus {
         ));
         tokio::spawn(probe_reach(
             publisher.clone(),
-            [
-                (channel.clone(), events_reach.clone()),
-                (control_channel(&channel), control_reach.clone()),
-            ],
+            channel.clone(),
+            reach.clone(),
             shutdown.clone(),
         ));
         spawn_subscription(
@@ -345,8 +342,7 @@ impl EventBus {
             control,
             origin,
             sequence: Arc::default(),
-            events_reach,
-            control_reach,
+            reach,
             missed_releases: Arc::default(),
         }
     }
@@ -499,7 +495,7 @@ impl EventBus {
                 };
                 match published {
                     Ok(receivers) => {
-                        if self.events_reach.fell_short(receivers, Instant::now()) {
+                        if self.reach.fell_short(receivers, Instant::now()) {
                             // Some node may be re-subscribing: every node also hears it
                             // through PostgreSQL, this one included, and takes it once.
                             metrics::counter!("hilot_bus_publish_short_total").increment(1);
@@ -538,28 +534,24 @@ impl Inbound {
     }
 }
 
-/// Asks Redis how many nodes listen on each channel every [`REACH_PROBE`], so a node knows
+/// Asks Redis how many nodes listen on `channel` every [`REACH_PROBE`], so a node knows
 /// before its first message how many should hear it.
 async fn probe_reach(
     publisher: redis::aio::ConnectionManager,
-    channels: [(String, Arc<Reach>); 2],
+    channel: String,
+    reach: Arc<Reach>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
         let mut connection = publisher.clone();
-        let mut numsub = redis::cmd("PUBSUB");
-        numsub.arg("NUMSUB");
-        for (channel, _) in &channels {
-            numsub.arg(channel);
-        }
-        // Channel, count, channel, count.
-        let counts: redis::RedisResult<Vec<(String, i64)>> =
-            numsub.query_async(&mut connection).await;
-        if let Ok(counts) = counts {
-            let now = Instant::now();
-            for ((_, reach), (_, listening)) in channels.iter().zip(counts) {
-                reach.fell_short(listening, now);
-            }
+        // [(channel, count)]
+        let counts: redis::RedisResult<Vec<(String, i64)>> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query_async(&mut connection)
+            .await;
+        if let Ok([(_, listening)]) = counts.as_deref() {
+            reach.fell_short(*listening, Instant::now());
         }
         tokio::select! {
             _ = tokio::time::sleep(REACH_PROBE) => {}

@@ -101,11 +101,18 @@ struct Entry {
     profile: TherapistProfile,
     /// Offered/Busy come from dispatch; otherwise derived from `profile.online`.
     dispatch_state: Option<TherapistState>,
-    live: Option<(LiveFix, CellIndex)>,
-    /// The centre of the live fix's cell ([`Placement::CellCentre`]), kept as the cell changes.
-    cell_centre: Point,
+    live: Option<Live>,
     /// When the server received the live fix (its clock, not the phone's): presence.
     received_at: DateTime<Utc>,
+}
+
+/// A therapist's live fix, the index cell that holds it, and that cell's centre (where
+/// [`Placement::CellCentre`] puts them; worked out when the cell changes, not per search).
+#[derive(Debug, Clone, Copy)]
+struct Live {
+    fix: LiveFix,
+    cell: CellIndex,
+    centre: Point,
 }
 
 impl Entry {
@@ -144,10 +151,9 @@ pub struct NearbyQuery {
 }
 
 /// Where a search places each therapist when it measures, filters and orders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
     /// At their live fix: dispatch, and admins.
-    #[default]
     Exact,
     /// At the centre of their index cell (about 0.1 km²): customers. Every part of the answer
     /// (who is within the radius and their travel limits, the order, the distances and so the
@@ -344,7 +350,7 @@ impl LiveIndex {
                         provider_id,
                         uuid: entry.profile.uuid,
                         state: after,
-                        point: entry.live.map(|(fix, _)| fix.point),
+                        point: entry.live.map(|live| live.fix.point),
                     });
                     let dispatch = (local && entry.dispatch_state != dispatch_before).then_some(
                         DispatchChange {
@@ -398,7 +404,6 @@ impl LiveIndex {
                         profile,
                         dispatch_state: None,
                         live: None,
-                        cell_centre: Point::new(0.0, 0.0),
                         received_at: DateTime::<Utc>::MIN_UTC,
                     },
                 );
@@ -410,7 +415,7 @@ impl LiveIndex {
     pub fn remove(&self, provider_id: i64) {
         let mut inner = self.inner.write();
         if let Some(entry) = inner.entries.remove(&provider_id) {
-            if let Some((_, cell)) = entry.live {
+            if let Some(Live { cell, .. }) = entry.live {
                 remove_occupant(&mut inner.cells, cell, provider_id);
             }
         }
@@ -440,14 +445,15 @@ impl LiveIndex {
             return FixOutcome::Unknown;
         };
         let previous_cell = match entry.live {
-            Some((current, _)) if current.at > fix.at => return FixOutcome::OlderThanLive,
-            Some((_, previous_cell)) => Some(previous_cell),
+            Some(current) if current.fix.at > fix.at => return FixOutcome::OlderThanLive,
+            Some(current) => Some(current.cell),
             None => None,
         };
-        entry.live = Some((fix, cell));
-        if previous_cell != Some(cell) {
-            entry.cell_centre = centre_of(cell);
-        }
+        let centre = match entry.live {
+            Some(current) if current.cell == cell => current.centre,
+            _ => centre_of(cell),
+        };
+        entry.live = Some(Live { fix, cell, centre });
         entry.received_at = received_at;
         let moved = Moved {
             uuid: entry.profile.uuid,
@@ -519,14 +525,14 @@ impl LiveIndex {
             .read()
             .entries
             .get(&provider_id)
-            .and_then(|e| e.live.map(|(fix, _)| fix))
+            .and_then(|e| e.live.map(|live| live.fix))
     }
 
     /// One therapist as the map shows them (if they have a position).
     pub fn map_entry(&self, provider_id: i64) -> Option<MapEntry> {
         let inner = self.inner.read();
         let entry = inner.entries.get(&provider_id)?;
-        let (fix, _) = entry.live?;
+        let fix = entry.live?.fix;
         Some(MapEntry {
             provider_id,
             uuid: entry.profile.uuid,
@@ -560,7 +566,7 @@ impl LiveIndex {
             .entries
             .values()
             .filter_map(|e| {
-                let (fix, _) = e.live?;
+                let fix = e.live?.fix;
                 keep(fix.point).then(|| MapEntry {
                     provider_id: e.profile.provider_id,
                     uuid: e.profile.uuid,
@@ -716,12 +722,12 @@ impl LiveIndex {
                         {
                             continue;
                         }
-                        let Some((fix, _)) = entry.live else {
+                        let Some(live) = entry.live else {
                             continue;
                         };
                         let placed_at = match query.placement {
-                            Placement::Exact => fix.point,
-                            Placement::CellCentre => entry.cell_centre,
+                            Placement::Exact => live.fix.point,
+                            Placement::CellCentre => live.centre,
                         };
                         let d = distance_m(query.point, placed_at);
                         if d <= radius

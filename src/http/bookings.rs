@@ -1,7 +1,7 @@
 //! Bookings: book now (idempotent), read, list, accept, decline, status, cancel, track.
 
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -22,8 +22,7 @@ use crate::state::AppState;
 
 /// Header that makes `POST /v1/bookings` safe to retry.
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
-/// How long a key answers with the booking it created.
-pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
+pub use crate::dispatch::store::IDEMPOTENCY_WINDOW;
 /// Longest accepted idempotency key.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// The constraint the promo-usage trigger raises when a customer used a code up.
@@ -321,20 +320,7 @@ pub async fn create(
     check_payment_method(&state, user_id, payment_method, estimate.total_amount).await?;
 
     let mut tx = state.db.begin().await.context("starting the booking")?;
-    // One customer's bookings are created one at a time, so the waiting-bookings limit holds
-    // under concurrent requests.
-    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await
-        .context("locking the customer")?;
-    // Its waiting bookings, counted now that it is locked; and a key of its older than the
-    // idempotency window is freed to be used again (rolled back with the rest on a refusal).
-    let waiting: i64 = sqlx::query_scalar(include_str!("../../sql/booking_waiting_count.sql"))
-        .bind(user_id)
-        .bind(&key)
-        .bind(now - IDEMPOTENCY_WINDOW)
-        .fetch_one(&mut *tx)
+    let waiting = dispatch::store::lock_customer_and_count_waiting(&mut tx, user_id, &key, now)
         .await
         .context("counting waiting bookings")?;
     if waiting >= i64::from(max_pending) {
@@ -569,33 +555,25 @@ async fn create_in_store(
         request_hash,
         max_pending: NewBookingSettings::load(&state.db).await?.max_pending,
     };
-    match crate::stores::visits::create(&state.db, &visit, now).await? {
+    let refusal = match crate::stores::visits::create(&state.db, &visit, now).await? {
         crate::stores::visits::Created::New(booking_id) => {
             let view = crate::stores::visits::view(&state.db, booking_id).await?;
             state.dispatcher.announce(booking_id).await;
-            Ok(HttpResponse::Created().json(view))
+            return Ok(HttpResponse::Created().json(view));
         }
         crate::stores::visits::Created::KeyTaken => {
-            match replay(state, user_id, key, request_hash).await? {
-                Some(existing) => Ok(HttpResponse::Created()
-                    .insert_header(("Idempotent-Replayed", "true"))
-                    .json(existing)),
-                None => Err(ApiError::Conflict(
-                    "a booking with this Idempotency-Key is being created; retry".into(),
-                )),
-            }
+            ApiError::Conflict("a booking with this Idempotency-Key is being created; retry".into())
         }
-        crate::stores::visits::Created::TooManyPending => {
-            // A retry of a booking that was created meanwhile is still a replay, not a refusal.
-            match replay(state, user_id, key, request_hash).await? {
-                Some(existing) => Ok(HttpResponse::Created()
-                    .insert_header(("Idempotent-Replayed", "true"))
-                    .json(existing)),
-                None => Err(ApiError::TooManyPendingBookings {
-                    limit: visit.max_pending,
-                }),
-            }
-        }
+        crate::stores::visits::Created::TooManyPending => ApiError::TooManyPendingBookings {
+            limit: visit.max_pending,
+        },
+    };
+    // A retry of a booking that was created meanwhile is still a replay, not a refusal.
+    match replay(state, user_id, key, request_hash).await? {
+        Some(existing) => Ok(HttpResponse::Created()
+            .insert_header(("Idempotent-Replayed", "true"))
+            .json(existing)),
+        None => Err(refusal),
     }
 }
 

@@ -215,20 +215,15 @@ pub async fn create(
         .begin()
         .await
         .context("starting the in-store booking")?;
-    // One customer's bookings are created one at a time (home service and in store alike), so
-    // the waiting-bookings limit holds under concurrent requests.
-    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE")
-        .bind(request.customer_id)
-        .execute(&mut *tx)
-        .await
-        .context("locking the customer")?;
-    let waiting: i64 = sqlx::query_scalar(include_str!("../../sql/booking_waiting_count.sql"))
-        .bind(request.customer_id)
-        .bind(request.idempotency_key)
-        .bind(now - Duration::hours(24))
-        .fetch_one(&mut *tx)
-        .await
-        .context("counting waiting bookings")?;
+    // A waiting visit holds a room: it counts toward the same limit as home bookings.
+    let waiting = store::lock_customer_and_count_waiting(
+        &mut tx,
+        request.customer_id,
+        request.idempotency_key,
+        now,
+    )
+    .await
+    .context("counting waiting bookings")?;
     if waiting >= i64::from(request.max_pending) {
         return Ok(Created::TooManyPending);
     }
