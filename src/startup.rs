@@ -433,6 +433,7 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
             .app_data(web::PathConfig::default().error_handler(http::path_error))
             .configure(http::configure)
             .default_service(web::to(http::not_found))
+            .wrap(from_fn(http::auth::gate_roles))
             .wrap(from_fn(http::body::limit_bodies))
             .wrap(from_fn(http::observe))
             .wrap(TracingLogger::<http::AccessSpan>::new())

@@ -38,11 +38,21 @@ pub async fn issue(pool: &PgPool, token_id: i64) -> sqlx::Result<String> {
     Ok(secret)
 }
 
-/// Uses a ticket up: the owner of the token behind it, or `None` when it is unknown, used,
-/// expired, or its token or user no longer valid.
-pub async fn redeem(pool: &PgPool, secret: &str) -> sqlx::Result<Option<TokenOwner>> {
+/// What presenting a ticket at a socket came to.
+#[derive(Debug)]
+pub enum Redemption {
+    /// Unknown, already used, expired, or its token or user no longer valid.
+    Invalid,
+    /// Valid, but its owner holds none of the socket's roles: refused, and not used up.
+    WrongRole(TokenOwner),
+    /// Used up by this call: the socket opens for its owner.
+    Redeemed(TokenOwner),
+}
+
+/// Uses a ticket up for a socket that users with one of `roles` may open (see [`Redemption`]).
+pub async fn redeem(pool: &PgPool, secret: &str, roles: &[&str]) -> sqlx::Result<Redemption> {
     if !secret.starts_with(TICKET_PREFIX) || secret.len() != TICKET_PREFIX.len() + 43 {
-        return Ok(None);
+        return Ok(Redemption::Invalid);
     }
     type Row = (
         i64,
@@ -50,20 +60,29 @@ pub async fn redeem(pool: &PgPool, secret: &str) -> sqlx::Result<Option<TokenOwn
         uuid::Uuid,
         Vec<String>,
         Option<chrono::DateTime<chrono::Utc>>,
-        Option<chrono::DateTime<chrono::Utc>>,
+        bool,
     );
     let row: Option<Row> = sqlx::query_as(include_str!("../../sql/redeem_ws_ticket.sql"))
         .bind(digest(secret))
         .bind(USER_MODEL_TYPE)
+        .bind(roles)
         .fetch_optional(pool)
         .await?;
-    Ok(row.map(
-        |(token_id, user_id, user_uuid, roles, _, expires_at)| TokenOwner {
-            token_id,
-            user_id,
-            user_uuid,
-            roles,
-            expires_at,
-        },
-    ))
+    let Some((token_id, user_id, user_uuid, owner_roles, expires_at, redeemed)) = row else {
+        return Ok(Redemption::Invalid);
+    };
+    let owner = TokenOwner {
+        token_id,
+        user_id,
+        user_uuid,
+        roles: owner_roles,
+        expires_at,
+    };
+    let allowed = owner.roles.iter().any(|r| roles.contains(&r.as_str()));
+    Ok(match (redeemed, allowed) {
+        (true, _) => Redemption::Redeemed(owner),
+        (false, false) => Redemption::WrongRole(owner),
+        // Allowed but not deleted: a concurrent redemption used it first.
+        (false, true) => Redemption::Invalid,
+    })
 }

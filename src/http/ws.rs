@@ -4,6 +4,7 @@
 use actix_web::{get, web, HttpRequest, HttpResponse};
 
 use super::auth::{authenticate, bearer_token, Caller};
+use crate::accounts::tickets::Redemption;
 use crate::accounts::Role;
 use crate::error::{ApiError, Context as _, Problem};
 use crate::providers;
@@ -12,27 +13,45 @@ use crate::realtime::{customer, therapist, MAX_WIRE_FRAME_BYTES};
 use crate::state::AppState;
 
 /// Who opens a socket: `Authorization: Bearer` (apps), `?ticket=` (browsers, from
-/// `POST /v1/ws/tickets`), or `?token=` (kept for existing apps; never logged).
-pub async fn socket_caller(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
-    if req
+/// `POST /v1/ws/tickets`), or `?token=` (kept for existing apps; never logged). Only users with
+/// one of `roles` may open it: others answer 403, and a ticket of theirs is not used up.
+pub async fn socket_caller(
+    req: &HttpRequest,
+    state: &AppState,
+    roles: &[Role],
+) -> Result<Caller, ApiError> {
+    let caller = if req
         .headers()
         .contains_key(actix_web::http::header::AUTHORIZATION)
     {
-        return authenticate(state, bearer_token(req, false)).await;
-    }
-    // An empty `ticket=` (a client's template left blank) counts as none.
-    let ticket = url::form_urlencoded::parse(req.query_string().as_bytes())
+        authenticate(state, bearer_token(req, false)).await?
+    } else if let Some(ticket) = url::form_urlencoded::parse(req.query_string().as_bytes())
+        // An empty `ticket=` (a client's template left blank) counts as none.
         .find(|(k, v)| k == "ticket" && !v.is_empty())
-        .map(|(_, v)| v.into_owned());
-    if let Some(ticket) = ticket {
-        let owner = crate::accounts::tickets::redeem(&state.db, &ticket)
+        .map(|(_, v)| v.into_owned())
+    {
+        let names: Vec<&str> = roles.iter().map(|role| role.as_str()).collect();
+        let owner = match crate::accounts::tickets::redeem(&state.db, &ticket, &names)
             .await
             .context("redeeming a WebSocket ticket")?
-            .ok_or(ApiError::Unauthorized)?;
+        {
+            Redemption::Redeemed(owner) | Redemption::WrongRole(owner) => owner,
+            Redemption::Invalid => return Err(ApiError::Unauthorized),
+        };
         super::auth::record_user(owner.user_id);
-        return Ok(Caller(owner));
+        Caller(owner)
+    } else {
+        authenticate(state, bearer_token(req, true)).await?
+    };
+    if roles.iter().any(|role| caller.has(*role)) {
+        Ok(caller)
+    } else {
+        // The first role names the socket's audience (admins, whether or not super admins).
+        let role = roles.first().map_or("", |role| role.as_str());
+        Err(ApiError::Forbidden(format!(
+            "this call needs the {role} role"
+        )))
     }
-    authenticate(state, bearer_token(req, true)).await
 }
 
 /// The guard a new socket of `kind` runs under: registered (so ended credentials close it, and
@@ -125,8 +144,7 @@ pub async fn therapist_socket(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let _admitted = admit(&state)?;
-    let caller = socket_caller(&req, &state).await?;
-    caller.require(Role::Therapist)?;
+    let caller = socket_caller(&req, &state, &[Role::Therapist]).await?;
     let provider = providers::own_therapist(&state.db, caller.user_id()).await?;
     if let Some(why) = providers::suspension(&provider) {
         return Err(ApiError::Forbidden(why));
@@ -170,8 +188,7 @@ pub async fn customer_socket(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let _admitted = admit(&state)?;
-    let caller = socket_caller(&req, &state).await?;
-    caller.require(Role::Customer)?;
+    let caller = socket_caller(&req, &state, &[Role::Customer]).await?;
     let (response, session, stream) = upgrade(&req, body)?;
     let guard = socket_guard(&state, SocketKind::Customer, &caller).await;
     actix_web::rt::spawn(customer::run(

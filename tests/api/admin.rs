@@ -466,7 +466,22 @@ async fn admin_calls_need_an_admin_token() {
         problem(app.get_as(token, "/v1/admin/providers").await, 403).await;
         problem(app.post_as(token, &verify_path, &decision).await, 403).await;
         problem(app.put_as(token, &roles_path, &roles).await, 403).await;
+        // Without the role, nothing about the route's body or path is checked, so nothing of
+        // its schema leaks: a malformed body and a malformed id answer 403 like a valid one.
+        let nonsense = json!({ "status": 17, "unexpected": true });
+        problem(app.post_as(token, &verify_path, &nonsense).await, 403).await;
+        let bad_id = "/v1/admin/providers/not-an-id/verify";
+        problem(app.post_as(token, bad_id, &decision).await, 403).await;
     }
+    problem(app.post_as("", &verify_path, &json!({})).await, 401).await;
+    // The same holds for a therapist's own routes, asked by a customer.
+    let bad_service = json!({ "price": "not money" });
+    problem(
+        app.put_as(&customer, "/v1/therapist/services/nope", &bad_service)
+            .await,
+        403,
+    )
+    .await;
     // A therapist cannot verify themselves.
     let profile = json_body(
         app.get_as(&therapist.token, "/v1/therapist/profile").await,

@@ -240,9 +240,13 @@ async fn a_ticket_opens_one_socket_once_within_30_s_on_any_node() {
     let (customer, _) = register(&a, "customer").await;
     problem(a.post_public("/v1/ws/tickets", &json!({})).await, 401).await;
 
-    // Made on A, used on B.
+    // Made on A, used on B. Shown first at sockets the customer may not open: refused with
+    // 403, and not used up by it.
     let one = ticket(&a, &customer).await;
     assert!(one.starts_with("hwt_"), "{one}");
+    for path in ["/v1/ws/therapist", "/v1/ws/dashboard"] {
+        assert_eq!(refused_url_status(&ticket_url(&b, path, &one)).await, 403);
+    }
     let mut socket = connect_url(&ticket_url(&b, "/v1/ws/customer", &one)).await;
     // Used once: a second use is refused.
     assert_eq!(
