@@ -2,7 +2,7 @@
 --   wallet_balance       a wallet's balance differs from the sum of its lines
 --   wallet_chain         a line does not start where the wallet's previous line ended
 --   booking_split        a completed booking's total is not earnings + commission + fee - promo
---   booking_payment      a completed booking's payments are not its total
+--   booking_payment      a completed booking's completed payments are not its total
 --   booking_earnings     a completed booking's earnings lines are not its provider_earnings
 --   booking_platform     the platform's lines of a completed booking are not
 --                        commission + platform fee - promo discount
@@ -27,7 +27,6 @@ cancelled AS (
 ),
 payments AS (
     SELECT t.booking_id,
-           SUM(t.amount) FILTER (WHERE t.type = 'payment' AND t.status NOT IN ('failed', 'refunded')) AS live,
            SUM(t.amount) FILTER (WHERE t.type = 'payment' AND t.status = 'completed') AS paid,
            SUM(t.amount) FILTER (WHERE t.type = 'refund' AND t.status <> 'failed'
                                    AND r.status IS DISTINCT FROM 'refunded') AS refunded,
@@ -60,9 +59,11 @@ SELECT 'booking_split', b.booking_number, b.total_amount::text,
 FROM completed b
 WHERE b.total_amount <> b.provider_earnings + b.commission_amount + COALESCE(b.platform_fee, 0) - COALESCE(b.promo_discount, 0)
 UNION ALL
-SELECT 'booking_payment', b.booking_number, COALESCE(p.live, 0)::text, b.total_amount::text
+-- Completed payments only: a completed booking whose gateway payment is still pending was served
+-- unpaid, and must show here.
+SELECT 'booking_payment', b.booking_number, COALESCE(p.paid, 0)::text, b.total_amount::text
 FROM completed b LEFT JOIN payments p ON p.booking_id = b.id
-WHERE COALESCE(p.live, 0) <> b.total_amount
+WHERE COALESCE(p.paid, 0) <> b.total_amount
 UNION ALL
 SELECT 'booking_earnings', b.booking_number, COALESCE(bl.earnings, 0)::text, b.provider_earnings::text
 FROM completed b LEFT JOIN booking_lines bl ON bl.booking_id = b.id

@@ -465,9 +465,10 @@ impl Dispatcher {
 }
 
 /// A booking paid through the gateway (card, GCash, Maya) starts only once it is paid: the
-/// therapist would otherwise serve, and earn, on a payment the customer never made. 409
+/// therapist (or the store, for an in-store visit) would otherwise serve, and earn, on a
+/// payment the customer never made. 409
 /// naming the way to pay. Cash and the Hilot wallet settle inside Hilot.
-async fn require_paid_before_start(
+pub(crate) async fn require_paid_before_start(
     tx: &mut sqlx::PgConnection,
     booking_id: i64,
 ) -> Result<(), ApiError> {

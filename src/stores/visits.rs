@@ -438,6 +438,9 @@ pub async fn transition(
         (to, _) => format!("{} (by the {})", to.as_str(), actor.label()),
     };
     let mut tx = db.begin().await.context("starting the change")?;
+    if matches!(to, BookingStatus::InProgress | BookingStatus::Completed) {
+        crate::dispatch::transitions::require_paid_before_start(&mut tx, facts.booking_id).await?;
+    }
     store::set_actor(&mut tx, actor_user_id, &note)
         .await
         .context("marking the actor")?;

@@ -1011,3 +1011,94 @@ async fn unconfirmed_visits_end_and_confirmed_ones_become_no_shows_after_the_gra
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_in_store_visit_paid_by_card_starts_only_once_it_is_paid() {
+    let (app, gateway) = crate::money::money_app().await;
+    let admin = make_admin(&app).await;
+    let store = verified_store(&app, &admin, "Oasis", MAKATI, 2, always_open()).await;
+    let (customer, _) = register(&app, "customer").await;
+    let booking = json_body(
+        book_in_store_with(
+            &app,
+            &customer,
+            &store.store_id,
+            None,
+            json!({"payment_method": "card"}),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let id = booking["id"].as_str().unwrap().to_owned();
+    let store_call = |status: &'static str| {
+        let app = &app;
+        let token = store.token.clone();
+        let id = id.clone();
+        async move {
+            app.post_as(
+                &token,
+                &format!("/v1/store/bookings/{id}/status"),
+                &json!({ "status": status }),
+            )
+            .await
+        }
+    };
+    json_body(
+        app.post_as(
+            &store.token,
+            &format!("/v1/store/bookings/{id}/confirm"),
+            &json!({}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    json_body(
+        app.post_as(
+            &customer,
+            &format!("/v1/bookings/{id}/check-in"),
+            &json!({}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    // Unpaid: the store can neither start nor complete the session (it would earn on a
+    // payment the customer never made).
+    let refused = problem(store_call("in_progress").await, 409).await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains("not paid yet"),
+        "{refused}"
+    );
+    problem(store_call("completed").await, 409).await;
+    let unpaid = json_body(
+        app.get_as(&customer, &format!("/v1/bookings/{id}")).await,
+        200,
+    )
+    .await;
+    assert_eq!(unpaid["status"], "arrived");
+
+    // Paid in the app: the session starts and completes, and the ledger balances.
+    let intent = json_body(
+        app.post_as(&customer, &format!("/v1/bookings/{id}/payment"), &json!({}))
+            .await,
+        200,
+    )
+    .await["intent_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let paid = crate::money::pay_intent(&app, &gateway, &intent).await;
+    assert_eq!(paid["webhook_status"], 200, "{paid}");
+    assert_eq!(
+        json_body(store_call("in_progress").await, 200).await["status"],
+        "in_progress"
+    );
+    assert_eq!(
+        json_body(store_call("completed").await, 200).await["status"],
+        "completed"
+    );
+    let check = json_body(app.get_as(&admin, "/v1/admin/ledger/check").await, 200).await;
+    assert_eq!(check["ok"], true, "{check}");
+}
