@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::lifecycle::BookingStatus;
 use crate::domain::money::CURRENCY;
+use crate::error::{ApiError, Context as _};
 
 /// How long an idempotency key answers with the booking it created.
 pub const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
@@ -35,6 +36,89 @@ pub async fn lock_customer_and_count_waiting(
         .bind(now - IDEMPOTENCY_WINDOW)
         .fetch_one(&mut *tx)
         .await
+}
+
+/// A promo code a new booking uses, with the conditions only the booking's own transaction can
+/// settle (checked again there, after the customer's lock, so two requests at once cannot both
+/// pass them).
+#[derive(Debug, Clone)]
+pub struct PromoUse {
+    pub id: i64,
+    pub new_customers_only: bool,
+    /// `applicable_provider_ids`: the therapists and stores it is for (`None`: any).
+    pub providers: Option<Vec<i64>>,
+}
+
+/// The constraint the promo-usage trigger raises when a customer used a code up.
+const PROMO_PER_USER_LIMIT: &str = "promo_code_per_user_limit";
+
+/// Records that `booking_id` (of `customer_id`, with `provider_id` when already known) uses the
+/// promo, inside the booking's transaction and after `lock_customer_and_count_waiting`: the
+/// code's total limit, its per-customer limit (the database's trigger), "new customers only"
+/// (no other booking of the customer that was not cancelled) and the therapists or stores it
+/// is for. A refusal is a 422 on `promo_code`.
+pub async fn record_promo_use(
+    tx: &mut PgConnection,
+    promo: &PromoUse,
+    customer_id: i64,
+    booking_id: i64,
+    provider_id: Option<i64>,
+    discount: Decimal,
+) -> Result<(), ApiError> {
+    let invalid = |why: &str| ApiError::invalid("promo_code", why);
+    if let Some(providers) = &promo.providers {
+        if !provider_id.is_some_and(|id| providers.contains(&id)) {
+            return Err(invalid(
+                "applies only to bookings with certain therapists or stores; book one of them by name",
+            ));
+        }
+    }
+    if promo.new_customers_only {
+        let earlier: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM bookings WHERE customer_id = $1 AND id <> $2 \
+                 AND status <> 'cancelled')",
+        )
+        .bind(customer_id)
+        .bind(booking_id)
+        .fetch_one(&mut *tx)
+        .await
+        .context("checking for earlier bookings")?;
+        if earlier {
+            return Err(invalid("is for new customers only"));
+        }
+    }
+    let reserved = sqlx::query(
+        "UPDATE promo_codes SET usage_count = COALESCE(usage_count, 0) + 1 \
+         WHERE id = $1 AND (usage_limit IS NULL OR COALESCE(usage_count, 0) < usage_limit)",
+    )
+    .bind(promo.id)
+    .execute(&mut *tx)
+    .await
+    .context("reserving the promo code")?
+    .rows_affected();
+    if reserved == 0 {
+        return Err(invalid("has been used up"));
+    }
+    // The database holds the per-customer limit (a trigger that serialises the code's uses).
+    let recorded = sqlx::query(
+        "INSERT INTO promo_code_usages (promo_code_id, user_id, booking_id, discount_amount) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(promo.id)
+    .bind(customer_id)
+    .bind(booking_id)
+    .bind(discount)
+    .execute(&mut *tx)
+    .await;
+    match recorded {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some(PROMO_PER_USER_LIMIT) => {
+            Err(invalid("you have already used this promo code"))
+        }
+        Err(error) => Err(ApiError::from(
+            anyhow::Error::new(error).context("recording the promo code"),
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -25,8 +25,6 @@ pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 pub use crate::dispatch::store::IDEMPOTENCY_WINDOW;
 /// Longest accepted idempotency key.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
-/// The constraint the promo-usage trigger raises when a customer used a code up.
-const PROMO_PER_USER_LIMIT: &str = "promo_code_per_user_limit";
 /// `booking_locations.address` is VARCHAR(500).
 pub const MAX_ADDRESS_CHARS: usize = 500;
 
@@ -121,7 +119,7 @@ struct Place {
 }
 
 struct Promo {
-    id: i64,
+    usage: dispatch::store::PromoUse,
     terms: PromoTerms,
 }
 
@@ -384,40 +382,15 @@ pub async fn create(
         };
     };
     if let Some(promo) = &promo {
-        let reserved = sqlx::query(
-            "UPDATE promo_codes SET usage_count = COALESCE(usage_count, 0) + 1 \
-             WHERE id = $1 AND (usage_limit IS NULL OR COALESCE(usage_count, 0) < usage_limit)",
+        dispatch::store::record_promo_use(
+            &mut tx,
+            &promo.usage,
+            user_id,
+            booking_id,
+            requested_provider,
+            estimate.promo_discount,
         )
-        .bind(promo.id)
-        .execute(&mut *tx)
-        .await
-        .context("reserving the promo code")?
-        .rows_affected();
-        if reserved == 0 {
-            return Err(ApiError::invalid("promo_code", "has been used up"));
-        }
-        // The database holds the per-customer limit (a trigger that serialises the code's uses).
-        let recorded = sqlx::query(
-            "INSERT INTO promo_code_usages (promo_code_id, user_id, booking_id, discount_amount) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(promo.id)
-        .bind(user_id)
-        .bind(booking_id)
-        .bind(estimate.promo_discount)
-        .execute(&mut *tx)
-        .await;
-        match recorded {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(db)) if db.constraint() == Some(PROMO_PER_USER_LIMIT) => {
-                return Err(ApiError::invalid(
-                    "promo_code",
-                    "you have already used this promo code",
-                ));
-            }
-            Err(error) => {
-                return Err::<HttpResponse, sqlx::Error>(error).context("recording the promo code")
-            }
-        }
+        .await?;
     }
     crate::effects::emit_booking_event(&mut tx, booking_id, "booking.created").await?;
     let view = store::view(&mut tx, booking_id)
@@ -550,7 +523,7 @@ async fn create_in_store(
         service_id,
         scheduled_at: request.scheduled_at,
         customer_notes: optional_text(&request.customer_notes),
-        promo: promo.map(|p| (p.id, p.terms)),
+        promo: promo.map(|p| (p.usage, p.terms)),
         idempotency_key: key,
         request_hash,
         max_pending: NewBookingSettings::load(&state.db).await?.max_pending,
@@ -724,10 +697,12 @@ async fn find_promo(
         Option<serde_json::Value>,
         Option<bool>,
         Option<bool>,
+        Option<serde_json::Value>,
     );
     let row: Option<Row> = sqlx::query_as(
         "SELECT id, discount_type::text, discount_value, max_discount_amount, min_booking_amount, valid_from, valid_until, \
-                usage_limit, usage_count, per_user_limit, applicable_service_ids, new_customers_only, is_active \
+                usage_limit, usage_count, per_user_limit, applicable_service_ids, new_customers_only, is_active, \
+                applicable_provider_ids \
          FROM promo_codes WHERE upper(code) = upper($1)",
     )
     .bind(code)
@@ -749,6 +724,7 @@ async fn find_promo(
         services,
         new_only,
         active,
+        provider_ids,
     ) = row.ok_or_else(|| invalid("no such promo code"))?;
     if active == Some(false) {
         return Err(invalid("is no longer active"));
@@ -790,8 +766,19 @@ async fn find_promo(
             return Err(invalid("is for new customers only"));
         }
     }
+    // Checked again, and settled, in the booking's transaction (`record_promo_use`).
+    let providers = match provider_ids {
+        Some(serde_json::Value::Array(ids)) => {
+            Some(ids.iter().filter_map(serde_json::Value::as_i64).collect())
+        }
+        _ => None,
+    };
     Ok(Promo {
-        id,
+        usage: dispatch::store::PromoUse {
+            id,
+            new_customers_only: new_only == Some(true),
+            providers,
+        },
         terms: PromoTerms {
             discount: if kind == "percentage" {
                 Discount::Percentage {

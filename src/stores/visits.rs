@@ -105,7 +105,7 @@ pub struct VisitRequest<'a> {
     /// `None`: now.
     pub scheduled_at: Option<DateTime<Utc>>,
     pub customer_notes: Option<&'a str>,
-    pub promo: Option<(i64, PromoTerms)>,
+    pub promo: Option<(store::PromoUse, PromoTerms)>,
     pub payment_method: crate::money::PaymentMethod,
     pub idempotency_key: &'a str,
     pub request_hash: &'a str,
@@ -208,7 +208,7 @@ pub async fn create(
         distance_m: 0.0,
         platform_fee: cfg.platform_fee,
         commission_rate: store.commission_rate.unwrap_or(cfg.commission_rate),
-        promo: request.promo.map(|(_, terms)| terms),
+        promo: request.promo.as_ref().map(|(_, terms)| *terms),
     });
 
     let mut tx = pool
@@ -287,29 +287,16 @@ pub async fn create(
         )),
         _ => ApiError::from(anyhow::Error::new(e).context("holding a room")),
     })?;
-    if let Some((promo_id, _)) = request.promo {
-        let reserved = sqlx::query(
-            "UPDATE promo_codes SET usage_count = COALESCE(usage_count, 0) + 1 \
-             WHERE id = $1 AND (usage_limit IS NULL OR COALESCE(usage_count, 0) < usage_limit)",
+    if let Some((promo, _)) = &request.promo {
+        store::record_promo_use(
+            &mut tx,
+            promo,
+            request.customer_id,
+            booking_id,
+            Some(store.id),
+            price.promo_discount,
         )
-        .bind(promo_id)
-        .execute(&mut *tx)
-        .await
-        .context("reserving the promo code")?
-        .rows_affected();
-        if reserved == 0 {
-            return Err(ApiError::invalid("promo_code", "has been used up"));
-        }
-        sqlx::query(
-            "INSERT INTO promo_code_usages (promo_code_id, user_id, booking_id, discount_amount) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(promo_id)
-        .bind(request.customer_id)
-        .bind(booking_id)
-        .bind(price.promo_discount)
-        .execute(&mut *tx)
-        .await
-        .context("recording the promo code")?;
+        .await?;
     }
     tx.commit()
         .await

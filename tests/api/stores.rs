@@ -1102,3 +1102,84 @@ async fn an_in_store_visit_paid_by_card_starts_only_once_it_is_paid() {
     let check = json_body(app.get_as(&admin, "/v1/admin/ledger/check").await, 200).await;
     assert_eq!(check["ok"], true, "{check}");
 }
+
+#[tokio::test]
+async fn promo_conditions_hold_when_a_customer_sends_bookings_at_once() {
+    let app = spawn_app().await;
+    let admin = make_admin(&app).await;
+    let store = verified_store(&app, &admin, "Oasis", MAKATI, 4, always_open()).await;
+    sqlx::query(
+        "INSERT INTO promo_codes (code, discount_type, discount_value, valid_from, valid_until, usage_limit, per_user_limit, new_customers_only) \
+         VALUES ('ONCE', 'fixed_amount', 100, now() - interval '1 day', now() + interval '1 day', 1000, 1, false), \
+                ('NEW1', 'fixed_amount', 100, now() - interval '1 day', now() + interval '1 day', 1000, 1, true), \
+                ('NEW2', 'fixed_amount', 100, now() - interval '1 day', now() + interval '1 day', 1000, 1, true)",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let at = |hours: i64| Some(Utc::now() + ChronoDuration::hours(hours));
+    let promo = |code: &str| json!({ "promo_code": code });
+
+    // One code, once per customer, in two bookings sent together: one is booked, the other is
+    // told why (422 on promo_code), never a 500.
+    let (customer, _) = register(&app, "customer").await;
+    let (a, b) = tokio::join!(
+        book_in_store_with(&app, &customer, &store.store_id, at(20), promo("ONCE")),
+        book_in_store_with(&app, &customer, &store.store_id, at(21), promo("ONCE")),
+    );
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 422]);
+
+    // Two "new customers only" codes sent together by a new customer: only the first booking
+    // is a new customer's.
+    let (newcomer, _) = register(&app, "customer").await;
+    let (a, b) = tokio::join!(
+        book_in_store_with(&app, &newcomer, &store.store_id, at(20), promo("NEW1")),
+        book_in_store_with(&app, &newcomer, &store.store_id, at(21), promo("NEW2")),
+    );
+    let mut answers = [a.status().as_u16(), b.status().as_u16()];
+    answers.sort_unstable();
+    assert_eq!(answers, [201, 422]);
+    let uses: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM promo_code_usages u JOIN promo_codes c ON c.id = u.promo_code_id \
+         WHERE c.code IN ('NEW1', 'NEW2')",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(uses, 1);
+
+    // A code for certain therapists and stores only: this store is not one of them, so it is
+    // refused, and a code for this store applies.
+    sqlx::query(
+        "INSERT INTO promo_codes (code, discount_type, discount_value, valid_from, valid_until, usage_limit, per_user_limit, applicable_provider_ids) \
+         SELECT c.code, 'fixed_amount', 100, now() - interval '1 day', now() + interval '1 day', 1000, 1, c.ids \
+         FROM (VALUES ('ELSEWHERE', '[999999]'::json), \
+                      ('HERE', (SELECT json_build_array(id) FROM providers WHERE uuid = $1))) c(code, ids)",
+    )
+    .bind(uuid::Uuid::parse_str(&store.store_id).unwrap())
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (third, _) = register(&app, "customer").await;
+    let refused = problem(
+        book_in_store_with(&app, &third, &store.store_id, at(22), promo("ELSEWHERE")).await,
+        422,
+    )
+    .await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("certain therapists"),
+        "{refused}"
+    );
+    let booked = json_body(
+        book_in_store_with(&app, &third, &store.store_id, at(22), promo("HERE")).await,
+        201,
+    )
+    .await;
+    assert_eq!(booked["pricing"]["promo_discount"], "100.00", "{booked}");
+    app.shutdown().await;
+}
