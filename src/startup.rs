@@ -436,6 +436,7 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
             .wrap(from_fn(http::auth::gate_roles))
             .wrap(from_fn(http::body::limit_bodies))
             .wrap(from_fn(http::observe))
+            .wrap(http::security_headers())
             .wrap(TracingLogger::<http::AccessSpan>::new())
     })
     .listen(listener)?

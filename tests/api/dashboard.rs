@@ -386,6 +386,20 @@ async fn the_dashboard_and_its_data_are_for_admins_and_the_page_is_served() {
         .to_str()
         .unwrap()
         .starts_with("text/html"));
-    problem(app.get("/assets/no-such-file.js").await, 404).await;
+    // The page runs only its own scripts, cannot be framed by another site, and neither it nor
+    // an API answer is sniffed into another type.
+    let header = |response: &reqwest::Response, name: &str| {
+        response.headers()[name].to_str().unwrap().to_owned()
+    };
+    let policy = header(&page, "content-security-policy");
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert_eq!(header(&page, "x-frame-options"), "DENY");
+    assert_eq!(header(&page, "x-content-type-options"), "nosniff");
+    let api = app.get("/v1/services").await;
+    assert_eq!(header(&api, "x-content-type-options"), "nosniff");
+    let missing = app.get("/assets/no-such-file.js").await;
+    assert_eq!(header(&missing, "x-content-type-options"), "nosniff");
+    problem(missing, 404).await;
     app.shutdown().await;
 }
