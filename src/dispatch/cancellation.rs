@@ -111,6 +111,12 @@ pub fn fee(
     )
 }
 
+/// What a customer who did not show up pays (pure): what cancelling at the last moment would
+/// have cost them, so missing a visit is never cheaper than calling it off late.
+pub fn no_show_fee(policy: &CancellationPolicy, total_amount: Decimal) -> Decimal {
+    cancellation_fee(policy, true, true, f64::NEG_INFINITY, total_amount)
+}
+
 /// `/status` never cancels: cancelling has a fee, a reason and an actor, which only `/cancel`
 /// records. 409 pointing there.
 pub fn refuse_status_cancel(to: BookingStatus) -> Result<(), ApiError> {
@@ -351,5 +357,24 @@ mod tests {
             Err(ApiError::Conflict(_))
         ));
         assert!(refuse_status_cancel(BookingStatus::EnRoute).is_ok());
+    }
+
+    #[test]
+    fn a_no_show_costs_what_the_latest_cancellation_would() {
+        let policy = CancellationPolicy::default();
+        let total = Decimal::from(1000);
+        let latest = fee(
+            &policy,
+            BookingStatus::Arrived,
+            Actor::Customer,
+            "now",
+            None,
+            Some(Utc::now()),
+            Utc::now(),
+            total,
+            Utc::now(),
+        );
+        assert!(latest > Decimal::ZERO);
+        assert_eq!(no_show_fee(&policy, total), latest);
     }
 }

@@ -4,6 +4,7 @@
 //! provider totals, and settlement when it comes) and what follows the commit (the matcher,
 //! trips, status frames).
 
+use rust_decimal::Decimal;
 use serde_json::json;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -248,7 +249,16 @@ impl Dispatcher {
         let stamp = match to {
             BookingStatus::InProgress => ", started_at = now()",
             BookingStatus::Completed => ", completed_at = now()",
+            // The customer was not there: they owe what cancelling late would have cost (the
+            // money follows in `commit_transition`'s effects).
+            BookingStatus::NoShow => ", cancellation_fee = $6",
             _ => "",
+        };
+        let no_show_fee = if to == BookingStatus::NoShow {
+            let policy = DispatchSettings::load(&self.inner.db).await.cancellation;
+            cancellation::no_show_fee(&policy, booking.total_amount)
+        } else {
+            Decimal::ZERO
         };
         let rows = sqlx::query(&format!(
             "UPDATE bookings SET status = $3{stamp} WHERE id = $1 AND status = $2 AND {}",
@@ -259,6 +269,7 @@ impl Dispatcher {
         .bind(to)
         .bind(store::actor_text(actor_user))
         .bind(note)
+        .bind(no_show_fee)
         .execute(&mut *tx)
         .await
         .map_err(|error| {

@@ -438,7 +438,9 @@ pub async fn transition(
              completed_at = CASE WHEN $3 = 'completed' THEN now() ELSE completed_at END, \
              cancelled_at = CASE WHEN $3 = 'cancelled' THEN now() ELSE cancelled_at END, \
              cancelled_by = CASE WHEN $3 = 'cancelled' THEN $4 ELSE cancelled_by END, \
-             cancellation_reason = CASE WHEN $3 = 'cancelled' THEN $5 ELSE cancellation_reason END \
+             cancellation_reason = CASE WHEN $3 = 'cancelled' THEN $5 ELSE cancellation_reason END, \
+             cancellation_fee = CASE WHEN $3 = 'no_show' \
+                 THEN round(total_amount * $6 / 100, 2) ELSE cancellation_fee END \
          WHERE id = $1 AND status = $2",
     )
     .bind(facts.booking_id)
@@ -446,6 +448,8 @@ pub async fn transition(
     .bind(to)
     .bind(actor_user_id)
     .bind(reason)
+    // A no-show owes what cancelling at the last moment would have cost (as in `sweep`).
+    .bind(DispatchSettings::load(db).await.cancellation.fee_percentage)
     .execute(&mut *tx)
     .await
     .context("changing the booking")?
@@ -541,14 +545,19 @@ pub async fn sweep(db: &PgPool, now: DateTime<Utc>) -> Result<Vec<i64>, ApiError
     )
     .await
     .context("marking the actor")?;
+    // A no-show owes what cancelling at the last moment would have cost
+    // (`cancellation::no_show_fee`; numeric `round` rounds halves away from zero, as it does).
+    let fee_percentage = DispatchSettings::load(db).await.cancellation.fee_percentage;
     let no_shows: Vec<i64> = sqlx::query_scalar(
-        "UPDATE bookings b SET status = 'no_show' \
+        "UPDATE bookings b SET status = 'no_show', \
+             cancellation_fee = round(b.total_amount * $2 / 100, 2) \
          FROM store_visits v \
          WHERE v.booking_id = b.id AND b.status = 'accepted' AND v.checked_in_at IS NULL \
            AND lower(v.slot) <= $1 \
          RETURNING b.id",
     )
     .bind(due)
+    .bind(fee_percentage)
     .fetch_all(&mut *tx)
     .await
     .context("marking no-shows")?;

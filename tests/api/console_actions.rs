@@ -434,6 +434,15 @@ async fn an_admin_marking_a_no_show_is_audited_and_the_therapists_own_steps_are_
 
     let after = set_status(&app, &admin, &id, "no_show").await;
     assert_eq!(after["status"], "no_show");
+    // Missing the visit costs what cancelling at the last moment would (the default policy's
+    // 50 %), never less.
+    let total: rust_decimal::Decimal = after["pricing"]["total_amount"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let half = (total / rust_decimal::Decimal::from(2)).round_dp(2);
+    assert_eq!(after["cancellation_fee"], format!("{half:.2}"), "{after}");
     let audit = audit_actions(&app, &admin, &id).await;
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert_eq!(audit[0]["action"], "booking.status_changed");

@@ -911,9 +911,12 @@ async fn unconfirmed_visits_end_and_confirmed_ones_become_no_shows_after_the_gra
     let admin = make_admin(&app).await;
     let store = verified_store(&app, &admin, "Strict", MAKATI, 3, always_open()).await;
     let (customer, _) = register(&app, "customer").await;
+    // A no-show owes a fee, which keeps its customer from booking again until paid: the
+    // confirmed visit is another customer's.
+    let (absent, _) = register(&app, "customer").await;
 
     let confirmed = json_body(
-        book_in_store(&app, &customer, &store.store_id, None).await,
+        book_in_store(&app, &absent, &store.store_id, None).await,
         201,
     )
     .await;
@@ -955,7 +958,7 @@ async fn unconfirmed_visits_end_and_confirmed_ones_become_no_shows_after_the_gra
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let a = json_body(
-            app.get_as(&customer, &format!("/v1/bookings/{confirmed_id}"))
+            app.get_as(&absent, &format!("/v1/bookings/{confirmed_id}"))
                 .await,
             200,
         )
@@ -970,6 +973,8 @@ async fn unconfirmed_visits_end_and_confirmed_ones_become_no_shows_after_the_gra
             && b["status"] == "cancelled"
         {
             if a["status"] == "no_show" {
+                // Half of the 900.00 visit: what cancelling at the last moment would cost.
+                assert_eq!(a["cancellation_fee"], "450.00", "{a}");
                 let last = a["timeline"].as_array().unwrap().last().unwrap().clone();
                 assert!(
                     last["description"].as_str().unwrap().starts_with("No-show"),
@@ -1002,7 +1007,7 @@ async fn unconfirmed_visits_end_and_confirmed_ones_become_no_shows_after_the_gra
     // A no-show cannot check in any more.
     problem(
         app.post_as(
-            &customer,
+            &absent,
             &format!("/v1/bookings/{confirmed_id}/check-in"),
             &json!({}),
         )
