@@ -399,10 +399,31 @@ pub async fn run(dispatcher: Dispatcher, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// When the therapist of a booking for later may set out (pure): from its lead time,
+/// `scheduled_at − lead` (when `booking.due` tells them to). Before, they could run the whole
+/// visit days early and complete it, which opens its money and its review. `None` for a
+/// booking for now.
+pub fn set_out_from(
+    scheduled_at: Option<DateTime<Utc>>,
+    lead: chrono::Duration,
+) -> Option<DateTime<Utc>> {
+    scheduled_at.map(|start| start - lead)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::Duration;
+
+    #[test]
+    fn a_therapist_sets_out_for_a_booking_for_later_from_its_lead_time() {
+        let start = Utc::now() + Duration::days(2);
+        assert_eq!(
+            set_out_from(Some(start), Duration::minutes(60)),
+            Some(start - Duration::minutes(60))
+        );
+        assert_eq!(set_out_from(None, Duration::minutes(60)), None);
+    }
 
     #[test]
     fn a_booking_for_later_is_offered_until_its_lead_time_but_never_less_than_one_for_now() {

@@ -4,6 +4,7 @@
 //! provider totals, and settlement when it comes) and what follows the commit (the matcher,
 //! trips, status frames).
 
+use chrono::Utc;
 use rust_decimal::Decimal;
 use serde_json::json;
 use sqlx::{Postgres, Transaction};
@@ -194,6 +195,23 @@ impl Dispatcher {
             Actor::Customer
         };
         check_transition(booking.status, to, actor).map_err(transition_error)?;
+        if to == BookingStatus::EnRoute && actor == Actor::Therapist && booking.is_scheduled() {
+            let lead = crate::schedule::SchedulingSettings::load(&self.inner.db)
+                .await
+                .lead;
+            if let Some(from) = super::scheduled::set_out_from(booking.scheduled_at, lead) {
+                if Utc::now() < from {
+                    return Err(ApiError::Conflict(format!(
+                        "this booking is for {}: set out from {} (its lead time)",
+                        booking
+                            .scheduled_at
+                            .map(|at| at.to_rfc3339())
+                            .unwrap_or_default(),
+                        from.to_rfc3339()
+                    )));
+                }
+            }
+        }
         if to == BookingStatus::InProgress {
             require_paid_before_start(&mut tx, booking.id).await?;
         }

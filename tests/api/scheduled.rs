@@ -356,6 +356,24 @@ async fn a_request_to_a_named_therapist_is_accepted_reminded_and_carried_out() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
+    // Not before its lead time: setting out (and so running the whole visit and completing
+    // it, which opens its money and review) waits until the booking is due.
+    let early = problem(
+        app.post_as(
+            &therapist.token,
+            &format!("/v1/bookings/{id}/status"),
+            &json!({"status": "en_route"}),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert!(
+        early["detail"].as_str().unwrap().contains("lead time"),
+        "{early}"
+    );
+    // A lead time of a day makes the visit due now.
+    short_scheduling(&app, json!({"lead_minutes": 1440})).await;
     for status in ["en_route", "arrived", "in_progress", "completed"] {
         let changed = json_body(
             app.post_as(
@@ -996,7 +1014,9 @@ async fn a_reschedule_fails_when_its_slot_was_taken_expires_unanswered_and_stops
     )
     .await;
 
-    // Once the therapist is on the way, the booking can no longer move.
+    // Once the therapist is on the way (the visit due: a lead time of a day), the booking can
+    // no longer move.
+    short_scheduling(&app, json!({"lead_minutes": 1440})).await;
     json_body(
         app.post_as(
             &therapist.token,
@@ -1296,7 +1316,9 @@ async fn a_therapist_with_a_booking_for_later_still_takes_book_now_work_until_th
     .await;
     assert_eq!(accepted["status"], "accepted");
     assert_eq!(accepted["provider"]["id"], therapist.provider_id.as_str());
-    // On that job, they cannot set out for the later one too: 409, not a server error.
+    // On that job, they cannot set out for the later one too, even once it is due (a lead
+    // time of a day): 409, not a server error.
+    short_scheduling(&app, json!({"lead_minutes": 1440})).await;
     let refused = problem(
         app.post_as(
             &therapist.token,
