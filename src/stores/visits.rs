@@ -36,8 +36,6 @@ use crate::providers::setting_as_f64;
 pub const DEFAULT_NO_SHOW_GRACE: Duration = Duration::minutes(15);
 /// `in_store.check_in_early_minutes`: how early before its start a visit may be checked in.
 pub const DEFAULT_CHECK_IN_EARLY: Duration = Duration::minutes(60);
-/// How far ahead an in-store booking may be made.
-pub const MAX_BOOKING_AHEAD: Duration = Duration::days(90);
 /// `cancellation_reason` when the store declines without saying why.
 pub const DECLINED_BY_STORE: &str = "declined_by_store";
 /// `cancellation_reason` when the store never confirmed before the visit's grace ran out.
@@ -173,10 +171,18 @@ pub async fn create(
     };
 
     let starts_at = request.scheduled_at.unwrap_or(now);
-    if starts_at > now + MAX_BOOKING_AHEAD {
+    // The same horizon as home visits (`scheduling.horizon_days`): an operator's limit on how
+    // far ahead anything is booked, and on how long a room can be held ahead.
+    let horizon = crate::schedule::SchedulingSettings::load(pool)
+        .await
+        .horizon;
+    if starts_at > now + horizon {
         return Err(ApiError::invalid(
             "scheduled_at",
-            format!("must be within {} days", MAX_BOOKING_AHEAD.num_days()),
+            format!(
+                "must be within {} days (the booking horizon)",
+                horizon.num_days()
+            ),
         ));
     }
     let ends_at = starts_at + Duration::minutes(i64::from(duration_minutes.max(1)));

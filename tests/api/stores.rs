@@ -683,6 +683,17 @@ async fn in_store_bookings_respect_opening_hours_and_bad_requests_write_nothing(
     .await;
     assert_eq!(fits["booking_type"], "scheduled");
     assert_eq!(fits["visit"]["starts_at"], json!(at(monday, 10, 0)));
+    // Past the booking horizon (30 days, as for home visits): refused, naming the field.
+    let mut far = monday + chrono::Days::new(28);
+    while far <= (now + ChronoDuration::days(31)).date_naive() {
+        far = far + chrono::Days::new(7);
+    }
+    let beyond = problem(
+        book_in_store(&app, &customer, &store.store_id, Some(at(far, 10, 0))).await,
+        422,
+    )
+    .await;
+    assert_eq!(beyond["errors"][0]["field"], "scheduled_at", "{beyond}");
 
     // Malformed in-store requests name the field.
     let service = service_id(&app, "swedish-massage").await;
