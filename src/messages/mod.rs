@@ -250,13 +250,10 @@ fn checked_body<'a>(
             ),
         ));
     }
-    if text.chars().any(|c| c.is_control() && c != '\n') {
+    if let Some(problem) = crate::domain::validate::unsafe_text(text) {
         return Err(ApiError::Validation {
-            detail: "body: must not contain control characters".into(),
-            errors: vec![FieldError::new(
-                "body",
-                "must not contain control characters",
-            )],
+            detail: format!("body: {problem}"),
+            errors: vec![FieldError::new("body", problem)],
         });
     }
     Ok(text)

@@ -321,6 +321,17 @@ async fn bad_registrations_answer_422_naming_the_field() {
             "first_name",
         ),
         (
+            // Read right to left on a dispatcher's screen: "exe.png".
+            "a name that reverses what follows",
+            with("first_name", json!("\u{202E}gnp.exe")),
+            "first_name",
+        ),
+        (
+            "a name of zero-width spaces",
+            with("last_name", json!("\u{200B}\u{200B}")),
+            "last_name",
+        ),
+        (
             "long last name",
             with("last_name", json!("x".repeat(101))),
             "last_name",
