@@ -7,8 +7,12 @@ use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{fmt, EnvFilter};
 
-/// Log filter when `RUST_LOG` is unset.
-pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,actix_server=warn";
+/// Log filter when `RUST_LOG` is unset. actix-http's HTTP/1 dispatcher logs every request it
+/// cannot parse (a raw `<` in a path, a bad header) at ERROR, which let anyone fill the error log
+/// with one line per request; those requests are answered 400 and are the client's fault, so
+/// that logger is off.
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,sqlx=warn,actix_server=warn,actix_http::h1::dispatcher=off";
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[

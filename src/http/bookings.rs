@@ -87,26 +87,35 @@ pub struct CreateBooking {
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
-    let key = req
-        .headers()
-        .get(IDEMPOTENCY_HEADER)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                IDEMPOTENCY_HEADER,
-                "is required: a unique string per booking attempt",
-            )
-        })?
-        .to_str()
-        .map_err(|_| ApiError::invalid(IDEMPOTENCY_HEADER, "must be visible ASCII"))?
-        .trim()
-        .to_owned();
+    optional_idempotency_key(req)?.ok_or_else(|| {
+        ApiError::invalid(
+            IDEMPOTENCY_HEADER,
+            "is required: a unique string per booking attempt",
+        )
+    })
+}
+
+/// The `Idempotency-Key` header, when sent: 1 to [`MAX_IDEMPOTENCY_KEY`] visible ASCII
+/// characters (spaces allowed inside, none around).
+pub fn optional_idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let key = value.as_bytes().trim_ascii();
+    // `HeaderValue::to_str` would let a tab through.
+    if !key.iter().all(|b| (b' '..=b'~').contains(b)) {
+        return Err(ApiError::invalid(
+            IDEMPOTENCY_HEADER,
+            "must be visible ASCII",
+        ));
+    }
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
         return Err(ApiError::invalid(
             IDEMPOTENCY_HEADER,
             format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
         ));
     }
-    Ok(key)
+    Ok(Some(String::from_utf8_lossy(key).into_owned()))
 }
 
 /// The booking's location, from a saved address or the body.

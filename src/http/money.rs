@@ -18,25 +18,7 @@ use crate::money::views::{self, WalletLineView, WalletView};
 use crate::money::{gateway::WebhookError, tips, PaymentMethod};
 use crate::state::AppState;
 
-/// Optional header that makes a money-moving request safe to retry.
-pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
-
-fn optional_idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
-    let Some(value) = req.headers().get(IDEMPOTENCY_HEADER) else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .map_err(|_| ApiError::invalid(IDEMPOTENCY_HEADER, "must be visible ASCII"))?
-        .trim();
-    if key.is_empty() || key.len() > 255 {
-        return Err(ApiError::invalid(
-            IDEMPOTENCY_HEADER,
-            "must be 1 to 255 characters",
-        ));
-    }
-    Ok(Some(key.to_owned()))
-}
+use super::bookings::optional_idempotency_key;
 
 /// The caller's wallet.
 #[utoipa::path(

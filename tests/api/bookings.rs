@@ -563,6 +563,11 @@ async fn idempotency_keys_replay_conflict_and_survive_concurrency() {
         .as_str()
         .unwrap()
         .contains("Idempotency-Key"));
+    // A key is visible ASCII: a tab inside, or nothing at all, is named.
+    for key in ["a\tb", "   ", &"k".repeat(256)] {
+        let refused = problem(book(&app, &customer, key, &body).await, 422).await;
+        assert_eq!(refused["errors"][0]["field"], "Idempotency-Key", "{key:?}");
+    }
 
     let (a, b) = tokio::join!(
         book(&app, &customer, "concurrent", &body),
