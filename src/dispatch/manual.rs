@@ -158,6 +158,28 @@ impl Dispatcher {
             ));
         }
         let chosen = self.choose(&booking, therapist).await?;
+        // The matcher's calendar rule: an offer the therapist could not accept (it would overlap
+        // their bookings for later, or fall outside their schedule) would only hold the booking
+        // until it expired.
+        if let Some(place) = booking
+            .lat
+            .zip(booking.lng)
+            .map(|(lat, lng)| Point::new(lat, lng))
+        {
+            let travel = chrono::Duration::seconds(i64::from(chosen.eta_seconds));
+            let job = super::matcher::job_of(&booking, place);
+            if !self.inner.diary.can_take(
+                chosen.provider_id,
+                &job,
+                travel,
+                Utc::now(),
+                self.inner.eta,
+            ) {
+                return Err(ApiError::Conflict(
+                    "the therapist's calendar has no room for this booking".into(),
+                ));
+            }
+        }
         let settings = DispatchSettings::load(&self.inner.db).await;
         // The matcher's deadline: a booking for later is offered until its lead time, a booking
         // for now until the pending timeout.

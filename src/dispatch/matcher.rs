@@ -392,6 +392,19 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+/// What taking a booking asks of a therapist's calendar: a session now at `place`, or a session
+/// at its scheduled start.
+pub(super) fn job_of(facts: &store::BookingFacts, place: Point) -> Job {
+    let session = Session::minutes(
+        i64::from(facts.duration_minutes.unwrap_or(60)),
+        i64::from(facts.buffer_minutes),
+    );
+    match facts.scheduled_at.filter(|_| facts.is_scheduled()) {
+        Some(start) => Job::Later { start, session },
+        None => Job::Now { session, place },
+    }
+}
+
 impl Matcher {
     fn db(&self) -> &PgPool {
         &self.db
@@ -447,10 +460,6 @@ impl Matcher {
             tracing::error!(booking_id = facts.id, "a pending booking has no location");
             return;
         };
-        let session = Session::minutes(
-            i64::from(facts.duration_minutes.unwrap_or(60)),
-            i64::from(facts.buffer_minutes),
-        );
         let start = facts.scheduled_at.filter(|_| facts.is_scheduled());
         // Offered until `scheduled::offer_deadline`: a scheduled booking until its lead time, a
         // `now` one until the pending timeout.
@@ -460,13 +469,7 @@ impl Matcher {
             self.scheduling.lead,
             chrono::Duration::from_std(self.settings.pending_timeout).unwrap_or_default(),
         );
-        let job = match start {
-            Some(start) => Job::Later { start, session },
-            None => Job::Now {
-                session,
-                place: point,
-            },
-        };
+        let job = job_of(&facts, point);
         let radius = self
             .settings
             .initial_radius_m

@@ -1486,3 +1486,60 @@ async fn book_now_and_nearby_skip_a_therapist_whose_next_booking_leaves_no_room(
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_dispatcher_cannot_offer_work_now_that_would_overlap_a_booking_for_later() {
+    let app = spawn_app().await;
+    short_scheduling(&app, json!({})).await;
+    let admin = make_admin(&app).await;
+    let (therapist, _socket, service) =
+        therapist_at(&app, &admin, MAKATI.0 + 0.001, MAKATI.1).await;
+    put_schedule(&app, &therapist, "Asia/Manila", "00:00", "24:00").await;
+    let (customer, _) = register(&app, "customer").await;
+    // Accepted for 30 minutes from now: no room for an hour's session now.
+    accepted_request(
+        &app,
+        &customer,
+        &therapist,
+        &service,
+        Utc::now() + chrono::Duration::minutes(30),
+        "soon",
+    )
+    .await;
+    let (other, _) = register(&app, "customer").await;
+    let created = json_body(
+        book(
+            &app,
+            &other,
+            "now",
+            &booking_body(&service, MAKATI.0, MAKATI.1),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    // The matcher does not offer it to them; neither can a dispatcher, whose offer the
+    // therapist could not accept and which would only hold the booking until it expired.
+    let refused = problem(
+        app.post_as(
+            &admin,
+            &format!("/v1/admin/bookings/{id}/offers"),
+            &json!({"therapist_id": therapist.provider_id}),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains("calendar"),
+        "{refused}"
+    );
+    let offers = json_body(
+        app.get_as(&admin, &format!("/v1/admin/bookings/{id}/offers"))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(offers, json!([]), "{offers}");
+}
