@@ -359,6 +359,25 @@ impl Dispatcher {
             }));
         }
         let price = terms.price(offer.distance_m);
+        if booking
+            .max_service_amount
+            .is_some_and(|max| price.service_price + price.distance_surcharge > max)
+        {
+            // The matcher offers a booking only within the customer's price ceiling; an offer
+            // a dispatcher made by hand may not be, and the customer never agreed to that price.
+            offers::close(&mut *tx, booking.id, provider_id, Outcome::Withdrawn)
+                .await
+                .context("withdrawing the offer")?;
+            tx.commit().await.context("withdrawing the offer")?;
+            return Err(AcceptError::Closed(ClosedRefusal {
+                error: ApiError::Conflict(
+                    "your price for this booking is above what the customer accepts: the offer \
+                     is withdrawn"
+                        .into(),
+                ),
+                reason: "over_price",
+            }));
+        }
         let travel_minutes = self.inner.eta.eta_minutes(offer.distance_m);
         let acceptance = Acceptance {
             booking_id: booking.id,

@@ -158,6 +158,23 @@ impl Dispatcher {
             ));
         }
         let chosen = self.choose(&booking, therapist).await?;
+        // The customer's price ceiling, as the matcher keeps it (the accept checks it again).
+        if let Some(max) = booking.max_service_amount {
+            let q = crate::domain::pricing::quote(
+                chosen.terms.price,
+                chosen.terms.base_distance_km,
+                chosen.terms.per_km_surcharge,
+                chosen.distance_m,
+            );
+            if q.service_price + q.distance_surcharge > max {
+                return Err(ApiError::Conflict(format!(
+                    "the therapist's price for this booking ({}) is above what the customer \
+                     accepts ({})",
+                    crate::money::ledger::money_text(q.service_price + q.distance_surcharge),
+                    crate::money::ledger::money_text(max)
+                )));
+            }
+        }
         // The matcher's calendar rule: an offer the therapist could not accept (it would overlap
         // their bookings for later, or fall outside their schedule) would only hold the booking
         // until it expired.

@@ -484,7 +484,9 @@ impl Matcher {
         ) else {
             return;
         };
-        let mut booking = booking.with_job(job);
+        let mut booking = booking
+            .with_job(job)
+            .with_price_ceiling(facts.max_service_amount);
         if booking.is_scheduled() {
             self.timers.push(Reverse((
                 deadline - self.scheduling.unmatched_warning,

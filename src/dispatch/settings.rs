@@ -22,6 +22,8 @@ pub const DEFAULT_INITIAL_RADIUS_KM: f64 = 5.0;
 pub const DEFAULT_RADIUS_STEP_KM: f64 = 5.0;
 /// `dispatch.batch_window_ms`: rounds run at most this often (0: each event at once).
 pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(1000);
+/// `dispatch.max_price_over_catalog_percent`.
+pub const DEFAULT_MAX_PRICE_OVER_CATALOG_PERCENT: i64 = 50;
 /// `commission_rate.default`: the platform's percentage when a provider has none.
 pub const DEFAULT_COMMISSION_PERCENT: i64 = 15;
 
@@ -39,6 +41,10 @@ pub struct DispatchSettings {
     pub max_radius_m: f64,
     /// Events are gathered this long into one round (zero: a round per event).
     pub batch_window: Duration,
+    /// `dispatch.max_price_over_catalog_percent`: unless the customer sets `max_price`, a
+    /// booking for now goes only to therapists whose service price and travel surcharge stay
+    /// within the catalog price plus this percentage.
+    pub max_price_over_catalog_percent: Decimal,
 }
 
 fn field(value: &Option<Value>, name: &str) -> Option<f64> {
@@ -124,7 +130,20 @@ impl DispatchSettings {
                 .map_or(DEFAULT_BATCH_WINDOW, |ms| {
                     Duration::from_millis(ms.min(60_000.0) as u64)
                 }),
+            max_price_over_catalog_percent: field(&dispatch, "max_price_over_catalog_percent")
+                .map(|percent| percent.min(10_000.0))
+                .and_then(decimal)
+                .unwrap_or(Decimal::from(DEFAULT_MAX_PRICE_OVER_CATALOG_PERCENT)),
         }
+    }
+
+    /// The most a customer who set no `max_price` pays for the service and travel surcharge of
+    /// a service whose catalog price is `catalog_price`.
+    pub fn default_price_ceiling(&self, catalog_price: Decimal) -> Decimal {
+        crate::domain::money::round_money(
+            catalog_price * (Decimal::ONE_HUNDRED + self.max_price_over_catalog_percent)
+                / Decimal::ONE_HUNDRED,
+        )
     }
 }
 

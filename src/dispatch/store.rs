@@ -233,6 +233,8 @@ pub struct BookingFacts {
     pub request_expires_at: Option<DateTime<Utc>>,
     pub duration_minutes: Option<i32>,
     pub buffer_minutes: i32,
+    /// The most the customer accepts for the service and travel surcharge (`None`: any).
+    pub max_service_amount: Option<Decimal>,
 }
 
 impl BookingFacts {
@@ -255,7 +257,8 @@ const FACTS_SQL: &str =
     "SELECT b.id, b.uuid, b.booking_number, b.status, b.customer_id, b.provider_id, p.user_id AS provider_user_id, \
         b.service_id, b.requested_at, b.scheduled_at, b.total_amount, \
         bl.latitude::float8 AS lat, bl.longitude::float8 AS lng, b.booking_type::text AS booking_type, \
-        b.requested_provider_id, b.request_expires_at, b.duration_minutes, b.buffer_minutes \
+        b.requested_provider_id, b.request_expires_at, b.duration_minutes, b.buffer_minutes, \
+        b.max_service_amount \
      FROM bookings b LEFT JOIN providers p ON p.id = b.provider_id \
      LEFT JOIN booking_locations bl ON bl.booking_id = b.id";
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use h3o::{CellIndex, LatLng, Resolution};
 use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::assignment::{self, BookingNeed, Edge};
@@ -50,6 +51,8 @@ pub struct WaitingBooking {
     pub rounds: i32,
     /// What the therapist's calendar must allow (`None`: nothing is checked).
     pub job: Option<Job>,
+    /// The most the customer accepts for the service and travel surcharge (`None`: any).
+    pub max_service_amount: Option<Decimal>,
     cell: CellIndex,
 }
 
@@ -76,7 +79,28 @@ impl WaitingBooking {
             open: FxHashMap::default(),
             rounds: 0,
             job: None,
+            max_service_amount: None,
             cell,
+        })
+    }
+
+    /// Sets the most the customer accepts for the service and travel surcharge.
+    pub fn with_price_ceiling(mut self, max_service_amount: Option<Decimal>) -> Self {
+        self.max_service_amount = max_service_amount;
+        self
+    }
+
+    /// Whether this candidate's price for the booking (their service price and travel
+    /// surcharge from where they are) is one the customer accepts.
+    pub fn accepts_price_of(&self, hit: &NearbyHit) -> bool {
+        self.max_service_amount.is_none_or(|max| {
+            let q = crate::domain::pricing::quote(
+                hit.offer.price,
+                hit.offer.base_distance_km,
+                hit.offer.per_km_surcharge,
+                hit.distance_m,
+            );
+            q.service_price + q.distance_surcharge <= max
         })
     }
 
@@ -339,6 +363,7 @@ impl WaitingBookings {
                     .filter(|hit| {
                         !booking.tried.contains(&hit.provider_id)
                             && !booking.open.contains_key(&hit.provider_id)
+                            && booking.accepts_price_of(hit)
                             && filter(booking, hit, now)
                     })
                     .take(wanted)

@@ -84,6 +84,20 @@ pub struct CreateBooking {
     /// accepts; the balance must cover the estimate), or `card`, `gcash`, `paymaya` (paid through
     /// the gateway once accepted: `POST /v1/bookings/{id}/payment`).
     pub payment_method: Option<crate::money::PaymentMethod>,
+    /// Home service, without `provider_id`: the most the customer accepts for the service and
+    /// the travel surcharge (fees and promo aside). The booking is offered only to therapists
+    /// whose price for it stays within. Default: the catalog price plus
+    /// `dispatch.max_price_over_catalog_percent` (50 %).
+    #[serde(default, with = "crate::domain::money::option")]
+    #[schema(schema_with = max_price_schema)]
+    pub max_price: Option<Decimal>,
+}
+
+fn max_price_schema() -> utoipa::openapi::Object {
+    crate::domain::money::input_schema(
+        "More than zero, at most 100000. The most the customer accepts for the service and travel surcharge.",
+        true,
+    )
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
@@ -190,6 +204,22 @@ pub async fn create(
             "store_id",
             "is only for in_store bookings (type: in_store)",
         ));
+    }
+    if let Some(max) = request.max_price {
+        if request.provider_id.is_some() {
+            errors.push(FieldError::new(
+                "max_price",
+                "is for bookings the platform dispatches, not requests to a named therapist",
+            ));
+        } else if max <= Decimal::ZERO || max > Decimal::from(super::therapist::MAX_SERVICE_PRICE) {
+            errors.push(FieldError::new(
+                "max_price",
+                format!(
+                    "must be more than 0 and at most {}",
+                    super::therapist::MAX_SERVICE_PRICE
+                ),
+            ));
+        }
     }
     match (request.booking_type, request.scheduled_at) {
         (BookingKind::Now, Some(_)) => errors.push(FieldError::new(
@@ -320,6 +350,16 @@ pub async fn create(
         promo: promo.as_ref().map(|p| p.terms),
     });
 
+    // The price ceiling of a booking the platform dispatches: the customer's, or the catalog
+    // price plus the operator's margin. A request names its therapist, whose quote it chose.
+    let max_service_amount = match requested_provider {
+        Some(_) => None,
+        None => Some(
+            request
+                .max_price
+                .unwrap_or_else(|| cfg.default_price_ceiling(base_price)),
+        ),
+    };
     let max_pending = settings.max_pending;
     let payment_method = request
         .payment_method
@@ -369,6 +409,7 @@ pub async fn create(
         .bind(&place.landmark)
         .bind(coordinate(place.lat))
         .bind(coordinate(place.lng))
+        .bind(max_service_amount)
         .fetch_optional(&mut *tx)
         .await
         .map_err(|error| match crate::error::exclusion_violation(&error) {
@@ -480,6 +521,12 @@ async fn create_in_store(
 ) -> Result<HttpResponse, ApiError> {
     let now = Utc::now();
     let mut errors = Vec::new();
+    if request.max_price.is_some() {
+        errors.push(FieldError::new(
+            "max_price",
+            "is for home services: a store's price is its own",
+        ));
+    }
     if request.store_id.is_none() {
         errors.push(FieldError::new(
             "store_id",

@@ -1029,3 +1029,84 @@ async fn a_promo_code_discounts_the_accepted_price_and_is_recorded() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_booking_for_now_goes_only_to_therapists_within_the_customers_price() {
+    let app = spawn_app().await;
+    let admin = make_admin(&app).await;
+    // The nearest therapist asks 100,000 for the service; one farther asks the catalog's 800.
+    let (pricey, _pricey_socket, service) =
+        therapist_at(&app, &admin, MAKATI.0 + 0.001, MAKATI.1).await;
+    crate::live::price_service(&app, &pricey.token, &service, "100000.00").await;
+    let (fair, mut fair_socket, _) = therapist_at(&app, &admin, MAKATI.0 + 0.01, MAKATI.1).await;
+    let (customer, _) = register(&app, "customer").await;
+
+    // Bad ceilings are named.
+    for (max_price, field) in [(json!("0"), "max_price"), (json!("-5"), "max_price")] {
+        let mut body = booking_body(&service, MAKATI.0, MAKATI.1);
+        body["max_price"] = max_price;
+        let refused = problem(book(&app, &customer, "bad-ceiling", &body).await, 422).await;
+        assert_eq!(crate::helpers::error_fields(&refused), [field], "{refused}");
+    }
+
+    // No ceiling given: the catalog price plus 50 % (1,200). The pricey therapist is never
+    // offered it; the fair one is, and the customer pays their 800 and surcharge.
+    let id = json_body(
+        book(
+            &app,
+            &customer,
+            "within",
+            &booking_body(&service, MAKATI.0, MAKATI.1),
+        )
+        .await,
+        201,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        next_of(&mut fair_socket, "offer").await["booking_id"],
+        id.as_str()
+    );
+    let offers = json_body(
+        app.get_as(&admin, &format!("/v1/admin/bookings/{id}/offers"))
+            .await,
+        200,
+    )
+    .await;
+    let offered: Vec<&str> = offers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|offer| offer["provider"]["id"].as_str().unwrap_or_default())
+        .collect();
+    assert!(offered.contains(&fair.provider_id.as_str()), "{offers}");
+    assert!(!offered.contains(&pricey.provider_id.as_str()), "{offers}");
+    // Nor can a dispatcher hand it to them.
+    let refused = problem(
+        app.post_as(
+            &admin,
+            &format!("/v1/admin/bookings/{id}/offers"),
+            &json!({"therapist_id": pricey.provider_id}),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("above what the customer accepts"),
+        "{refused}"
+    );
+    let accepted = accept(&app, &fair.token, &id).await;
+    let total: f64 = accepted["pricing"]["total_amount"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(total <= 1200.0, "{accepted}");
+    app.shutdown().await;
+}
