@@ -148,8 +148,10 @@ pub async fn on_accepted(tx: &mut PgConnection, b: &BookingMoney) -> Result<(), 
     match b.payment_method {
         PaymentMethod::Cash => Ok(()),
         PaymentMethod::Wallet => {
+            // Locked until the payment is posted: a tip or another booking's charge committing
+            // in between would otherwise make the post overdraw, and the accept fail.
             let covered: bool = sqlx::query_scalar(
-                "SELECT COALESCE(balance, 0) >= $2 FROM wallets WHERE user_id = $1",
+                "SELECT COALESCE(balance, 0) >= $2 FROM wallets WHERE user_id = $1 FOR UPDATE",
             )
             .bind(b.customer_id)
             .bind(b.total_amount)
