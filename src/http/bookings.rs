@@ -307,7 +307,14 @@ pub async fn create(
         (BookingKind::Scheduled, Some(provider_uuid), Some(at)) => {
             let provider_id =
                 super::schedule::bookable_therapist(&state, provider_uuid, service_id).await?;
-            super::schedule::check_therapist_free(&state, provider_id, session, at).await?;
+            super::schedule::check_therapist_free(
+                &state,
+                provider_id,
+                session,
+                at,
+                scheduling.slot_step,
+            )
+            .await?;
             Some(provider_id)
         }
         _ => None,

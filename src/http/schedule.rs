@@ -538,6 +538,7 @@ pub(super) async fn check_therapist_free(
     provider_id: i64,
     session: Session,
     start: DateTime<Utc>,
+    slot_step: chrono::Duration,
 ) -> Result<(), ApiError> {
     let mut conn = state.db.acquire().await.context("reading the calendar")?;
     let schedule = store::schedule_of(&mut conn, provider_id)
@@ -552,7 +553,19 @@ pub(super) async fn check_therapist_free(
         commitments: Vec::new(),
     };
     match schedule {
-        Some(schedule) if slots::fits(&schedule, &open, session, start) => {}
+        Some(schedule) if slots::fits(&schedule, &open, session, start) => {
+            // A request is for one of the slots the therapist offers, not any minute inside
+            // their hours (`GET .../slots` lists them).
+            if !slots::on_grid(&schedule, &open, session, start, slot_step) {
+                return Err(ApiError::invalid(
+                    "scheduled_at",
+                    format!(
+                        "is not one of the therapist's slots: they start every {} minutes (see GET /v1/therapists/{{provider_id}}/slots)",
+                        slot_step.num_minutes()
+                    ),
+                ));
+            }
+        }
         _ => {
             return Err(ApiError::invalid(
                 "scheduled_at",

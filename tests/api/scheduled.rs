@@ -282,6 +282,28 @@ async fn a_request_to_a_named_therapist_is_accepted_reminded_and_carried_out() {
     // The therapist charges more than the catalog for this service.
     crate::live::price_service(&app, &therapist.token, &service, "950.00").await;
 
+    // A minute that is inside their hours but no slot of theirs is refused, naming the field.
+    let off_grid = problem(
+        book(
+            &app,
+            &customer,
+            "off-grid",
+            &scheduled_body(
+                &service,
+                at + chrono::Duration::minutes(7),
+                Some(&therapist.provider_id),
+            ),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(off_grid["errors"][0]["field"], "scheduled_at", "{off_grid}");
+    assert!(
+        off_grid["detail"].as_str().unwrap().contains("slots"),
+        "{off_grid}"
+    );
+
     // Booked for later with the therapist named: a request that holds the slot.
     let created = json_body(
         book(
