@@ -163,6 +163,11 @@ pub struct PricingView {
     #[schema(value_type = String, example = "800.00")]
     pub total_amount: Decimal,
     pub currency: String,
+    /// The most the customer accepts for the service and travel surcharge (a booking for now:
+    /// their `max_price`, or the catalog price plus the operator's margin); `null`: no ceiling.
+    #[serde(with = "crate::domain::money::option")]
+    #[schema(value_type = Option<String>, example = "1200.00")]
+    pub max_price: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -328,6 +333,7 @@ struct ViewRow {
     promo_discount: Option<Decimal>,
     total_amount: Decimal,
     currency: Option<String>,
+    max_service_amount: Option<Decimal>,
     cancellation_fee: Option<Decimal>,
     customer_notes: Option<String>,
     requested_at: DateTime<Utc>,
@@ -348,7 +354,7 @@ struct ViewRow {
 const VIEW_SQL: &str = "SELECT b.uuid, b.booking_number, b.status, b.type::text AS kind, b.booking_type::text AS booking_type, \
         s.uuid AS service_uuid, s.name AS service_name, p.uuid AS provider_uuid, pu.first_name AS provider_first_name, \
         p.average_rating AS provider_rating, bl.latitude::float8 AS lat, bl.longitude::float8 AS lng, bl.address, \
-        bl.unit_number, bl.landmark, b.service_price, b.distance_surcharge, b.platform_fee, b.promo_discount, \
+        bl.unit_number, bl.landmark, b.service_price, b.distance_surcharge, b.platform_fee, b.promo_discount, b.max_service_amount, \
         b.total_amount, s.currency, b.cancellation_fee, b.customer_notes, b.requested_at, b.scheduled_at, \
         b.accepted_at, b.started_at, b.completed_at, b.cancelled_at, b.cancellation_reason, \
         rp.uuid AS requested_uuid, rpu.first_name AS requested_first_name, rp.average_rating AS requested_rating, \
@@ -391,6 +397,7 @@ fn into_view(row: ViewRow, timeline: Vec<TimelineEntry>) -> BookingView {
             promo_discount: row.promo_discount.unwrap_or_default(),
             total_amount: row.total_amount,
             currency: row.currency.unwrap_or_else(|| CURRENCY.to_owned()),
+            max_price: row.max_service_amount,
         },
         cancellation_fee: row.cancellation_fee.unwrap_or_default(),
         timeline,

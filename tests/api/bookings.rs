@@ -1049,9 +1049,10 @@ async fn a_booking_for_now_goes_only_to_therapists_within_the_customers_price() 
         assert_eq!(crate::helpers::error_fields(&refused), [field], "{refused}");
     }
 
-    // No ceiling given: the catalog price plus 50 % (1,200). The pricey therapist is never
-    // offered it; the fair one is, and the customer pays their 800 and surcharge.
-    let id = json_body(
+    // No ceiling given: the catalog price plus 50 % (1,200), shown to the customer. The pricey
+    // therapist is never offered it; the fair one is, and the customer pays their 800 and
+    // surcharge.
+    let created = json_body(
         book(
             &app,
             &customer,
@@ -1061,10 +1062,9 @@ async fn a_booking_for_now_goes_only_to_therapists_within_the_customers_price() 
         .await,
         201,
     )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    .await;
+    assert_eq!(created["pricing"]["max_price"], "1200.00", "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(
         next_of(&mut fair_socket, "offer").await["booking_id"],
         id.as_str()
