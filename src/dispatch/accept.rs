@@ -171,6 +171,26 @@ struct ClosedRefusal {
     reason: &'static str,
 }
 
+/// Withdraws the caller's offer (committing that alone, so the booking goes on to the next
+/// therapist) and answers the refusal.
+async fn withdraw(
+    mut tx: Transaction<'static, Postgres>,
+    booking_id: i64,
+    provider_id: i64,
+    refusal: ClosedRefusal,
+) -> AcceptError {
+    let closed = async {
+        offers::close(&mut *tx, booking_id, provider_id, Outcome::Withdrawn).await?;
+        tx.commit().await
+    }
+    .await
+    .context("withdrawing the offer");
+    match closed {
+        Ok(()) => AcceptError::Closed(refusal),
+        Err(error) => AcceptError::from(error),
+    }
+}
+
 enum AcceptError {
     /// Refused; nothing changed.
     Refused(ApiError),
@@ -320,43 +340,49 @@ impl Dispatcher {
             None
         };
         if let Some(error) = ineligible {
-            offers::close(&mut *tx, booking.id, provider_id, Outcome::Withdrawn)
-                .await
-                .context("withdrawing the offer")?;
-            tx.commit().await.context("withdrawing the offer")?;
-            return Err(AcceptError::Closed(ClosedRefusal {
-                error,
-                reason: "not_eligible",
-            }));
+            return Err(withdraw(
+                tx,
+                booking.id,
+                provider_id,
+                ClosedRefusal {
+                    error,
+                    reason: "not_eligible",
+                },
+            )
+            .await);
         }
         let terms = TherapistTerms::read(&mut tx, provider_id, booking.service_id, booking.id)
             .await
             .context("reading the therapist's terms")?;
         let Some(terms) = terms else {
-            offers::close(&mut *tx, booking.id, provider_id, Outcome::Withdrawn)
-                .await
-                .context("withdrawing the offer")?;
-            tx.commit().await.context("withdrawing the offer")?;
-            return Err(AcceptError::Closed(ClosedRefusal {
-                error: ApiError::Conflict("you no longer offer this service".into()),
-                reason: "accept_failed",
-            }));
+            return Err(withdraw(
+                tx,
+                booking.id,
+                provider_id,
+                ClosedRefusal {
+                    error: ApiError::Conflict("you no longer offer this service".into()),
+                    reason: "accept_failed",
+                },
+            )
+            .await);
         };
         if terms.terms_updated_at.is_some_and(|at| at > offer.sent_at) {
             // The offer was made (and its earnings shown) on the terms of its time; the price
             // a customer is charged is never one set after the offer reached the therapist.
-            offers::close(&mut *tx, booking.id, provider_id, Outcome::Withdrawn)
-                .await
-                .context("withdrawing the offer")?;
-            tx.commit().await.context("withdrawing the offer")?;
-            return Err(AcceptError::Closed(ClosedRefusal {
-                error: ApiError::Conflict(
-                    "your price or travel terms for this service changed after this offer was \
+            return Err(withdraw(
+                tx,
+                booking.id,
+                provider_id,
+                ClosedRefusal {
+                    error: ApiError::Conflict(
+                        "your price or travel terms for this service changed after this offer was \
                      made: the offer is withdrawn, and your next offers use the new terms"
-                        .into(),
-                ),
-                reason: "terms_changed",
-            }));
+                            .into(),
+                    ),
+                    reason: "terms_changed",
+                },
+            )
+            .await);
         }
         let price = terms.price(offer.distance_m);
         if booking
@@ -365,18 +391,16 @@ impl Dispatcher {
         {
             // The matcher offers a booking only within the customer's price ceiling; an offer
             // a dispatcher made by hand may not be, and the customer never agreed to that price.
-            offers::close(&mut *tx, booking.id, provider_id, Outcome::Withdrawn)
-                .await
-                .context("withdrawing the offer")?;
-            tx.commit().await.context("withdrawing the offer")?;
-            return Err(AcceptError::Closed(ClosedRefusal {
-                error: ApiError::Conflict(
-                    "your price for this booking is above what the customer accepts: the offer \
-                     is withdrawn"
-                        .into(),
-                ),
+            let error = ApiError::Conflict(
+                "your price for this booking is above what the customer accepts: the offer is \
+                 withdrawn"
+                    .into(),
+            );
+            let refusal = ClosedRefusal {
+                error,
                 reason: "over_price",
-            }));
+            };
+            return Err(withdraw(tx, booking.id, provider_id, refusal).await);
         }
         let travel_minutes = self.inner.eta.eta_minutes(offer.distance_m);
         let acceptance = Acceptance {

@@ -160,17 +160,12 @@ impl Dispatcher {
         let chosen = self.choose(&booking, therapist).await?;
         // The customer's price ceiling, as the matcher keeps it (the accept checks it again).
         if let Some(max) = booking.max_service_amount {
-            let q = crate::domain::pricing::quote(
-                chosen.terms.price,
-                chosen.terms.base_distance_km,
-                chosen.terms.per_km_surcharge,
-                chosen.distance_m,
-            );
-            if q.service_price + q.distance_surcharge > max {
+            let asked = super::pricing::service_subtotal(&chosen.terms, chosen.distance_m);
+            if asked > max {
                 return Err(ApiError::Conflict(format!(
                     "the therapist's price for this booking ({}) is above what the customer \
                      accepts ({})",
-                    crate::money::ledger::money_text(q.service_price + q.distance_surcharge),
+                    crate::money::ledger::money_text(asked),
                     crate::money::ledger::money_text(max)
                 )));
             }

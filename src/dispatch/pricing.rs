@@ -5,6 +5,7 @@ use rust_decimal::Decimal;
 
 use crate::domain::money::round_money;
 use crate::domain::pricing::quote;
+use crate::geo::index::ServiceOffer;
 
 /// A promo code's discount rule (from `promo_codes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,18 @@ pub fn promo_discount(terms: &PromoTerms, amount: Decimal) -> Decimal {
         Discount::FixedAmount(value) => value,
     };
     raw.clamp(Decimal::ZERO, amount)
+}
+
+/// What a therapist's terms charge for the service and the travel to a place `distance_m` away
+/// (fees and promo aside): what a booking's price ceiling bounds.
+pub fn service_subtotal(offer: &ServiceOffer, distance_m: f64) -> Decimal {
+    let q = quote(
+        offer.price,
+        offer.base_distance_km,
+        offer.per_km_surcharge,
+        distance_m,
+    );
+    q.service_price + q.distance_surcharge
 }
 
 /// Prices a booking. The promo discount comes off what the customer pays; the platform bears

@@ -93,15 +93,8 @@ impl WaitingBooking {
     /// Whether this candidate's price for the booking (their service price and travel
     /// surcharge from where they are) is one the customer accepts.
     pub fn accepts_price_of(&self, hit: &NearbyHit) -> bool {
-        self.max_service_amount.is_none_or(|max| {
-            let q = crate::domain::pricing::quote(
-                hit.offer.price,
-                hit.offer.base_distance_km,
-                hit.offer.per_km_surcharge,
-                hit.distance_m,
-            );
-            q.service_price + q.distance_surcharge <= max
-        })
+        self.max_service_amount
+            .is_none_or(|max| super::pricing::service_subtotal(&hit.offer, hit.distance_m) <= max)
     }
 
     /// Sets what the therapist's calendar must allow.

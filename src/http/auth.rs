@@ -28,12 +28,17 @@ impl Caller {
 
     /// 403 unless the caller has `role`.
     pub fn require(&self, role: Role) -> Result<(), ApiError> {
-        if self.has(role) {
+        self.require_any(&[role])
+    }
+
+    /// 403 unless the caller has one of `roles` (the first names the audience in the refusal).
+    pub fn require_any(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.iter().any(|role| self.has(*role)) {
             Ok(())
         } else {
+            let role = roles.first().map_or("", |role| role.as_str());
             Err(ApiError::Forbidden(format!(
-                "this call needs the {} role",
-                role.as_str()
+                "this call needs the {role} role"
             )))
         }
     }
@@ -44,13 +49,12 @@ impl Caller {
 
     /// 403 unless the caller is an admin or super admin.
     pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.is_admin() {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden("this call needs the admin role".into()))
-        }
+        self.require_any(ADMINS)
     }
 }
+
+/// The roles that administer: admins and super admins.
+pub const ADMINS: &[Role] = &[Role::Admin, Role::SuperAdmin];
 
 /// The bearer token of a request: the `Authorization` header, or (for WebSockets, which browsers
 /// cannot give headers) the `token` query parameter when `allow_query` is set.
@@ -89,13 +93,13 @@ pub fn record_user(user_id: i64) {
     tracing::Span::current().record("user_id", user_id);
 }
 
-/// The role a route needs, when its path alone says so: every `/v1/admin/` route needs an admin,
+/// The roles a route needs, when its path alone says so: every `/v1/admin/` route an admin,
 /// every `/v1/therapist/` route a therapist.
-fn role_of_path(path: &str) -> Option<Option<Role>> {
+fn roles_of_path(path: &str) -> Option<&'static [Role]> {
     if path.starts_with("/v1/admin/") {
-        Some(None) // admin or super admin
+        Some(ADMINS)
     } else if path.starts_with("/v1/therapist/") {
-        Some(Some(Role::Therapist))
+        Some(&[Role::Therapist])
     } else {
         None
     }
@@ -110,13 +114,9 @@ pub async fn gate_roles(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let Some(role) = role_of_path(req.path()) else {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_left_body);
-    };
-    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+    let gate = roles_of_path(req.path())
+        .and_then(|roles| Some((roles, req.app_data::<web::Data<AppState>>()?.clone())));
+    let Some((roles, state)) = gate else {
         return next
             .call(req)
             .await
@@ -124,13 +124,7 @@ pub async fn gate_roles(
     };
     let checked = authenticate(&state, bearer_token(req.request(), false))
         .await
-        .and_then(|caller| {
-            match role {
-                None => caller.require_admin(),
-                Some(role) => caller.require(role),
-            }
-            .map(|()| caller)
-        });
+        .and_then(|caller| caller.require_any(roles).map(|()| caller));
     match checked {
         Ok(caller) => {
             req.extensions_mut().insert(caller);

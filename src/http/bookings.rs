@@ -817,19 +817,8 @@ async fn find_promo(
     if used >= i64::from(per_user.unwrap_or(1)) {
         return Err(invalid("you have already used this promo code"));
     }
-    if new_only == Some(true) {
-        let earlier: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM bookings WHERE customer_id = $1 AND status NOT IN ('cancelled')",
-        )
-        .bind(user_id)
-        .fetch_one(&state.db)
-        .await
-        .context("checking for earlier bookings")?;
-        if earlier > 0 {
-            return Err(invalid("is for new customers only"));
-        }
-    }
-    // Checked again, and settled, in the booking's transaction (`record_promo_use`).
+    // "New customers only" and the therapists or stores a code is for are settled in the
+    // booking's transaction (`record_promo_use`), after the customer's lock.
     let providers = match provider_ids {
         Some(serde_json::Value::Array(ids)) => {
             Some(ids.iter().filter_map(serde_json::Value::as_i64).collect())

@@ -13,7 +13,6 @@ use uuid::Uuid;
 
 use super::auth::Caller;
 use super::extract::Query;
-use crate::accounts::Role;
 use crate::error::{ApiError, Context as _, Problem};
 use crate::fanout::dashboard::{bookings_in, providers_in, Bbox};
 use crate::geo::index::TherapistState;
@@ -48,7 +47,7 @@ pub async fn dashboard_socket(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let _admitted = super::ws::admit(&state)?;
-    let caller = super::ws::socket_caller(&req, &state, &[Role::Admin, Role::SuperAdmin]).await?;
+    let caller = super::ws::socket_caller(&req, &state, super::auth::ADMINS).await?;
     let (response, session, stream) = super::ws::upgrade(&req, body)?;
     let guard = super::ws::socket_guard(&state, SocketKind::Dashboard, &caller).await;
     actix_web::rt::spawn(dashboard::run(

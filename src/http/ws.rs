@@ -43,15 +43,8 @@ pub async fn socket_caller(
     } else {
         authenticate(state, bearer_token(req, true)).await?
     };
-    if roles.iter().any(|role| caller.has(*role)) {
-        Ok(caller)
-    } else {
-        // The first role names the socket's audience (admins, whether or not super admins).
-        let role = roles.first().map_or("", |role| role.as_str());
-        Err(ApiError::Forbidden(format!(
-            "this call needs the {role} role"
-        )))
-    }
+    caller.require_any(roles)?;
+    Ok(caller)
 }
 
 /// The guard a new socket of `kind` runs under: registered (so ended credentials close it, and

@@ -430,6 +430,12 @@ pub async fn transition(
         }
         (to, _) => format!("{} (by the {})", to.as_str(), actor.label()),
     };
+    // A no-show owes what cancelling at the last moment would have cost (as in `sweep`); read
+    // only for a no-show, and before the transaction holds a connection.
+    let no_show_fee_percentage = match to {
+        BookingStatus::NoShow => Some(DispatchSettings::load(db).await.cancellation.fee_percentage),
+        _ => None,
+    };
     let mut tx = db.begin().await.context("starting the change")?;
     if matches!(to, BookingStatus::InProgress | BookingStatus::Completed) {
         crate::dispatch::transitions::require_paid_before_start(&mut tx, facts.booking_id).await?;
@@ -454,8 +460,7 @@ pub async fn transition(
     .bind(to)
     .bind(actor_user_id)
     .bind(reason)
-    // A no-show owes what cancelling at the last moment would have cost (as in `sweep`).
-    .bind(DispatchSettings::load(db).await.cancellation.fee_percentage)
+    .bind(no_show_fee_percentage)
     .execute(&mut *tx)
     .await
     .context("changing the booking")?
