@@ -169,11 +169,18 @@ impl Dispatcher {
     }
 
     /// A booking just committed (pending), asked for at `requested_at`: the matcher takes it
-    /// from here, its batching window counting from then.
-    pub fn start_waiting(&self, booking_id: i64, requested_at: chrono::DateTime<chrono::Utc>) {
+    /// from here, its batching window counting from then. `arrival` is what the request knows
+    /// of it, which a matcher on this node uses instead of reading the booking back.
+    pub fn start_waiting(
+        &self,
+        booking_id: i64,
+        requested_at: chrono::DateTime<chrono::Utc>,
+        arrival: matcher::Arrival,
+    ) {
         self.signal(MatchEvent::BookingCreated {
             booking_id,
             requested_at: Some(requested_at),
+            arrival: Some(arrival),
         });
     }
 

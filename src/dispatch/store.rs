@@ -256,6 +256,40 @@ impl BookingFacts {
     pub fn therapist(&self) -> Option<i64> {
         self.provider_id.or(self.requested_provider_id)
     }
+
+    /// The facts of a home-service booking a request has just inserted, from what that request
+    /// knows and the view it read back in its transaction: the same values [`FACTS_SQL`]
+    /// would read, without reading them again.
+    pub fn of_new_booking(
+        id: i64,
+        customer_id: i64,
+        service_id: i64,
+        requested_provider_id: Option<i64>,
+        buffer_minutes: i32,
+        view: &BookingView,
+    ) -> Self {
+        Self {
+            id,
+            uuid: view.id,
+            booking_number: view.booking_number.clone(),
+            status: view.status,
+            customer_id,
+            provider_id: None,
+            provider_user_id: None,
+            service_id,
+            requested_at: view.requested_at,
+            scheduled_at: view.scheduled_at,
+            total_amount: view.pricing.total_amount,
+            lat: view.location.as_ref().map(|l| l.lat),
+            lng: view.location.as_ref().map(|l| l.lng),
+            booking_type: view.booking_type.clone(),
+            requested_provider_id,
+            request_expires_at: view.request_expires_at,
+            duration_minutes: view.duration_minutes,
+            buffer_minutes,
+            max_service_amount: view.pricing.max_price,
+        }
+    }
 }
 
 const FACTS_SQL: &str =

@@ -468,8 +468,25 @@ pub async fn create(
             state.dispatcher.announce_request(&facts, &view).await;
         }
     } else {
-        // The matcher hears at once (no read back): it has what it needs.
-        state.dispatcher.start_waiting(booking_id, received_at);
+        // The matcher hears at once, with what it needs (nothing is read back).
+        let facts = store::BookingFacts::of_new_booking(
+            booking_id,
+            user_id,
+            service_id,
+            None,
+            scheduling.travel_buffer_minutes as i32,
+            &view,
+        );
+        let arrival = dispatch::matcher::Arrival::new(
+            facts,
+            &view,
+            settings.dispatch,
+            settings.scheduling.clone(),
+            settings.read_at,
+        );
+        state
+            .dispatcher
+            .start_waiting(booking_id, received_at, arrival);
     }
     state.dispatcher.announce(booking_id).await;
     Ok(HttpResponse::Created().json(view))
@@ -481,10 +498,13 @@ struct NewBookingSettings {
     scheduling: crate::schedule::SchedulingSettings,
     dispatch: dispatch_settings::DispatchSettings,
     max_pending: u32,
+    /// When they were read (the matcher adopts the newest a booking was priced with).
+    read_at: std::time::Instant,
 }
 
 impl NewBookingSettings {
     async fn load(db: &sqlx::PgPool) -> Result<Self, ApiError> {
+        let read_at = std::time::Instant::now();
         let keys: Vec<&str> = dispatch_settings::KEYS
             .iter()
             .copied()
@@ -513,6 +533,7 @@ impl NewBookingSettings {
             scheduling,
             dispatch: dispatch_settings::DispatchSettings::from_values(values),
             max_pending,
+            read_at,
         })
     }
 }
