@@ -157,7 +157,7 @@ impl Application {
             let dispatcher = dispatcher.clone();
             let dashboards = dashboards.clone();
             Arc::new(move |provider_id, fix, moved| {
-                dispatcher.on_fix(provider_id, fix);
+                dispatcher.on_fix(provider_id, fix, &moved);
                 if !dashboards.is_empty() {
                     dashboards.moved(provider_id, moved.uuid, fix, moved.state);
                 }

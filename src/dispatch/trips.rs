@@ -12,7 +12,7 @@ use super::lifecycle::{check_transition, Actor, BookingStatus};
 use super::notify::frame;
 use super::store::{self, BookingFacts};
 use super::Dispatcher;
-use crate::geo::index::{LiveFix, TherapistState};
+use crate::geo::index::{LiveFix, Moved, TherapistState};
 use crate::geo::{distance_m, Point};
 
 /// The customer gets the therapist's position at most this often.
@@ -137,10 +137,17 @@ impl Dispatcher {
 
     /// Called for every accepted, matchable fix: live position for the customer (at most once a
     /// second while accepted or en route), arrival by geofence while en route, and, for an
-    /// available therapist, the matcher hears they may now be in reach of a waiting booking.
-    pub fn on_fix(&self, provider_id: i64, fix: LiveFix) {
+    /// available therapist, the matcher hears they may now be in reach of a waiting booking:
+    /// when the fix brings them back on the map (as if they came online) or into another cell.
+    /// A move within a cell is not an event: the matcher looks at cell changes only, and at
+    /// 10,000 therapists those events were most of its inbox.
+    pub fn on_fix(&self, provider_id: i64, fix: LiveFix, moved: &Moved) {
         if self.inner.index.state(provider_id) == Some(TherapistState::Available) {
-            self.signal(super::matcher::MatchEvent::TherapistMoved { provider_id });
+            if moved.back_on_map {
+                self.signal(super::matcher::MatchEvent::TherapistAvailable { provider_id });
+            } else if moved.new_cell {
+                self.signal(super::matcher::MatchEvent::TherapistMoved { provider_id });
+            }
             return;
         }
         let mut push = None;

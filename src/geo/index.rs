@@ -205,6 +205,12 @@ pub enum FixOutcome {
 pub struct Moved {
     pub uuid: Uuid,
     pub state: TherapistState,
+    /// The fix put them in another cell than their last (or is their first): only then can
+    /// they have come within reach of something a cell-based search missed before.
+    pub new_cell: bool,
+    /// Searches had stopped seeing them (no fix, or none received within the presence TTL)
+    /// and this fix brings them back, wherever it puts them.
+    pub back_on_map: bool,
 }
 
 /// A therapist as the map shows it.
@@ -453,11 +459,15 @@ impl LiveIndex {
             Some(current) if current.cell == cell => current.centre,
             _ => centre_of(cell),
         };
+        let back_on_map =
+            entry.live.is_none() || !is_fresh(entry.received_at, received_at, self.presence_ttl);
         entry.live = Some(Live { fix, cell, centre });
         entry.received_at = received_at;
         let moved = Moved {
             uuid: entry.profile.uuid,
             state: entry.state(),
+            new_cell: previous_cell != Some(cell),
+            back_on_map,
         };
         let occupant = Occupant {
             provider_id,
@@ -1084,6 +1094,35 @@ mod tests {
         assert_eq!(
             index.update_fix(99, fix(14.56, 121.02, now)),
             FixOutcome::Unknown
+        );
+    }
+
+    #[test]
+    fn a_fix_says_whether_it_changed_cell_or_brought_the_therapist_back_on_the_map() {
+        let index = LiveIndex::new(DEFAULT_PRESENCE_TTL);
+        let now = Utc::now();
+        index.upsert_profile(therapist(1));
+        let moved = |lat: f64, received: DateTime<Utc>| match index.record_fix(
+            1,
+            fix(lat, 121.0244, received),
+            received,
+        ) {
+            FixOutcome::Moved(moved) => (moved.new_cell, moved.back_on_map),
+            other => panic!("not moved: {other:?}"),
+        };
+        assert_eq!(moved(14.5550, now), (true, true), "the first fix");
+        assert_eq!(
+            moved(14.55501, now + ChronoDuration::seconds(5)),
+            (false, false)
+        );
+        assert_eq!(
+            moved(14.5650, now + ChronoDuration::seconds(10)),
+            (true, false)
+        );
+        // Silent for longer than the TTL, then heard again in the same cell.
+        assert_eq!(
+            moved(14.5650, now + ChronoDuration::seconds(80)),
+            (false, true)
         );
     }
 
