@@ -502,6 +502,10 @@ struct City {
     rng_seed: u64,
     service_id: Uuid,
     customer_token: String,
+    /// An admin's: the agreement check asks as one, since admins see exact positions and
+    /// customers see each therapist at their cell's centre (the contenders rank by exact
+    /// positions).
+    admin_token: String,
     therapists: Vec<CityTherapist>,
 }
 
@@ -554,7 +558,8 @@ impl City {
             eprintln!("ignoring {}: another city", path.display());
             return None;
         }
-        let digests: Vec<String> = std::iter::once(&city.customer_token)
+        let digests: Vec<String> = [&city.customer_token, &city.admin_token]
+            .into_iter()
             .chain(city.therapists.iter().take(sockets).map(|t| &t.token))
             .map(|secret| hilot::accounts::tokens::digest(secret))
             .collect();
@@ -635,6 +640,7 @@ async fn seed_city(pool: &PgPool) -> anyhow::Result<City> {
         rng_seed: CITY_SEED,
         service_id,
         customer_token,
+        admin_token: seeded.admin.token.clone(),
         therapists: seeded
             .therapists
             .into_iter()
@@ -678,6 +684,8 @@ struct Ctx {
     http_host: String,
     http_prefix: String,
     token: String,
+    /// For the agreement check (exact positions); the timed queries use `token`, a customer's.
+    admin_token: String,
     service_id: Uuid,
     reqwest: reqwest::Client,
     redis: redis::Client,
@@ -706,6 +714,7 @@ impl Ctx {
             http_host,
             http_prefix,
             token: city.customer_token.clone(),
+            admin_token: city.admin_token.clone(),
             service_id: city.service_id,
             reqwest: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
@@ -818,7 +827,7 @@ impl Worker {
                     serde_json::from_slice(body).context("reading the nearby answer")?;
                 Ok(answer.therapists.len())
             }
-            Worker::HttpReqwest => Ok(hilot_nearby(ctx, p).await?.len()),
+            Worker::HttpReqwest => Ok(hilot_nearby(ctx, &ctx.token, p).await?.len()),
             Worker::Redis(conn) => Ok(geosearch(conn, p).await?.len()),
             Worker::PgSeed(conn) => {
                 let rows = sqlx::query(SEED_6_1_SQL)
@@ -852,13 +861,13 @@ impl Worker {
     }
 }
 
-/// Hilot's answer through reqwest: the provider ids, nearest first.
-async fn hilot_nearby(ctx: &Ctx, p: Point) -> anyhow::Result<Vec<Uuid>> {
+/// Hilot's answer through reqwest, asked with `token`: the provider ids, nearest first.
+async fn hilot_nearby(ctx: &Ctx, token: &str, p: Point) -> anyhow::Result<Vec<Uuid>> {
     let url = format!(
         "{}/v1/therapists/nearby?lat={}&lng={}&service_id={}&radius_m={RADIUS_M}&limit={K}",
         ctx.base_url, p.lat, p.lng, ctx.service_id
     );
-    let response = ctx.reqwest.get(url).bearer_auth(&ctx.token).send().await?;
+    let response = ctx.reqwest.get(url).bearer_auth(token).send().await?;
     let status = response.status();
     let body = response.bytes().await?;
     if !status.is_success() {
@@ -1284,7 +1293,7 @@ async fn check_agreement(ctx: &Ctx, bases: &HashMap<Uuid, Point>) -> anyhow::Res
     };
     let mut reported = 0;
     for &p in ctx.points.iter().take(agreement.points) {
-        let hilot: BTreeSet<Uuid> = hilot_nearby(ctx, p)
+        let hilot: BTreeSet<Uuid> = hilot_nearby(ctx, &ctx.admin_token, p)
             .await
             .context("the agreement check's nearby query")?
             .into_iter()

@@ -196,7 +196,7 @@ fn render(results: &Path) -> anyhow::Result<String> {
     if let Some(agreement) = compare.get("agreement").filter(|a| !a.is_null()) {
         writeln!(
             out,
-            "Same answers: on {} query points, Hilot's ids equal PostGIS's on {} and Redis's on {}.",
+            "Same answers: on {} query points, Hilot's ids (asked as an admin, who sees exact positions; customers see each therapist at their cell's centre) equal PostGIS's on {} and Redis's on {}.",
             agreement["points"], agreement["hilot_eq_postgis"], agreement["hilot_eq_redis"]
         )?;
     }
