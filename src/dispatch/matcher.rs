@@ -180,12 +180,7 @@ impl Arrival {
     ) -> Self {
         Self(std::sync::Arc::new(ArrivalParts {
             facts,
-            context: BookingContext {
-                service: view.service.clone(),
-                location: view.location.clone(),
-                booking_type: view.booking_type.clone(),
-                scheduled_at: view.scheduled_at,
-            },
+            context: BookingContext::of(view),
             settings,
             scheduling,
             settings_read,
@@ -214,6 +209,17 @@ struct BookingContext {
     /// `now` or `scheduled`, and when a scheduled one starts: the therapist decides on both.
     booking_type: String,
     scheduled_at: Option<DateTime<Utc>>,
+}
+
+impl BookingContext {
+    fn of(view: &store::BookingView) -> Self {
+        Self {
+            service: view.service.clone(),
+            location: view.location.clone(),
+            booking_type: view.booking_type.clone(),
+            scheduled_at: view.scheduled_at,
+        }
+    }
 }
 
 struct Matcher {
@@ -1067,15 +1073,7 @@ impl Matcher {
                     let Some(booking_id) = by_uuid.get(&view.id).copied() else {
                         continue;
                     };
-                    self.contexts.insert(
-                        booking_id,
-                        BookingContext {
-                            service: view.service,
-                            location: view.location,
-                            booking_type: view.booking_type,
-                            scheduled_at: view.scheduled_at,
-                        },
-                    );
+                    self.contexts.insert(booking_id, BookingContext::of(&view));
                 }
             }
             Err(error) => {

@@ -257,14 +257,13 @@ impl BookingFacts {
         self.provider_id.or(self.requested_provider_id)
     }
 
-    /// The facts of a home-service booking a request has just inserted, from what that request
-    /// knows and the view it read back in its transaction: the same values [`FACTS_SQL`]
-    /// would read, without reading them again.
+    /// The facts of a home-service booking for the matcher (not a request to a named
+    /// therapist) that a request has just inserted, from what that request knows and the view
+    /// it read back in its transaction: the values [`FACTS_SQL`] would read, without reading.
     pub fn of_new_booking(
         id: i64,
         customer_id: i64,
         service_id: i64,
-        requested_provider_id: Option<i64>,
         buffer_minutes: i32,
         view: &BookingView,
     ) -> Self {
@@ -283,7 +282,7 @@ impl BookingFacts {
             lat: view.location.as_ref().map(|l| l.lat),
             lng: view.location.as_ref().map(|l| l.lng),
             booking_type: view.booking_type.clone(),
-            requested_provider_id,
+            requested_provider_id: None,
             request_expires_at: view.request_expires_at,
             duration_minutes: view.duration_minutes,
             buffer_minutes,

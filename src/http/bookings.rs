@@ -473,7 +473,6 @@ pub async fn create(
             booking_id,
             user_id,
             service_id,
-            None,
             scheduling.travel_buffer_minutes as i32,
             &view,
         );
