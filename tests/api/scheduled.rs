@@ -394,8 +394,9 @@ async fn a_request_to_a_named_therapist_is_accepted_reminded_and_carried_out() {
         early["detail"].as_str().unwrap().contains("lead time"),
         "{early}"
     );
-    // A lead time of a day makes the visit due now.
-    short_scheduling(&app, json!({"lead_minutes": 1440})).await;
+    // A lead time of two days makes the visit due now (the next Manila morning is up to 26 h
+    // away).
+    short_scheduling(&app, json!({"lead_minutes": 2880})).await;
     for status in ["en_route", "arrived", "in_progress", "completed"] {
         let changed = json_body(
             app.post_as(
@@ -1036,9 +1037,9 @@ async fn a_reschedule_fails_when_its_slot_was_taken_expires_unanswered_and_stops
     )
     .await;
 
-    // Once the therapist is on the way (the visit due: a lead time of a day), the booking can
+    // Once the therapist is on the way (the visit due: a lead time of two days), the booking can
     // no longer move.
-    short_scheduling(&app, json!({"lead_minutes": 1440})).await;
+    short_scheduling(&app, json!({"lead_minutes": 2880})).await;
     json_body(
         app.post_as(
             &therapist.token,
@@ -1339,8 +1340,8 @@ async fn a_therapist_with_a_booking_for_later_still_takes_book_now_work_until_th
     assert_eq!(accepted["status"], "accepted");
     assert_eq!(accepted["provider"]["id"], therapist.provider_id.as_str());
     // On that job, they cannot set out for the later one too, even once it is due (a lead
-    // time of a day): 409, not a server error.
-    short_scheduling(&app, json!({"lead_minutes": 1440})).await;
+    // time of two days): 409, not a server error.
+    short_scheduling(&app, json!({"lead_minutes": 2880})).await;
     let refused = problem(
         app.post_as(
             &therapist.token,
