@@ -20,6 +20,13 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// Booking → first offer is a batch window (1 s by default) plus a round: finer buckets around
+/// the window tell a round of 20 ms from one of 60.
+const FIRST_OFFER_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0, 1.01, 1.02, 1.03, 1.04, 1.05, 1.075, 1.1, 1.25,
+    1.5, 2.0, 5.0, 10.0,
+];
+
 /// Keeps the log writer's thread alive; dropping it flushes the lines still queued.
 pub type LogGuard = Option<tracing_appender::non_blocking::WorkerGuard>;
 
@@ -67,6 +74,12 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
             .expect("latency buckets are non-empty")
+            // A full name outranks a suffix (the exporter sorts its matchers).
+            .set_buckets_for_metric(
+                Matcher::Full("hilot_first_offer_seconds".into()),
+                FIRST_OFFER_BUCKETS,
+            )
+            .expect("first-offer buckets are non-empty")
             .build_recorder();
         let handle = recorder.handle();
         // Another recorder can only exist if a test installed one first; keep ours regardless.

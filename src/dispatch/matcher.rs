@@ -1026,7 +1026,8 @@ impl Matcher {
             }
             self.waiting
                 .offer_opened(offer.booking_id, offer.provider_id, expires_at);
-            if rounds_bumped.insert(offer.booking_id) {
+            let first_of_booking = rounds_bumped.insert(offer.booking_id);
+            if first_of_booking {
                 if let Some(b) = self.waiting.rounds_mut(offer.booking_id) {
                     *b = round;
                 }
@@ -1044,6 +1045,24 @@ impl Matcher {
                 "offer sent"
             );
             self.send_offer(&offer, expires_at).await;
+            if round == 1 && first_of_booking {
+                self.first_offer_sent(offer.booking_id);
+            }
+        }
+    }
+
+    /// `hilot_first_offer_seconds`: from a book-now booking's `requested_at` (its transaction's
+    /// start) to its first offer frame handed to the fan-out. Beside the load test's booking →
+    /// first offer, it tells the server's share (window, round) from the way there and back.
+    fn first_offer_sent(&self, booking_id: i64) {
+        let Some(booking) = self.waiting.get(booking_id) else {
+            return;
+        };
+        if booking.is_scheduled() {
+            return;
+        }
+        if let Ok(waited) = (Utc::now() - booking.requested_at).to_std() {
+            metrics::histogram!("hilot_first_offer_seconds").record(waited.as_secs_f64());
         }
     }
 

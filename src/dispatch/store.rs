@@ -508,9 +508,16 @@ pub async fn list_for_user(
     status: Option<BookingStatus>,
     limit: i64,
 ) -> sqlx::Result<Vec<BookingView>> {
+    // Each way a booking is the caller's is its own indexed lookup: one `OR` across the three
+    // read every booking (20 ms each at 5,000 bookings, when 10,000 apps reconnected at once).
     let rows: Vec<ViewRow> = sqlx::query_as(&format!(
-        "{VIEW_SQL} WHERE (b.customer_id = $1 OR p.user_id = $1 \
-                OR (rp.user_id = $1 AND b.status = 'pending' AND b.provider_id IS NULL)) \
+        "WITH mine AS ( \
+             SELECT id FROM bookings WHERE customer_id = $1 \
+             UNION SELECT b.id FROM bookings b JOIN providers p ON p.id = b.provider_id \
+                    WHERE p.user_id = $1 \
+             UNION SELECT b.id FROM bookings b JOIN providers rp ON rp.id = b.requested_provider_id \
+                    WHERE rp.user_id = $1 AND b.status = 'pending' AND b.provider_id IS NULL) \
+         {VIEW_SQL} WHERE b.id IN (SELECT id FROM mine) \
            AND b.deleted_at IS NULL \
            AND ($2::booking_status IS NULL OR b.status = $2) \
          ORDER BY b.created_at DESC, b.id DESC LIMIT $3"

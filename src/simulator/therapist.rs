@@ -120,7 +120,7 @@ pub async fn run(
             Ok(socket) => {
                 backoff.reset();
                 therapist.stats.count("therapist_connected");
-                if therapist.session(socket, &mut stop).await {
+                if therapist.session(&server, socket, &mut stop).await {
                     return;
                 }
                 therapist.stats.error("therapist_socket_closed");
@@ -140,12 +140,20 @@ pub async fn run(
 
 impl Therapist {
     /// One connection. Returns true when told to stop, false when the socket failed.
-    async fn session(&mut self, mut socket: Socket, stop: &mut watch::Receiver<bool>) -> bool {
+    async fn session(
+        &mut self,
+        server: &Server,
+        mut socket: Socket,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
         if self
             .send(&mut socket, json!({"type": "availability", "online": true}))
             .await
             .is_err()
         {
+            return false;
+        }
+        if self.resume_job(server, &mut socket).await.is_err() {
             return false;
         }
         // Apps ping on their own clocks: spread the phases over one interval.
@@ -388,19 +396,7 @@ impl Therapist {
             }
             ("arrived", Duty::EnRoute { .. } | Duty::AtDoor { .. }) => {
                 self.stats.count("arrivals");
-                self.duty = Duty::InSession { booking };
-                self.send(
-                    socket,
-                    json!({"type": "status", "booking_id": booking, "status": "in_progress"}),
-                )
-                .await?;
-                self.timer = Some((
-                    Instant::now() + self.behaviour.session,
-                    Timer::SendStatus {
-                        booking,
-                        status: "completed",
-                    },
-                ));
+                self.start_session(socket, booking).await?;
             }
             ("completed", _) => {
                 self.stats.count("jobs_completed");
@@ -439,6 +435,101 @@ impl Therapist {
                 },
             ));
         }
+        Ok(())
+    }
+
+    /// Carries on the job the server still has under way for them, as the app does when it
+    /// starts: one left by a dropped socket, or by an earlier simulator on these accounts (a
+    /// load test stops mid-job). Without it they would stay busy for the server, never offered
+    /// anything again, and each load test on the same server would have fewer therapists.
+    async fn resume_job(&mut self, server: &Server, socket: &mut Socket) -> Result<(), ()> {
+        let listed = server
+            .http
+            .get(server.url("/v1/bookings?limit=10"))
+            .bearer_auth(&self.me.account.token)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        let bookings: Vec<Value> = match listed {
+            Ok(response) => response.json().await.unwrap_or_default(),
+            Err(_) => {
+                // Not fatal: the job (if any) stays the server's to resolve.
+                self.stats.error("therapist_jobs_unlisted");
+                return Ok(());
+            }
+        };
+        let under_way = bookings.iter().find_map(|booking| {
+            let status = booking.get("status").and_then(Value::as_str)?;
+            let now = booking.get("booking_type").and_then(Value::as_str) == Some("now");
+            let busy = matches!(status, "en_route" | "arrived" | "in_progress")
+                || (status == "accepted" && now);
+            busy.then_some((booking, status))
+        });
+        let Some((booking, status)) = under_way else {
+            return Ok(());
+        };
+        let (Some(id), Some(lat), Some(lng)) = (
+            booking
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|id| Uuid::parse_str(id).ok()),
+            booking.pointer("/location/lat").and_then(Value::as_f64),
+            booking.pointer("/location/lng").and_then(Value::as_f64),
+        ) else {
+            self.stats.error("therapist_job_unreadable");
+            return Ok(());
+        };
+        let customer = Point::new(lat, lng);
+        self.stats.count("jobs_resumed");
+        match status {
+            "accepted" => self.set_out(socket, id, customer).await,
+            "en_route" => {
+                self.duty = Duty::EnRoute {
+                    booking: id,
+                    customer,
+                };
+                if let Travel::Skip { step } = self.behaviour.travel {
+                    self.timer = Some((
+                        Instant::now() + step,
+                        Timer::SendStatus {
+                            booking: id,
+                            status: "arrived",
+                        },
+                    ));
+                }
+                Ok(())
+            }
+            "arrived" => self.start_session(socket, id).await,
+            _ => {
+                // In session: it ends a session's length from now.
+                self.duty = Duty::InSession { booking: id };
+                self.timer = Some((
+                    Instant::now() + self.behaviour.session,
+                    Timer::SendStatus {
+                        booking: id,
+                        status: "completed",
+                    },
+                ));
+                Ok(())
+            }
+        }
+    }
+
+    /// At the door: the session starts (`in_progress`) and ends a session's length later.
+    async fn start_session(&mut self, socket: &mut Socket, booking: Uuid) -> Result<(), ()> {
+        self.duty = Duty::InSession { booking };
+        self.send(
+            socket,
+            json!({"type": "status", "booking_id": booking, "status": "in_progress"}),
+        )
+        .await?;
+        self.timer = Some((
+            Instant::now() + self.behaviour.session,
+            Timer::SendStatus {
+                booking,
+                status: "completed",
+            },
+        ));
         Ok(())
     }
 

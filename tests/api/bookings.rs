@@ -692,6 +692,38 @@ async fn strangers_can_neither_read_track_cancel_nor_accept_and_positions_stay_p
     .await;
     accept(&app, &therapist.token, &id).await;
 
+    // Lists: the customer and the assigned therapist see it, filtered by status too; a
+    // stranger and the therapist never offered it see nothing.
+    let ids_listed = |token: String, query: &'static str| {
+        let app = &app;
+        async move {
+            let listed = json_body(
+                app.get_as(&token, &format!("/v1/bookings{query}")).await,
+                200,
+            )
+            .await;
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids_listed(customer.clone(), "").await, [id.clone()]);
+    assert_eq!(ids_listed(therapist.token.clone(), "").await, [id.clone()]);
+    assert_eq!(
+        ids_listed(therapist.token.clone(), "?status=accepted").await,
+        [id.clone()]
+    );
+    assert!(ids_listed(therapist.token.clone(), "?status=pending")
+        .await
+        .is_empty());
+    assert!(ids_listed(stranger.clone(), "").await.is_empty());
+    assert!(ids_listed(outsider_therapist.token.clone(), "")
+        .await
+        .is_empty());
+
     for path in [
         format!("/v1/bookings/{id}"),
         format!("/v1/bookings/{id}/track"),

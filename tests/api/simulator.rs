@@ -281,3 +281,105 @@ async fn the_demo_city_has_verified_stores_in_makati_with_visits_booked() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
+
+/// A load test stops mid-job; the next one on the same server drives the same accounts. Each
+/// simulated app asks for the job it still has under way when it connects, as the real app
+/// does on start, and carries it to the end: otherwise those therapists stay busy for the
+/// server and every later run has fewer of them.
+#[tokio::test]
+async fn a_simulated_therapist_carries_on_the_job_a_stopped_run_left_under_way() {
+    let app = spawn_app_with(test_settings()).await;
+    let city = seed_city(
+        &app.db,
+        &CitySpec {
+            block: PhoneBlock::Demo,
+            therapists: 6,
+            customers: 4,
+            area: SALCEDO,
+            travel_km: 5,
+            all_services: true,
+            online_with_fix: false,
+            rng_seed: 3,
+            with_schedule: 0.0,
+        },
+    )
+    .await
+    .expect("seeding the city");
+    let plan = |bookings_per_s: f64, job_step: Duration| Plan {
+        behaviour: Behaviour {
+            ping_interval: Duration::from_millis(300),
+            accept_probability: 1.0,
+            decision_delay: (Duration::from_millis(50), Duration::from_millis(150)),
+            travel: Travel::Skip { step: job_step },
+            session: job_step,
+            wander_speed_kmh: 10.0,
+            wander_radius_m: 100.0,
+            off_duty_per_hour: 0.0,
+            off_duty_for: Duration::ZERO,
+        },
+        area: SALCEDO,
+        bookings_per_s,
+        scheduled_share: 0.0,
+        scheduled_ahead: (Duration::from_secs(3600), Duration::from_secs(3600)),
+        dashboards: 0,
+        viewport_km: None,
+        ramp: Duration::from_millis(500),
+        other_node: None,
+    };
+    let under_way = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT id FROM bookings WHERE status IN ('accepted', 'en_route', 'arrived', 'in_progress') \
+             ORDER BY id",
+        )
+        .fetch_all(&app.db)
+        .await
+        .unwrap()
+    };
+
+    // The first run: jobs take a minute a step, so whatever was taken is under way at the stop.
+    let first = Simulation::start(
+        Server::new(&app.address),
+        &city,
+        plan(2.0, Duration::from_secs(60)),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while under_way().await.len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    first.stop(Duration::from_secs(10)).await;
+    let left = under_way().await;
+    assert!(
+        left.len() >= 2,
+        "the first run left no job under way: {left:?}"
+    );
+
+    // The second run books nothing: its therapists only finish what the first one left.
+    let second = Simulation::start(
+        Server::new(&app.address),
+        &city,
+        plan(0.0, Duration::from_millis(300)),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !under_way().await.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = second.stop(Duration::from_secs(10)).await;
+    let seen = stats.snapshot();
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status::text FROM bookings WHERE id = ANY($1) ORDER BY id")
+            .bind(&left)
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        statuses,
+        vec!["completed".to_owned(); left.len()],
+        "the jobs the first run left were not carried out: {seen:#?}"
+    );
+    assert_eq!(
+        seen.counts.get("jobs_resumed").copied(),
+        Some(left.len() as u64),
+        "{seen:#?}"
+    );
+    assert!(seen.errors.is_empty(), "{:#?}", seen.errors);
+}
