@@ -426,15 +426,7 @@ impl Therapist {
             json!({"type": "status", "booking_id": booking, "status": "en_route"}),
         )
         .await?;
-        if let Travel::Skip { step } = self.behaviour.travel {
-            self.timer = Some((
-                Instant::now() + step,
-                Timer::SendStatus {
-                    booking,
-                    status: "arrived",
-                },
-            ));
-        }
+        self.head_for(booking, customer);
         Ok(())
     }
 
@@ -484,32 +476,13 @@ impl Therapist {
         match status {
             "accepted" => self.set_out(socket, id, customer).await,
             "en_route" => {
-                self.duty = Duty::EnRoute {
-                    booking: id,
-                    customer,
-                };
-                if let Travel::Skip { step } = self.behaviour.travel {
-                    self.timer = Some((
-                        Instant::now() + step,
-                        Timer::SendStatus {
-                            booking: id,
-                            status: "arrived",
-                        },
-                    ));
-                }
+                self.head_for(id, customer);
                 Ok(())
             }
             "arrived" => self.start_session(socket, id).await,
             _ => {
                 // In session: it ends a session's length from now.
-                self.duty = Duty::InSession { booking: id };
-                self.timer = Some((
-                    Instant::now() + self.behaviour.session,
-                    Timer::SendStatus {
-                        booking: id,
-                        status: "completed",
-                    },
-                ));
+                self.in_session(id);
                 Ok(())
             }
         }
@@ -517,12 +490,18 @@ impl Therapist {
 
     /// At the door: the session starts (`in_progress`) and ends a session's length later.
     async fn start_session(&mut self, socket: &mut Socket, booking: Uuid) -> Result<(), ()> {
-        self.duty = Duty::InSession { booking };
         self.send(
             socket,
             json!({"type": "status", "booking_id": booking, "status": "in_progress"}),
         )
         .await?;
+        self.in_session(booking);
+        Ok(())
+    }
+
+    /// In session until a session's length from now, then `completed`.
+    fn in_session(&mut self, booking: Uuid) {
+        self.duty = Duty::InSession { booking };
         self.timer = Some((
             Instant::now() + self.behaviour.session,
             Timer::SendStatus {
@@ -530,7 +509,21 @@ impl Therapist {
                 status: "completed",
             },
         ));
-        Ok(())
+    }
+
+    /// On the way to the customer: driving (the ping clock moves them), or, with travel
+    /// skipped, at the door a step from now.
+    fn head_for(&mut self, booking: Uuid, customer: Point) {
+        self.duty = Duty::EnRoute { booking, customer };
+        if let Travel::Skip { step } = self.behaviour.travel {
+            self.timer = Some((
+                Instant::now() + step,
+                Timer::SendStatus {
+                    booking,
+                    status: "arrived",
+                },
+            ));
+        }
     }
 
     /// A booking for later they won is due: they set out on the next tick they are free (the
