@@ -18,6 +18,7 @@ use super::movement::{bearing_deg, metres_in, random_point_near, step_towards};
 use super::seed::SimTherapist;
 use super::stats::{Metric, Stats};
 use super::{Behaviour, Travel};
+use crate::dispatch::lifecycle::BookingStatus;
 use crate::geo::{great_circle_m, Point};
 
 /// Pings still unacknowledged this long after stopping are reported as lost.
@@ -60,6 +61,21 @@ enum Timer {
         status: &'static str,
     },
     BackOnDuty,
+}
+
+/// What the app reads of its own bookings (`GET /v1/bookings`) to pick up a job under way.
+#[derive(Debug, serde::Deserialize)]
+struct ListedBooking {
+    id: Uuid,
+    status: BookingStatus,
+    booking_type: String,
+    location: Option<ListedPlace>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ListedPlace {
+    lat: f64,
+    lng: f64,
 }
 
 struct Therapist {
@@ -420,7 +436,6 @@ impl Therapist {
         booking: Uuid,
         customer: Point,
     ) -> Result<(), ()> {
-        self.duty = Duty::EnRoute { booking, customer };
         self.send(
             socket,
             json!({"type": "status", "booking_id": booking, "status": "en_route"}),
@@ -435,54 +450,48 @@ impl Therapist {
     /// load test stops mid-job). Without it they would stay busy for the server, never offered
     /// anything again, and each load test on the same server would have fewer therapists.
     async fn resume_job(&mut self, server: &Server, socket: &mut Socket) -> Result<(), ()> {
-        let listed = server
+        let listed = match server
             .http
             .get(server.url("/v1/bookings?limit=10"))
             .bearer_auth(&self.me.account.token)
             .send()
             .await
-            .and_then(reqwest::Response::error_for_status);
-        let bookings: Vec<Value> = match listed {
-            Ok(response) => response.json().await.unwrap_or_default(),
+            .and_then(reqwest::Response::error_for_status)
+        {
+            Ok(response) => response.json::<Vec<ListedBooking>>().await,
+            Err(error) => Err(error),
+        };
+        let bookings = match listed {
+            Ok(bookings) => bookings,
             Err(_) => {
                 // Not fatal: the job (if any) stays the server's to resolve.
                 self.stats.error("therapist_jobs_unlisted");
                 return Ok(());
             }
         };
-        let under_way = bookings.iter().find_map(|booking| {
-            let status = booking.get("status").and_then(Value::as_str)?;
-            let now = booking.get("booking_type").and_then(Value::as_str) == Some("now");
-            let busy = matches!(status, "en_route" | "arrived" | "in_progress")
-                || (status == "accepted" && now);
-            busy.then_some((booking, status))
-        });
-        let Some((booking, status)) = under_way else {
+        // Busy as the server counts it (`BookingStatus::is_active`), less a booking for later
+        // already accepted: that one leaves them free until it is due.
+        let Some(job) = bookings.into_iter().find(|b| {
+            b.status.is_active() && (b.status != BookingStatus::Accepted || b.booking_type == "now")
+        }) else {
             return Ok(());
         };
-        let (Some(id), Some(lat), Some(lng)) = (
-            booking
-                .get("id")
-                .and_then(Value::as_str)
-                .and_then(|id| Uuid::parse_str(id).ok()),
-            booking.pointer("/location/lat").and_then(Value::as_f64),
-            booking.pointer("/location/lng").and_then(Value::as_f64),
-        ) else {
+        let Some(place) = job.location else {
             self.stats.error("therapist_job_unreadable");
             return Ok(());
         };
-        let customer = Point::new(lat, lng);
+        let customer = Point::new(place.lat, place.lng);
         self.stats.count("jobs_resumed");
-        match status {
-            "accepted" => self.set_out(socket, id, customer).await,
-            "en_route" => {
-                self.head_for(id, customer);
+        match job.status {
+            BookingStatus::Accepted => self.set_out(socket, job.id, customer).await,
+            BookingStatus::EnRoute => {
+                self.head_for(job.id, customer);
                 Ok(())
             }
-            "arrived" => self.start_session(socket, id).await,
+            BookingStatus::Arrived => self.start_session(socket, job.id).await,
             _ => {
                 // In session: it ends a session's length from now.
-                self.in_session(id);
+                self.in_session(job.id);
                 Ok(())
             }
         }
